@@ -1,0 +1,200 @@
+// Command pyexecd is the HTTP service that runs untrusted Python scripts in
+// a warm pool of jailed interpreters. main only wires signals to run; run
+// is what the end-to-end tests start on a loopback port.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sandbox-exec/pyexec/pool"
+	"github.com/sandbox-exec/pyexec/runner"
+	"github.com/sandbox-exec/pyexec/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "pyexecd:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the parsed flags and environment.
+type options struct {
+	addr            string
+	logLevel        string
+	shutdownTimeout time.Duration
+	runner          runner.Config
+	bwrapPath       string
+	mode            string
+	jail            string
+	pool            pool.Config
+	server          server.Config
+}
+
+func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("pyexecd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	d := server.DefaultConfig()
+
+	port := getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	fs.StringVar(&o.addr, "addr", ":"+port, "listen address (env PORT sets the port of the default)")
+	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long SIGTERM waits for requests in flight")
+	fs.StringVar(&o.mode, "mode", "exec", "how sandboxes are made: exec (a fresh jailed interpreter each)")
+	fs.StringVar(&o.jail, "jail", "bwrap", "jail backend: bwrap")
+	fs.StringVar(&o.bwrapPath, "bwrap", "bwrap", "path of the bubblewrap binary")
+	fs.StringVar(&o.runner.Python, "python", "/usr/bin/python3", "interpreter run inside the jail")
+	preload := fs.String("preload", "numpy,pandas", "comma-separated modules every sandbox imports before it is ready")
+	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
+	fs.DurationVar(&o.runner.StartTimeout, "start-timeout", 30*time.Second, "how long a new sandbox may take to be ready")
+	tmpMB := fs.Int64("tmp-mb", 64, "size of each sandbox's private /tmp and /dev/shm, MiB")
+	uid := fs.Uint("sandbox-uid", 65534, "host uid the jail runs as when the server runs as root (never 0)")
+	gid := fs.Uint("sandbox-gid", 65534, "host gid the jail runs as when the server runs as root (never 0)")
+
+	fs.IntVar(&o.pool.Warm, "warm", 4, "started sandboxes kept waiting for requests")
+	fs.IntVar(&o.pool.MaxBusy, "max-busy", 0, "scripts running at once (0: 2 x CPUs)")
+	fs.IntVar(&o.pool.MaxWaiting, "max-waiting", 0, "requests that may wait for a sandbox before 503 (0: 64 x max-busy)")
+	fs.DurationVar(&o.pool.AcquireTimeout, "acquire-timeout", 10*time.Second, "longest wait for a sandbox before 503 overloaded")
+	fs.IntVar(&o.pool.BuildConcurrency, "build-concurrency", 0, "sandboxes built at once in the background (0: CPUs)")
+
+	o.server = d
+	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", d.MaxScriptBytes, "cap on the script")
+	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", d.MaxBodyBytes, "cap on the request body (413 above)")
+	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", d.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
+	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", d.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
+	fs.DurationVar(&o.server.CPUTime, "cpu-time", d.CPUTime, "CPU-time limit of a script")
+	fs.Int64Var(&o.server.Processes, "max-processes", d.Processes, "processes and threads in one sandbox")
+	fs.Int64Var(&o.server.OpenFiles, "max-open-files", d.OpenFiles, "open descriptors in one sandbox")
+	fs.Int64Var(&o.server.FileSizeBytes, "max-file-bytes", d.FileSizeBytes, "largest file a script may write")
+	fs.IntVar(&o.server.OutputBytes, "max-output-bytes", d.OutputBytes, "cap on stdout and on stderr, each")
+	fs.IntVar(&o.server.ResultBytes, "max-result-bytes", d.ResultBytes, "cap on the JSON result")
+	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.mode != "exec" {
+		return o, fmt.Errorf("--mode %q is not supported; use exec", o.mode)
+	}
+	if o.jail != "bwrap" {
+		return o, fmt.Errorf("--jail %q is not supported; use bwrap", o.jail)
+	}
+	if *uid == 0 || *gid == 0 {
+		return o, errors.New("--sandbox-uid and --sandbox-gid must not be 0: sandboxes never run as host root")
+	}
+	o.runner.SandboxUID, o.runner.SandboxGID = uint32(*uid), uint32(*gid)
+	o.runner.TmpBytes = *tmpMB << 20
+	o.runner.Preload = splitList(*preload)
+	o.runner.DenyImports = splitList(*deny)
+	o.server.Mode, o.server.Jail, o.server.Version = o.mode, o.jail, version
+	return o, nil
+}
+
+func envOr(getenv func(string) string, key, fallback string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+func splitList(s string) []string {
+	out := []string{}
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// run starts the service and blocks until ctx ends, then shuts down in
+// order: stop accepting, finish requests in flight, destroy the pool.
+// listening, when not nil, is told the bound address.
+func run(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer, listening func(net.Addr)) error {
+	o, err := parseOptions(args, getenv, logOut)
+	if err != nil {
+		return err
+	}
+	level, err := zerolog.ParseLevel(o.logLevel)
+	if err != nil {
+		return fmt.Errorf("bad log level: %w", err)
+	}
+	logger := zerolog.New(logOut).Level(level).With().Timestamp().Logger()
+
+	jail, err := runner.NewBubblewrap(o.bwrapPath, o.runner.Python)
+	if err != nil {
+		return fmt.Errorf("refusing to start without a jail: %w", err)
+	}
+	o.runner.Jail = jail
+	r, err := runner.New(o.runner)
+	if err != nil {
+		return err
+	}
+	probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
+	err = r.Probe(probeCtx)
+	cancelProbe()
+	if err != nil {
+		return fmt.Errorf("refusing to start: the jail does not work here: %w", err)
+	}
+
+	o.pool.New = func(ctx context.Context) (pool.Sandbox, error) { return r.Start(ctx) }
+	o.pool.Logger = logger
+	p, err := pool.New(o.pool)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	o.server.Logger = logger
+	srv := server.New(o.server, p)
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", o.addr, err)
+	}
+	if listening != nil {
+		listening(ln.Addr())
+	}
+	logger.Info().Str("addr", ln.Addr().String()).Str("jail", jail.Name()).Str("mode", o.mode).
+		Int("warm", o.pool.Warm).Str("version", version).Msg("serving")
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info().Msg("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn().Err(err).Msg("requests still in flight at shutdown were cancelled")
+	}
+	if err := <-serveErr; err != nil {
+		return fmt.Errorf("server stopped: %w", err)
+	}
+	return nil
+}

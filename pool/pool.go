@@ -1,0 +1,331 @@
+// Package pool keeps a target number of started sandboxes waiting, leases
+// one per execution and never takes it back: after its one script a sandbox
+// is destroyed, and a replacement is built in the background. It owns
+// admission too: how many scripts run at once, how many requests may wait,
+// and for how long.
+//
+// The warm sandboxes live in a github.com/jackc/puddle/v2 pool whose size is
+// the warm target. A lease hijacks its sandbox out of puddle at once, which
+// frees the slot, so the replacement is built while the script runs rather
+// than after. Running sandboxes are bounded separately by MaxBusy.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/puddle/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/sandbox-exec/pyexec/runner"
+)
+
+// Sandbox is what the pool needs of one sandbox.
+type Sandbox interface {
+	Execute(ctx context.Context, req runner.Request) (runner.Output, error)
+	Alive() bool
+	Close() error
+}
+
+// Factory starts one sandbox. The context bounds the build; it is never a
+// request's context, so a client that goes away cannot kill a half-built
+// sandbox.
+type Factory func(ctx context.Context) (Sandbox, error)
+
+// Config sets the pool's sizes and bounds. Zero fields take the defaults.
+type Config struct {
+	// New builds sandboxes. Required.
+	New Factory
+	// Warm is how many started sandboxes wait for requests. Zero: 4.
+	Warm int
+	// MaxBusy is how many scripts run at once. Zero: 2 × GOMAXPROCS.
+	MaxBusy int
+	// MaxWaiting is how many requests may wait for a sandbox before new
+	// ones are refused at once with ErrOverloaded. Zero: 64 × MaxBusy.
+	MaxWaiting int
+	// AcquireTimeout bounds a request's wait for a sandbox. Zero: 10s.
+	AcquireTimeout time.Duration
+	// BuildTimeout bounds one sandbox build. Zero: 60s.
+	BuildTimeout time.Duration
+	// BuildConcurrency is how many sandboxes are built at once in the
+	// background. Zero: GOMAXPROCS.
+	BuildConcurrency int
+	// Logger receives build failures. Zero: no logging.
+	Logger zerolog.Logger
+}
+
+var (
+	// ErrOverloaded means no sandbox could be had within the bounds; the
+	// request may succeed if sent again later.
+	ErrOverloaded = errors.New("no sandbox available in time")
+	// ErrClosed means the pool is shutting down.
+	ErrClosed = errors.New("pool is closed")
+)
+
+// Pool is the warm pool. Create it with New; stop it with Close.
+type Pool struct {
+	cfg    Config
+	warm   *puddle.Pool[Sandbox]
+	busy   chan struct{} // a slot per running script
+	refill chan struct{} // wakes the refill loop; buffered, size 1
+
+	waiting  atomic.Int64
+	building atomic.Int64
+	created  atomic.Int64
+	executed atomic.Int64
+	failures atomic.Int64 // consecutive build failures; 0 after a success
+
+	mu           sync.Mutex // guards lastBuildErr
+	lastBuildErr error
+
+	ctx    context.Context // cancelled by Close; parent of every build
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the refill loop and every background build
+}
+
+// New starts the pool and its background refill; it returns at once, before
+// the first sandbox is ready.
+func New(cfg Config) (*Pool, error) {
+	if cfg.New == nil {
+		return nil, errors.New("pool: no sandbox factory")
+	}
+	procs := runtime.GOMAXPROCS(0)
+	if cfg.Warm <= 0 {
+		cfg.Warm = 4
+	}
+	if cfg.MaxBusy <= 0 {
+		cfg.MaxBusy = 2 * procs
+	}
+	if cfg.MaxWaiting <= 0 {
+		cfg.MaxWaiting = 64 * cfg.MaxBusy
+	}
+	if cfg.AcquireTimeout <= 0 {
+		cfg.AcquireTimeout = 10 * time.Second
+	}
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = 60 * time.Second
+	}
+	if cfg.BuildConcurrency <= 0 {
+		cfg.BuildConcurrency = procs
+	}
+	p := &Pool{
+		cfg:    cfg,
+		busy:   make(chan struct{}, cfg.MaxBusy),
+		refill: make(chan struct{}, 1),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	warm, err := puddle.NewPool(&puddle.Config[Sandbox]{
+		Constructor: p.build,
+		Destructor:  func(sb Sandbox) { _ = sb.Close() },
+		MaxSize:     int32(cfg.Warm),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create pool: %w", err)
+	}
+	p.warm = warm
+	p.wg.Add(1)
+	go p.refillLoop()
+	p.wakeRefill()
+	return p, nil
+}
+
+// build is puddle's constructor. puddle runs it under a context that keeps
+// the caller's values but not its cancellation; the pool's own context and
+// BuildTimeout bound it instead.
+func (p *Pool) build(context.Context) (Sandbox, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.BuildTimeout)
+	defer cancel()
+	sb, err := p.cfg.New(ctx)
+	if err != nil {
+		p.failures.Add(1)
+		p.mu.Lock()
+		p.lastBuildErr = err
+		p.mu.Unlock()
+		p.cfg.Logger.Error().Err(err).Msg("cannot build sandbox")
+		return nil, err
+	}
+	p.failures.Store(0)
+	p.created.Add(1)
+	return sb, nil
+}
+
+// Timing is how long Execute spent waiting for a sandbox.
+type Timing struct {
+	Queue time.Duration
+}
+
+// Execute leases a sandbox, runs req in it and destroys it. It waits for a
+// sandbox at most AcquireTimeout (or until ctx ends) and returns
+// ErrOverloaded when none came. Errors of the script are the runner's.
+func (p *Pool) Execute(ctx context.Context, req runner.Request) (runner.Output, Timing, error) {
+	start := time.Now()
+	sb, release, err := p.lease(ctx)
+	timing := Timing{Queue: time.Since(start)}
+	if err != nil {
+		return runner.Output{}, timing, err
+	}
+	defer release()
+	out, err := sb.Execute(ctx, req)
+	p.executed.Add(1)
+	return out, timing, err
+}
+
+// lease admits the request, takes a running slot and a warm sandbox. The
+// release func gives the slot back and destroys the sandbox.
+func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
+	if p.ctx.Err() != nil {
+		return nil, nil, ErrClosed
+	}
+	if p.waiting.Add(1) > int64(p.cfg.MaxWaiting) {
+		p.waiting.Add(-1)
+		return nil, nil, fmt.Errorf("%d requests already waiting: %w", p.cfg.MaxWaiting, ErrOverloaded)
+	}
+	defer p.waiting.Add(-1)
+
+	waitCtx, cancel := context.WithTimeout(ctx, p.cfg.AcquireTimeout)
+	defer cancel()
+	select {
+	case p.busy <- struct{}{}:
+	case <-waitCtx.Done():
+		return nil, nil, p.waitError(ctx, "a running slot")
+	}
+	for {
+		res, err := p.warm.Acquire(waitCtx)
+		if err != nil {
+			<-p.busy
+			if errors.Is(err, puddle.ErrClosedPool) {
+				return nil, nil, ErrClosed
+			}
+			if waitCtx.Err() != nil {
+				return nil, nil, p.waitError(ctx, "a warm sandbox")
+			}
+			return nil, nil, fmt.Errorf("cannot acquire sandbox: %w", err)
+		}
+		// The sandbox leaves puddle now: it will never come back, and its
+		// slot is refilled while the script runs.
+		sb := res.Value()
+		res.Hijack()
+		p.wakeRefill()
+		if !sb.Alive() {
+			_ = sb.Close()
+			continue
+		}
+		release := func() {
+			_ = sb.Close()
+			<-p.busy
+		}
+		return sb, release, nil
+	}
+}
+
+// waitError tells a caller that went away from a pool that had nothing.
+func (p *Pool) waitError(ctx context.Context, what string) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("gave up waiting for %s: %w", what, ctx.Err())
+	}
+	return fmt.Errorf("waited %v for %s: %w", p.cfg.AcquireTimeout, what, ErrOverloaded)
+}
+
+func (p *Pool) wakeRefill() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// refillLoop keeps idle + building at the warm target. After build failures
+// it backs off (up to 5s) so a broken jail does not spin the CPU.
+func (p *Pool) refillLoop() {
+	defer p.wg.Done()
+	slots := make(chan struct{}, p.cfg.BuildConcurrency)
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.refill:
+		case <-retry.C:
+		}
+		for p.ctx.Err() == nil {
+			stat := p.warm.Stat()
+			if int(stat.IdleResources())+int(p.building.Load()) >= p.cfg.Warm ||
+				int(stat.TotalResources()) >= p.cfg.Warm {
+				break
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-p.ctx.Done():
+				return
+			}
+			p.building.Add(1)
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer func() { <-slots; p.building.Add(-1); p.wakeRefill() }()
+				// CreateResource fails when puddle is full (a lease's own
+				// build filled the slot) or the build failed; both are
+				// retried by the loop, failures after a back-off.
+				_ = p.warm.CreateResource(p.ctx)
+			}()
+		}
+		if n := p.failures.Load(); n > 0 {
+			retry.Reset(min(time.Duration(n)*100*time.Millisecond, 5*time.Second))
+		}
+	}
+}
+
+// Stats is a snapshot of the pool for /health and /metrics.
+type Stats struct {
+	Warm, Idle, Building, Busy, Waiting int
+	MaxBusy                             int
+	Created, Executed                   int64
+	ConsecutiveBuildFailures            int64
+	LastBuildError                      string
+}
+
+// Stats returns the current figures.
+func (p *Pool) Stats() Stats {
+	stat := p.warm.Stat()
+	s := Stats{
+		Warm:                     p.cfg.Warm,
+		Idle:                     int(stat.IdleResources()),
+		Building:                 int(stat.ConstructingResources()),
+		Busy:                     len(p.busy),
+		Waiting:                  int(p.waiting.Load()),
+		MaxBusy:                  p.cfg.MaxBusy,
+		Created:                  p.created.Load(),
+		Executed:                 p.executed.Load(),
+		ConsecutiveBuildFailures: p.failures.Load(),
+	}
+	p.mu.Lock()
+	if p.lastBuildErr != nil {
+		s.LastBuildError = p.lastBuildErr.Error()
+	}
+	p.mu.Unlock()
+	return s
+}
+
+// Ready reports whether a request can be served now or very soon: a warm
+// sandbox is waiting, or one is being built and builds are succeeding.
+func (p *Pool) Ready() bool {
+	if p.ctx.Err() != nil {
+		return false
+	}
+	s := p.Stats()
+	return s.Idle > 0 || (s.Building > 0 && s.ConsecutiveBuildFailures == 0)
+}
+
+// Close stops the refill, waits for builds in flight, and destroys every
+// warm sandbox. Leased sandboxes are destroyed by their requests, which
+// Close does not wait for: the server drains them before closing the pool.
+func (p *Pool) Close() {
+	p.cancel()
+	p.wg.Wait()
+	p.warm.Close()
+}

@@ -1,0 +1,54 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kind says why a script did not produce a result. The server maps each kind
+// to an API error type and status; the values are the API's type names.
+type Kind string
+
+// The kinds a script can bring on itself. Everything else Execute returns is
+// a failure of the service, not of the script.
+const (
+	KindSyntaxError           Kind = "syntax_error"
+	KindMissingMain           Kind = "missing_main"
+	KindForbiddenImport       Kind = "forbidden_import"
+	KindScriptError           Kind = "script_error"
+	KindResultNotSerializable Kind = "result_not_serializable"
+	KindTimeout               Kind = "timeout"
+	KindMemoryLimit           Kind = "memory_limit"
+	KindOutputLimit           Kind = "output_limit"
+	KindCrashed               Kind = "sandbox_crashed"
+)
+
+// knownKinds are the kinds a sandbox may report in an error frame.
+var knownKinds = map[Kind]bool{
+	KindSyntaxError: true, KindMissingMain: true, KindForbiddenImport: true,
+	KindScriptError: true, KindResultNotSerializable: true, KindMemoryLimit: true,
+	KindOutputLimit: true,
+}
+
+// ScriptError is a failure caused by the script: the sandbox did its job and
+// the script did not produce a result.
+type ScriptError struct {
+	Kind    Kind
+	Message string
+	// Traceback holds the script's own frames, for script_error.
+	Traceback string
+	// Line and Offset locate a syntax_error (1-based; 0 when unknown).
+	Line, Offset int
+}
+
+func (e *ScriptError) Error() string { return fmt.Sprintf("%s: %s", e.Kind, e.Message) }
+
+var (
+	// ErrSandboxUsed is returned by Execute on a sandbox that already ran a
+	// script: sandboxes are never reused.
+	ErrSandboxUsed = errors.New("sandbox already executed a script")
+	// ErrSandboxDead is returned by Execute on a sandbox that died while idle.
+	ErrSandboxDead = errors.New("sandbox died before it was used")
+
+	errFrameTooLarge = errors.New("frame too large")
+)

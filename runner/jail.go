@@ -1,0 +1,114 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Jail turns the sandbox's command line into one that runs it jailed.
+// Implementations own the policy: namespaces, mounts, uid mapping.
+type Jail interface {
+	// Name is what /health reports, e.g. "bwrap".
+	Name() string
+	// Command returns the program and arguments that run spec.Argv jailed.
+	Command(spec JailSpec) (path string, args []string)
+}
+
+// JailSpec is what every jail must provide the sandbox with.
+type JailSpec struct {
+	// Argv is the command to run inside the jail; Argv[0] is an absolute
+	// path that the jail must make visible (read-only).
+	Argv []string
+	// Env is the complete environment of the jailed process.
+	Env []string
+	// TmpBytes caps the private tmpfs mounted on /tmp and /dev/shm.
+	TmpBytes int64
+}
+
+// Bubblewrap is the bwrap(1) jail, from Debian's bubblewrap package.
+type Bubblewrap struct {
+	// Path is the bwrap binary.
+	Path string
+	// ReadOnlyPaths are bound read-only at the same place inside the jail
+	// when they exist on the host: what Python, numpy and pandas need.
+	ReadOnlyPaths []string
+}
+
+// ErrJailMissing says the jail binary is not installed.
+var ErrJailMissing = errors.New("jail binary not found")
+
+// NewBubblewrap finds bwrap on PATH (or at path, when given) and returns the
+// jail with the default read-only paths for python.
+func NewBubblewrap(path, python string) (*Bubblewrap, error) {
+	if path == "" {
+		path = "bwrap"
+	}
+	found, err := exec.LookPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot find %q (install it with: apt-get install bubblewrap): %w", path, ErrJailMissing)
+	}
+	return &Bubblewrap{Path: found, ReadOnlyPaths: pythonPaths(python)}, nil
+}
+
+// pythonPaths lists what the interpreter at python and Debian's numpy and
+// pandas read: the interpreter itself, the shared libraries and Python
+// packages under /usr/lib, the time zone database, and /etc/alternatives,
+// through which Debian reaches libblas.so.3. Nothing else of the host is
+// visible, so there is no shell and no other program to run.
+func pythonPaths(python string) []string {
+	paths := []string{python}
+	if real, err := filepath.EvalSymlinks(python); err == nil && real != python {
+		paths = append(paths, real)
+	}
+	return append(paths, "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives")
+}
+
+// Name implements Jail.
+func (b *Bubblewrap) Name() string { return "bwrap" }
+
+// Command implements Jail. The policy, flag by flag:
+//
+//   - --unshare-all plus an explicit --unshare-user: new user, mount, PID,
+//     IPC, UTS, network and cgroup namespaces; the network namespace has
+//     only a loopback interface that is down, so there is no route anywhere;
+//   - --die-with-parent: the sandbox dies with the runner's bwrap process;
+//   - --new-session: no access to the server's controlling terminal;
+//   - --cap-drop ALL: no capabilities inside the user namespace either;
+//   - read-only binds of ReadOnlyPaths only, a fresh /proc for the new PID
+//     namespace, a minimal /dev, and private size-capped tmpfs on /tmp and
+//     /dev/shm; the root itself is an empty tmpfs;
+//   - --clearenv: only spec.Env reaches the sandbox.
+func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
+	tmpSize := strconv.FormatInt(spec.TmpBytes, 10)
+	args := []string{
+		"--unshare-all", "--unshare-user",
+		"--die-with-parent", "--new-session",
+		"--cap-drop", "ALL",
+		"--hostname", "sandbox",
+		"--proc", "/proc",
+		"--dev", "/dev",
+		"--size", tmpSize, "--tmpfs", "/tmp",
+		"--size", tmpSize, "--tmpfs", "/dev/shm",
+		"--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64",
+	}
+	for _, p := range b.ReadOnlyPaths {
+		if _, err := os.Lstat(p); err == nil {
+			args = append(args, "--ro-bind", p, p)
+		}
+	}
+	args = append(args, "--chdir", "/tmp", "--clearenv")
+	for _, kv := range spec.Env {
+		if name, value, ok := strings.Cut(kv, "="); ok {
+			args = append(args, "--setenv", name, value)
+		}
+	}
+	args = append(args, "--")
+	args = append(args, spec.Argv...)
+	return b.Path, args
+}

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs what the service needs at run time and what its tests need:
+# bubblewrap (the jail), Debian's Python 3 with numpy, pandas and msgpack.
+# Used by `make run`, `make test` and the Dockerfile alike. Idempotent: it
+# calls apt-get only when something is missing.
+set -eu
+
+packages="bubblewrap python3 python3-numpy python3-pandas python3-msgpack ca-certificates"
+missing=""
+for p in $packages; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+if [ -n "$missing" ]; then
+	echo "install-deps: installing$missing"
+	SUDO=""
+	if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+/usr/bin/python3 -c "import numpy, pandas, msgpack" || {
+	echo "install-deps: /usr/bin/python3 cannot import numpy, pandas and msgpack" >&2
+	exit 1
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/sandbox-exec/pyexec/pool"
+	"github.com/sandbox-exec/pyexec/runner"
+)
+
+// Error types of the API, the "type" field of an error body.
+const (
+	TypeInvalidRequest  = "invalid_request"
+	TypePayloadTooLarge = "payload_too_large"
+	TypeUnauthorized    = "unauthorized"
+	TypeOverloaded      = "overloaded"
+	TypeInternal        = "internal"
+	TypeNotFound        = "not_found"
+	TypeMethod          = "method_not_allowed"
+)
+
+// APIError is an error the client is meant to read: its type, message and
+// status are safe to show. Anything else becomes "internal".
+type APIError struct {
+	Type    string
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Type + ": " + e.Message }
+
+func invalidRequest(msg string) *APIError {
+	return &APIError{Type: TypeInvalidRequest, Status: http.StatusBadRequest, Message: msg}
+}
+
+// errorBody is the "error" object of an error response.
+type errorBody struct {
+	Type      string `json:"type" msgpack:"type"`
+	Message   string `json:"message" msgpack:"message"`
+	Retryable bool   `json:"retryable" msgpack:"retryable"`
+	Traceback string `json:"traceback,omitempty" msgpack:"traceback,omitempty"`
+	Line      int    `json:"line,omitempty" msgpack:"line,omitempty"`
+	Offset    int    `json:"offset,omitempty" msgpack:"offset,omitempty"`
+	RequestID string `json:"request_id,omitempty" msgpack:"request_id,omitempty"`
+}
+
+// scriptStatus is the status of each failure a script brings on itself.
+var scriptStatus = map[runner.Kind]int{
+	runner.KindSyntaxError:           http.StatusBadRequest,
+	runner.KindMissingMain:           http.StatusBadRequest,
+	runner.KindForbiddenImport:       http.StatusBadRequest,
+	runner.KindScriptError:           http.StatusUnprocessableEntity,
+	runner.KindResultNotSerializable: http.StatusUnprocessableEntity,
+	runner.KindTimeout:               http.StatusUnprocessableEntity,
+	runner.KindMemoryLimit:           http.StatusUnprocessableEntity,
+	runner.KindOutputLimit:           http.StatusUnprocessableEntity,
+	runner.KindCrashed:               http.StatusUnprocessableEntity,
+}
+
+// toErrorBody is the one place an error becomes a status and a body. The
+// second result says whether the error is the service's fault and must be
+// logged with the request id.
+func toErrorBody(err error) (int, errorBody, bool) {
+	var apiErr *APIError
+	var scriptErr *runner.ScriptError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr.Status, errorBody{Type: apiErr.Type, Message: apiErr.Message}, false
+	case errors.As(err, &scriptErr):
+		status, ok := scriptStatus[scriptErr.Kind]
+		if !ok {
+			status = http.StatusUnprocessableEntity
+		}
+		return status, errorBody{
+			Type: string(scriptErr.Kind), Message: scriptErr.Message,
+			Traceback: scriptErr.Traceback, Line: scriptErr.Line, Offset: scriptErr.Offset,
+		}, false
+	case errors.Is(err, pool.ErrOverloaded):
+		return http.StatusServiceUnavailable, errorBody{Type: TypeOverloaded, Retryable: true,
+			Message: "no sandbox became free in time; retry after the Retry-After delay"}, false
+	case errors.Is(err, pool.ErrClosed):
+		return http.StatusServiceUnavailable, errorBody{Type: TypeOverloaded, Retryable: true,
+			Message: "the service is shutting down"}, false
+	default:
+		return http.StatusInternalServerError, errorBody{Type: TypeInternal, Retryable: true,
+			Message: "the service failed to run the script; it was logged with the request id"}, true
+	}
+}

@@ -1,0 +1,488 @@
+// Package server is the HTTP front end: routing, decoding and validating
+// the request envelope, turning errors into statuses, auth, and /health.
+// It runs scripts through an Executor (the pool) and knows nothing of
+// processes or jails.
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/sandbox-exec/pyexec/pool"
+	"github.com/sandbox-exec/pyexec/runner"
+)
+
+// Executor runs one script in a fresh sandbox.
+type Executor interface {
+	Execute(ctx context.Context, req runner.Request) (runner.Output, pool.Timing, error)
+	Ready() bool
+	Stats() pool.Stats
+}
+
+// Config holds the server's limits and identity. Zero fields take the
+// defaults of DefaultConfig.
+type Config struct {
+	// MaxScriptBytes caps "script". Default 1 MiB.
+	MaxScriptBytes int
+	// MaxBodyBytes caps the whole request body (script, input and
+	// envelope); over it the answer is 413. Default 8 MiB.
+	MaxBodyBytes int
+	// MaxTimeout is the longest wall-clock time a script may ask for, and
+	// the limit of a request that asks for none. Default 30s.
+	MaxTimeout time.Duration
+	// MaxMemoryMB is the largest address space a script may ask for, and
+	// the limit of a request that asks for none. Default 1024.
+	MaxMemoryMB int64
+	// CPUTime is every script's CPU-time limit. Default 300s.
+	CPUTime time.Duration
+	// Processes caps processes and threads in one sandbox. Default 64.
+	Processes int64
+	// OpenFiles caps open descriptors in one sandbox. Default 256.
+	OpenFiles int64
+	// FileSizeBytes caps any file a script writes. Default 16 MiB.
+	FileSizeBytes int64
+	// OutputBytes caps stdout and stderr, each. Default 1 MiB.
+	OutputBytes int
+	// ResultBytes caps the JSON result. Default 8 MiB.
+	ResultBytes int
+	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
+	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// AuthToken, when set, is required as "Authorization: Bearer <token>"
+	// on /execute and /metrics.
+	AuthToken string
+	// Jail, Mode and Version are reported by /health.
+	Jail, Mode, Version string
+	// Logger receives one line per request and every internal error.
+	Logger zerolog.Logger
+}
+
+// DefaultConfig returns the defaults, those of the original service where
+// it had one (memory 1 GiB, CPU 300 s, wall 30 s).
+func DefaultConfig() Config {
+	return Config{
+		MaxScriptBytes: 1 << 20,
+		MaxBodyBytes:   8 << 20,
+		MaxTimeout:     30 * time.Second,
+		MaxMemoryMB:    1024,
+		CPUTime:        300 * time.Second,
+		Processes:      64,
+		OpenFiles:      256,
+		FileSizeBytes:  16 << 20,
+		OutputBytes:    1 << 20,
+		ResultBytes:    8 << 20,
+		ReadTimeout:    10 * time.Second,
+		IdleTimeout:    60 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDefault(&c.MaxScriptBytes, d.MaxScriptBytes)
+	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	setDefault(&c.MaxTimeout, d.MaxTimeout)
+	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
+	setDefault(&c.CPUTime, d.CPUTime)
+	setDefault(&c.Processes, d.Processes)
+	setDefault(&c.OpenFiles, d.OpenFiles)
+	setDefault(&c.FileSizeBytes, d.FileSizeBytes)
+	setDefault(&c.OutputBytes, d.OutputBytes)
+	setDefault(&c.ResultBytes, d.ResultBytes)
+	setDefault(&c.ReadTimeout, d.ReadTimeout)
+	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
+	setDefault(&c.IdleTimeout, d.IdleTimeout)
+	return c
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+// Server is the HTTP server. Create it with New, run it with Serve, stop it
+// with Shutdown.
+type Server struct {
+	cfg   Config
+	exec  Executor
+	http  *fasthttp.Server
+	reqID atomic.Uint64
+	// ctx is the parent of every execution; cancelled by Shutdown when the
+	// grace period is over.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a server that runs scripts with exec.
+func New(cfg Config, exec Executor) *Server {
+	s := &Server{cfg: cfg.withDefaults(), exec: exec}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.http = &fasthttp.Server{
+		Handler:            s.recoverPanics(s.route),
+		ErrorHandler:       s.transportError,
+		Name:               "pyexec",
+		ReadTimeout:        s.cfg.ReadTimeout,
+		WriteTimeout:       s.cfg.WriteTimeout,
+		IdleTimeout:        s.cfg.IdleTimeout,
+		MaxRequestBodySize: s.cfg.MaxBodyBytes,
+		// Scripts run for up to MaxTimeout; each connection has one
+		// request in flight, so the pool, not the connection count, bounds
+		// the work.
+		Concurrency:                   256 * 1024,
+		NoDefaultServerHeader:         true,
+		DisableHeaderNamesNormalizing: false,
+	}
+	return s
+}
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for requests in flight
+// until ctx ends; then it cancels the executions still running.
+func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.cancel()
+	if err := s.http.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("cannot shut down http server: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) route(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch path {
+	case "/execute":
+		if !ctx.IsPost() {
+			s.methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.handleExecute(ctx)
+	case "/health":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		s.handleHealth(ctx)
+	default:
+		s.writeError(ctx, &APIError{Type: TypeNotFound, Status: http.StatusNotFound,
+			Message: "no such endpoint; use POST /execute or GET /health"}, nil, "")
+	}
+}
+
+func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	s.writeError(ctx, &APIError{Type: TypeMethod, Status: http.StatusMethodNotAllowed,
+		Message: "use " + allow + " on " + string(ctx.Path())}, nil, "")
+}
+
+// recoverPanics answers 500 instead of dropping the connection when a
+// handler panics; fasthttp recovers nothing itself.
+func (s *Server) recoverPanics(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		defer func() {
+			if p := recover(); p != nil {
+				ctx.Response.Reset()
+				s.writeError(ctx, fmt.Errorf("panic: %v", p), nil, "")
+			}
+		}()
+		next(ctx)
+	}
+}
+
+// transportError renders fasthttp's own errors (body too large, timeouts,
+// malformed HTTP) in the API's error format.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	var apiErr *APIError
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		apiErr = &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf("request body is over the cap of %d bytes", s.cfg.MaxBodyBytes)}
+	default:
+		apiErr = invalidRequest("cannot read the HTTP request: " + err.Error())
+	}
+	s.writeError(ctx, apiErr, nil, "")
+}
+
+// timingBody is the time breakdown of a response, in milliseconds.
+type timingBody struct {
+	QueueMS float64 `json:"queue_ms" msgpack:"queue_ms"`
+	ExecMS  float64 `json:"exec_ms" msgpack:"exec_ms"`
+	TotalMS float64 `json:"total_ms" msgpack:"total_ms"`
+}
+
+type successBody struct {
+	Result json.RawMessage `json:"result"`
+	Stdout string          `json:"stdout"`
+	Stderr string          `json:"stderr"`
+	Timing timingBody      `json:"timing"`
+}
+
+type failureBody struct {
+	Error  errorBody   `json:"error" msgpack:"error"`
+	Stdout string      `json:"stdout" msgpack:"stdout"`
+	Stderr string      `json:"stderr" msgpack:"stderr"`
+	Timing *timingBody `json:"timing,omitempty" msgpack:"timing,omitempty"`
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	requestID := s.requestID(ctx)
+	if !s.authorized(ctx) {
+		s.writeError(ctx, &APIError{Type: TypeUnauthorized, Status: http.StatusUnauthorized,
+			Message: "missing or wrong bearer token"}, nil, requestID)
+		return
+	}
+	asMsgpack := isMsgpack(ctx.Request.Header.ContentType())
+	var req executeRequest
+	var err error
+	if asMsgpack {
+		req, err = decodeMsgpack(ctx.PostBody())
+	} else {
+		req, err = decodeJSON(ctx.PostBody())
+	}
+	if err == nil {
+		err = req.validate(&s.cfg)
+	}
+	if err != nil {
+		s.writeError(ctx, err, nil, requestID)
+		return
+	}
+
+	limits := runner.Limits{
+		Timeout:       req.timeout(&s.cfg),
+		CPUTime:       s.cfg.CPUTime,
+		MemoryBytes:   s.cfg.MaxMemoryMB << 20,
+		Processes:     s.cfg.Processes,
+		OpenFiles:     s.cfg.OpenFiles,
+		FileSizeBytes: s.cfg.FileSizeBytes,
+		OutputBytes:   s.cfg.OutputBytes,
+		ResultBytes:   s.cfg.ResultBytes,
+	}
+	if req.MemoryMB != nil {
+		limits.MemoryBytes = *req.MemoryMB << 20
+	}
+	out, poolTiming, err := s.exec.Execute(s.ctx, runner.Request{Script: req.Script, Input: req.Input, Limits: limits})
+	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
+	if err != nil {
+		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing}, requestID)
+		return
+	}
+	if asMsgpack {
+		s.writeMsgpackSuccess(ctx, out, timing, requestID)
+		return
+	}
+	body, err := json.Marshal(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
+	if err != nil {
+		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil, requestID)
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+	s.logRequest(ctx, requestID, "", start)
+}
+
+// writeMsgpackSuccess answers a msgpack request in msgpack; the result,
+// JSON text from the sandbox, becomes the equivalent msgpack value.
+func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, requestID string) {
+	dec := json.NewDecoder(bytes.NewReader(out.Result))
+	dec.UseNumber()
+	var result any
+	if err := dec.Decode(&result); err != nil {
+		s.writeError(ctx, fmt.Errorf("cannot decode sandbox result: %w", err), nil, requestID)
+		return
+	}
+	body, err := msgpack.Marshal(map[string]any{
+		"result": jsonNumbersToMsgpack(result),
+		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing,
+	})
+	if err != nil {
+		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil, requestID)
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/msgpack")
+	ctx.SetBody(body)
+	s.logRequest(ctx, requestID, "", time.Time{})
+}
+
+// jsonNumbersToMsgpack turns json.Numbers into int64 where they are whole
+// and fit, float64 otherwise.
+func jsonNumbersToMsgpack(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = jsonNumbersToMsgpack(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = jsonNumbersToMsgpack(x[k])
+		}
+	}
+	return v
+}
+
+func isMsgpack(contentType []byte) bool {
+	ct, _, _ := bytes.Cut(contentType, []byte(";"))
+	ct = bytes.TrimSpace(ct)
+	return bytes.EqualFold(ct, []byte("application/msgpack")) || bytes.EqualFold(ct, []byte("application/x-msgpack"))
+}
+
+// writeError answers err with its status and typed body; partial carries
+// the output and timing of a failed execution.
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failureBody, requestID string) {
+	status, body, internal := toErrorBody(err)
+	resp := failureBody{}
+	if partial != nil {
+		resp = *partial
+	}
+	resp.Error = body
+	if internal {
+		resp.Error.RequestID = requestID
+		s.cfg.Logger.Error().Err(err).Str("request_id", requestID).Msg("internal error")
+	}
+	if status == http.StatusServiceUnavailable {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	var encoded []byte
+	if isMsgpack(ctx.Request.Header.ContentType()) {
+		encoded, err = msgpack.Marshal(&resp)
+		ctx.SetContentType("application/msgpack")
+	} else {
+		encoded, err = json.Marshal(&resp)
+		ctx.SetContentType("application/json")
+	}
+	if err != nil {
+		encoded = []byte(`{"error":{"type":"internal","message":"cannot encode error","retryable":true}}`)
+		status = http.StatusInternalServerError
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetBody(encoded)
+	s.logRequest(ctx, requestID, body.Type, time.Time{})
+}
+
+func (s *Server) logRequest(ctx *fasthttp.RequestCtx, requestID, errType string, start time.Time) {
+	ev := s.cfg.Logger.Debug()
+	if !ev.Enabled() {
+		return
+	}
+	ev = ev.Str("request_id", requestID).Bytes("path", ctx.Path()).Int("status", ctx.Response.StatusCode())
+	if errType != "" {
+		ev = ev.Str("error", errType)
+	}
+	if !start.IsZero() {
+		ev = ev.Dur("took", time.Since(start))
+	}
+	ev.Msg("request")
+}
+
+// requestID is the caller's X-Request-Id when it is short and printable,
+// else a new one; it is echoed in the response header.
+func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
+	id := ctx.Request.Header.Peek("X-Request-Id")
+	valid := len(id) > 0 && len(id) <= 64
+	for _, c := range id {
+		if c <= ' ' || c > '~' {
+			valid = false
+			break
+		}
+	}
+	var out string
+	if valid {
+		out = string(id)
+	} else {
+		out = "req-" + strconv.FormatUint(s.reqID.Add(1), 36)
+	}
+	ctx.Response.Header.Set("X-Request-Id", out)
+	return out
+}
+
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	if s.cfg.AuthToken == "" {
+		return true
+	}
+	got := ctx.Request.Header.Peek("Authorization")
+	want := []byte("Bearer " + s.cfg.AuthToken)
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// healthBody keeps the original service's fields and adds the jail, mode,
+// pool figures and version.
+type healthBody struct {
+	Status   string     `json:"status"`
+	Service  string     `json:"service"`
+	Security string     `json:"security"`
+	Features []string   `json:"features"`
+	Jail     string     `json:"jail"`
+	Mode     string     `json:"mode"`
+	Version  string     `json:"version"`
+	Pool     poolHealth `json:"pool"`
+}
+
+type poolHealth struct {
+	Warm                     int    `json:"warm"`
+	Idle                     int    `json:"idle"`
+	Building                 int    `json:"building"`
+	Busy                     int    `json:"busy"`
+	MaxBusy                  int    `json:"max_busy"`
+	Waiting                  int    `json:"waiting"`
+	Created                  int64  `json:"created"`
+	Executed                 int64  `json:"executed"`
+	ConsecutiveBuildFailures int64  `json:"consecutive_build_failures"`
+	LastBuildError           string `json:"last_build_error,omitempty"`
+}
+
+func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
+	st := s.exec.Stats()
+	body := healthBody{
+		Status:  "healthy",
+		Service: "Safe Python Execution Service (warm sandbox pool)",
+		Security: fmt.Sprintf("%s jail: user, mount, pid, ipc, uts and network namespaces, unprivileged uid, rlimits; mode %s",
+			s.cfg.Jail, s.cfg.Mode),
+		Features: []string{"resource limits", "sandboxed execution", "warm sandbox pool",
+			"one sandbox per execution", s.cfg.Jail + " sandboxing", "numpy", "pandas"},
+		Jail:    s.cfg.Jail,
+		Mode:    s.cfg.Mode,
+		Version: s.cfg.Version,
+		Pool: poolHealth{
+			Warm: st.Warm, Idle: st.Idle, Building: st.Building, Busy: st.Busy, MaxBusy: st.MaxBusy,
+			Waiting: st.Waiting, Created: st.Created, Executed: st.Executed,
+			ConsecutiveBuildFailures: st.ConsecutiveBuildFailures, LastBuildError: st.LastBuildError,
+		},
+	}
+	status := http.StatusOK
+	if !s.exec.Ready() {
+		body.Status = "unavailable"
+		status = http.StatusServiceUnavailable
+	}
+	encoded, err := json.Marshal(&body)
+	if err != nil {
+		s.writeError(ctx, fmt.Errorf("cannot encode health: %w", err), nil, "")
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(encoded)
+}
