@@ -86,6 +86,8 @@ type Pool struct {
 	ctx    context.Context // cancelled by Close; parent of every build
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the refill loop and every background build
+	// reaping counts sandboxes being closed after their execution.
+	reaping sync.WaitGroup
 }
 
 // New starts the pool and its background refill; it returns at once, before
@@ -215,9 +217,16 @@ func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
 			_ = sb.Close()
 			continue
 		}
+		// Reaping happens off the request path; the running slot is
+		// given back once the sandbox is gone, so MaxBusy bounds live
+		// sandbox processes, not only running scripts.
 		release := func() {
-			_ = sb.Close()
-			<-p.busy
+			p.reaping.Add(1)
+			go func() {
+				defer p.reaping.Done()
+				_ = sb.Close()
+				<-p.busy
+			}()
 		}
 		return sb, release, nil
 	}
@@ -321,11 +330,12 @@ func (p *Pool) Ready() bool {
 	return s.Idle > 0 || (s.Building > 0 && s.ConsecutiveBuildFailures == 0)
 }
 
-// Close stops the refill, waits for builds in flight, and destroys every
-// warm sandbox. Leased sandboxes are destroyed by their requests, which
-// Close does not wait for: the server drains them before closing the pool.
+// Close stops the refill, waits for builds in flight, destroys every warm
+// sandbox and waits until used ones are reaped. Call it after the server
+// has drained its requests: a lease still running is not waited for.
 func (p *Pool) Close() {
 	p.cancel()
 	p.wg.Wait()
 	p.warm.Close()
+	p.reaping.Wait()
 }

@@ -197,6 +197,11 @@ def execute(message):
     _apply_limits(message.get("limits") or {})
     denied = message.get("deny_imports") or []
     if denied:
+        # numpy and pandas may have imported a denied module already; drop
+        # it from sys.modules so the script's import reaches the finder.
+        for name in list(sys.modules):
+            if name.split(".", 1)[0] in denied:
+                del sys.modules[name]
         sys.meta_path.insert(0, _DenyImports(denied))
 
     source = message["script"]
@@ -291,6 +296,15 @@ def main():
     except MemoryError:
         reply = {"type": "error", "kind": "memory_limit", "message": "out of memory"}
     _flush_output()
+    # The marker tells the runner that everything written to stdout and
+    # stderr before the reply is in the pipes, so it need not wait for EOF.
+    marker = message.get("output_marker") or b""
+    if marker:
+        for fd in (1, 2):
+            try:
+                os.write(fd, marker)
+            except OSError:
+                pass
     _send(msgpack, reply)
     # Threads the script left running must not keep the process alive.
     os._exit(0)

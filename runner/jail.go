@@ -81,7 +81,7 @@ func (b *Bubblewrap) Name() string { return "bwrap" }
 //   - --cap-drop ALL: no capabilities inside the user namespace either;
 //   - read-only binds of ReadOnlyPaths only, a fresh /proc for the new PID
 //     namespace, a minimal /dev, and private size-capped tmpfs on /tmp and
-//     /dev/shm; the root itself is an empty tmpfs;
+//     /dev/shm; the root itself is an empty tmpfs, remounted read-only;
 //   - --clearenv: only spec.Env reaches the sandbox.
 func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 	tmpSize := strconv.FormatInt(spec.TmpBytes, 10)
@@ -102,7 +102,9 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 			args = append(args, "--ro-bind", p, p)
 		}
 	}
-	args = append(args, "--chdir", "/tmp", "--clearenv")
+	// The root is bwrap's own tmpfs: make it read-only once the mount points
+	// exist, so only the size-capped /tmp and /dev/shm are writable.
+	args = append(args, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv")
 	for _, kv := range spec.Env {
 		if name, value, ok := strings.Cut(kv, "="); ok {
 			args = append(args, "--setenv", name, value)

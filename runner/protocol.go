@@ -6,10 +6,15 @@ import (
 	"io"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 )
 
 // frameHeaderSize is the length prefix of every frame: 4 bytes, big-endian.
 const frameHeaderSize = 4
+
+// maxFrameDepth bounds the nesting of a frame; ours are two levels deep.
+const maxFrameDepth = 8
 
 // Message types on the control channel; see doc.go.
 const (
@@ -43,6 +48,7 @@ type executeMessage struct {
 	Limits         wireLimits `msgpack:"limits"`
 	DenyImports    []string   `msgpack:"deny_imports"`
 	MaxResultBytes int        `msgpack:"max_result_bytes"`
+	OutputMarker   []byte     `msgpack:"output_marker"`
 }
 
 // replyMessage is the sandbox's answer to execute: a result or an error.
@@ -85,6 +91,10 @@ func readFrame(r io.Reader, maxSize int, v any) error {
 	payload := make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {
 		return fmt.Errorf("cannot read frame payload: %w", err)
+	}
+	// The sandbox is hostile: a script can write its own frames on fd 3.
+	if err := msgpackcheck.Check(payload, maxFrameDepth); err != nil {
+		return fmt.Errorf("cannot decode frame: %w", err)
 	}
 	if err := msgpack.Unmarshal(payload, v); err != nil {
 		return fmt.Errorf("cannot decode frame: %w", err)

@@ -44,6 +44,7 @@ func runScript(t *testing.T, r *Runner, script string, input []byte, limits Limi
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
+	defer sb.Close()
 	return sb.Execute(ctx, Request{Script: script, Input: input, Limits: limits})
 }
 
@@ -69,6 +70,9 @@ func TestSandboxIsNotReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := sb.Execute(ctx, Request{Script: "def main(): return 1", Limits: defaultLimits()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if sb.Alive() {

@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +20,15 @@ import (
 // for its output pipes to reach EOF and for its process to be reaped. The
 // kill takes the whole PID namespace with it, so this is only a safety net.
 const drainTimeout = 5 * time.Second
+
+// exitGrace is how long a sandbox that closed its channel without a reply
+// may take to exit by itself, so its exit status tells why it died.
+const exitGrace = 500 * time.Millisecond
+
+// markerWait bounds the wait for the end marker after a reply; a script
+// that closed or redirected fd 1 or 2 makes the runner fall back to
+// draining the pipes to EOF.
+const markerWait = 200 * time.Millisecond
 
 // maxReplyEnvelope is what a reply frame may carry besides the result:
 // message, traceback and keys.
@@ -168,15 +179,16 @@ func (s *Sandbox) Alive() bool {
 }
 
 // Execute runs req in the sandbox, then kills the sandbox: a sandbox runs
-// one script only. The returned Output holds whatever the script printed,
-// also when err is not nil. A *ScriptError means the script failed; any
-// other error is a failure of the service. ctx cancellation kills the
-// sandbox too.
+// one script only. The caller must still Close it, which reaps it; that
+// can happen off the request path. The returned Output holds whatever the
+// script printed, also when err is not nil. A *ScriptError means the script
+// failed; any other error is a failure of the service. ctx cancellation
+// kills the sandbox too.
 func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	if !s.used.TryLock() {
 		return Output{}, ErrSandboxUsed
 	}
-	defer s.Close()
+	defer s.kill()
 	if !s.Alive() {
 		return Output{}, ErrSandboxDead
 	}
@@ -187,8 +199,16 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		execCtx, cancel = context.WithTimeout(ctx, req.Limits.Timeout)
 		defer cancel()
 	}
-	s.stdout.setCap(req.Limits.OutputBytes)
-	s.stderr.setCap(req.Limits.OutputBytes)
+	marker, err := newOutputMarker()
+	if err != nil {
+		return Output{}, err
+	}
+	// The end marker may pass the cap by its own length; waitMarker applies
+	// the real cap once it has cut the marker off.
+	if req.Limits.OutputBytes > 0 {
+		s.stdout.setCap(req.Limits.OutputBytes + len(marker))
+		s.stderr.setCap(req.Limits.OutputBytes + len(marker))
+	}
 
 	msg := executeMessage{
 		Type:     msgExecute,
@@ -204,6 +224,7 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		},
 		DenyImports:    s.deny,
 		MaxResultBytes: req.Limits.ResultBytes,
+		OutputMarker:   marker,
 	}
 	if d, ok := execCtx.Deadline(); ok {
 		s.conn.SetDeadline(d)
@@ -238,10 +259,33 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	case <-s.stderr.overflow:
 		overflow = "stderr"
 	}
+	if got.err == nil && overflow == "" {
+		// The fast path: a reply, and both pipes show the end marker, so
+		// the output is complete without waiting for the sandbox to die.
+		outDone := s.stdout.waitMarker(marker, req.Limits.OutputBytes, markerWait)
+		errDone := outDone && s.stderr.waitMarker(marker, req.Limits.OutputBytes, markerWait)
+		if outDone && errDone && !s.stdout.overflowed() && !s.stderr.overflowed() {
+			s.kill()
+			out := Output{Stdout: s.stdout.snapshot(), Stderr: s.stderr.snapshot(), Exec: time.Since(start)}
+			return s.replyOutcome(out, got.reply)
+		}
+	}
+	if got.err != nil && overflow == "" && execCtx.Err() == nil {
+		// The channel failed on its own: the sandbox is most likely dying.
+		// Give the jail a moment to report how before killing it, or the
+		// exit status would only say SIGKILL.
+		select {
+		case <-s.exited:
+		case <-time.After(exitGrace):
+		}
+	}
 	s.kill()
 	exitErr := s.awaitExit()
-	out := Output{Stdout: s.stdout.drain(drainTimeout), Stderr: s.stderr.drain(drainTimeout)}
-	out.Exec = time.Since(start)
+	out := Output{
+		Stdout: truncate(s.stdout.drain(drainTimeout), req.Limits.OutputBytes),
+		Stderr: truncate(s.stderr.drain(drainTimeout), req.Limits.OutputBytes),
+		Exec:   time.Since(start),
+	}
 
 	switch {
 	case overflow != "" || s.stdout.overflowed() || s.stderr.overflowed():
@@ -265,6 +309,23 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	default:
 		return out, classifyExit(exitErr, got.err)
 	}
+}
+
+// truncate cuts b to limit bytes when limit is positive.
+func truncate(b []byte, limit int) []byte {
+	if limit > 0 && len(b) > limit {
+		return b[:limit]
+	}
+	return b
+}
+
+// newOutputMarker returns a fresh random end marker for one execution.
+func newOutputMarker() ([]byte, error) {
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("cannot make output marker: %w", err)
+	}
+	return []byte("\x00pyexec-end-" + hex.EncodeToString(nonce[:]) + "\x00"), nil
 }
 
 // replyOutcome turns the sandbox's reply frame into the Output and error.

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 )
 
 // executeRequest is the body of POST /execute.
@@ -50,12 +52,17 @@ func decodeJSON(body []byte) (executeRequest, error) {
 	return req, nil
 }
 
+// maxInputDepth bounds the nesting of a msgpack body.
+const maxInputDepth = 512
+
 // decodeMsgpack parses a msgpack body: a map with the same keys as JSON.
 // "input" must be representable as JSON (maps with string keys, arrays,
 // strings, numbers, booleans, nil).
 func decodeMsgpack(body []byte) (executeRequest, error) {
+	if err := msgpackcheck.Check(body, maxInputDepth); err != nil {
+		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
+	}
 	dec := msgpack.NewDecoder(bytes.NewReader(body))
-	dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
 	fields, err := dec.DecodeMap()
 	if err != nil {
 		return executeRequest{}, invalidRequest("body is not a valid msgpack map: " + err.Error())

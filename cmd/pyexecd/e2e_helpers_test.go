@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testServer is the real service started by run() on a loopback port.
+type testServer struct {
+	url   string
+	token string
+	stop  func() error // cancels run and returns its error
+	logs  *syncBuffer
+}
+
+// syncBuffer collects the server's log lines for failure messages.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// requireJail skips without bubblewrap, or fails when REQUIRE_JAIL=1.
+func requireJail(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		if os.Getenv("REQUIRE_JAIL") == "1" {
+			t.Fatalf("REQUIRE_JAIL=1 but bwrap is not installed: %v", err)
+		}
+		t.Skip("bwrap not installed; install bubblewrap or run make test")
+	}
+}
+
+// startServer runs the service with args on 127.0.0.1:0 and waits until
+// /health says it can serve.
+func startServer(t *testing.T, token string, args ...string) *testServer {
+	t.Helper()
+	requireJail(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	env := map[string]string{"AUTH_TOKEN": token}
+	getenv := func(k string) string { return env[k] }
+	args = append([]string{"--addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
+	go func() { done <- run(ctx, args, getenv, logs, func(a net.Addr) { addrCh <- a }) }()
+	var addr net.Addr
+	select {
+	case addr = <-addrCh:
+	case err := <-done:
+		cancel()
+		t.Fatalf("server did not start: %v\n%s", err, logs.String())
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("server did not start in 60s\n%s", logs.String())
+	}
+	var once sync.Once
+	var stopErr error
+	ts := &testServer{
+		url:   "http://" + addr.String(),
+		token: token,
+		logs:  logs,
+		stop: func() error {
+			once.Do(func() {
+				cancel()
+				select {
+				case stopErr = <-done:
+				case <-time.After(60 * time.Second):
+					stopErr = context.DeadlineExceeded
+				}
+			})
+			return stopErr
+		},
+	}
+	t.Cleanup(func() {
+		if err := ts.stop(); err != nil {
+			t.Errorf("server stopped with error: %v", err)
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(ts.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return ts
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never became healthy\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// response is the decoded body of /execute, success or failure.
+type response struct {
+	Status int
+	Header http.Header
+	Result json.RawMessage `json:"result"`
+	Stdout string          `json:"stdout"`
+	Stderr string          `json:"stderr"`
+	Timing *struct {
+		QueueMS float64 `json:"queue_ms"`
+		ExecMS  float64 `json:"exec_ms"`
+		TotalMS float64 `json:"total_ms"`
+	} `json:"timing"`
+	Error *struct {
+		Type      string `json:"type"`
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable"`
+		Traceback string `json:"traceback"`
+		Line      int    `json:"line"`
+		Offset    int    `json:"offset"`
+	} `json:"error"`
+}
+
+// post sends body to /execute and decodes the answer.
+func (s *testServer) post(t *testing.T, contentType string, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /execute: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r response
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatalf("response is not JSON (%v): %s", err, raw)
+		}
+	}
+	r.Status = resp.StatusCode
+	r.Header = resp.Header
+	return r
+}
+
+// execute runs a script with optional extra request fields.
+func (s *testServer) execute(t *testing.T, script string, fields map[string]any) response {
+	t.Helper()
+	req := map[string]any{"script": script}
+	for k, v := range fields {
+		req[k] = v
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.post(t, "application/json", body)
+}
+
+// mustSucceed runs script and decodes its result into out.
+func (s *testServer) mustSucceed(t *testing.T, script string, fields map[string]any, out any) response {
+	t.Helper()
+	r := s.execute(t, script, fields)
+	if r.Status != http.StatusOK || r.Error != nil {
+		t.Fatalf("status %d, error %+v, stdout %q, stderr %q", r.Status, r.Error, r.Stdout, r.Stderr)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.Result, out); err != nil {
+			t.Fatalf("result %s: %v", r.Result, err)
+		}
+	}
+	return r
+}
+
+// mustFail runs script and checks the error type and status.
+func (s *testServer) mustFail(t *testing.T, script string, fields map[string]any, wantType string, wantStatus int) response {
+	t.Helper()
+	r := s.execute(t, script, fields)
+	if r.Error == nil {
+		t.Fatalf("want %s, got status %d result %s", wantType, r.Status, r.Result)
+	}
+	if r.Error.Type != wantType || r.Status != wantStatus {
+		t.Fatalf("want %s/%d, got %s/%d: %s", wantType, wantStatus, r.Error.Type, r.Status, r.Error.Message)
+	}
+	return r
+}
+
+// descendants lists the pids of every process below pid.
+func descendants(pid int) []int {
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
+		for _, task := range tasks {
+			data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + task.Name() + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(data)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					out = append(out, c)
+					queue = append(queue, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// procStatus returns the fields of /proc/pid/status.
+func procStatus(pid int) map[string]string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil
+	}
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	return fields
+}
+
+// waitSettled waits until the pool holds exactly warm idle sandboxes with
+// nothing building, running or being reaped, and until the processes below
+// this test are exactly those sandboxes: three per sandbox (bwrap, the
+// jail's PID-1 bwrap, python3). It fails if that does not happen in 20s.
+func (s *testServer) waitSettled(t *testing.T, warm int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var names []string
+	for time.Now().Before(deadline) {
+		names = names[:0]
+		for _, pid := range descendants(os.Getpid()) {
+			names = append(names, procStatus(pid)["Name"])
+		}
+		if len(names) == 3*warm && s.poolSettled(t, warm) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("processes below the test: %d %v, want the %d of %d warm sandboxes", len(names), names, 3*warm, warm)
+}
+
+// poolSettled reports whether /health shows warm idle sandboxes and
+// nothing building or running.
+func (s *testServer) poolSettled(t *testing.T, warm int) bool {
+	t.Helper()
+	resp, err := http.Get(s.url + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Pool struct{ Idle, Building, Busy int }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return false
+	}
+	return h.Pool.Idle == warm && h.Pool.Building == 0 && h.Pool.Busy == 0
+}
+
+// waitFor polls /health until cond holds for the pool's busy count.
+func (s *testServer) waitFor(t *testing.T, cond func(busy int) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(s.url + "/health")
+		if err == nil {
+			var h struct{ Pool struct{ Busy int } }
+			err = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if err == nil && cond(h.Pool.Busy) {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the pool never reached the awaited state")
+}

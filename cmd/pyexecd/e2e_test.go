@@ -1,0 +1,564 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// The original service's README examples, verbatim.
+const (
+	helloScript = "def main():\n    return {\"message\": \"Hello, World!\"}\n"
+	numpyScript = `import numpy as np
+
+def main():
+    data = np.random.randn(100)
+    return {
+        "mean": float(np.mean(data)),
+        "std": float(np.std(data)),
+        "min": float(np.min(data)),
+        "max": float(np.max(data))
+    }
+`
+	pandasScript = `import pandas as pd
+import numpy as np
+
+def main():
+    # Create sample data
+    df = pd.DataFrame({
+        'x': np.random.randn(50),
+        'y': np.random.randn(50)
+    })
+
+    # Calculate statistics
+    stats = {
+        'count': len(df),
+        'correlation': float(df['x'].corr(df['y'])),
+        'x_mean': float(df['x'].mean()),
+        'y_mean': float(df['y'].mean())
+    }
+
+    return stats
+`
+)
+
+const testToken = "e2e-secret-token"
+
+// envMarker is set in the server's environment; no sandbox may see it.
+const envMarker = "PYEXEC_E2E_MARKER_51f3"
+
+// TestService drives one real server (real bwrap jail, real
+// /usr/bin/python3) through the whole API. Subtests run in order.
+func TestService(t *testing.T) {
+	t.Setenv(envMarker, envMarker)
+	s := startServer(t, testToken, "--warm", "3", "--deny-imports", "subprocess", "--max-timeout", "20s",
+		// exec mode builds a few sandboxes a second here: let the 32
+		// concurrent requests wait for theirs.
+		"--acquire-timeout", "90s")
+
+	t.Run("hello", func(t *testing.T) {
+		var got map[string]string
+		r := s.mustSucceed(t, helloScript, nil, &got)
+		if got["message"] != "Hello, World!" || len(got) != 1 {
+			t.Errorf("result = %v", got)
+		}
+		if r.Stdout != "" || r.Timing == nil || r.Timing.TotalMS <= 0 || r.Timing.ExecMS <= 0 {
+			t.Errorf("stdout %q timing %+v", r.Stdout, r.Timing)
+		}
+	})
+
+	t.Run("numpy", func(t *testing.T) {
+		var got map[string]float64
+		s.mustSucceed(t, numpyScript, nil, &got)
+		if len(got) != 4 || !(got["min"] <= got["mean"] && got["mean"] <= got["max"]) || got["std"] <= 0 {
+			t.Errorf("result = %v", got)
+		}
+	})
+
+	t.Run("pandas", func(t *testing.T) {
+		var got map[string]float64
+		s.mustSucceed(t, pandasScript, nil, &got)
+		if got["count"] != 50 || math.Abs(got["correlation"]) > 1 || len(got) != 4 {
+			t.Errorf("result = %v", got)
+		}
+	})
+
+	t.Run("input reaches main", func(t *testing.T) {
+		var got map[string]any
+		s.mustSucceed(t, "def main(data):\n    return {'sum': sum(data['xs']), 'name': data['name']}\n",
+			map[string]any{"input": map[string]any{"xs": []int{1, 2, 3}, "name": "zoë"}}, &got)
+		if got["sum"] != 6.0 || got["name"] != "zoë" {
+			t.Errorf("result = %v", got)
+		}
+	})
+
+	t.Run("stdout and os.write are captured in order", func(t *testing.T) {
+		r := s.mustSucceed(t, "import os, sys\ndef main():\n    print('a')\n    os.write(1, b'b\\n')\n    print('c', file=sys.stderr)\n    return None\n", nil, nil)
+		if r.Stdout != "a\nb\n" || r.Stderr != "c\n" || string(r.Result) != "null" {
+			t.Errorf("stdout %q stderr %q result %s", r.Stdout, r.Stderr, r.Result)
+		}
+	})
+
+	t.Run("main runs once even with a __main__ guard", func(t *testing.T) {
+		r := s.mustSucceed(t, "def main():\n    print('ran')\n    return __name__\nif __name__ == '__main__':\n    main()\n", nil, nil)
+		if r.Stdout != "ran\n" || string(r.Result) == `"__main__"` {
+			t.Errorf("stdout %q result %s", r.Stdout, r.Result)
+		}
+	})
+
+	t.Run("numpy values become plain JSON; NaN and Infinity become null", func(t *testing.T) {
+		r := s.mustSucceed(t, "import numpy as np\ndef main():\n    return {'i': np.int64(3), 'f': np.float32(0.5), 'b': np.bool_(True), 'a': np.arange(4).reshape(2, 2), 'nan': float('nan'), 'inf': np.inf, 't': (1, 2), 1: 'k'}\n", nil, nil)
+		want := `{"i":3,"f":0.5,"b":true,"a":[[0,1],[2,3]],"nan":null,"inf":null,"t":[1,2],"1":"k"}`
+		if string(r.Result) != want {
+			t.Errorf("result = %s, want %s", r.Result, want)
+		}
+	})
+
+	// Each error type; after each, the next request must succeed.
+	errorCases := []struct {
+		name, script string
+		fields       map[string]any
+		wantType     string
+		wantStatus   int
+		check        func(t *testing.T, r response)
+	}{
+		{"syntax error with line", "x = 1\ndef main(:\n    return 1\n", nil, "syntax_error", 400, func(t *testing.T, r response) {
+			if r.Error.Line != 2 || r.Error.Offset == 0 {
+				t.Errorf("line %d offset %d", r.Error.Line, r.Error.Offset)
+			}
+		}},
+		{"missing main", "print('no main here')\n", nil, "missing_main", 400, func(t *testing.T, r response) {
+			if r.Stdout != "no main here\n" {
+				t.Errorf("stdout %q", r.Stdout)
+			}
+		}},
+		{"main not callable", "main = 3\n", nil, "missing_main", 400, nil},
+		{"forbidden import", "import subprocess\ndef main():\n    return 1\n", nil, "forbidden_import", 400, nil},
+		{"exception with traceback", "def helper():\n    raise ValueError('boom')\ndef main():\n    print('before')\n    helper()\n", nil, "script_error", 422, func(t *testing.T, r response) {
+			tb := r.Error.Traceback
+			if !strings.Contains(tb, `File "<script>", line 5, in main`) || !strings.Contains(tb, `line 2, in helper`) ||
+				!strings.Contains(tb, "ValueError: boom") || strings.Contains(tb, "sandbox") {
+				t.Errorf("traceback %q", tb)
+			}
+			if r.Stdout != "before\n" {
+				t.Errorf("stdout %q", r.Stdout)
+			}
+		}},
+		{"sys.exit counts as a script error", "import sys\ndef main():\n    sys.exit(3)\n", nil, "script_error", 422, nil},
+		{"non-serialisable result", "def main():\n    return {'s': {1, 2}}\n", nil, "result_not_serializable", 422, func(t *testing.T, r response) {
+			if !strings.Contains(r.Error.Message, "set") {
+				t.Errorf("message %q", r.Error.Message)
+			}
+		}},
+		{"sleep past timeout_ms", "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(10)\n", map[string]any{"timeout_ms": 300}, "timeout", 422, func(t *testing.T, r response) {
+			if r.Stdout != "started\n" {
+				t.Errorf("stdout %q", r.Stdout)
+			}
+			if r.Timing.ExecMS > 5000 {
+				t.Errorf("killed after %v ms", r.Timing.ExecMS)
+			}
+		}},
+		{"2 GB allocation hits the memory limit", "def main():\n    print('allocating')\n    x = bytearray(2 * 1024**3)\n    return len(x)\n", nil, "memory_limit", 422, func(t *testing.T, r response) {
+			if r.Stdout != "allocating\n" {
+				t.Errorf("stdout %q", r.Stdout)
+			}
+		}},
+		{"numpy allocation over memory_mb", "import numpy as np\ndef main():\n    return float(np.ones(100 * 1024 * 1024).sum())\n", map[string]any{"memory_mb": 512}, "memory_limit", 422, nil},
+		{"stdout flood", "def main():\n    while True:\n        print('x' * 1000)\n", nil, "output_limit", 422, func(t *testing.T, r response) {
+			if len(r.Stdout) != 1<<20 || !strings.HasPrefix(r.Stdout, "xxxx") {
+				t.Errorf("stdout is %d bytes, want the first 1 MiB", len(r.Stdout))
+			}
+		}},
+		{"os.write flood on stderr", "import os\ndef main():\n    while True:\n        os.write(2, b'e' * 65536)\n", nil, "output_limit", 422, nil},
+		{"result over the cap", "def main():\n    return 'x' * (9 * 1024 * 1024)\n", nil, "output_limit", 422, nil},
+		{"segfault", "import ctypes\ndef main():\n    print('about to crash', flush=True)\n    ctypes.string_at(0)\n", nil, "sandbox_crashed", 422, func(t *testing.T, r response) {
+			if r.Stdout != "about to crash\n" || !strings.Contains(r.Error.Message, "signal 11") {
+				t.Errorf("stdout %q message %q", r.Stdout, r.Error.Message)
+			}
+		}},
+		{"timeout_ms above the maximum", helloScript, map[string]any{"timeout_ms": 60000}, "invalid_request", 400, nil},
+		{"memory_mb above the maximum", helloScript, map[string]any{"memory_mb": 4096}, "invalid_request", 400, nil},
+		{"empty script", "", nil, "invalid_request", 400, nil},
+	}
+	for _, tc := range errorCases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.mustFail(t, tc.script, tc.fields, tc.wantType, tc.wantStatus)
+			if r.Error.Retryable {
+				t.Errorf("a fault of the request must not be retryable")
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+			var got map[string]string
+			s.mustSucceed(t, helloScript, nil, &got)
+		})
+	}
+
+	t.Run("malformed bodies", func(t *testing.T) {
+		for name, body := range map[string]string{
+			"not json":       "{nope",
+			"no script":      `{"input": 1}`,
+			"script number":  `{"script": 3}`,
+			"unknown field":  `{"script": "def main(): return 1", "timeout": 5}`,
+			"trailing data":  `{"script": "def main(): return 1"} {}`,
+			"timeout string": `{"script": "def main(): return 1", "timeout_ms": "5"}`,
+		} {
+			r := s.post(t, "application/json", []byte(body))
+			if r.Status != 400 || r.Error == nil || r.Error.Type != "invalid_request" {
+				t.Errorf("%s: status %d error %+v", name, r.Status, r.Error)
+			}
+		}
+	})
+
+	t.Run("body over the cap is payload_too_large", func(t *testing.T) {
+		// A raw connection: announce a 9 MiB body, send a little of it, and
+		// read the answer the server gives before reading the rest.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n{\"script\": \"", s.token, 9<<20)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body response
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 413 || body.Error == nil || body.Error.Type != "payload_too_large" {
+			t.Errorf("status %d error %+v", resp.StatusCode, body.Error)
+		}
+	})
+
+	t.Run("missing or wrong token is unauthorized", func(t *testing.T) {
+		for _, token := range []string{"", "wrong"} {
+			other := *s
+			other.token = token
+			r := other.execute(t, helloScript, nil)
+			if r.Status != 401 || r.Error == nil || r.Error.Type != "unauthorized" {
+				t.Errorf("token %q: status %d error %+v", token, r.Status, r.Error)
+			}
+		}
+	})
+
+	t.Run("msgpack request", func(t *testing.T) {
+		// {"script": "def main(x): return x", "input": [1, "a"]} in msgpack.
+		body := []byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a")
+		r := s.post(t, "application/msgpack", body)
+		if r.Status != 200 || r.Header.Get("Content-Type") != "application/msgpack" {
+			t.Errorf("status %d content type %q", r.Status, r.Header.Get("Content-Type"))
+		}
+	})
+
+	t.Run("health reports jail, mode and pool", func(t *testing.T) {
+		resp, err := http.Get(s.url + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var h struct {
+			Status, Service, Security, Jail, Mode, Version string
+			Features                                       []string
+			Pool                                           struct{ Warm, Executed int }
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != "bwrap" || h.Mode != "exec" ||
+			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" {
+			t.Errorf("health %d %+v", resp.StatusCode, h)
+		}
+	})
+
+	t.Run("32 concurrent requests all succeed", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan string, 32)
+		for i := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := s.execute(t, fmt.Sprintf("def main():\n    return %d\n", i), nil)
+				if r.Status != 200 || string(r.Result) != fmt.Sprint(i) {
+					errs <- fmt.Sprintf("request %d: status %d result %s error %+v", i, r.Status, r.Result, r.Error)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	})
+
+	securityTests(t, s)
+	isolationTests(t, s)
+	processTests(t, s)
+}
+
+// securityTests try to get out of the jail and show that it fails.
+func securityTests(t *testing.T, s *testServer) {
+	t.Run("cannot reach a listener on the host's loopback", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan struct{}, 1)
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+				accepted <- struct{}{}
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		var got string
+		s.mustSucceed(t, fmt.Sprintf(`import socket
+def main():
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", %d))
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+`, port), nil, &got)
+		if got == "connected" || len(accepted) > 0 {
+			t.Fatalf("the sandbox reached the host's loopback listener (%s)", got)
+		}
+	})
+
+	t.Run("no route out and only a loopback interface", func(t *testing.T) {
+		// UDP connect() only asks the kernel for a route; it sends nothing.
+		var got struct {
+			Interfaces []string
+			Routes     map[string]string
+		}
+		s.mustSucceed(t, `import socket
+def main():
+    routes = {}
+    for family, addr in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.connect((addr, 9))
+            routes[addr] = "route"
+        except OSError as e:
+            routes[addr] = e.strerror
+        finally:
+            s.close()
+    return {"Interfaces": [name for _, name in socket.if_nameindex()], "Routes": routes}
+`, nil, &got)
+		if len(got.Interfaces) != 1 || got.Interfaces[0] != "lo" {
+			t.Errorf("interfaces %v, want only lo", got.Interfaces)
+		}
+		for addr, res := range got.Routes {
+			if res == "route" {
+				t.Errorf("the sandbox has a route to %s", addr)
+			}
+		}
+	})
+
+	t.Run("cannot write outside /tmp", func(t *testing.T) {
+		var got map[string]string
+		s.mustSucceed(t, `import os
+def main():
+    out = {}
+    for path in ["/evil", "/usr/lib/evil", "/etc/alternatives/evil", "/proc/evil", "/tmp/ok"]:
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            out[path] = "written"
+        except OSError as e:
+            out[path] = type(e).__name__
+    return out
+`, nil, &got)
+		for path, res := range got {
+			if path == "/tmp/ok" {
+				if res != "written" {
+					t.Errorf("/tmp is not writable: %s", res)
+				}
+			} else if res == "written" {
+				t.Errorf("the sandbox wrote %s", path)
+			}
+		}
+	})
+
+	t.Run("cannot read a file the server's user created outside the jail", func(t *testing.T) {
+		dir := t.TempDir()
+		secret := filepath.Join(dir, "secret.txt")
+		if err := os.WriteFile(secret, []byte("host secret"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]string
+		s.mustSucceed(t, fmt.Sprintf(`def main():
+    out = {}
+    for path in [%q, "/etc/passwd", "/etc/shadow", "/root/.bashrc", "/proc/1/environ", "/proc/self/environ"]:
+        try:
+            with open(path) as f:
+                out[path] = f.read()
+        except OSError as e:
+            out[path] = "error: " + type(e).__name__
+    return out
+`, secret), nil, &got)
+		for path, res := range got {
+			if strings.HasPrefix(path, "/proc/") {
+				// PID 1 is the jail's own init: its environment is the
+				// jail's, which must not carry the server's.
+				if strings.Contains(res, envMarker) {
+					t.Errorf("the sandbox read the server's environment in %s", path)
+				}
+			} else if !strings.HasPrefix(res, "error: ") {
+				t.Errorf("the sandbox read %s: %.60q", path, res)
+			}
+		}
+	})
+
+	t.Run("runs as a non-root uid inside and on the host", func(t *testing.T) {
+		var got map[string]int
+		s.mustSucceed(t, "import os\ndef main():\n    return {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid()}\n", nil, &got)
+		if got["uid"] == 0 || got["euid"] == 0 || got["gid"] == 0 {
+			t.Errorf("ids inside the sandbox: %v", got)
+		}
+		// Every jailed process below this test process, seen from the host.
+		checked := 0
+		for _, pid := range descendants(os.Getpid()) {
+			st := procStatus(pid)
+			if st == nil || (st["Name"] != "bwrap" && st["Name"] != "python3") {
+				continue
+			}
+			checked++
+			uids := strings.Fields(st["Uid"])
+			if len(uids) == 0 || uids[0] == "0" || uids[1] == "0" {
+				t.Errorf("pid %d (%s) runs as host uid %v", pid, st["Name"], uids)
+			}
+			if os.Geteuid() == 0 && uids[0] != "65534" {
+				t.Errorf("pid %d (%s) runs as host uid %s, want 65534", pid, st["Name"], uids[0])
+			}
+		}
+		if checked == 0 {
+			t.Error("found no warm sandbox process to check")
+		}
+	})
+}
+
+// isolationTests show that nothing one execution does reaches the next.
+func isolationTests(t *testing.T, s *testServer) {
+	t.Run("nothing leaks between executions", func(t *testing.T) {
+		var first map[string]any
+		s.mustSucceed(t, `import threading, time, builtins, numpy
+LEAK = "global"
+builtins.LEAKED = True
+numpy.mean = lambda *a, **k: 42
+def spin():
+    while True:
+        time.sleep(0.01)
+def main():
+    with open("/tmp/leak.txt", "w") as f:
+        f.write("leak")
+    threading.Thread(target=spin, daemon=False).start()
+    return {"mean": numpy.mean([1, 2])}
+`, nil, &first)
+		if first["mean"] != 42.0 {
+			t.Fatalf("the monkeypatch did not even work in its own run: %v", first)
+		}
+		var second map[string]any
+		s.mustSucceed(t, `import os, threading, numpy, builtins
+def main():
+    return {
+        "tmp": os.path.exists("/tmp/leak.txt"),
+        "global": "LEAK" in globals(),
+        "builtin": hasattr(builtins, "LEAKED"),
+        "mean": float(numpy.mean([1, 2])),
+        "threads": threading.active_count(),
+    }
+`, nil, &second)
+		want := map[string]any{"tmp": false, "global": false, "builtin": false, "mean": 1.5, "threads": 1.0}
+		for k, v := range want {
+			if second[k] != v {
+				t.Errorf("%s = %v in the next execution, want %v", k, second[k], v)
+			}
+		}
+	})
+}
+
+// processTests show the process limits, then try fork bombs and daemons.
+func processTests(t *testing.T, s *testServer) {
+	limitsOK := t.Run("process and file limits are in force", func(t *testing.T) {
+		var got map[string][]int
+		s.mustSucceed(t, `import resource
+def main():
+    return {name: list(resource.getrlimit(getattr(resource, name))) for name in
+            ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE"]}
+`, nil, &got)
+		want := map[string]int{"RLIMIT_NPROC": 64, "RLIMIT_NOFILE": 256, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
+		for name, v := range want {
+			if len(got[name]) != 2 || got[name][0] != v || got[name][1] != v {
+				t.Errorf("%s = %v, want soft and hard %d", name, got[name], v)
+			}
+		}
+		if cpu := got["RLIMIT_CPU"]; len(cpu) != 2 || cpu[0] < 300 || cpu[0] > 400 {
+			t.Errorf("RLIMIT_CPU = %v", cpu)
+		}
+	})
+	if !limitsOK {
+		t.Fatal("limits are not in force: not running the fork bomb")
+	}
+
+	t.Run("fork bomb is contained and gone afterwards", func(t *testing.T) {
+		r := s.execute(t, `import os
+def main():
+    n = 0
+    while True:
+        try:
+            if os.fork() == 0:
+                while True:
+                    try:
+                        os.fork()
+                    except OSError:
+                        pass
+            n += 1
+        except OSError:
+            return n
+`, map[string]any{"timeout_ms": 3000})
+		if r.Status == 200 {
+			var n int
+			_ = json.Unmarshal(r.Result, &n)
+			if n >= 64 {
+				t.Errorf("forked %d children past the limit of 64", n)
+			}
+		} else if r.Error == nil || r.Error.Type != "timeout" {
+			t.Errorf("status %d error %+v", r.Status, r.Error)
+		}
+		s.mustSucceed(t, helloScript, nil, nil)
+	})
+
+	t.Run("a daemonised process is gone after the request", func(t *testing.T) {
+		s.mustSucceed(t, `import os, time
+def main():
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            while True:
+                time.sleep(1)
+        os._exit(0)
+    return "detached"
+`, nil, nil)
+		s.mustSucceed(t, helloScript, nil, nil)
+	})
+
+	t.Run("no process left over beyond the warm pool", func(t *testing.T) {
+		// Each warm sandbox is three processes (bwrap, its PID-1 bwrap,
+		// python3); no bomb or daemon child may be counted on top.
+		s.waitSettled(t, 3)
+	})
+}
