@@ -26,14 +26,14 @@ func TestCheckAcceptsWhatTheEncoderWrites(t *testing.T) {
 
 func TestCheckRefuses(t *testing.T) {
 	for name, b := range map[string][]byte{
-		"ext32 of 1.2 GB":   []byte("\xc9H\x13\x91t\xeb\x99"),
+		"ext32 of 1.2 GB":    []byte("\xc9H\x13\x91t\xeb\x99"),
 		"str32 past the end": {0xdb, 0xff, 0xff, 0xff, 0xff, 'a'},
-		"array32 huge":      {0xdd, 0x7f, 0xff, 0xff, 0xff, 0x01},
-		"map16 short":       {0xde, 0x00, 0x02, 0xa1, 'a'},
-		"reserved":          {0xc1},
-		"empty":             {},
-		"trailing":          {0x01, 0x02},
-		"too deep":          {0x91, 0x91, 0x91, 0x91, 0x01},
+		"array32 huge":       {0xdd, 0x7f, 0xff, 0xff, 0xff, 0x01},
+		"map16 short":        {0xde, 0x00, 0x02, 0xa1, 'a'},
+		"reserved":           {0xc1},
+		"empty":              {},
+		"trailing":           {0x01, 0x02},
+		"too deep":           {0x91, 0x91, 0x91, 0x91, 0x01},
 	} {
 		if err := Check(b, 3); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v", name, err)
