@@ -62,7 +62,7 @@ type Config struct {
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
-	// on /execute and /metrics.
+	// on /execute.
 	AuthToken string
 	// Jail, Mode and Version are reported by /health.
 	Jail, Mode, Version string
