@@ -15,6 +15,14 @@ the protocol written down in runner/doc.go:
   with one ``{"type": "result", ...}`` or ``{"type": "error", ...}``. Then it
   exits; the runner kills whatever is left of the sandbox anyway.
 
+In fork mode (``<config>`` starts with ``zygote``) the same file runs as
+the zygote: it imports the heavy modules once, says ready on its control
+socket (fd 3, SOCK_SEQPACKET), and for every ``{"type": "spawn"}`` message,
+which carries the new sandbox's channel, stdout and stderr as SCM_RIGHTS
+descriptors, forks. The child isolates itself from its siblings
+(become_sandbox) and then speaks the protocol above on its own channel; the
+zygote never sees a script, an input or a result.
+
 Nothing here is a security boundary: the jail around this process is. The
 import policy below is defence in depth only.
 """
@@ -274,13 +282,8 @@ def execute(message):
     return {"type": "result", "result": encoded}
 
 
-def main():
-    # The preload list is the only argument: comma-separated module names.
-    preload = [name for name in (sys.argv[1] if len(sys.argv) > 1 else "").split(",") if name]
-    for name in preload:
-        __import__(name)
-    import msgpack
-
+def serve_one(msgpack):
+    """Say ready on fd 3, run the one execute message, reply, exit."""
     sys.stdin = open(os.devnull)
     _send(msgpack, {"type": "ready", "pid": os.getpid()})
     try:
@@ -308,6 +311,203 @@ def main():
     _send(msgpack, reply)
     # Threads the script left running must not keep the process alive.
     os._exit(0)
+
+
+# --- fork mode -------------------------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# Exit codes of a sandbox that could not isolate itself; the runner only
+# sees that it never said ready.
+EXIT_ISOLATION_FAILED = 71
+
+
+class _Libc:
+    """The few libc calls Python's os module lacks, through ctypes."""
+
+    def __init__(self):
+        import ctypes
+
+        self.ctypes = ctypes
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def check(self, result, what):
+        if result != 0:
+            errno = self.ctypes.get_errno()
+            raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+    def unshare(self, flags):
+        self.check(self.lib.unshare(flags), "unshare")
+
+    def mount(self, source, target, fstype, flags, data):
+        enc = lambda v: v.encode() if v is not None else None
+        self.check(self.lib.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), "mount " + target)
+
+    def prctl(self, option, arg2=0, arg3=0):
+        c_ulong = self.ctypes.c_ulong
+        self.check(self.lib.prctl(option, c_ulong(arg2), c_ulong(arg3), c_ulong(0), c_ulong(0)), "prctl %d" % option)
+
+    def drop_capabilities(self):
+        ctypes = self.ctypes
+        for cap in range(64):
+            if self.lib.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
+                break  # past the last capability the kernel knows
+        self.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2: all zero
+        self.check(self.lib.capset(header, data), "capset")
+
+
+def become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid):
+    """Turn a fresh fork of the zygote into an isolated sandbox.
+
+    Runs in the forked child, which is single-threaded (a requirement of
+    unshare(CLONE_NEWUSER)). This process stays in the zygote's PID
+    namespace as the sandbox's supervisor; its child, PID 1 of a new PID
+    namespace, becomes the sandbox proper and never returns.
+    """
+    import signal
+
+    channel, stdout, stderr = fds
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != zygote_pid:
+        os._exit(EXIT_ISOLATION_FAILED)
+    # Keep only this sandbox's descriptors: fd 3 becomes its channel (which
+    # also closes the zygote's control socket here), 1 and 2 its pipes.
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    os.dup2(channel, 3)
+    os.closerange(4, 1 << 16)
+    os.setsid()
+
+    uid, gid = os.getuid(), os.getgid()
+    libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write("%d %d 1" % (uid, uid))
+    with open("/proc/self/gid_map", "w") as f:
+        f.write("%d %d 1" % (gid, gid))
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    for target in ("/tmp", "/dev/shm"):
+        libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,mode=1777" % tmp_bytes)
+
+    child = os.fork()
+    if child == 0:
+        try:
+            finish_isolation(libc)
+        except BaseException:
+            os._exit(EXIT_ISOLATION_FAILED)
+        serve_one(msgpack)
+        os._exit(0)
+
+    # The supervisor: no output of its own, wait for the sandbox, report how
+    # it ended on the channel (the runner cannot wait for it), exit.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    try:
+        _send(msgpack, {"type": "exit", "status": status})
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def finish_isolation(libc):
+    """The sandbox's own steps as PID 1 of its namespace, before ready."""
+    import random
+    import signal
+
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Its own /proc: it sees only its own PID namespace, not its siblings.
+    libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    import socket
+
+    socket.sethostname("sandbox")
+    # A fork shares the zygote's random state: reseed from the kernel.
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+    libc.drop_capabilities()
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+    # Not dumpable: no ptrace, no /proc/<pid>/mem or environ for anyone
+    # but the kernel, even if some other process could name it.
+    libc.prctl(PR_SET_DUMPABLE, 0)
+
+
+def zygote(preload, tmp_bytes):
+    """Import once, then fork one sandbox per spawn message, forever."""
+    import gc
+    import signal
+    import socket
+
+    import msgpack
+
+    libc = _Libc()
+    # Children are reaped by the kernel; the runner never needs their status
+    # from here (each sandbox's supervisor reports it on its own channel).
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control = socket.socket(fileno=CHANNEL_FD)
+    zygote_pid = os.getpid()
+    # Objects that exist now are shared copy-on-write with every fork; keep
+    # the collector from touching (and so copying) them.
+    gc.freeze()
+    control.send(msgpack.packb({"type": "ready", "pid": zygote_pid}))
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
+        except InterruptedError:
+            continue
+        if not message:
+            os._exit(0)  # the runner closed the control socket
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.detach()  # fd 3 is reused for the channel; never close it via this object
+                become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid)
+            except BaseException:
+                pass
+            os._exit(EXIT_ISOLATION_FAILED)
+        for fd in fds:
+            os.close(fd)
+
+
+def main():
+    # Arguments: [zygote] <comma-separated preload modules> [tmp bytes]
+    args = sys.argv[1:]
+    is_zygote = bool(args) and args[0] == "zygote"
+    if is_zygote:
+        args = args[1:]
+    preload = [name for name in (args[0] if args else "").split(",") if name]
+    for name in preload:
+        __import__(name)
+    import msgpack
+
+    if is_zygote:
+        zygote(preload, int(args[1]))
+    else:
+        serve_one(msgpack)
 
 
 if __name__ == "__main__":

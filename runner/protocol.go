@@ -22,6 +22,9 @@ const (
 	msgExecute = "execute"
 	msgResult  = "result"
 	msgError   = "error"
+	// msgExit is sent by a fork-mode sandbox's supervisor when the sandbox
+	// died: {"type": "exit", "status": <wait status>}.
+	msgExit = "exit"
 )
 
 // readyMessage is the sandbox's first frame.
@@ -60,6 +63,7 @@ type replyMessage struct {
 	Traceback string `msgpack:"traceback"`
 	Line      int    `msgpack:"line"`
 	Offset    int    `msgpack:"offset"`
+	Status    int    `msgpack:"status"`
 }
 
 // writeFrame encodes v as msgpack and writes it with its length prefix in one

@@ -5,17 +5,36 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/sandbox-exec/pyexec/python"
+)
+
+// Mode says how sandboxes are made.
+type Mode string
+
+const (
+	// ModeFork forks each sandbox from one jailed zygote that imported the
+	// preload modules once; the child isolates itself before it is ready.
+	ModeFork Mode = "fork"
+	// ModeExec starts a fresh jailed interpreter for each sandbox.
+	ModeExec Mode = "exec"
 )
 
 // Config says how sandboxes are made. Zero fields take the defaults listed.
 type Config struct {
-	// Jail wraps every sandbox. Required.
+	// Jail wraps every sandbox (exec mode) or the zygote (fork mode).
+	// Required.
 	Jail Jail
+	// Mode is ModeFork or ModeExec. Zero: ModeFork.
+	Mode Mode
+	// Logger receives zygote deaths and restarts. Zero: no logging.
+	Logger zerolog.Logger
 	// Python is the interpreter inside the jail. Zero: /usr/bin/python3.
 	Python string
 	// Preload are the modules imported before the sandbox says ready.
@@ -66,13 +85,13 @@ type Output struct {
 	Exec time.Duration
 }
 
-// Runner starts sandboxes. It is safe for concurrent use.
+// Runner starts sandboxes. It is safe for concurrent use. In fork mode it
+// owns the zygote; Close stops it.
 type Runner struct {
 	cfg         Config
 	credential  *syscall.Credential
-	jailPath    string
-	jailArgs    []string
 	denyImports []string
+	zygotes     *zygoteSupervisor // fork mode only
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -95,6 +114,13 @@ func sandboxEnv() []string {
 func New(cfg Config) (*Runner, error) {
 	if cfg.Jail == nil {
 		return nil, errors.New("runner: no jail configured")
+	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeFork
+	case ModeFork, ModeExec:
+	default:
+		return nil, fmt.Errorf("runner: unknown mode %q", cfg.Mode)
 	}
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"
@@ -125,13 +151,55 @@ func New(cfg Config) (*Runner, error) {
 		// maps the sandbox's uid to it, never to host root.
 		r.credential = &syscall.Credential{Uid: cfg.SandboxUID, Gid: cfg.SandboxGID, Groups: []uint32{}}
 	}
-	argv := []string{cfg.Python, "-I", "-B", "-u", "-c", python.SandboxSource, strings.Join(cfg.Preload, ",")}
-	r.jailPath, r.jailArgs = cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv(), TmpBytes: cfg.TmpBytes})
+	if cfg.Mode == ModeFork {
+		r.zygotes = newZygoteSupervisor(r)
+	}
 	return r, nil
+}
+
+// sandboxArgv is the interpreter's command line inside the jail: -I
+// isolates it from the environment and user site, -B writes no bytecode,
+// -u makes stdout and stderr unbuffered so print() and os.write() reach
+// the pipes in order.
+func (r *Runner) sandboxArgv(zygote bool) []string {
+	argv := []string{r.cfg.Python, "-I", "-B", "-u", "-c", python.SandboxSource}
+	if zygote {
+		argv = append(argv, "zygote")
+	}
+	argv = append(argv, strings.Join(r.cfg.Preload, ","))
+	if zygote {
+		argv = append(argv, strconv.FormatInt(r.cfg.TmpBytes, 10))
+	}
+	return argv
+}
+
+// Start starts one sandbox and waits until it says ready. ctx bounds the
+// wait (together with Config.StartTimeout); on failure nothing of the
+// sandbox is left running.
+func (r *Runner) Start(ctx context.Context) (*Sandbox, error) {
+	if r.cfg.Mode == ModeExec {
+		return r.startExec(ctx)
+	}
+	z, err := r.zygotes.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.spawn(ctx, z)
+}
+
+// Close stops the zygote (fork mode) and every sandbox forked from it.
+// Sandboxes of exec mode are closed by their owners.
+func (r *Runner) Close() {
+	if r.zygotes != nil {
+		r.zygotes.close()
+	}
 }
 
 // JailName is the name of the jail in force, for /health.
 func (r *Runner) JailName() string { return r.cfg.Jail.Name() }
+
+// Mode is the mode in force, for /health.
+func (r *Runner) Mode() Mode { return r.cfg.Mode }
 
 // Probe starts one sandbox and destroys it, to prove the jail works here.
 // Its error says what to fix.

@@ -12,7 +12,7 @@ import (
 // newTestRunner returns a runner on the real bubblewrap jail. Without bwrap
 // the test is skipped, unless REQUIRE_JAIL=1 (set by make test) makes that
 // a failure, so CI can never pass by skipping the sandbox.
-func newTestRunner(t *testing.T) *Runner {
+func newTestRunner(t *testing.T, mode Mode) *Runner {
 	t.Helper()
 	jail, err := NewBubblewrap("", "/usr/bin/python3")
 	if err != nil {
@@ -21,11 +21,19 @@ func newTestRunner(t *testing.T) *Runner {
 		}
 		t.Skipf("no jail here: %v", err)
 	}
-	r, err := New(Config{Jail: jail})
+	r, err := New(Config{Jail: jail, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(r.Close)
 	return r
+}
+
+// forEachMode runs test once per mode, as a subtest named after it.
+func forEachMode(t *testing.T, test func(t *testing.T, r *Runner)) {
+	for _, mode := range []Mode{ModeFork, ModeExec} {
+		t.Run(string(mode), func(t *testing.T) { test(t, newTestRunner(t, mode)) })
+	}
 }
 
 func defaultLimits() Limits {
@@ -48,8 +56,9 @@ func runScript(t *testing.T, r *Runner, script string, input []byte, limits Limi
 	return sb.Execute(ctx, Request{Script: script, Input: input, Limits: limits})
 }
 
-func TestExecuteHello(t *testing.T) {
-	r := newTestRunner(t)
+func TestExecuteHello(t *testing.T) { forEachMode(t, testExecuteHello) }
+
+func testExecuteHello(t *testing.T, r *Runner) {
 	out, err := runScript(t, r, "import os\ndef main():\n    print('hi')\n    os.write(1, b'raw\\n')\n    return {'message': 'Hello'}\n", nil, defaultLimits())
 	if err != nil {
 		t.Fatalf("execute: %v (stderr %q)", err, out.Stderr)
@@ -62,8 +71,9 @@ func TestExecuteHello(t *testing.T) {
 	}
 }
 
-func TestSandboxIsNotReused(t *testing.T) {
-	r := newTestRunner(t)
+func TestSandboxIsNotReused(t *testing.T) { forEachMode(t, testSandboxIsNotReused) }
+
+func testSandboxIsNotReused(t *testing.T, r *Runner) {
 	ctx := context.Background()
 	sb, err := r.Start(ctx)
 	if err != nil {
@@ -83,8 +93,9 @@ func TestSandboxIsNotReused(t *testing.T) {
 	}
 }
 
-func TestExecuteTimeoutKeepsOutput(t *testing.T) {
-	r := newTestRunner(t)
+func TestExecuteTimeoutKeepsOutput(t *testing.T) { forEachMode(t, testExecuteTimeoutKeepsOutput) }
+
+func testExecuteTimeoutKeepsOutput(t *testing.T, r *Runner) {
 	limits := defaultLimits()
 	limits.Timeout = 500 * time.Millisecond
 	out, err := runScript(t, r, "import time, sys\ndef main():\n    print('before', flush=True)\n    time.sleep(30)\n", nil, limits)

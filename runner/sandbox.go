@@ -1,14 +1,15 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -17,7 +18,7 @@ import (
 )
 
 // drainTimeout bounds how long the runner waits, after killing a sandbox,
-// for its output pipes to reach EOF and for its process to be reaped. The
+// for its output pipes to reach EOF and for its process to be gone. The
 // kill takes the whole PID namespace with it, so this is only a safety net.
 const drainTimeout = 5 * time.Second
 
@@ -34,119 +35,61 @@ const markerWait = 200 * time.Millisecond
 // message, traceback and keys.
 const maxReplyEnvelope = 256 << 10
 
+// sandboxProc is how one sandbox's processes are killed and awaited. Exec
+// and fork mode differ: the runner is the parent of an exec-mode jail and
+// can wait for it; a fork-mode sandbox is a grandchild of the zygote,
+// reached through a pidfd.
+type sandboxProc interface {
+	// kill sends SIGKILL to the sandbox's root process; the death of that
+	// process ends its whole PID namespace.
+	kill()
+	// alive reports whether the root process still runs.
+	alive() bool
+	// wait waits at most timeout until the root process is gone. known
+	// says whether status tells how it ended.
+	wait(timeout time.Duration) (status syscall.WaitStatus, known bool, err error)
+	// release frees what the handle holds; call it once, after wait.
+	release()
+}
+
 // Sandbox is one started, jailed interpreter waiting for its one script.
 type Sandbox struct {
-	cmd    *exec.Cmd
+	proc   sandboxProc
 	conn   *net.UnixConn
 	stdout *cappedPipe
 	stderr *cappedPipe
-
-	// exited is closed once cmd.Wait has returned; waitErr is its result,
-	// readable after exited is closed.
-	exited  chan struct{}
-	waitErr error
-
-	// innerPID is the interpreter's pid inside its own PID namespace.
-	innerPID int
+	// pid is the host pid of the interpreter that runs the script.
+	pid int
 	// deny is the import deny list sent with the script.
 	deny []string
+	// zygoteGone is closed when the zygote that forked this sandbox died
+	// (fork mode; nil in exec mode).
+	zygoteGone <-chan struct{}
 
 	used      sync.Mutex // held by the one Execute; TryLock refuses reuse
-	killOnce  sync.Once
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Start starts one sandbox and waits until it says ready. ctx bounds the
-// wait (together with Config.StartTimeout); on any failure nothing is left
-// running.
-func (r *Runner) Start(ctx context.Context) (_ *Sandbox, err error) {
+// channelPair makes a sandbox's control channel: a stream socketpair whose
+// runner end has SO_PASSCRED, so the kernel tells the runner the host pid
+// of whoever says ready, whatever PID namespace it is in.
+func channelPair() (*net.UnixConn, *os.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create control socketpair: %w", err)
+		return nil, nil, fmt.Errorf("cannot create control socketpair: %w", err)
 	}
-	parentEnd := os.NewFile(uintptr(fds[0]), "sandbox-control")
-	childEnd := os.NewFile(uintptr(fds[1]), "sandbox-control-child")
-	defer childEnd.Close()
-
-	conn, err := fileConn(parentEnd)
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("cannot enable SO_PASSCRED: %w", err)
+	}
+	conn, err := fileConn(os.NewFile(uintptr(fds[0]), "sandbox-control"))
 	if err != nil {
-		childEnd.Close()
-		return nil, err
+		unix.Close(fds[1])
+		return nil, nil, err
 	}
-	stdoutR, stdoutW, err := os.Pipe()
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("cannot create stdout pipe: %w", err)
-	}
-	defer stdoutW.Close()
-	stderrR, stderrW, err := os.Pipe()
-	if err != nil {
-		conn.Close()
-		stdoutR.Close()
-		return nil, fmt.Errorf("cannot create stderr pipe: %w", err)
-	}
-	defer stderrW.Close()
-
-	cmd := exec.Command(r.jailPath, r.jailArgs...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	cmd.Stdout = stdoutW
-	cmd.Stderr = stderrW
-	cmd.ExtraFiles = []*os.File{childEnd} // fd 3 in the child
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: r.credential,
-	}
-	if err := cmd.Start(); err != nil {
-		conn.Close()
-		stdoutR.Close()
-		stderrR.Close()
-		return nil, fmt.Errorf("cannot start %s: %w", r.jailPath, err)
-	}
-
-	sb := &Sandbox{
-		cmd:    cmd,
-		conn:   conn,
-		stdout: newCappedPipe(stdoutR),
-		stderr: newCappedPipe(stderrR),
-		exited: make(chan struct{}),
-		deny:   r.denyImports,
-	}
-	go func() {
-		sb.waitErr = cmd.Wait()
-		close(sb.exited)
-	}()
-	defer func() {
-		if err != nil {
-			sb.Close()
-		}
-	}()
-
-	deadline := time.Now().Add(r.cfg.StartTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	// A cancelled ctx must interrupt the read, not only a deadline.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
-	defer stop()
-	if err := conn.SetReadDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("cannot set ready deadline: %w", err)
-	}
-	var ready readyMessage
-	if err := readFrame(conn, maxReplyEnvelope, &ready); err != nil {
-		sb.kill()
-		sb.awaitExit()
-		return nil, fmt.Errorf("sandbox did not say ready: %w (%s)", err, sb.stderrTail())
-	}
-	if ready.Type != msgReady {
-		return nil, fmt.Errorf("sandbox sent %q instead of ready", ready.Type)
-	}
-	sb.innerPID = ready.PID
-	if err := conn.SetReadDeadline(time.Time{}); err != nil {
-		return nil, fmt.Errorf("cannot clear ready deadline: %w", err)
-	}
-	return sb, nil
+	return conn, os.NewFile(uintptr(fds[1]), "sandbox-control-child"), nil
 }
 
 // fileConn turns one end of a socketpair into a net.UnixConn, which has
@@ -165,17 +108,126 @@ func fileConn(f *os.File) (*net.UnixConn, error) {
 	return uc, nil
 }
 
-// PID is the host pid of the jail process at the root of this sandbox.
-func (s *Sandbox) PID() int { return s.cmd.Process.Pid }
+// sandboxPipes are the three descriptors a new sandbox gets, and the
+// runner's ends of them.
+type sandboxPipes struct {
+	conn                      *net.UnixConn
+	channel, stdoutW, stderrW *os.File // the sandbox's ends
+	stdoutR, stderrR          *os.File // the runner's ends
+}
 
-// Alive reports whether the sandbox process is still running.
-func (s *Sandbox) Alive() bool {
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
+func newSandboxPipes() (*sandboxPipes, error) {
+	conn, channel, err := channelPair()
+	if err != nil {
+		return nil, err
 	}
+	p := &sandboxPipes{conn: conn, channel: channel}
+	if p.stdoutR, p.stdoutW, err = os.Pipe(); err != nil {
+		p.closeAll()
+		return nil, fmt.Errorf("cannot create stdout pipe: %w", err)
+	}
+	if p.stderrR, p.stderrW, err = os.Pipe(); err != nil {
+		p.closeAll()
+		return nil, fmt.Errorf("cannot create stderr pipe: %w", err)
+	}
+	return p, nil
+}
+
+// closeChildEnds closes the runner's copies of the sandbox's descriptors,
+// once they have been handed over, so EOF means the sandbox is gone.
+func (p *sandboxPipes) closeChildEnds() {
+	for _, f := range []*os.File{p.channel, p.stdoutW, p.stderrW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+func (p *sandboxPipes) closeAll() {
+	p.closeChildEnds()
+	p.conn.Close()
+	for _, f := range []*os.File{p.stdoutR, p.stderrR} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// newSandbox wraps the runner's ends; it starts the output readers.
+func newSandbox(p *sandboxPipes, deny []string) *Sandbox {
+	return &Sandbox{
+		conn:   p.conn,
+		stdout: newCappedPipe(p.stdoutR),
+		stderr: newCappedPipe(p.stderrR),
+		deny:   deny,
+	}
+}
+
+// awaitReady reads the sandbox's ready frame before deadline (or ctx's
+// end) and returns the host pid of its sender, which the kernel attaches
+// because the runner's end has SO_PASSCRED.
+func (s *Sandbox) awaitReady(ctx context.Context, deadline time.Time) (int, error) {
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	// A cancelled ctx must interrupt the read, not only a deadline.
+	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	if err := s.conn.SetReadDeadline(deadline); err != nil {
+		return 0, fmt.Errorf("cannot set ready deadline: %w", err)
+	}
+	defer s.conn.SetReadDeadline(time.Time{})
+
+	buf := make([]byte, 256)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return 0, fmt.Errorf("sandbox did not say ready: %w", err)
+	}
+	pid := 0
+	if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for i := range cmsgs {
+			if cred, err := unix.ParseUnixCredentials(&cmsgs[i]); err == nil {
+				pid = int(cred.Pid)
+			}
+		}
+	}
+	var ready readyMessage
+	if err := readFrame(io.MultiReader(bytes.NewReader(buf[:n]), s.conn), maxReplyEnvelope, &ready); err != nil {
+		return 0, fmt.Errorf("sandbox did not say ready: %w", err)
+	}
+	if ready.Type != msgReady {
+		return 0, fmt.Errorf("sandbox sent %q instead of ready", ready.Type)
+	}
+	if pid <= 0 {
+		return 0, errors.New("sandbox said ready without credentials")
+	}
+	return pid, nil
+}
+
+// PID is the host pid of the interpreter that runs the script.
+func (s *Sandbox) PID() int { return s.pid }
+
+// Alive reports whether the sandbox is still running.
+func (s *Sandbox) Alive() bool {
+	if s.zygoteGone != nil {
+		select {
+		case <-s.zygoteGone:
+			return false
+		default:
+		}
+	}
+	return s.proc.alive()
+}
+
+// frameOutcome is what the channel reader saw after the execute frame.
+type frameOutcome struct {
+	reply replyMessage
+	// exit is the wait status reported by a fork-mode sandbox's
+	// supervisor when the sandbox died; exitKnown says it came.
+	exit      syscall.WaitStatus
+	exitKnown bool
+	err       error
 }
 
 // Execute runs req in the sandbox, then kills the sandbox: a sandbox runs
@@ -188,7 +240,7 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	if !s.used.TryLock() {
 		return Output{}, ErrSandboxUsed
 	}
-	defer s.kill()
+	defer s.proc.kill()
 	if !s.Alive() {
 		return Output{}, ErrSandboxDead
 	}
@@ -232,23 +284,18 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	stop := context.AfterFunc(execCtx, func() { s.conn.SetDeadline(time.Now()) })
 	defer stop()
 
-	type outcome struct {
-		reply replyMessage
-		err   error
-	}
-	done := make(chan outcome, 1)
+	done := make(chan frameOutcome, 1)
 	go func() {
-		// Owned by Execute: s.Close (deferred) closes conn, which ends it.
+		// Owned by Execute: the kill (deferred) ends the sandbox, which
+		// closes its end of the channel, and the deadline ends the read.
 		if err := writeFrame(s.conn, &msg); err != nil {
-			done <- outcome{err: err}
+			done <- frameOutcome{err: err}
 			return
 		}
-		var o outcome
-		o.err = readFrame(s.conn, req.Limits.ResultBytes+maxReplyEnvelope, &o.reply)
-		done <- o
+		done <- s.readOutcome(req.Limits.ResultBytes + maxReplyEnvelope)
 	}()
 
-	var got outcome
+	var got frameOutcome
 	var overflow string
 	select {
 	case got = <-done:
@@ -265,22 +312,22 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		outDone := s.stdout.waitMarker(marker, req.Limits.OutputBytes, markerWait)
 		errDone := outDone && s.stderr.waitMarker(marker, req.Limits.OutputBytes, markerWait)
 		if outDone && errDone && !s.stdout.overflowed() && !s.stderr.overflowed() {
-			s.kill()
+			s.proc.kill()
 			out := Output{Stdout: s.stdout.snapshot(), Stderr: s.stderr.snapshot(), Exec: time.Since(start)}
 			return s.replyOutcome(out, got.reply)
 		}
 	}
-	if got.err != nil && overflow == "" && execCtx.Err() == nil {
+	if got.err != nil && overflow == "" && execCtx.Err() == nil && !got.exitKnown {
 		// The channel failed on its own: the sandbox is most likely dying.
-		// Give the jail a moment to report how before killing it, or the
-		// exit status would only say SIGKILL.
-		select {
-		case <-s.exited:
-		case <-time.After(exitGrace):
-		}
+		// Give it a moment to report how before killing it, or the exit
+		// status would only say SIGKILL.
+		s.proc.wait(exitGrace)
 	}
-	s.kill()
-	exitErr := s.awaitExit()
+	s.proc.kill()
+	status, known, _ := s.proc.wait(drainTimeout)
+	if got.exitKnown {
+		status, known = got.exit, true
+	}
 	out := Output{
 		Stdout: truncate(s.stdout.drain(drainTimeout), req.Limits.OutputBytes),
 		Stderr: truncate(s.stderr.drain(drainTimeout), req.Limits.OutputBytes),
@@ -306,8 +353,43 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 			Message: fmt.Sprintf("the script ran longer than %v; the sandbox was killed", req.Limits.Timeout)}
 	case errors.Is(got.err, errFrameTooLarge):
 		return out, &ScriptError{Kind: KindOutputLimit, Message: "the sandbox sent a reply over the result cap"}
+	case s.zygoteDied():
+		return out, fmt.Errorf("the zygote died during the execution: %w", ErrZygoteDied)
+	case known:
+		return out, classifyExit(status)
 	default:
-		return out, classifyExit(exitErr, got.err)
+		return out, fmt.Errorf("sandbox channel failed and its exit status is unknown: %w", got.err)
+	}
+}
+
+// readOutcome reads frames until a reply, skipping (but remembering) the
+// exit report a fork-mode supervisor sends when the sandbox died.
+func (s *Sandbox) readOutcome(maxFrame int) frameOutcome {
+	var o frameOutcome
+	for {
+		var m replyMessage
+		if err := readFrame(s.conn, maxFrame, &m); err != nil {
+			o.err = err
+			return o
+		}
+		if m.Type == msgExit {
+			o.exit, o.exitKnown = syscall.WaitStatus(m.Status), true
+			continue
+		}
+		o.reply = m
+		return o
+	}
+}
+
+func (s *Sandbox) zygoteDied() bool {
+	if s.zygoteGone == nil {
+		return false
+	}
+	select {
+	case <-s.zygoteGone:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -346,28 +428,13 @@ func (s *Sandbox) replyOutcome(out Output, reply replyMessage) (Output, error) {
 	}
 }
 
-// classifyExit explains a sandbox that closed its channel without a reply.
-// bwrap reports a child killed by signal N as exit status 128+N.
-func classifyExit(exitErr, readErr error) error {
-	var ee *exec.ExitError
-	if !errors.As(exitErr, &ee) {
-		return fmt.Errorf("sandbox channel failed: %w", readErr)
-	}
-	status, ok := ee.Sys().(syscall.WaitStatus)
-	if !ok {
-		return fmt.Errorf("sandbox ended (%v) without a reply: %w", exitErr, readErr)
-	}
-	sig := syscall.Signal(0)
+// classifyExit explains a sandbox that ended without a reply.
+func classifyExit(status syscall.WaitStatus) error {
 	switch {
-	case status.Signaled():
-		sig = status.Signal()
-	case status.ExitStatus() > 128:
-		sig = syscall.Signal(status.ExitStatus() - 128)
-	}
-	switch {
-	case sig == syscall.SIGXCPU:
+	case status.Signaled() && status.Signal() == syscall.SIGXCPU:
 		return &ScriptError{Kind: KindTimeout, Message: "the script used up its CPU time limit"}
-	case sig != 0:
+	case status.Signaled():
+		sig := status.Signal()
 		return &ScriptError{Kind: KindCrashed, Message: fmt.Sprintf("the sandbox died by signal %d (%v)", int(sig), sig)}
 	default:
 		return &ScriptError{Kind: KindScriptError,
@@ -375,55 +442,27 @@ func classifyExit(exitErr, readErr error) error {
 	}
 }
 
-// kill sends SIGKILL to the jail's root process; see doc.go for why that
-// takes the whole sandbox with it.
-func (s *Sandbox) kill() {
-	s.killOnce.Do(func() {
-		// The process group first (the jail and anything it left in the
-		// group), then the process itself in case the group is gone.
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		_ = s.cmd.Process.Kill()
-	})
-}
-
-// awaitExit waits (bounded) until the jail process has been reaped.
-func (s *Sandbox) awaitExit() error {
-	select {
-	case <-s.exited:
-		return s.waitErr
-	case <-time.After(drainTimeout):
-		return fmt.Errorf("sandbox pid %d not reaped after %v", s.cmd.Process.Pid, drainTimeout)
-	}
-}
-
-// Close kills the sandbox, reaps it and releases its descriptors. It is
-// idempotent and safe to call concurrently with Execute's own cleanup.
+// Close kills the sandbox, waits until it is gone and releases its
+// descriptors. It is idempotent and safe to call after Execute.
 func (s *Sandbox) Close() error {
 	s.closeOnce.Do(func() {
-		s.kill()
-		if err := s.awaitExit(); err != nil && !isKilled(err) {
+		s.proc.kill()
+		if _, _, err := s.proc.wait(drainTimeout); err != nil {
 			s.closeErr = err
 		}
+		s.proc.release()
 		s.conn.Close()
+		s.stdout.drain(drainTimeout)
+		s.stderr.drain(drainTimeout)
 		s.stdout.close()
 		s.stderr.close()
 	})
 	return s.closeErr
 }
 
-// isKilled reports whether err is the exit of a process we SIGKILLed.
-func isKilled(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	status, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && status.Signaled() && status.Signal() == syscall.SIGKILL
-}
-
-// stderrTail is the last bit of the sandbox's stderr, for start errors.
-func (s *Sandbox) stderrTail() string {
-	b := s.stderr.drain(time.Second)
+// stderrTail is the last bit of a pipe, for start errors.
+func stderrTail(p *cappedPipe) string {
+	b := p.drain(time.Second)
 	if len(b) > 2048 {
 		b = b[len(b)-2048:]
 	}

@@ -18,6 +18,7 @@ import (
 
 // testServer is the real service started by run() on a loopback port.
 type testServer struct {
+	mode  string // fork or exec
 	url   string
 	token string
 	stop  func() error // cancels run and returns its error
@@ -78,7 +79,14 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	}
 	var once sync.Once
 	var stopErr error
+	mode := "fork"
+	for i, a := range args {
+		if a == "--mode" && i+1 < len(args) {
+			mode = args[i+1]
+		}
+	}
 	ts := &testServer{
+		mode:  mode,
 		url:   "http://" + addr.String(),
 		token: token,
 		logs:  logs,
@@ -251,10 +259,16 @@ func procStatus(pid int) map[string]string {
 
 // waitSettled waits until the pool holds exactly warm idle sandboxes with
 // nothing building, running or being reaped, and until the processes below
-// this test are exactly those sandboxes: three per sandbox (bwrap, the
-// jail's PID-1 bwrap, python3). It fails if that does not happen in 20s.
+// this test are exactly those sandboxes. In exec mode that is three per
+// sandbox (bwrap, the jail's PID-1 bwrap, python3); in fork mode the
+// zygote's three plus two per sandbox (its supervisor and itself). It fails
+// if that does not happen in 20s.
 func (s *testServer) waitSettled(t *testing.T, warm int) {
 	t.Helper()
+	want := 3 * warm
+	if s.mode == "fork" {
+		want = 3 + 2*warm
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	var names []string
 	for time.Now().Before(deadline) {
@@ -262,12 +276,12 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 		for _, pid := range descendants(os.Getpid()) {
 			names = append(names, procStatus(pid)["Name"])
 		}
-		if len(names) == 3*warm && s.poolSettled(t, warm) {
+		if len(names) == want && s.poolSettled(t, warm) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Errorf("processes below the test: %d %v, want the %d of %d warm sandboxes", len(names), names, 3*warm, warm)
+	t.Errorf("processes below the test: %d %v, want the %d of %d warm sandboxes", len(names), names, want, warm)
 }
 
 // poolSettled reports whether /health shows warm idle sandboxes and

@@ -56,10 +56,17 @@ const testToken = "e2e-secret-token"
 const envMarker = "PYEXEC_E2E_MARKER_51f3"
 
 // TestService drives one real server (real bwrap jail, real
-// /usr/bin/python3) through the whole API. Subtests run in order.
+// /usr/bin/python3) through the whole API, once per mode. Subtests run in
+// order.
 func TestService(t *testing.T) {
 	t.Setenv(envMarker, envMarker)
-	s := startServer(t, testToken, "--warm", "3", "--deny-imports", "subprocess", "--max-timeout", "20s",
+	for _, mode := range []string{"fork", "exec"} {
+		t.Run(mode, func(t *testing.T) { testService(t, mode) })
+	}
+}
+
+func testService(t *testing.T, mode string) {
+	s := startServer(t, testToken, "--mode", mode, "--warm", "3", "--deny-imports", "subprocess", "--max-timeout", "20s",
 		// exec mode builds a few sandboxes a second here: let the 32
 		// concurrent requests wait for theirs.
 		"--acquire-timeout", "90s")
@@ -275,7 +282,7 @@ func TestService(t *testing.T) {
 		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 			t.Fatal(err)
 		}
-		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != "bwrap" || h.Mode != "exec" ||
+		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != "bwrap" || h.Mode != mode ||
 			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" {
 			t.Errorf("health %d %+v", resp.StatusCode, h)
 		}
@@ -557,8 +564,8 @@ def main():
 	})
 
 	t.Run("no process left over beyond the warm pool", func(t *testing.T) {
-		// Each warm sandbox is three processes (bwrap, its PID-1 bwrap,
-		// python3); no bomb or daemon child may be counted on top.
+		// Only the warm sandboxes (and the zygote): no bomb or daemon child
+		// may be counted on top.
 		s.waitSettled(t, 3)
 	})
 }

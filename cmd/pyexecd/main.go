@@ -61,7 +61,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.addr, "addr", ":"+port, "listen address (env PORT sets the port of the default)")
 	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long SIGTERM waits for requests in flight")
-	fs.StringVar(&o.mode, "mode", "exec", "how sandboxes are made: exec (a fresh jailed interpreter each)")
+	fs.StringVar(&o.mode, "mode", "fork", "how sandboxes are made: fork (forked from one jailed zygote) or exec (a fresh jailed interpreter each)")
 	fs.StringVar(&o.jail, "jail", "bwrap", "jail backend: bwrap")
 	fs.StringVar(&o.bwrapPath, "bwrap", "bwrap", "path of the bubblewrap binary")
 	fs.StringVar(&o.runner.Python, "python", "/usr/bin/python3", "interpreter run inside the jail")
@@ -96,9 +96,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	if o.mode != "exec" {
-		return o, fmt.Errorf("--mode %q is not supported; use exec", o.mode)
+	if o.mode != string(runner.ModeFork) && o.mode != string(runner.ModeExec) {
+		return o, fmt.Errorf("--mode %q is not supported; use fork or exec", o.mode)
 	}
+	o.runner.Mode = runner.Mode(o.mode)
 	if o.jail != "bwrap" {
 		return o, fmt.Errorf("--jail %q is not supported; use bwrap", o.jail)
 	}
@@ -149,10 +150,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return fmt.Errorf("refusing to start without a jail: %w", err)
 	}
 	o.runner.Jail = jail
+	o.runner.Logger = logger
 	r, err := runner.New(o.runner)
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
 	err = r.Probe(probeCtx)
 	cancelProbe()
