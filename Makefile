@@ -27,7 +27,7 @@ test: deps vet
 	REQUIRE_JAIL=1 $(GO) test -race -count=1 -timeout 20m ./...
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./runner/
+	$(GO) test -run '^$$' -bench . -benchtime 40x ./runner/
 
 clean:
 	rm -rf bin

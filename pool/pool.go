@@ -59,6 +59,9 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
+// buildRetryDelay spaces a waiting request's retries after failed builds.
+const buildRetryDelay = 50 * time.Millisecond
+
 var (
 	// ErrOverloaded means no sandbox could be had within the bounds; the
 	// request may succeed if sent again later.
@@ -163,18 +166,25 @@ type Timing struct {
 
 // Execute leases a sandbox, runs req in it and destroys it. It waits for a
 // sandbox at most AcquireTimeout (or until ctx ends) and returns
-// ErrOverloaded when none came. Errors of the script are the runner's.
+// ErrOverloaded when none came. A sandbox found dead before it got the
+// script is replaced, since the script never ran. Errors of the script are
+// the runner's.
 func (p *Pool) Execute(ctx context.Context, req runner.Request) (runner.Output, Timing, error) {
 	start := time.Now()
-	sb, release, err := p.lease(ctx)
-	timing := Timing{Queue: time.Since(start)}
-	if err != nil {
-		return runner.Output{}, timing, err
+	for {
+		sb, release, err := p.lease(ctx)
+		timing := Timing{Queue: time.Since(start)}
+		if err != nil {
+			return runner.Output{}, timing, err
+		}
+		out, err := sb.Execute(ctx, req)
+		release()
+		if errors.Is(err, runner.ErrSandboxDead) {
+			continue
+		}
+		p.executed.Add(1)
+		return out, timing, err
 	}
-	defer release()
-	out, err := sb.Execute(ctx, req)
-	p.executed.Add(1)
-	return out, timing, err
 }
 
 // lease admits the request, takes a running slot and a warm sandbox. The
@@ -199,14 +209,22 @@ func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
 	for {
 		res, err := p.warm.Acquire(waitCtx)
 		if err != nil {
-			<-p.busy
 			if errors.Is(err, puddle.ErrClosedPool) {
+				<-p.busy
 				return nil, nil, ErrClosed
 			}
 			if waitCtx.Err() != nil {
+				<-p.busy
 				return nil, nil, p.waitError(ctx, "a warm sandbox")
 			}
-			return nil, nil, fmt.Errorf("cannot acquire sandbox: %w", err)
+			// puddle built a sandbox for this request and the build failed
+			// (say, the zygote is restarting): wait within the bound for
+			// the next one rather than fail the request.
+			select {
+			case <-time.After(buildRetryDelay):
+			case <-waitCtx.Done():
+			}
+			continue
 		}
 		// The sandbox leaves puddle now: it will never come back, and its
 		// slot is refilled while the script runs.

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestForkedSandboxesHaveFreshRandomness: a fork shares the zygote's
+// random state unless the child reseeds; ten sandboxes in a row must give
+// ten different numbers from numpy and from random.
+func TestForkedSandboxesHaveFreshRandomness(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "2")
+	seenNumpy := map[float64]bool{}
+	seenRandom := map[float64]bool{}
+	for range 10 {
+		var got struct{ Numpy, Random float64 }
+		s.mustSucceed(t, "import numpy as np, random\ndef main():\n    return {'Numpy': float(np.random.randn()), 'Random': random.random()}\n", nil, &got)
+		if seenNumpy[got.Numpy] || seenRandom[got.Random] {
+			t.Errorf("a number repeated across sandboxes: %+v", got)
+		}
+		seenNumpy[got.Numpy], seenRandom[got.Random] = true, true
+	}
+}
+
+// TestSiblingIsolation runs one sandbox that holds resources (processes, a
+// /tmp file, a TCP listener on its loopback, an abstract unix socket) and,
+// while it runs, a sibling forked from the same zygote that tries to reach
+// each of them. Every attempt must fail.
+func TestSiblingIsolation(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "2")
+	s.waitSettled(t, 2)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var victim response
+	go func() {
+		defer wg.Done()
+		victim = s.execute(t, `import os, socket, time
+def main():
+    with open("/tmp/victim.txt", "w") as f:
+        f.write("victim secret")
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 47011))
+    tcp.listen()
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind("\0pyexec-victim")
+    unix.listen()
+    os.environ["VICTIM_SECRET"] = "victim env"
+    if os.fork() == 0:
+        time.sleep(30)
+    time.sleep(4)
+    return "victim done"
+`, nil)
+	}()
+	// Find the victim from the host: a python3 sandbox process that runs.
+	victimPIDs := waitForBusySandboxPIDs(t, s)
+
+	var got map[string]any
+	s.mustSucceed(t, fmt.Sprintf(`import ctypes, os, signal, socket
+def main():
+    out = {}
+    out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    out["tmp"] = os.path.exists("/tmp/victim.txt")
+    try:
+        s = socket.create_connection(("127.0.0.1", 47011), timeout=1)
+        out["tcp"] = "connected"
+    except OSError as e:
+        out["tcp"] = e.strerror
+    try:
+        u = socket.socket(socket.AF_UNIX)
+        u.connect("\0pyexec-victim")
+        out["unix"] = "connected"
+    except OSError as e:
+        out["unix"] = e.strerror
+    libc = ctypes.CDLL(None, use_errno=True)
+    attempts = {}
+    for pid in %s:
+        r = {}
+        try:
+            os.kill(pid, signal.SIGKILL)
+            r["kill"] = "sent"
+        except OSError as e:
+            r["kill"] = e.strerror
+        r["ptrace"] = "attached" if libc.ptrace(16, pid, None, None) == 0 else os.strerror(ctypes.get_errno())
+        for name in ("mem", "environ"):
+            try:
+                with open("/proc/%%d/%%s" %% (pid, name), "rb") as f:
+                    f.read(16)
+                r[name] = "read"
+            except OSError as e:
+                r[name] = e.strerror
+        attempts[str(pid)] = r
+    out["attempts"] = attempts
+    return out
+`, pythonList(victimPIDs)), nil, &got)
+
+	if pids, _ := got["pids"].([]any); len(pids) != 1 || pids[0] != 1.0 {
+		t.Errorf("the sibling sees processes %v, want only itself as pid 1", got["pids"])
+	}
+	if got["tmp"] != false {
+		t.Error("the sibling sees the victim's /tmp file")
+	}
+	if got["tcp"] == "connected" || got["unix"] == "connected" {
+		t.Errorf("the sibling reached the victim's sockets: tcp %v, unix %v", got["tcp"], got["unix"])
+	}
+	attempts, _ := got["attempts"].(map[string]any)
+	if len(attempts) == 0 {
+		t.Fatal("no attack was tried")
+	}
+	for pid, r := range attempts {
+		for what, res := range r.(map[string]any) {
+			if res == "sent" || res == "attached" || res == "read" {
+				t.Errorf("the sibling could %s victim pid %s", what, pid)
+			}
+		}
+	}
+
+	wg.Wait()
+	var victimResult string
+	if victim.Status != http.StatusOK || json.Unmarshal(victim.Result, &victimResult) != nil || victimResult != "victim done" {
+		t.Errorf("the victim was disturbed: status %d result %s error %+v", victim.Status, victim.Result, victim.Error)
+	}
+}
+
+// waitForBusySandboxPIDs returns the host pids of the python3 processes of
+// a sandbox that is running a script (what the test's sibling will attack,
+// by host pid and by the small pids a sibling namespace would use).
+func waitForBusySandboxPIDs(t *testing.T, s *testServer) []int {
+	t.Helper()
+	s.waitFor(t, func(busy int) bool { return busy == 1 })
+	// Give the victim a moment to fork its own child.
+	time.Sleep(300 * time.Millisecond)
+	// In the sibling's own namespace, pid 1 is itself: try 2 and 3, which
+	// the victim would use in its namespace, and the host pids.
+	pids := []int{2, 3}
+	for _, pid := range descendants(os.Getpid()) {
+		if procStatus(pid)["Name"] == "python3" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func pythonList(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.Itoa(x)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// TestZygoteKilledUnderLoad kills the zygote with SIGKILL while requests
+// flow: the server must keep answering (a request hit by the death may
+// fail with a retryable error) and recover without a restart.
+func TestZygoteKilledUnderLoad(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "2", "--acquire-timeout", "30s")
+	s.waitSettled(t, 2)
+	zygote := findZygote(t)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[string]int{}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := s.execute(t, "import time\ndef main():\n    time.sleep(0.05)\n    return 1\n", nil)
+				key := strconv.Itoa(r.Status)
+				if r.Error != nil {
+					key += " " + r.Error.Type + " " + r.Error.Message
+					if !r.Error.Retryable {
+						t.Errorf("a request hit by the zygote's death got a non-retryable %s: %s", r.Error.Type, r.Error.Message)
+					}
+				}
+				mu.Lock()
+				statuses[key]++
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := syscall.Kill(zygote, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill zygote %d: %v", zygote, err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	// Recovered: a new zygote, and requests succeed again.
+	s.waitSettled(t, 2)
+	if again := findZygote(t); again == zygote {
+		t.Errorf("zygote pid %d still the same after SIGKILL", zygote)
+	}
+	for range 5 {
+		s.mustSucceed(t, helloScript, nil, nil)
+	}
+	t.Logf("answers during the test: %v", statuses)
+	if statuses["200"] == 0 {
+		t.Error("no request succeeded under load")
+	}
+}
+
+// findZygote returns the host pid of the zygote: the python3 process below
+// the test whose parent is the jail (bwrap), not another python3.
+func findZygote(t *testing.T) int {
+	t.Helper()
+	for _, pid := range descendants(os.Getpid()) {
+		st := procStatus(pid)
+		if st["Name"] != "python3" {
+			continue
+		}
+		ppid, _ := strconv.Atoi(st["PPid"])
+		if procStatus(ppid)["Name"] == "bwrap" {
+			return pid
+		}
+	}
+	t.Fatal("no zygote found")
+	return 0
+}

@@ -1,0 +1,136 @@
+package runner
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkSandboxStart measures how fast each mode makes ready sandboxes
+// the way the pool does: builds run in parallel (2 × GOMAXPROCS at once)
+// and each sandbox is closed in the background, as a used sandbox is
+// reaped off the request path. The clock stops only when every close has
+// finished, so teardown is paid for. sandboxes/s is the creation rate;
+// compare the modes side by side in one run (make bench).
+func BenchmarkSandboxStart(b *testing.B) {
+	for _, mode := range []Mode{ModeFork, ModeExec} {
+		b.Run(string(mode), func(b *testing.B) {
+			r := newBenchRunner(b, mode)
+			ctx := context.Background()
+			var closing sync.WaitGroup
+			b.SetParallelism(2)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					sb, err := r.Start(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					closing.Add(1)
+					go func() {
+						defer closing.Done()
+						sb.Close()
+					}()
+				}
+			})
+			closing.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sandboxes/s")
+		})
+	}
+}
+
+// BenchmarkIdleSandboxMemory measures what one idle warm sandbox adds to
+// the machine's memory: the PSS (proportional set size, from
+// /proc/<pid>/smaps_rollup) of every process below this test with ten idle
+// sandboxes, minus the same with none (fork mode keeps its zygote), over
+// ten. PSS splits shared pages among their sharers, so copy-on-write pages
+// a forked sandbox still shares with the zygote count only in part.
+func BenchmarkIdleSandboxMemory(b *testing.B) {
+	const idle = 10
+	for _, mode := range []Mode{ModeFork, ModeExec} {
+		b.Run(string(mode), func(b *testing.B) {
+			r := newBenchRunner(b, mode)
+			ctx := context.Background()
+			var perSandbox float64
+			for range b.N {
+				base := pssBelow(os.Getpid())
+				var sbs []*Sandbox
+				for range idle {
+					sb, err := r.Start(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sbs = append(sbs, sb)
+				}
+				perSandbox = float64(pssBelow(os.Getpid())-base) / idle / (1 << 20)
+				for _, sb := range sbs {
+					sb.Close()
+				}
+			}
+			b.ReportMetric(perSandbox, "MB-PSS/sandbox")
+		})
+	}
+}
+
+func newBenchRunner(b *testing.B, mode Mode) *Runner {
+	b.Helper()
+	jail, err := NewBubblewrap("", "/usr/bin/python3")
+	if err != nil {
+		b.Skipf("no jail here: %v", err)
+	}
+	r, err := New(Config{Jail: jail, Mode: mode})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(r.Close)
+	// Warm-up outside the timer: in fork mode this waits for the zygote.
+	sb, err := r.Start(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb.Close()
+	return r
+}
+
+// pssBelow sums the PSS, in bytes, of every process below pid.
+func pssBelow(pid int) int64 {
+	var total int64
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
+		for _, task := range tasks {
+			data, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + task.Name() + "/children")
+			for _, f := range strings.Fields(string(data)) {
+				child, err := strconv.Atoi(f)
+				if err != nil {
+					continue
+				}
+				queue = append(queue, child)
+				total += pssOf(child)
+			}
+		}
+	}
+	return total
+}
+
+func pssOf(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
