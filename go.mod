@@ -3,6 +3,7 @@ module github.com/sandbox-exec/pyexec
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/jackc/puddle/v2 v2.2.3
 	github.com/rs/zerolog v1.35.1
 	github.com/valyala/fasthttp v1.78.0

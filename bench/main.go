@@ -1,0 +1,235 @@
+// Command bench is the load-benchmark harness of pyexec. It drives a
+// running server (-url) or starts the repository's own server once per
+// -config, so configurations are compared side by side in one run on one
+// machine. See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runBench(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, "; ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// options are the parsed flags.
+type options struct {
+	url       string
+	token     string
+	configs   []serverConfig
+	scenarios []string
+	clients   []int
+	rates     []float64
+	load      loadSpec
+	jsonOut   bool
+	plot      string
+	seed      uint64
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var configs multiFlag
+	fs.StringVar(&o.url, "url", "", "drive this running server (e.g. http://127.0.0.1:8080) instead of starting one")
+	fs.StringVar(&o.token, "token", os.Getenv("AUTH_TOKEN"), "bearer token for the server (env AUTH_TOKEN)")
+	fs.Var(&configs, "config", `start the repository's server with these flags, as name=flags (repeat to compare), e.g. -config "fork=--mode fork --warm 8"`)
+	scenarios := fs.String("scenario", "hello", "comma-separated scenarios: hello, numpy, pandas, cpu, sleep, mix, syntax_error, exception, timeout, or file:PATH (JSON)")
+	clients := fs.String("c", "1", "comma-separated client counts (closed loop), or the in-flight cap with -rate")
+	rates := fs.String("rate", "", "comma-separated arrival rates in requests/s: open loop instead of closed")
+	fs.DurationVar(&o.load.Warmup, "warmup", 2*time.Second, "load sent before measuring, not counted")
+	fs.DurationVar(&o.load.Duration, "d", 10*time.Second, "measured duration of each run")
+	fs.IntVar(&o.load.Requests, "n", 0, "stop each run after this many measured requests (0: only -d)")
+	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
+	fs.StringVar(&o.plot, "plot", "", "write a latency-percentile plot (SVG) to this file")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the scenario mix")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if (o.url == "") == (len(configs) == 0) {
+		return o, errors.New("give either -url or at least one -config")
+	}
+	for _, c := range configs {
+		cfg, err := parseConfig(c)
+		if err != nil {
+			return o, err
+		}
+		o.configs = append(o.configs, cfg)
+	}
+	o.scenarios = strings.Split(*scenarios, ",")
+	for _, c := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-c: %q is not a positive count", c)
+		}
+		o.clients = append(o.clients, n)
+	}
+	if *rates != "" {
+		for _, r := range strings.Split(*rates, ",") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
+			if err != nil || v <= 0 {
+				return o, fmt.Errorf("-rate: %q is not a positive rate", r)
+			}
+			o.rates = append(o.rates, v)
+		}
+	}
+	if o.load.Duration <= 0 {
+		return o, errors.New("-d must be positive")
+	}
+	return o, nil
+}
+
+// loadPoints lists every load point of the run.
+func (o *options) loadPoints() []loadSpec {
+	var points []loadSpec
+	for _, c := range o.clients {
+		if len(o.rates) == 0 {
+			l := o.load
+			l.Clients = c
+			points = append(points, l)
+			continue
+		}
+		for _, r := range o.rates {
+			l := o.load
+			l.Clients, l.Rate = c, r
+			points = append(points, l)
+		}
+	}
+	return points
+}
+
+func scenarioByName(name string) (*scenario, error) {
+	if path, ok := strings.CutPrefix(name, "file:"); ok {
+		return loadScenario(path)
+	}
+	return builtinScenario(strings.TrimSpace(name))
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var scenarios []*scenario
+	for _, name := range o.scenarios {
+		sc, err := scenarioByName(name)
+		if err != nil {
+			return err
+		}
+		scenarios = append(scenarios, sc)
+	}
+
+	targets := []serverConfig{{Name: "server", Args: nil}}
+	var bin string
+	if o.url == "" {
+		dir, err := tempDir()
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if bin, err = buildServer(ctx, dir); err != nil {
+			return err
+		}
+		targets = o.configs
+	}
+
+	var results []*result
+	maxClients := 1
+	for _, c := range o.clients {
+		maxClients = max(maxClients, c)
+	}
+	// Configurations take turns for each scenario and load point, so slow
+	// drifts of a shared machine hit all of them alike.
+	servers := map[string]*startedServer{}
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	for _, sc := range scenarios {
+		for _, load := range o.loadPoints() {
+			for _, cfg := range targets {
+				url := o.url
+				if bin != "" {
+					s := servers[cfg.Name]
+					if s == nil {
+						fmt.Fprintf(stderr, "starting %s: %s\n", cfg.Name, strings.Join(cfg.Args, " "))
+						if s, err = startServer(ctx, bin, cfg); err != nil {
+							return err
+						}
+						servers[cfg.Name] = s
+					}
+					url = s.url
+				}
+				r, err := runOne(ctx, newTarget(url, o.token, maxClients), sc, load, o.seed)
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", cfg.Name, sc.Name, err)
+				}
+				r.Config, r.ServerArgs = cfg.Name, strings.Join(cfg.Args, " ")
+				if bin == "" {
+					r.ServerArgs = "running at " + url
+				}
+				fmt.Fprintf(stderr, "%s %s %s: %d requests, %.1f ok/s, p50 %.2f ms\n",
+					r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, r.LatencyMS["p50"])
+				results = append(results, r)
+			}
+		}
+	}
+
+	if o.jsonOut {
+		if err := writeJSON(stdout, results); err != nil {
+			return err
+		}
+	} else {
+		writeTable(stdout, results)
+	}
+	if o.plot != "" {
+		f, err := os.Create(o.plot)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := writeSVG(f, results); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runOne measures one scenario at one load point against one server.
+func runOne(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint64) (*result, error) {
+	before, _ := fetchHealth(ctx, t.url)
+	samples, elapsed := run(ctx, t, sc, load, seed)
+	after, _ := fetchHealth(ctx, t.url)
+	r := summarize(samples, elapsed)
+	r.Scenario, r.Clients, r.Rate = sc.Name, load.Clients, load.Rate
+	r.LoadModel = "closed"
+	if load.openLoop() {
+		r.LoadModel = "open"
+	}
+	r.Server = serverDelta(before, after)
+	if !r.answered() {
+		return nil, fmt.Errorf("the server answered none of %d requests: refusing to report this run", r.Requests)
+	}
+	return r, nil
+}
