@@ -181,6 +181,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					}
 					url = s.url
 				}
+				// Every started server must be idle with a full pool, so
+				// one configuration's refill does not slow another's run.
+				for _, other := range servers {
+					if err := other.waitSettled(ctx); err != nil {
+						return err
+					}
+				}
 				r, err := runOne(ctx, newTarget(url, o.token, maxClients), sc, load, o.seed)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", cfg.Name, sc.Name, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -79,23 +80,31 @@ func startServer(ctx context.Context, bin string, cfg serverConfig) (*startedSer
 		cmd.Wait()
 		close(s.done)
 	}()
+	if err := s.waitSettled(ctx); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("server %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// waitSettled waits until /health answers 200 with the warm pool full and
+// nothing running, so the server spends no CPU on refills.
+func (s *startedServer) waitSettled(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		h, err := fetchHealth(ctx, s.url)
-		if err == nil && h.Pool.Idle >= h.Pool.Warm {
-			return s, nil
+		if err == nil && h.Pool.Idle >= h.Pool.Warm && h.Pool.Busy == 0 {
+			return nil
 		}
 		select {
 		case <-s.done:
-			return nil, fmt.Errorf("server %s exited: %s", cfg.Name, logs.String())
+			return fmt.Errorf("server exited: %s", s.logs.String())
 		case <-ctx.Done():
-			s.stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("server %s never became ready", cfg.Name)
+			return errors.New("server never became ready")
 		}
 	}
 }
@@ -118,6 +127,7 @@ type health struct {
 	Pool struct {
 		Warm     int   `json:"warm"`
 		Idle     int   `json:"idle"`
+		Busy     int   `json:"busy"`
 		Created  int64 `json:"created"`
 		Executed int64 `json:"executed"`
 	} `json:"pool"`

@@ -5,15 +5,37 @@
 //
 // # Process tree
 //
-// Start runs the jail (bubblewrap) as an unprivileged host uid (65534 by
-// default when the server is root) in its own process group with
+// Both modes start the jail (bubblewrap) as an unprivileged host uid (65534
+// by default when the server is root) in its own process group with
 // PR_SET_PDEATHSIG=SIGKILL. bwrap creates new user, mount, PID, IPC, UTS,
 // network and cgroup namespaces, becomes PID 1 of the new PID namespace and
-// starts /usr/bin/python3 running python/sandbox.py. Killing the outer bwrap
-// kills its PID-1 child (--die-with-parent), and the death of PID 1 makes the
-// kernel kill every process left in that PID namespace, however the script
-// forked, daemonised or called setsid. That is why Sandbox.Close only needs
-// to SIGKILL one process and reap it.
+// starts /usr/bin/python3 running python/sandbox.py.
+//
+// Exec mode (ModeExec): that interpreter is the sandbox. Killing the outer
+// bwrap kills its PID-1 child (--die-with-parent), and the death of PID 1
+// makes the kernel kill every process left in that PID namespace, however
+// the script forked, daemonised or called setsid.
+//
+// Fork mode (ModeFork, the default): that interpreter is the zygote. It
+// imports the preload modules once and then forks one sandbox per spawn
+// message on its control socket (fd 3, SOCK_SEQPACKET; the message carries
+// the sandbox's channel, stdout and stderr as SCM_RIGHTS descriptors). The
+// forked child (the supervisor) keeps only those, unshares new user, mount,
+// PID, network, IPC and UTS namespaces, mounts private /tmp and /dev/shm
+// and forks the sandbox proper, PID 1 of the new PID namespace:
+//
+//	bwrap ─ bwrap (pid 1) ─ zygote ─┬─ supervisor ─ sandbox (pid 1, own namespaces)
+//	                                └─ supervisor ─ sandbox …
+//
+// The sandbox mounts its own /proc, reseeds random and numpy, drops every
+// capability, sets no_new_privs and becomes non-dumpable before it says
+// ready. The runner learns its host pid from SCM_CREDENTIALS (its end of
+// the channel has SO_PASSCRED), opens a pidfd on it, and kills it through
+// that pidfd: PID 1 dying ends the sandbox's namespace and everything in
+// it. The supervisor waits for the sandbox and sends {"type": "exit",
+// "status": <wait status>} on the channel, so the runner can tell a crash
+// from an exit. Both die with the zygote (parent-death signals), and the
+// zygote with the jail.
 //
 // # Channels
 //
@@ -56,6 +78,9 @@
 //     result_not_serializable, output_limit. The sandbox flushes its stdout
 //     and stderr before it sends this frame, so the pipes hold all the output
 //     produced before the reply.
+//
+// In fork mode the supervisor may add {"type": "exit", "status": int} after
+// the sandbox died; the runner reads past it to the end of the channel.
 //
 // After the reply, or at the deadline, or when the output caps are passed, or
 // when the channel reaches EOF (the sandbox died), the runner kills the
