@@ -19,6 +19,7 @@ import (
 // testServer is the real service started by run() on a loopback port.
 type testServer struct {
 	mode  string // fork or exec
+	jail  string // bwrap or nsjail
 	url   string
 	token string
 	stop  func() error // cancels run and returns its error
@@ -54,6 +55,29 @@ func requireJail(t *testing.T) {
 	}
 }
 
+// nsjailConfig is the repository's policy, as the tests see it.
+const nsjailConfig = "../../nsjail.cfg"
+
+// jailBackends lists the backends to run the end-to-end suite against:
+// bubblewrap always; nsjail when it is on PATH or at $NSJAIL. Without it
+// the nsjail cases are skipped with a message, unless REQUIRE_NSJAIL=1.
+func jailBackends(t *testing.T) [][]string {
+	t.Helper()
+	backends := [][]string{{"--jail", "bwrap"}}
+	path := os.Getenv("NSJAIL")
+	if path == "" {
+		path = "nsjail"
+	}
+	if found, err := exec.LookPath(path); err == nil {
+		backends = append(backends, []string{"--jail", "nsjail", "--nsjail", found, "--nsjail-config", nsjailConfig})
+	} else if os.Getenv("REQUIRE_NSJAIL") == "1" {
+		t.Fatalf("REQUIRE_NSJAIL=1 but nsjail was not found (%v)", err)
+	} else {
+		t.Logf("nsjail not found (PATH or $NSJAIL): its end-to-end cases are skipped; set REQUIRE_NSJAIL=1 to make that a failure")
+	}
+	return backends
+}
+
 // startServer runs the service with args on 127.0.0.1:0 and waits until
 // /health says it can serve.
 func startServer(t *testing.T, token string, args ...string) *testServer {
@@ -65,7 +89,7 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	logs := &syncBuffer{}
 	env := map[string]string{"AUTH_TOKEN": token}
 	getenv := func(k string) string { return env[k] }
-	args = append([]string{"--addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
+	args = append([]string{"--addr", "127.0.0.1:0", "--log-level", "debug", "--jail", "bwrap"}, args...)
 	go func() { done <- run(ctx, args, getenv, logs, func(a net.Addr) { addrCh <- a }) }()
 	var addr net.Addr
 	select {
@@ -79,14 +103,18 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	}
 	var once sync.Once
 	var stopErr error
-	mode := "fork"
+	mode, jail := "fork", "bwrap"
 	for i, a := range args {
 		if a == "--mode" && i+1 < len(args) {
 			mode = args[i+1]
 		}
+		if a == "--jail" && i+1 < len(args) {
+			jail = args[i+1]
+		}
 	}
 	ts := &testServer{
 		mode:  mode,
+		jail:  jail,
 		url:   "http://" + addr.String(),
 		token: token,
 		logs:  logs,
@@ -259,15 +287,20 @@ func procStatus(pid int) map[string]string {
 
 // waitSettled waits until the pool holds exactly warm idle sandboxes with
 // nothing building, running or being reaped, and until the processes below
-// this test are exactly those sandboxes. In exec mode that is three per
-// sandbox (bwrap, the jail's PID-1 bwrap, python3); in fork mode the
-// zygote's three plus two per sandbox (its supervisor and itself). It fails
-// if that does not happen in 20s.
+// this test are exactly those sandboxes. A jail is three processes with
+// bwrap (bwrap, its PID-1 bwrap, python3) and two with nsjail (nsjail,
+// python3). In exec mode there is a jail per sandbox; in fork mode one for
+// the zygote plus two processes per sandbox (its supervisor and itself). It
+// fails if that does not happen in 20s.
 func (s *testServer) waitSettled(t *testing.T, warm int) {
 	t.Helper()
-	want := 3 * warm
+	perJail := 3
+	if s.jail == "nsjail" {
+		perJail = 2
+	}
+	want := perJail * warm
 	if s.mode == "fork" {
-		want = 3 + 2*warm
+		want = perJail + 2*warm
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var names []string

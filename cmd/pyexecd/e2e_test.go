@@ -55,21 +55,24 @@ const testToken = "e2e-secret-token"
 // envMarker is set in the server's environment; no sandbox may see it.
 const envMarker = "PYEXEC_E2E_MARKER_51f3"
 
-// TestService drives one real server (real bwrap jail, real
-// /usr/bin/python3) through the whole API, once per mode. Subtests run in
-// order.
+// TestService drives one real server (real jail, real /usr/bin/python3)
+// through the whole API, once per mode and jail backend found. Subtests run
+// in order.
 func TestService(t *testing.T) {
 	t.Setenv(envMarker, envMarker)
-	for _, mode := range []string{"fork", "exec"} {
-		t.Run(mode, func(t *testing.T) { testService(t, mode) })
+	for _, jail := range jailBackends(t) {
+		for _, mode := range []string{"fork", "exec"} {
+			t.Run(jail[1]+"/"+mode, func(t *testing.T) { testService(t, mode, jail) })
+		}
 	}
 }
 
-func testService(t *testing.T, mode string) {
-	s := startServer(t, testToken, "--mode", mode, "--warm", "3", "--deny-imports", "subprocess", "--max-timeout", "20s",
+func testService(t *testing.T, mode string, jail []string) {
+	args := append([]string{"--mode", mode}, jail...)
+	s := startServer(t, testToken, append(args, "--warm", "3", "--deny-imports", "subprocess", "--max-timeout", "20s",
 		// exec mode builds a few sandboxes a second here: let the 32
 		// concurrent requests wait for theirs.
-		"--acquire-timeout", "90s")
+		"--acquire-timeout", "90s")...)
 
 	t.Run("hello", func(t *testing.T) {
 		var got map[string]string
@@ -282,7 +285,7 @@ func testService(t *testing.T, mode string) {
 		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 			t.Fatal(err)
 		}
-		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != "bwrap" || h.Mode != mode ||
+		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != s.jail || h.Mode != mode ||
 			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" {
 			t.Errorf("health %d %+v", resp.StatusCode, h)
 		}
@@ -440,7 +443,7 @@ def main():
 		checked := 0
 		for _, pid := range descendants(os.Getpid()) {
 			st := procStatus(pid)
-			if st == nil || (st["Name"] != "bwrap" && st["Name"] != "python3") {
+			if st == nil || (st["Name"] != "bwrap" && st["Name"] != "nsjail" && st["Name"] != "python3") {
 				continue
 			}
 			checked++

@@ -225,7 +225,7 @@ func findZygote(t *testing.T) int {
 			continue
 		}
 		ppid, _ := strconv.Atoi(st["PPid"])
-		if procStatus(ppid)["Name"] == "bwrap" {
+		if name := procStatus(ppid)["Name"]; name == "bwrap" || name == "nsjail" {
 			return pid
 		}
 	}

@@ -42,6 +42,8 @@ type options struct {
 	shutdownTimeout time.Duration
 	runner          runner.Config
 	bwrapPath       string
+	nsjailPath      string
+	nsjailConfig    string
 	mode            string
 	jail            string
 	pool            pool.Config
@@ -62,8 +64,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long SIGTERM waits for requests in flight")
 	fs.StringVar(&o.mode, "mode", "fork", "how sandboxes are made: fork (forked from one jailed zygote) or exec (a fresh jailed interpreter each)")
-	fs.StringVar(&o.jail, "jail", "bwrap", "jail backend: bwrap")
+	fs.StringVar(&o.jail, "jail", "auto", "jail backend: auto (nsjail if found, else bwrap), nsjail or bwrap")
 	fs.StringVar(&o.bwrapPath, "bwrap", "bwrap", "path of the bubblewrap binary")
+	fs.StringVar(&o.nsjailPath, "nsjail", "", "path of the nsjail binary (default: nsjail on PATH)")
+	fs.StringVar(&o.nsjailConfig, "nsjail-config", "nsjail.cfg", "the nsjail policy file")
 	fs.StringVar(&o.runner.Python, "python", "/usr/bin/python3", "interpreter run inside the jail")
 	preload := fs.String("preload", "numpy,pandas", "comma-separated modules every sandbox imports before it is ready")
 	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
@@ -100,9 +104,6 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 		return o, fmt.Errorf("--mode %q is not supported; use fork or exec", o.mode)
 	}
 	o.runner.Mode = runner.Mode(o.mode)
-	if o.jail != "bwrap" {
-		return o, fmt.Errorf("--jail %q is not supported; use bwrap", o.jail)
-	}
 	if *uid == 0 || *gid == 0 {
 		return o, errors.New("--sandbox-uid and --sandbox-gid must not be 0: sandboxes never run as host root")
 	}
@@ -110,7 +111,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.runner.TmpBytes = *tmpMB << 20
 	o.runner.Preload = splitList(*preload)
 	o.runner.DenyImports = splitList(*deny)
-	o.server.Mode, o.server.Jail, o.server.Version = o.mode, o.jail, version
+	o.server.Mode, o.server.Version = o.mode, version
 	return o, nil
 }
 
@@ -145,11 +146,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	logger := zerolog.New(logOut).Level(level).With().Timestamp().Logger()
 
-	jail, err := runner.NewBubblewrap(o.bwrapPath, o.runner.Python)
+	jail, err := runner.ChooseJail(o.jail, o.nsjailPath, o.nsjailConfig, o.bwrapPath, o.runner.Python)
 	if err != nil {
 		return fmt.Errorf("refusing to start without a jail: %w", err)
 	}
 	o.runner.Jail = jail
+	o.server.Jail = jail.Name()
 	o.runner.Logger = logger
 	r, err := runner.New(o.runner)
 	if err != nil {
