@@ -83,6 +83,10 @@ func (t *target) send(ctx context.Context, sc *script) sample {
 	return s
 }
 
+// noAnswerBackoff spaces a closed-loop client's requests after one got no
+// HTTP answer, so a dead server is not hammered in a tight loop.
+const noAnswerBackoff = 10 * time.Millisecond
+
 // schedule is the open loop's timetable: request i is meant to be sent at
 // start + i/rate, whether or not earlier requests have finished.
 type schedule struct {
@@ -134,6 +138,10 @@ func run(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint6
 					s.latency = time.Since(start)
 					if record(start, s) {
 						return
+					}
+					if s.status == 0 {
+						// No answer at all (server gone?): do not spin.
+						time.Sleep(noAnswerBackoff)
 					}
 				}
 			}()
