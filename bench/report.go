@@ -186,7 +186,7 @@ var plotQuantiles = []float64{0, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99}
 
 // writeSVG draws latency by percentile, one line per result.
 func writeSVG(w io.Writer, results []*result) error {
-	const width, height, left, right, top, bottom = 900.0, 520.0, 70.0, 220.0, 30.0, 50.0
+	const width, height, left, right, top, bottom = 940.0, 520.0, 70.0, 260.0, 30.0, 50.0
 	plotW, plotH := width-left-right, height-top-bottom
 	xOf := func(q float64) float64 { return math.Log10(1 / (1 - q/100.0001)) }
 	maxX := xOf(plotQuantiles[len(plotQuantiles)-1])
@@ -218,8 +218,18 @@ func writeSVG(w io.Writer, results []*result) error {
 	fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="middle">percentile</text>`+"\n", left+plotW/2, height-10)
 	sorted := append([]*result(nil), results...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Config < sorted[j].Config })
+	// Colour tells runs of one configuration apart, the dash pattern tells
+	// configurations apart.
+	dashes := []string{"", "8,4", "2,3", "10,3,2,3"}
+	configIndex := map[string]int{}
+	perConfig := map[string]int{}
 	for i, r := range sorted {
-		color := colors[i%len(colors)]
+		if _, ok := configIndex[r.Config]; !ok {
+			configIndex[r.Config] = len(configIndex)
+		}
+		color := colors[perConfig[r.Config]%len(colors)]
+		perConfig[r.Config]++
+		dash := dashes[configIndex[r.Config]%len(dashes)]
 		var pts []string
 		for _, q := range plotQuantiles {
 			v := r.hist.ValueAtQuantile(q)
@@ -228,9 +238,12 @@ func writeSVG(w io.Writer, results []*result) error {
 			}
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(q), py(float64(v)/1000)))
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", color, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" stroke-dasharray="%s" points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
+		y := top + 14 + float64(i)*16
+		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%g" y2="%g" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n",
+			left+plotW+8, left+plotW+28, y-4, y-4, color, dash)
 		fmt.Fprintf(&b, `<text x="%g" y="%g" fill="%s">%s %s %s</text>`+"\n",
-			left+plotW+10, top+14+float64(i)*16, color, escapeXML(r.Config), escapeXML(r.Scenario), escapeXML(r.loadLabel()))
+			left+plotW+32, y, color, escapeXML(r.Config), escapeXML(r.Scenario), escapeXML(r.loadLabel()))
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())

@@ -1,11 +1,16 @@
 #!/bin/sh
 # Installs what the service needs at run time and what its tests need:
-# bubblewrap (the jail), Debian's Python 3 with numpy, pandas and msgpack.
-# Used by `make run`, `make test` and the Dockerfile alike. Idempotent: it
-# calls apt-get only when something is missing.
+# bubblewrap (the jail of development machines and CI), Debian's Python 3
+# with numpy, pandas and msgpack. Used by `make run`, `make test` and the
+# Dockerfile alike. With NSJAIL_RUNTIME=1 it adds the shared libraries an
+# nsjail binary needs (the image's case). Idempotent: it calls apt-get only
+# when something is missing.
 set -eu
 
 packages="bubblewrap python3 python3-numpy python3-pandas python3-msgpack ca-certificates"
+if [ "${NSJAIL_RUNTIME:-0}" = 1 ]; then
+	packages="$packages libprotobuf32 libnl-route-3-200"
+fi
 missing=""
 for p in $packages; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

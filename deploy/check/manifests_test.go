@@ -1,0 +1,118 @@
+// Package check validates the Kubernetes manifests in deploy/k8s offline:
+// a strict decode into the Kubernetes API types (unknown or misspelt
+// fields fail), then the properties the service relies on. It is its own
+// module so the service's go.mod stays free of Kubernetes dependencies.
+package check
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+func decodeStrict(t *testing.T, name string, out any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "k8s", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, out); err != nil {
+		t.Fatalf("%s does not decode strictly: %v", name, err)
+	}
+}
+
+func TestEveryManifestIsChecked(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "k8s", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := map[string]bool{"deployment.yaml": true, "service.yaml": true, "hpa.yaml": true}
+	for _, f := range files {
+		if !checked[filepath.Base(f)] {
+			t.Errorf("%s is not covered by this check", f)
+		}
+	}
+}
+
+func TestDeployment(t *testing.T) {
+	var d appsv1.Deployment
+	decodeStrict(t, "deployment.yaml", &d)
+	if d.Kind != "Deployment" || d.APIVersion != "apps/v1" {
+		t.Fatalf("kind %s/%s", d.APIVersion, d.Kind)
+	}
+	spec := d.Spec.Template.Spec
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("the container must be unprivileged without privilege escalation")
+	}
+	if sc != nil && (sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL") {
+		t.Error("the container must drop ALL capabilities and add none")
+	}
+	pod := spec.SecurityContext
+	if pod == nil || pod.RunAsNonRoot == nil || !*pod.RunAsNonRoot || pod.RunAsUser == nil || *pod.RunAsUser == 0 {
+		t.Error("the pod must run as a non-root uid")
+	}
+	if spec.HostUsers == nil || *spec.HostUsers {
+		t.Error("procMount Unmasked needs hostUsers: false")
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/health" {
+		t.Error("readiness must be GET /health")
+	}
+	var port int32
+	for _, p := range c.Ports {
+		if p.Name == "http" {
+			port = p.ContainerPort
+		}
+	}
+	var envPort string
+	for _, e := range c.Env {
+		if e.Name == "PORT" {
+			envPort = e.Value
+		}
+	}
+	if port == 0 || envPort == "" || envPort != strconv.Itoa(int(port)) {
+		t.Errorf("container port %d and PORT %q must agree", port, envPort)
+	}
+	if c.Resources.Requests.Cpu().IsZero() {
+		t.Error("the HPA scales on CPU: the container needs a CPU request")
+	}
+	if strings.Contains(strings.Join(c.Args, " "), "--jail bwrap") {
+		t.Error("production runs nsjail")
+	}
+}
+
+func TestService(t *testing.T) {
+	var s corev1.Service
+	decodeStrict(t, "service.yaml", &s)
+	if s.Kind != "Service" || len(s.Spec.Ports) == 0 || s.Spec.Ports[0].TargetPort.String() != "http" {
+		t.Errorf("service %+v must target the named port http", s.Spec.Ports)
+	}
+	if s.Spec.Selector["app.kubernetes.io/name"] != "pyexec" {
+		t.Errorf("selector %v", s.Spec.Selector)
+	}
+}
+
+func TestHPA(t *testing.T) {
+	var h autoscalingv2.HorizontalPodAutoscaler
+	decodeStrict(t, "hpa.yaml", &h)
+	if h.Kind != "HorizontalPodAutoscaler" || h.Spec.ScaleTargetRef.Kind != "Deployment" || h.Spec.ScaleTargetRef.Name != "pyexec" {
+		t.Errorf("hpa target %+v", h.Spec.ScaleTargetRef)
+	}
+	if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].Resource == nil || h.Spec.Metrics[0].Resource.Name != corev1.ResourceCPU {
+		t.Errorf("hpa must scale on CPU: %+v", h.Spec.Metrics)
+	}
+	if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 2 || h.Spec.MaxReplicas < *h.Spec.MinReplicas {
+		t.Errorf("replicas %v..%d", h.Spec.MinReplicas, h.Spec.MaxReplicas)
+	}
+}
