@@ -12,8 +12,8 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// percentiles reported, in order.
-var reportedPercentiles = []float64{50, 90, 99, 99.9}
+// reportedPercentiles are the percentiles of the report, in order.
+func reportedPercentiles() []float64 { return []float64{50, 90, 99, 99.9} }
 
 // result is the report of one run: one configuration, scenario and load
 // point. It says which clients and server produced each figure.
@@ -86,7 +86,7 @@ func summarize(samples []sample, elapsed time.Duration) *result {
 	if elapsed > 0 {
 		r.Throughput = float64(r.Correct) / elapsed.Seconds()
 	}
-	for _, p := range reportedPercentiles {
+	for _, p := range reportedPercentiles() {
 		r.LatencyMS[percentileKey(p)] = float64(r.hist.ValueAtQuantile(p)) / 1000
 	}
 	r.LatencyMS["max"] = float64(r.hist.Max()) / 1000
@@ -182,14 +182,15 @@ func writeJSON(w io.Writer, results []*result) error {
 
 // plotQuantiles are the x positions of the percentile plot: the usual
 // HdrHistogram axis, 1/(1-q) on a log scale.
-var plotQuantiles = []float64{0, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99}
+func plotQuantiles() []float64 { return []float64{0, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99} }
 
 // writeSVG draws latency by percentile, one line per result.
 func writeSVG(w io.Writer, results []*result) error {
 	const width, height, left, right, top, bottom = 940.0, 520.0, 70.0, 260.0, 30.0, 50.0
 	plotW, plotH := width-left-right, height-top-bottom
 	xOf := func(q float64) float64 { return math.Log10(1 / (1 - q/100.0001)) }
-	maxX := xOf(plotQuantiles[len(plotQuantiles)-1])
+	quantiles := plotQuantiles()
+	maxX := xOf(quantiles[len(quantiles)-1])
 	maxY := 0.0
 	for _, r := range results {
 		maxY = max(maxY, float64(r.hist.ValueAtQuantile(99.99))/1000)
@@ -211,7 +212,7 @@ func writeSVG(w io.Writer, results []*result) error {
 		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%g" y="%.1f" text-anchor="end">%g</text>`+"\n",
 			left, left+plotW, py(v), py(v), left-6, py(v)+4, v)
 	}
-	for _, q := range plotQuantiles {
+	for _, q := range quantiles {
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%g" y2="%g" stroke="#eee"/><text x="%.1f" y="%g" text-anchor="middle">%g%%</text>`+"\n",
 			px(q), px(q), top, top+plotH, px(q), top+plotH+16, q)
 	}
@@ -231,7 +232,7 @@ func writeSVG(w io.Writer, results []*result) error {
 		perConfig[r.Config]++
 		dash := dashes[configIndex[r.Config]%len(dashes)]
 		var pts []string
-		for _, q := range plotQuantiles {
+		for _, q := range quantiles {
 			v := r.hist.ValueAtQuantile(q)
 			if q == 0 {
 				v = r.hist.Min()

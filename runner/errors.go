@@ -23,11 +23,15 @@ const (
 	KindCrashed               Kind = "sandbox_crashed"
 )
 
-// knownKinds are the kinds a sandbox may report in an error frame.
-var knownKinds = map[Kind]bool{
-	KindSyntaxError: true, KindMissingMain: true, KindForbiddenImport: true,
-	KindScriptError: true, KindResultNotSerializable: true, KindMemoryLimit: true,
-	KindOutputLimit: true,
+// reportable says whether a sandbox may report kind in an error frame
+// (timeouts and crashes are the runner's own findings).
+func reportable(kind Kind) bool {
+	switch kind {
+	case KindSyntaxError, KindMissingMain, KindForbiddenImport, KindScriptError,
+		KindResultNotSerializable, KindMemoryLimit, KindOutputLimit:
+		return true
+	}
+	return false
 }
 
 // ScriptError is a failure caused by the script: the sandbox did its job and

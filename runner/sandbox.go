@@ -418,7 +418,7 @@ func (s *Sandbox) replyOutcome(out Output, reply replyMessage) (Output, error) {
 		return out, nil
 	case msgError:
 		kind := Kind(reply.Kind)
-		if !knownKinds[kind] {
+		if !reportable(kind) {
 			return out, fmt.Errorf("sandbox reported unknown error kind %q: %s", reply.Kind, reply.Message)
 		}
 		return out, &ScriptError{Kind: kind, Message: reply.Message, Traceback: reply.Traceback,

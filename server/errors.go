@@ -44,17 +44,15 @@ type errorBody struct {
 	RequestID string `json:"request_id,omitempty" msgpack:"request_id,omitempty"`
 }
 
-// scriptStatus is the status of each failure a script brings on itself.
-var scriptStatus = map[runner.Kind]int{
-	runner.KindSyntaxError:           http.StatusBadRequest,
-	runner.KindMissingMain:           http.StatusBadRequest,
-	runner.KindForbiddenImport:       http.StatusBadRequest,
-	runner.KindScriptError:           http.StatusUnprocessableEntity,
-	runner.KindResultNotSerializable: http.StatusUnprocessableEntity,
-	runner.KindTimeout:               http.StatusUnprocessableEntity,
-	runner.KindMemoryLimit:           http.StatusUnprocessableEntity,
-	runner.KindOutputLimit:           http.StatusUnprocessableEntity,
-	runner.KindCrashed:               http.StatusUnprocessableEntity,
+// scriptStatus is the status of each failure a script brings on itself:
+// 400 when the script is not a runnable program, 422 when it ran and failed.
+func scriptStatus(kind runner.Kind) int {
+	switch kind {
+	case runner.KindSyntaxError, runner.KindMissingMain, runner.KindForbiddenImport:
+		return http.StatusBadRequest
+	default:
+		return http.StatusUnprocessableEntity
+	}
 }
 
 // toErrorBody is the one place an error becomes a status and a body. The
@@ -67,11 +65,7 @@ func toErrorBody(err error) (int, errorBody, bool) {
 	case errors.As(err, &apiErr):
 		return apiErr.Status, errorBody{Type: apiErr.Type, Message: apiErr.Message}, false
 	case errors.As(err, &scriptErr):
-		status, ok := scriptStatus[scriptErr.Kind]
-		if !ok {
-			status = http.StatusUnprocessableEntity
-		}
-		return status, errorBody{
+		return scriptStatus(scriptErr.Kind), errorBody{
 			Type: string(scriptErr.Kind), Message: scriptErr.Message,
 			Traceback: scriptErr.Traceback, Line: scriptErr.Line, Offset: scriptErr.Offset,
 		}, false

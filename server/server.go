@@ -142,9 +142,8 @@ func New(cfg Config, exec Executor) *Server {
 		// Scripts run for up to MaxTimeout; each connection has one
 		// request in flight, so the pool, not the connection count, bounds
 		// the work.
-		Concurrency:                   256 * 1024,
-		NoDefaultServerHeader:         true,
-		DisableHeaderNamesNormalizing: false,
+		Concurrency:           256 * 1024,
+		NoDefaultServerHeader: true,
 	}
 	return s
 }
