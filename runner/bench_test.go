@@ -17,9 +17,9 @@ import (
 // finished, so teardown is paid for. sandboxes/s is the creation rate;
 // compare the modes side by side in one run (make bench).
 func BenchmarkSandboxStart(b *testing.B) {
-	for _, mode := range []Mode{ModeFork, ModeExec} {
-		b.Run(string(mode), func(b *testing.B) {
-			r := newBenchRunner(b, mode)
+	for _, cfg := range benchConfigs() {
+		b.Run(cfg.name, func(b *testing.B) {
+			r := newBenchRunnerWith(b, cfg.cfg)
 			ctx := context.Background()
 			var closing sync.WaitGroup
 			b.SetParallelism(2)
@@ -53,9 +53,9 @@ func BenchmarkSandboxStart(b *testing.B) {
 // a forked sandbox still shares with the zygote count only in part.
 func BenchmarkIdleSandboxMemory(b *testing.B) {
 	const idle = 10
-	for _, mode := range []Mode{ModeFork, ModeExec} {
-		b.Run(string(mode), func(b *testing.B) {
-			r := newBenchRunner(b, mode)
+	for _, cfg := range benchConfigs() {
+		b.Run(cfg.name, func(b *testing.B) {
+			r := newBenchRunnerWith(b, cfg.cfg)
 			ctx := context.Background()
 			var perSandbox float64
 			for range b.N {
@@ -78,13 +78,30 @@ func BenchmarkIdleSandboxMemory(b *testing.B) {
 	}
 }
 
-func newBenchRunner(b *testing.B, mode Mode) *Runner {
+// benchConfig is one way of making sandboxes, compared side by side.
+type benchConfig struct {
+	name string
+	cfg  Config
+}
+
+// benchConfigs are fork mode with and without prewarm (the default is
+// with), and exec mode.
+func benchConfigs() []benchConfig {
+	return []benchConfig{
+		{"fork-prewarm", Config{Mode: ModeFork, Prewarm: true}},
+		{"fork", Config{Mode: ModeFork}},
+		{"exec", Config{Mode: ModeExec}},
+	}
+}
+
+func newBenchRunnerWith(b *testing.B, cfg Config) *Runner {
 	b.Helper()
 	jail, err := NewBubblewrap("", "/usr/bin/python3")
 	if err != nil {
 		b.Skipf("no jail here: %v", err)
 	}
-	r, err := New(Config{Jail: jail, Mode: mode})
+	cfg.Jail = jail
+	r, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

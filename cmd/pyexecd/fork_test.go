@@ -232,3 +232,36 @@ func findZygote(t *testing.T) int {
 	t.Fatal("no zygote found")
 	return 0
 }
+
+// TestPrewarm: with prewarm (the default) a sandbox has already run a
+// fixed script before it is ready; nothing of it may be visible to the
+// script, and with --prewarm=false sandboxes serve the same way.
+func TestPrewarm(t *testing.T) {
+	probe := `import sys, os
+def main():
+    return {"modules": sorted(m for m in sys.modules if "script" in m or "prewarm" in m),
+            "tmp": os.listdir("/tmp"), "name": __name__}
+`
+	for _, prewarm := range []string{"true", "false"} {
+		t.Run("prewarm="+prewarm, func(t *testing.T) {
+			s := startServer(t, "", "--mode", "fork", "--warm", "2", "--prewarm="+prewarm)
+			var got struct {
+				Modules []string
+				Tmp     []string
+				Name    string
+			}
+			r := s.mustSucceed(t, probe, nil, &got)
+			if len(got.Modules) != 1 || got.Modules[0] != "__script__" || len(got.Tmp) != 0 || got.Name != "__script__" {
+				t.Errorf("the script sees %+v", got)
+			}
+			if r.Stdout != "" || r.Stderr != "" {
+				t.Errorf("output of the prewarm leaked: stdout %q stderr %q", r.Stdout, r.Stderr)
+			}
+			var stats map[string]float64
+			s.mustSucceed(t, pandasScript, nil, &stats)
+			if stats["count"] != 50 {
+				t.Errorf("pandas result %v", stats)
+			}
+		})
+	}
+}

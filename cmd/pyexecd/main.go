@@ -71,6 +71,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.runner.Python, "python", "/usr/bin/python3", "interpreter run inside the jail")
 	preload := fs.String("preload", "numpy,pandas", "comma-separated modules every sandbox imports before it is ready")
 	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
+	fs.BoolVar(&o.runner.Prewarm, "prewarm", true, "fork mode: each sandbox runs a fixed numpy/pandas script before it is ready, so requests do not pay its first-run and copy-on-write costs (false: faster to build, slower to answer)")
 	fs.DurationVar(&o.runner.StartTimeout, "start-timeout", 30*time.Second, "how long a new sandbox may take to be ready")
 	tmpMB := fs.Int64("tmp-mb", 64, "size of each sandbox's private /tmp and /dev/shm, MiB")
 	uid := fs.Uint("sandbox-uid", 65534, "host uid the jail runs as when the server runs as root (never 0)")

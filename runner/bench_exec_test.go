@@ -1,0 +1,43 @@
+package runner
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// BenchmarkExecute measures the request path alone: one warm, idle sandbox
+// executes one script (start and close are outside the timer). Modes and
+// fork mode's prewarm are compared side by side.
+func BenchmarkExecute(b *testing.B) {
+	scripts := map[string]string{
+		"hello":  "def main():\n    return {'message': 'Hello, World!'}\n",
+		"pandas": "import pandas as pd, numpy as np\ndef main():\n    df = pd.DataFrame({'x': np.random.randn(50), 'y': np.random.randn(50)})\n    return float(df['x'].corr(df['y']))\n",
+	}
+	for _, cfg := range benchConfigs() {
+		for _, name := range []string{"hello", "pandas"} {
+			b.Run(cfg.name+"/"+name, func(b *testing.B) {
+				r := newBenchRunnerWith(b, cfg.cfg)
+				ctx := context.Background()
+				limits := Limits{Timeout: 10 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 1 << 30,
+					Processes: 64, OpenFiles: 256, FileSizeBytes: 1 << 24, OutputBytes: 1 << 20, ResultBytes: 1 << 20}
+				b.ResetTimer()
+				for range b.N {
+					b.StopTimer()
+					sb, err := r.Start(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					time.Sleep(100 * time.Millisecond) // let the build's teardown work finish
+					b.StartTimer()
+					if _, err := sb.Execute(ctx, Request{Script: scripts[name], Limits: limits}); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					sb.Close()
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
