@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+
+	"github.com/sandbox-exec/pyexec/internal/examples"
 )
 
 // script is one kind of request a scenario sends, with what a correct
@@ -109,38 +111,6 @@ func jsonEqual(a, b json.RawMessage) bool {
 	return reflect.DeepEqual(x, y)
 }
 
-// The original service's README examples.
-const (
-	helloSource = "def main():\n    return {\"message\": \"Hello, World!\"}\n"
-	numpySource = `import numpy as np
-
-def main():
-    data = np.random.randn(100)
-    return {
-        "mean": float(np.mean(data)),
-        "std": float(np.std(data)),
-        "min": float(np.min(data)),
-        "max": float(np.max(data))
-    }
-`
-	pandasSource = `import pandas as pd
-import numpy as np
-
-def main():
-    df = pd.DataFrame({
-        'x': np.random.randn(50),
-        'y': np.random.randn(50)
-    })
-    stats = {
-        'count': len(df),
-        'correlation': float(df['x'].corr(df['y'])),
-        'x_mean': float(df['x'].mean()),
-        'y_mean': float(df['y'].mean())
-    }
-    return stats
-`
-)
-
 func checkNumpy(result json.RawMessage) error {
 	var r map[string]float64
 	if err := json.Unmarshal(result, &r); err != nil || len(r) != 4 || r["min"] > r["mean"] || r["mean"] > r["max"] {
@@ -160,9 +130,9 @@ func checkPandas(result json.RawMessage) error {
 // builtinScripts returns fresh copies of the built-in scripts by name.
 func builtinScripts() map[string]*script {
 	return map[string]*script{
-		"hello":  {Name: "hello", Script: helloSource, Expect: expectation{Result: json.RawMessage(`{"message":"Hello, World!"}`)}},
-		"numpy":  {Name: "numpy", Script: numpySource, check: checkNumpy},
-		"pandas": {Name: "pandas", Script: pandasSource, check: checkPandas},
+		"hello":  {Name: "hello", Script: examples.Hello, Expect: expectation{Result: json.RawMessage(`{"message":"Hello, World!"}`)}},
+		"numpy":  {Name: "numpy", Script: examples.Numpy, check: checkNumpy},
+		"pandas": {Name: "pandas", Script: examples.Pandas, check: checkPandas},
 		"cpu": {Name: "cpu", Script: "def main():\n    return sum(i * i for i in range(300000))\n",
 			Expect: expectation{Result: json.RawMessage(`8999955000050000`)}},
 		"sleep": {Name: "sleep", Script: "import time\ndef main():\n    time.sleep(0.1)\n    return 'slept'\n",

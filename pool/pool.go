@@ -59,6 +59,10 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
+// maxLeaseAttempts bounds how many sandboxes one request may find dead
+// before it gets the error (each attempt has its own wait bound).
+const maxLeaseAttempts = 3
+
 // buildRetryDelay spaces a waiting request's retries after failed builds.
 const buildRetryDelay = 50 * time.Millisecond
 
@@ -171,7 +175,7 @@ type Timing struct {
 // the runner's.
 func (p *Pool) Execute(ctx context.Context, req runner.Request) (runner.Output, Timing, error) {
 	start := time.Now()
-	for {
+	for attempt := 1; ; attempt++ {
 		sb, release, err := p.lease(ctx)
 		timing := Timing{Queue: time.Since(start)}
 		if err != nil {
@@ -179,7 +183,7 @@ func (p *Pool) Execute(ctx context.Context, req runner.Request) (runner.Output, 
 		}
 		out, err := sb.Execute(ctx, req)
 		release()
-		if errors.Is(err, runner.ErrSandboxDead) {
+		if errors.Is(err, runner.ErrSandboxDead) && attempt < maxLeaseAttempts {
 			continue
 		}
 		p.executed.Add(1)

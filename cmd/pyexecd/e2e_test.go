@@ -12,42 +12,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sandbox-exec/pyexec/internal/examples"
 )
 
 // The original service's README examples, verbatim.
 const (
-	helloScript = "def main():\n    return {\"message\": \"Hello, World!\"}\n"
-	numpyScript = `import numpy as np
-
-def main():
-    data = np.random.randn(100)
-    return {
-        "mean": float(np.mean(data)),
-        "std": float(np.std(data)),
-        "min": float(np.min(data)),
-        "max": float(np.max(data))
-    }
-`
-	pandasScript = `import pandas as pd
-import numpy as np
-
-def main():
-    # Create sample data
-    df = pd.DataFrame({
-        'x': np.random.randn(50),
-        'y': np.random.randn(50)
-    })
-
-    # Calculate statistics
-    stats = {
-        'count': len(df),
-        'correlation': float(df['x'].corr(df['y'])),
-        'x_mean': float(df['x'].mean()),
-        'y_mean': float(df['y'].mean())
-    }
-
-    return stats
-`
+	helloScript  = examples.Hello
+	numpyScript  = examples.Numpy
+	pandasScript = examples.Pandas
 )
 
 const testToken = "e2e-secret-token"
