@@ -68,26 +68,29 @@ func (p *jailedProc) alive() bool {
 	}
 }
 
-// wait waits for the jail to be reaped. bubblewrap reports a child killed
-// by signal N as exit status 128+N; that is turned back into a signal.
-func (p *jailedProc) wait(timeout time.Duration) (syscall.WaitStatus, bool, error) {
+// wait waits for the jail to be reaped. bubblewrap and nsjail report a
+// child killed by signal N as exit status 128+N; that is turned back into
+// a signal. The CPU time is the jail's rusage, which includes the children
+// it waited for: the interpreter.
+func (p *jailedProc) wait(timeout time.Duration) (exitInfo, bool, error) {
 	select {
 	case <-p.exited:
 	case <-time.After(timeout):
-		return 0, false, fmt.Errorf("jail pid %d not reaped after %v", p.cmd.Process.Pid, timeout)
+		return exitInfo{}, false, fmt.Errorf("jail pid %d not reaped after %v", p.cmd.Process.Pid, timeout)
 	}
 	var ee *exec.ExitError
 	if p.waitErr != nil && !errors.As(p.waitErr, &ee) {
-		return 0, false, p.waitErr
+		return exitInfo{}, false, p.waitErr
 	}
 	status, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
-		return 0, false, nil
+		return exitInfo{}, false, nil
 	}
 	if status.Exited() && status.ExitStatus() > 128 && status.ExitStatus() < 128+65 {
-		return syscall.WaitStatus(status.ExitStatus() - 128), true, nil
+		status = syscall.WaitStatus(status.ExitStatus() - 128)
 	}
-	return status, true, nil
+	cpu := p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	return exitInfo{status: status, cpu: cpu}, true, nil
 }
 
 func (p *jailedProc) release() {}

@@ -23,7 +23,7 @@ const (
 	msgResult  = "result"
 	msgError   = "error"
 	// msgExit is sent by a fork-mode sandbox's supervisor when the sandbox
-	// died: {"type": "exit", "status": <wait status>}.
+	// died: {"type": "exit", "status": <wait status>, "cpu_seconds": float}.
 	msgExit = "exit"
 )
 
@@ -56,14 +56,15 @@ type executeMessage struct {
 
 // replyMessage is the sandbox's answer to execute: a result or an error.
 type replyMessage struct {
-	Type      string `msgpack:"type"`
-	Result    []byte `msgpack:"result"`
-	Kind      string `msgpack:"kind"`
-	Message   string `msgpack:"message"`
-	Traceback string `msgpack:"traceback"`
-	Line      int    `msgpack:"line"`
-	Offset    int    `msgpack:"offset"`
-	Status    int    `msgpack:"status"`
+	Type      string  `msgpack:"type"`
+	Result    []byte  `msgpack:"result"`
+	Kind      string  `msgpack:"kind"`
+	Message   string  `msgpack:"message"`
+	Traceback string  `msgpack:"traceback"`
+	Line      int     `msgpack:"line"`
+	Offset    int     `msgpack:"offset"`
+	Status    int     `msgpack:"status"`
+	CPU       float64 `msgpack:"cpu_seconds"`
 }
 
 // writeFrame encodes v as msgpack and writes it with its length prefix in one

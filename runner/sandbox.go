@@ -46,8 +46,8 @@ type sandboxProc interface {
 	// alive reports whether the root process still runs.
 	alive() bool
 	// wait waits at most timeout until the root process is gone. known
-	// says whether status tells how it ended.
-	wait(timeout time.Duration) (status syscall.WaitStatus, known bool, err error)
+	// says whether the exit tells how it ended.
+	wait(timeout time.Duration) (exit exitInfo, known bool, err error)
 	// release frees what the handle holds; call it once, after wait.
 	release()
 }
@@ -220,12 +220,19 @@ func (s *Sandbox) Alive() bool {
 	return s.proc.alive()
 }
 
+// exitInfo is how a sandbox ended: its wait status and the CPU time it
+// used, which tells the CPU limit's kill from another.
+type exitInfo struct {
+	status syscall.WaitStatus
+	cpu    time.Duration
+}
+
 // frameOutcome is what the channel reader saw after the execute frame.
 type frameOutcome struct {
 	reply replyMessage
-	// exit is the wait status reported by a fork-mode sandbox's
-	// supervisor when the sandbox died; exitKnown says it came.
-	exit      syscall.WaitStatus
+	// exit is what a fork-mode sandbox's supervisor reported when the
+	// sandbox died; exitKnown says it came.
+	exit      exitInfo
 	exitKnown bool
 	err       error
 }
@@ -324,9 +331,9 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		s.proc.wait(exitGrace)
 	}
 	s.proc.kill()
-	status, known, _ := s.proc.wait(drainTimeout)
+	exit, known, _ := s.proc.wait(drainTimeout)
 	if got.exitKnown {
-		status, known = got.exit, true
+		exit, known = got.exit, true
 	}
 	out := Output{
 		Stdout: truncate(s.stdout.drain(drainTimeout), req.Limits.OutputBytes),
@@ -356,7 +363,7 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	case s.zygoteDied():
 		return out, fmt.Errorf("the zygote died during the execution: %w", ErrZygoteDied)
 	case known:
-		return out, classifyExit(status)
+		return out, classifyExit(exit, req.Limits.CPUTime)
 	default:
 		return out, fmt.Errorf("sandbox channel failed and its exit status is unknown: %w", got.err)
 	}
@@ -373,7 +380,8 @@ func (s *Sandbox) readOutcome(maxFrame int) frameOutcome {
 			return o
 		}
 		if m.Type == msgExit {
-			o.exit, o.exitKnown = syscall.WaitStatus(m.Status), true
+			o.exit = exitInfo{status: syscall.WaitStatus(m.Status), cpu: time.Duration(m.CPU * float64(time.Second))}
+			o.exitKnown = true
 			continue
 		}
 		o.reply = m
@@ -428,11 +436,16 @@ func (s *Sandbox) replyOutcome(out Output, reply replyMessage) (Output, error) {
 	}
 }
 
-// classifyExit explains a sandbox that ended without a reply.
-func classifyExit(status syscall.WaitStatus) error {
+// classifyExit explains a sandbox that ended without a reply. The CPU
+// limit ends a script with SIGXCPU, or with SIGKILL when the sandbox is
+// PID 1 of its namespace (which the kernel spares SIGXCPU): a kill after
+// using the whole CPU allowance is the limit, not a crash.
+func classifyExit(exit exitInfo, cpuLimit time.Duration) error {
+	status := exit.status
+	cpuLimitHit := cpuLimit > 0 && exit.cpu >= cpuLimit
 	switch {
-	case status.Signaled() && status.Signal() == syscall.SIGXCPU:
-		return &ScriptError{Kind: KindTimeout, Message: "the script used up its CPU time limit"}
+	case status.Signaled() && (status.Signal() == syscall.SIGXCPU || (status.Signal() == syscall.SIGKILL && cpuLimitHit)):
+		return &ScriptError{Kind: KindTimeout, Message: fmt.Sprintf("the script used up its CPU time limit of %v", cpuLimit)}
 	case status.Signaled():
 		sig := status.Signal()
 		return &ScriptError{Kind: KindCrashed, Message: fmt.Sprintf("the sandbox died by signal %d (%v)", int(sig), sig)}

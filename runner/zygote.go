@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -143,8 +142,8 @@ type unstartedProc struct{}
 
 func (unstartedProc) kill()       {}
 func (unstartedProc) alive() bool { return false }
-func (unstartedProc) wait(time.Duration) (syscall.WaitStatus, bool, error) {
-	return 0, false, nil
+func (unstartedProc) wait(time.Duration) (exitInfo, bool, error) {
+	return exitInfo{}, false, nil
 }
 func (unstartedProc) release() {}
 
@@ -187,11 +186,11 @@ func (p *pidfdProc) alive() bool { return !p.exitedWithin(0) }
 
 // wait waits until the sandbox's root process exited; how it ended comes
 // on the channel from its supervisor, not from here.
-func (p *pidfdProc) wait(timeout time.Duration) (syscall.WaitStatus, bool, error) {
+func (p *pidfdProc) wait(timeout time.Duration) (exitInfo, bool, error) {
 	if !p.exitedWithin(timeout) {
-		return 0, false, fmt.Errorf("sandbox still running %v after the kill", timeout)
+		return exitInfo{}, false, fmt.Errorf("sandbox still running %v after the kill", timeout)
 	}
-	return 0, false, nil
+	return exitInfo{}, false, nil
 }
 
 func (p *pidfdProc) release() { p.relOnce.Do(func() { unix.Close(p.fd) }) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -67,5 +68,62 @@ func TestNoSandboxLeftAfterStop(t *testing.T) {
 			names = append(names, fmt.Sprintf("%d:%s", pid, procStatus(pid)["Name"]))
 		}
 		t.Errorf("processes left after the server stopped: %s", strings.Join(names, " "))
+	}
+}
+
+// TestRefusesToStartWithoutJail: no jail, no service, and the message
+// says how to fix it.
+func TestRefusesToStartWithoutJail(t *testing.T) {
+	var logs syncBuffer
+	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "bwrap", "--bwrap", "/nonexistent/bwrap"},
+		func(string) string { return "" }, &logs, nil)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "apt-get install bubblewrap") {
+		t.Errorf("err = %v, want a refusal that says how to install bubblewrap", err)
+	}
+	err = run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "nsjail", "--nsjail", "/nonexistent/nsjail"},
+		func(string) string { return "" }, &logs, nil)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") {
+		t.Errorf("err = %v, want a refusal when nsjail is asked for and missing", err)
+	}
+}
+
+// TestKernelLimits: the CPU-time limit ends a busy script, and /tmp and
+// file sizes are capped, each through the real server and jail, in both
+// modes (in fork mode the sandbox is PID 1 of its namespace, which the
+// kernel spares SIGXCPU: the limit's SIGKILL must still read as timeout).
+func TestKernelLimits(t *testing.T) {
+	for _, mode := range []string{"fork", "exec"} {
+		t.Run(mode, func(t *testing.T) { testKernelLimits(t, mode) })
+	}
+}
+
+func testKernelLimits(t *testing.T, mode string) {
+	s := startServer(t, "", "--mode", mode, "--warm", "1", "--cpu-time", "1s", "--max-timeout", "20s")
+	r := s.mustFail(t, "def main():\n    while True:\n        pass\n", nil, "timeout", 422)
+	if !strings.Contains(r.Error.Message, "CPU") || r.Timing.ExecMS > 15000 {
+		t.Errorf("message %q after %v ms, want the CPU limit well before the wall limit", r.Error.Message, r.Timing.ExecMS)
+	}
+	var got map[string]string
+	s.mustSucceed(t, `import errno
+def write(path, mb):
+    try:
+        with open(path, "wb") as f:
+            for _ in range(mb):
+                f.write(b"x" * (1 << 20))
+        return "written"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def main():
+    out = {"file_over_16MiB": write("/tmp/big", 20)}
+    out["tmp_over_64MiB"] = "written"
+    for i in range(6):
+        res = write("/tmp/part%d" % i, 15)
+        if res != "written":
+            out["tmp_over_64MiB"] = res
+            break
+    return out
+`, nil, &got)
+	if got["file_over_16MiB"] != "EFBIG" || got["tmp_over_64MiB"] != "ENOSPC" {
+		t.Errorf("limits not in force: %v", got)
 	}
 }
