@@ -10,6 +10,7 @@ the protocol written down in runner/doc.go:
   script or C code writes there is captured.
 * The sandbox speaks first: ``{"type": "ready", "pid": <pid>}`` once numpy,
   pandas and the preload modules are imported.
+* Before ready the sandbox loads its seccomp filter (see _Seccomp).
 * The runner then sends exactly one ``{"type": "execute", ...}`` message.
   The sandbox applies the limits it carries, runs the script, and answers
   with one ``{"type": "result", ...}`` or ``{"type": "error", ...}``. Then it
@@ -105,6 +106,56 @@ def _apply_limits(limits):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+# System calls no script needs that widen what a hostile one can reach: other
+# processes' memory, the kernel's BPF, perf, keyring, module and kexec
+# interfaces, and (once the sandbox is set up) mounts and namespaces.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+    "bpf", "perf_event_open", "userfaultfd", "add_key", "request_key", "keyctl",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "open_by_handle_at",
+    "name_to_handle_at", "swapon", "swapoff", "reboot", "acct", "settimeofday",
+    "clock_settime", "clock_adjtime", "adjtimex", "quotactl",
+)
+CLONE_NAMESPACE_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+
+class _Seccomp:
+    """The sandbox's seccomp filter: built once, loaded before the script.
+
+    Built at start-up (in fork mode, by the zygote, so every fork inherits
+    it ready-made) and loaded before the sandbox says ready (in fork mode,
+    after the sandbox has set up its namespaces and mounts, which the
+    filter then forbids). Loading needs no privilege because no_new_privs is
+    set (by the jail, or by the fork-mode sandbox itself).
+    """
+
+    def __init__(self):
+        import errno
+
+        import seccomp
+
+        f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+        for name in DENIED_SYSCALLS:
+            try:
+                f.add_rule(seccomp.ERRNO(errno.EPERM), name)
+            except (RuntimeError, ValueError, OSError):
+                pass  # not a system call on this architecture
+        # No new namespaces: clone with any CLONE_NEW* flag is refused, and
+        # clone3 (whose flags seccomp cannot see) reports ENOSYS so that
+        # glibc falls back to clone for threads and fork.
+        for flag in (1 << b for b in range(32) if CLONE_NAMESPACE_FLAGS & (1 << b)):
+            f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+        f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+        self.filter = f
+        self.loaded = False
+
+    def load(self):
+        if not self.loaded:
+            self.filter.load()
+            self.loaded = True
+
+
 class NotSerializable(Exception):
     def __init__(self, path, what):
         super().__init__("%s: %s" % (path or "result", what))
@@ -198,11 +249,12 @@ def _flush_output():
             pass
 
 
-def execute(message):
+def execute(message, syscall_filter):
     """Run the script of one execute message; return the reply message."""
     import json
 
     _apply_limits(message.get("limits") or {})
+    syscall_filter.load()
     denied = message.get("deny_imports") or []
     if denied:
         # numpy and pandas may have imported a denied module already; drop
@@ -282,9 +334,12 @@ def execute(message):
     return {"type": "result", "result": encoded}
 
 
-def serve_one(msgpack):
+def serve_one(msgpack, syscall_filter):
     """Say ready on fd 3, run the one execute message, reply, exit."""
     sys.stdin = open(os.devnull)
+    # Loaded before ready, so the request does not pay for it; execute()
+    # loads it too (a no-op then) so no script can ever run without it.
+    syscall_filter.load()
     _send(msgpack, {"type": "ready", "pid": os.getpid()})
     try:
         message = _receive(msgpack)
@@ -295,7 +350,7 @@ def serve_one(msgpack):
         os._exit(2)
 
     try:
-        reply = execute(message)
+        reply = execute(message, syscall_filter)
     except MemoryError:
         reply = {"type": "error", "kind": "memory_limit", "message": "out of memory"}
     _flush_output()
@@ -366,7 +421,7 @@ class _Libc:
         self.check(self.lib.capset(header, data), "capset")
 
 
-def become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm):
+def become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm, syscall_filter):
     """Turn a fresh fork of the zygote into an isolated sandbox.
 
     Runs in the forked child, which is single-threaded (a requirement of
@@ -404,10 +459,10 @@ def become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm):
     child = os.fork()
     if child == 0:
         try:
-            finish_isolation(libc, msgpack, prewarm)
+            finish_isolation(libc, msgpack, prewarm, syscall_filter)
         except BaseException:
             os._exit(EXIT_ISOLATION_FAILED)
-        serve_one(msgpack)
+        serve_one(msgpack, syscall_filter)
         os._exit(0)
 
     # The supervisor: no output of its own, wait for the sandbox, report how
@@ -431,7 +486,7 @@ def become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm):
     os._exit(0)
 
 
-def finish_isolation(libc, msgpack, prewarm):
+def finish_isolation(libc, msgpack, prewarm, syscall_filter):
     """The sandbox's own steps as PID 1 of its namespace, before ready."""
     import random
     import signal
@@ -453,7 +508,7 @@ def finish_isolation(libc, msgpack, prewarm):
     # but the kernel, even if some other process could name it.
     libc.prctl(PR_SET_DUMPABLE, 0)
     if prewarm:
-        _prewarm(msgpack)
+        _prewarm(msgpack, syscall_filter)
 
 
 # What _prewarm runs: the protocol, the module machinery, numpy, pandas and
@@ -468,7 +523,7 @@ def main(data):
 """
 
 
-def _prewarm(msgpack):
+def _prewarm(msgpack, syscall_filter):
     """Run one fixed script through the execute path before saying ready.
 
     A forked sandbox shares the zygote's memory copy-on-write: the first
@@ -482,13 +537,13 @@ def _prewarm(msgpack):
         "limits": {}, "deny_imports": [], "max_result_bytes": 0, "output_marker": b"",
     }
     try:
-        execute(msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False))
+        execute(msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False), syscall_filter)
     except Exception:
         pass
     sys.modules.pop(SCRIPT_MODULE_NAME, None)
 
 
-def zygote(preload, tmp_bytes, prewarm):
+def zygote(preload, tmp_bytes, prewarm, syscall_filter):
     """Import once, then fork one sandbox per spawn message, forever."""
     import gc
     import signal
@@ -521,7 +576,7 @@ def zygote(preload, tmp_bytes, prewarm):
         if pid == 0:
             try:
                 control.detach()  # fd 3 is reused for the channel; never close it via this object
-                become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm)
+                become_sandbox(libc, msgpack, fds, tmp_bytes, zygote_pid, prewarm, syscall_filter)
             except BaseException:
                 pass
             os._exit(EXIT_ISOLATION_FAILED)
@@ -540,10 +595,11 @@ def main():
         __import__(name)
     import msgpack
 
+    syscall_filter = _Seccomp()
     if is_zygote:
-        zygote(preload, int(args[1]), args[2] == "prewarm")
+        zygote(preload, int(args[1]), args[2] == "prewarm", syscall_filter)
     else:
-        serve_one(msgpack)
+        serve_one(msgpack, syscall_filter)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@
 // # Conversation
 //
 //  1. sandbox → runner: {"type": "ready", "pid": int} once numpy, pandas and
-//     the preload modules are imported. The runner waits for it at most
+//     the preload modules are imported and its seccomp filter is loaded
+//     (it refuses ptrace, BPF, perf, keyrings, modules, kexec, mounts and
+//     new namespaces: python/sandbox.py, DENIED_SYSCALLS). The runner waits for it at most
 //     Config.StartTimeout; a sandbox that does not say ready is killed.
 //  2. runner → sandbox: exactly one
 //     {"type": "execute", "script": str, "has_input": bool, "input": str

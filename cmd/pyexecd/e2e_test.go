@@ -285,6 +285,7 @@ func testService(t *testing.T, mode string, jail []string) {
 	})
 
 	securityTests(t, s)
+	seccompTests(t, s)
 	isolationTests(t, s)
 	processTests(t, s)
 }
@@ -543,5 +544,46 @@ def main():
 		// Only the warm sandboxes (and the zygote): no bomb or daemon child
 		// may be counted on top.
 		s.waitSettled(t, 3)
+	})
+}
+
+// seccompTests try the system calls the sandbox's filter refuses.
+func seccompTests(t *testing.T, s *testServer) {
+	t.Run("seccomp refuses ptrace, bpf, keyrings, mounts and new namespaces", func(t *testing.T) {
+		var got map[string]int
+		s.mustSucceed(t, `import ctypes, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def errno_of(result):
+    return 0 if result == 0 else ctypes.get_errno()
+def main():
+    out = {}
+    out["ptrace"] = errno_of(libc.ptrace(0, 0, None, None))
+    out["bpf"] = errno_of(libc.syscall(321, 0, None, 0))
+    out["keyctl"] = errno_of(libc.syscall(250, 0, 0, 0, 0, 0))
+    out["mount"] = errno_of(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+    out["unshare_user"] = errno_of(libc.unshare(0x10000000))
+    out["unshare_net"] = errno_of(libc.unshare(0x40000000))
+    out["clone_newuser"] = errno_of(0 if libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0) >= 0 else -1)
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    out["threads_and_fork_work"] = 1
+    return out
+`, nil, &got)
+		for name, errno := range got {
+			if name == "threads_and_fork_work" {
+				continue
+			}
+			if errno != 1 { // EPERM
+				t.Errorf("%s: errno %d, want EPERM (1)", name, errno)
+			}
+		}
+		if got["threads_and_fork_work"] != 1 {
+			t.Error("threads or fork broke under the filter")
+		}
 	})
 }
