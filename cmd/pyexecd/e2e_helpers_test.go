@@ -178,25 +178,31 @@ func (s *testServer) post(t *testing.T, contentType string, body []byte) respons
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("building the request: %v", err)
+		return response{}
 	}
 	req.Header.Set("Content-Type", contentType)
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
+	// Errorf, not Fatalf: tests call this from their own goroutines too. A
+	// failed exchange returns Status 0, which every caller's check rejects.
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("POST /execute: %v", err)
+		t.Errorf("POST /execute: %v", err)
+		return response{}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("reading the answer: %v", err)
+		return response{}
 	}
 	var r response
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &r); err != nil {
-			t.Fatalf("response is not JSON (%v): %s", err, raw)
+			t.Errorf("response is not JSON (%v): %s", err, raw)
+			return response{}
 		}
 	}
 	r.Status = resp.StatusCode
