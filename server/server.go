@@ -458,7 +458,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	body := healthBody{
 		Status:  "healthy",
 		Service: "Safe Python Execution Service (warm sandbox pool)",
-		Security: fmt.Sprintf("%s jail: user, mount, pid, ipc, uts and network namespaces, unprivileged uid, rlimits; mode %s",
+		Security: fmt.Sprintf("%s jail: user, mount, pid, ipc, uts and network namespaces, unprivileged uid, seccomp, rlimits; mode %s",
 			s.cfg.Jail, s.cfg.Mode),
 		Features: []string{"resource limits", "sandboxed execution", "warm sandbox pool",
 			"one sandbox per execution", s.cfg.Jail + " sandboxing", "numpy", "pandas"},
