@@ -142,7 +142,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	targets := []serverConfig{{Name: "server", Args: nil}}
 	var bin string
 	if o.url == "" {
-		dir, err := tempDir()
+		dir, err := os.MkdirTemp("", "pyexec-bench-")
 		if err != nil {
 			return err
 		}

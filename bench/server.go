@@ -164,5 +164,3 @@ func serverDelta(before, after *health) *serverFigures {
 		Executed:         after.Pool.Executed - before.Pool.Executed,
 	}
 }
-
-func tempDir() (string, error) { return os.MkdirTemp("", "pyexec-bench-") }

@@ -543,7 +543,7 @@ def _prewarm(msgpack, syscall_filter):
     sys.modules.pop(SCRIPT_MODULE_NAME, None)
 
 
-def zygote(preload, tmp_bytes, prewarm, syscall_filter):
+def zygote(tmp_bytes, prewarm, syscall_filter):
     """Import once, then fork one sandbox per spawn message, forever."""
     import gc
     import signal
@@ -597,7 +597,7 @@ def main():
 
     syscall_filter = _Seccomp()
     if is_zygote:
-        zygote(preload, int(args[1]), args[2] == "prewarm", syscall_filter)
+        zygote(int(args[1]), args[2] == "prewarm", syscall_filter)
     else:
         serve_one(msgpack, syscall_filter)
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/proctree"
 )
 
 // BenchmarkSandboxStart measures how fast each mode makes ready sandboxes
@@ -118,22 +120,8 @@ func newBenchRunnerWith(b *testing.B, cfg Config) *Runner {
 // pssBelow sums the PSS, in bytes, of every process below pid.
 func pssBelow(pid int) int64 {
 	var total int64
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
-		for _, task := range tasks {
-			data, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + task.Name() + "/children")
-			for _, f := range strings.Fields(string(data)) {
-				child, err := strconv.Atoi(f)
-				if err != nil {
-					continue
-				}
-				queue = append(queue, child)
-				total += pssOf(child)
-			}
-		}
+	for _, p := range proctree.Descendants(pid) {
+		total += pssOf(p)
 	}
 	return total
 }

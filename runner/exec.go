@@ -112,7 +112,7 @@ func (r *Runner) startExec(ctx context.Context) (_ *Sandbox, err error) {
 		pipes.closeAll()
 		return nil, err
 	}
-	sb := newSandbox(pipes, r.denyImports)
+	sb := newSandbox(pipes, r.cfg.DenyImports)
 	sb.proc = proc
 	defer func() {
 		if err != nil {

@@ -93,10 +93,9 @@ type Output struct {
 // Runner starts sandboxes. It is safe for concurrent use. In fork mode it
 // owns the zygote; Close stops it.
 type Runner struct {
-	cfg         Config
-	credential  *syscall.Credential
-	denyImports []string
-	zygotes     *zygoteSupervisor // fork mode only
+	cfg        Config
+	credential *syscall.Credential
+	zygotes    *zygoteSupervisor // fork mode only
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -150,7 +149,7 @@ func New(cfg Config) (*Runner, error) {
 			return nil, fmt.Errorf("runner: preload module name %q is not valid", name)
 		}
 	}
-	r := &Runner{cfg: cfg, denyImports: cfg.DenyImports}
+	r := &Runner{cfg: cfg}
 	if os.Geteuid() == 0 {
 		// As root, start the jail as an unprivileged host uid: bwrap then
 		// maps the sandbox's uid to it, never to host root.

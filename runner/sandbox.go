@@ -285,9 +285,7 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		MaxResultBytes: req.Limits.ResultBytes,
 		OutputMarker:   marker,
 	}
-	if d, ok := execCtx.Deadline(); ok {
-		s.conn.SetDeadline(d)
-	}
+	// At the deadline (or cancellation) the channel's reads and writes end.
 	stop := context.AfterFunc(execCtx, func() { s.conn.SetDeadline(time.Now()) })
 	defer stop()
 

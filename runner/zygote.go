@@ -112,7 +112,7 @@ func (r *Runner) spawn(ctx context.Context, z *zygote) (_ *Sandbox, err error) {
 		pipes.closeAll()
 		return nil, fmt.Errorf("cannot send spawn to zygote: %w", err)
 	}
-	sb := newSandbox(pipes, r.denyImports)
+	sb := newSandbox(pipes, r.cfg.DenyImports)
 	sb.zygoteGone = z.gone
 	// Until ready there is no pid to kill: closing the channel makes the
 	// half-made sandbox exit at its first read or write.

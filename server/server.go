@@ -283,7 +283,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if asMsgpack {
-		s.writeMsgpackSuccess(ctx, out, timing, requestID)
+		s.writeMsgpackSuccess(ctx, out, timing, requestID, start)
 		return
 	}
 	body, err := json.Marshal(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
@@ -299,7 +299,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 
 // writeMsgpackSuccess answers a msgpack request in msgpack; the result,
 // JSON text from the sandbox, becomes the equivalent msgpack value.
-func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, requestID string) {
+func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, requestID string, start time.Time) {
 	dec := json.NewDecoder(bytes.NewReader(out.Result))
 	dec.UseNumber()
 	var result any
@@ -318,7 +318,7 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/msgpack")
 	ctx.SetBody(body)
-	s.logRequest(ctx, requestID, "", time.Time{})
+	s.logRequest(ctx, requestID, "", start)
 }
 
 // jsonNumbersToMsgpack turns json.Numbers into int64 where they are whole

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/proctree"
 )
 
 // testServer is the real service started by run() on a loopback port.
@@ -253,28 +255,7 @@ func (s *testServer) mustFail(t *testing.T, script string, fields map[string]any
 }
 
 // descendants lists the pids of every process below pid.
-func descendants(pid int) []int {
-	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
-		for _, task := range tasks {
-			data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + task.Name() + "/children")
-			if err != nil {
-				continue
-			}
-			for _, f := range strings.Fields(string(data)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					out = append(out, c)
-					queue = append(queue, c)
-				}
-			}
-		}
-	}
-	return out
-}
+func descendants(pid int) []int { return proctree.Descendants(pid) }
 
 // procStatus returns the fields of /proc/pid/status.
 func procStatus(pid int) map[string]string {
@@ -327,18 +308,24 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 // nothing building or running.
 func (s *testServer) poolSettled(t *testing.T, warm int) bool {
 	t.Helper()
+	p, ok := s.poolFigures()
+	return ok && p.Idle == warm && p.Building == 0 && p.Busy == 0
+}
+
+// poolFigures reads the pool figures of /health.
+func (s *testServer) poolFigures() (pool struct{ Idle, Building, Busy int }, ok bool) {
 	resp, err := http.Get(s.url + "/health")
 	if err != nil {
-		return false
+		return pool, false
 	}
 	defer resp.Body.Close()
 	var h struct {
 		Pool struct{ Idle, Building, Busy int }
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return false
+		return pool, false
 	}
-	return h.Pool.Idle == warm && h.Pool.Building == 0 && h.Pool.Busy == 0
+	return h.Pool, true
 }
 
 // waitFor polls /health until cond holds for the pool's busy count.
@@ -346,14 +333,8 @@ func (s *testServer) waitFor(t *testing.T, cond func(busy int) bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.url + "/health")
-		if err == nil {
-			var h struct{ Pool struct{ Busy int } }
-			err = json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
-			if err == nil && cond(h.Pool.Busy) {
-				return
-			}
+		if p, ok := s.poolFigures(); ok && cond(p.Busy) {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

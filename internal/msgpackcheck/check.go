@@ -70,21 +70,13 @@ func checkValue(b []byte, depth int) ([]byte, error) {
 		return skip(b, 2)
 	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 plus a type byte
 		return skip(b, 1+(uint64(1)<<(c-0xd4)))
-	case 0xdc, 0xde: // array16, map16
-		n, rest, err := readLen(b, 2)
+	case 0xdc, 0xdd, 0xde, 0xdf: // array16, array32, map16, map32
+		size := 2 << (c & 1) // 16-bit length for 0xdc/0xde, 32-bit for 0xdd/0xdf
+		n, rest, err := readLen(b, size)
 		if err != nil {
 			return nil, err
 		}
-		if c == 0xde {
-			n *= 2
-		}
-		return checkItems(rest, n, depth)
-	case 0xdd, 0xdf: // array32, map32
-		n, rest, err := readLen(b, 4)
-		if err != nil {
-			return nil, err
-		}
-		if c == 0xdf {
+		if c >= 0xde { // a map holds a key and a value per entry
 			n *= 2
 		}
 		return checkItems(rest, n, depth)
