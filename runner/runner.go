@@ -72,12 +72,25 @@ type Limits struct {
 	ResultBytes   int           // cap on the JSON result
 }
 
+// InputFormat says how Request.Input is encoded.
+type InputFormat int
+
+const (
+	// InputJSON: Input is strict JSON text (the server has validated it).
+	InputJSON InputFormat = iota
+	// InputMsgpack: Input is one msgpack value (validated by the server);
+	// bin arrives in Python as bytes and integers stay exact.
+	InputMsgpack
+)
+
 // Request is one script to run.
 type Request struct {
 	Script string
-	// Input is the JSON text passed to main(input); nil means main().
-	Input  []byte
-	Limits Limits
+	// Input is what main(input) receives, encoded as InputFormat; nil
+	// means main() is called without an argument.
+	Input       []byte
+	InputFormat InputFormat
+	Limits      Limits
 }
 
 // Output is what one execution produced. Stdout and Stderr are filled in
