@@ -1,0 +1,516 @@
+// Package strictjson validates untrusted JSON text against RFC 8259 with
+// no leniency and re-encodes it in compact form, in one pass.
+//
+// Beyond what encoding/json checks, it refuses invalid UTF-8 anywhere,
+// escapes of lone UTF-16 surrogates, nesting past a depth and, on request,
+// objects that repeat a key. The compact form keeps every string exactly as
+// written (escapes included, nothing HTML-escaped); only whitespace outside
+// strings is dropped.
+package strictjson
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// DefaultMaxDepth is the nesting limit when Options.MaxDepth is not set.
+const DefaultMaxDepth = 1000
+
+// Options are the rules of Compact beyond RFC 8259.
+type Options struct {
+	// MaxDepth is the deepest nesting of arrays and objects allowed; a
+	// top-level array has depth 1. Zero or less: DefaultMaxDepth.
+	MaxDepth int
+	// RejectDuplicateKeys refuses an object with the same key twice. Keys
+	// are compared after unescaping, so "a" and "\u0061" are the same key.
+	RejectDuplicateKeys bool
+}
+
+// SyntaxError says why src was refused and where.
+type SyntaxError struct {
+	// Offset is the byte offset in src of the offending byte (len(src) when
+	// the text ended too early).
+	Offset int64
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *SyntaxError) Error() string {
+	return e.Msg + " at byte " + strconv.FormatInt(e.Offset, 10)
+}
+
+// Compact checks that src is exactly one JSON value, optionally surrounded
+// by whitespace, and appends its compact form to dst. On error it returns
+// dst unchanged and a *SyntaxError.
+func Compact(dst, src []byte, opts Options) ([]byte, error) {
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = DefaultMaxDepth
+	}
+	s := scanner{src: src, dst: dst, opts: opts}
+	if err := s.run(); err != nil {
+		return dst, err
+	}
+	return s.dst, nil
+}
+
+// frame is one open array or object.
+type frame struct {
+	object bool
+	// keys is this object's first key in scanner.keys, arena where its
+	// unescaped keys start in scanner.arena; set holds them once the
+	// object has more than linearKeys keys.
+	keys, arena int
+	set         map[string]struct{}
+}
+
+// linearKeys is how many keys of one object are compared one by one before
+// they move into a map.
+const linearKeys = 16
+
+type scanner struct {
+	src, dst []byte
+	opts     Options
+	pos      int
+	// copied is where the bytes not yet copied to dst start; whitespace
+	// outside strings ends a run.
+	copied int
+	stack  []frame
+	// keys and arena hold the unescaped keys of the open objects (only
+	// with RejectDuplicateKeys).
+	keys  []keySpan
+	arena []byte
+}
+
+type keySpan struct{ start, end int }
+
+func (s *scanner) fail(offset int, format string, args ...any) error {
+	return &SyntaxError{Offset: int64(offset), Msg: fmt.Sprintf(format, args...)}
+}
+
+// describe names the byte at pos for an error message.
+func (s *scanner) describe(pos int) string {
+	if pos >= len(s.src) {
+		return "end of input"
+	}
+	c := s.src[pos]
+	if c >= 0x20 && c < 0x7f {
+		return fmt.Sprintf("character %q", c)
+	}
+	return fmt.Sprintf("byte 0x%02x", c)
+}
+
+// isSpace is the whitespace of RFC 8259.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// skipSpace skips whitespace and leaves it out of the output.
+func (s *scanner) skipSpace() {
+	if s.pos >= len(s.src) || !isSpace(s.src[s.pos]) {
+		return
+	}
+	s.dst = append(s.dst, s.src[s.copied:s.pos]...)
+	s.pos++
+	for s.pos < len(s.src) && isSpace(s.src[s.pos]) {
+		s.pos++
+	}
+	s.copied = s.pos
+}
+
+func (s *scanner) run() error {
+	s.skipSpace()
+	for {
+		// A value starts at s.pos.
+		opened, err := s.value()
+		if err != nil {
+			return err
+		}
+		if opened {
+			continue
+		}
+		// After a value: close containers or move to the next element.
+		for {
+			s.skipSpace()
+			if len(s.stack) == 0 {
+				if s.pos != len(s.src) {
+					return s.fail(s.pos, "unexpected %s after the top-level value", s.describe(s.pos))
+				}
+				s.dst = append(s.dst, s.src[s.copied:s.pos]...)
+				return nil
+			}
+			top := &s.stack[len(s.stack)-1]
+			if s.pos >= len(s.src) {
+				return s.fail(s.pos, "unexpected end of input inside %s", containerName(top.object))
+			}
+			c := s.src[s.pos]
+			if c == ',' {
+				s.pos++
+				s.skipSpace()
+				if top.object {
+					if err := s.key(top); err != nil {
+						return err
+					}
+				}
+				break
+			}
+			if top.object && c == '}' || !top.object && c == ']' {
+				s.pos++
+				s.pop()
+				continue
+			}
+			if top.object {
+				return s.fail(s.pos, "expected ',' or '}' after object value, found %s", s.describe(s.pos))
+			}
+			return s.fail(s.pos, "expected ',' or ']' after array element, found %s", s.describe(s.pos))
+		}
+	}
+}
+
+func containerName(object bool) string {
+	if object {
+		return "object"
+	}
+	return "array"
+}
+
+// value scans one value at s.pos. An array or object is opened (and, when
+// empty, closed); opened says a non-empty one was, with s.pos at its first
+// value, which run's loop scans next: nesting costs no recursion.
+func (s *scanner) value() (opened bool, err error) {
+	if s.pos >= len(s.src) {
+		return false, s.fail(s.pos, "unexpected end of input, expected a value")
+	}
+	switch c := s.src[s.pos]; c {
+	case '"':
+		return false, s.str(nil)
+	case '{', '[':
+		if len(s.stack) >= s.opts.MaxDepth {
+			return false, s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
+		}
+		s.pos++
+		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys), arena: len(s.arena)})
+		s.skipSpace()
+		end := byte(']')
+		if c == '{' {
+			end = '}'
+		}
+		if s.pos < len(s.src) && s.src[s.pos] == end {
+			s.pos++
+			s.pop()
+			return false, nil
+		}
+		if c == '{' {
+			return true, s.key(&s.stack[len(s.stack)-1])
+		}
+		return true, nil
+	case 't':
+		return false, s.literal("true")
+	case 'f':
+		return false, s.literal("false")
+	case 'n':
+		return false, s.literal("null")
+	case 'N':
+		return false, s.fail(s.pos, "NaN is not JSON")
+	case 'I':
+		return false, s.fail(s.pos, "Infinity is not JSON")
+	default:
+		if c == '-' || c >= '0' && c <= '9' {
+			return false, s.number()
+		}
+		return false, s.fail(s.pos, "unexpected %s, expected a value", s.describe(s.pos))
+	}
+}
+
+// key scans an object key, the colon after it and the whitespace around
+// it, leaving s.pos at the value.
+func (s *scanner) key(f *frame) error {
+	if s.pos >= len(s.src) {
+		return s.fail(s.pos, "unexpected end of input, expected an object key")
+	}
+	if s.src[s.pos] != '"' {
+		return s.fail(s.pos, "unexpected %s, expected an object key (a string)", s.describe(s.pos))
+	}
+	start := s.pos
+	if s.opts.RejectDuplicateKeys {
+		unescaped := len(s.arena)
+		if err := s.str(f); err != nil {
+			return err
+		}
+		if err := s.addKey(f, start, unescaped); err != nil {
+			return err
+		}
+	} else if err := s.str(nil); err != nil {
+		return err
+	}
+	s.skipSpace()
+	if s.pos >= len(s.src) || s.src[s.pos] != ':' {
+		return s.fail(s.pos, "expected ':' after object key, found %s", s.describe(s.pos))
+	}
+	s.pos++
+	s.skipSpace()
+	return nil
+}
+
+// addKey checks the key just unescaped into s.arena[start:] against the
+// object's other keys; offset is where it is in src.
+func (s *scanner) addKey(f *frame, offset, start int) error {
+	k := s.arena[start:]
+	if f.set != nil {
+		if _, dup := f.set[string(k)]; dup {
+			return s.fail(offset, "duplicate key %q", k)
+		}
+		f.set[string(k)] = struct{}{}
+		s.arena = s.arena[:start]
+		return nil
+	}
+	for _, span := range s.keys[f.keys:] {
+		if string(s.arena[span.start:span.end]) == string(k) {
+			return s.fail(offset, "duplicate key %q", k)
+		}
+	}
+	s.keys = append(s.keys, keySpan{start, len(s.arena)})
+	if len(s.keys)-f.keys > linearKeys {
+		f.set = make(map[string]struct{}, 2*linearKeys)
+		for _, span := range s.keys[f.keys:] {
+			f.set[string(s.arena[span.start:span.end])] = struct{}{}
+		}
+		s.keys = s.keys[:f.keys]
+		s.arena = s.arena[:f.arena]
+	}
+	return nil
+}
+
+func (s *scanner) pop() {
+	f := s.stack[len(s.stack)-1]
+	s.stack = s.stack[:len(s.stack)-1]
+	if f.object && s.opts.RejectDuplicateKeys {
+		s.keys = s.keys[:f.keys]
+		s.arena = s.arena[:f.arena]
+	}
+}
+
+func (s *scanner) literal(word string) error {
+	end := s.pos + len(word)
+	if end > len(s.src) || string(s.src[s.pos:end]) != word {
+		// Find the first byte that differs, for the offset.
+		i := s.pos
+		for i < len(s.src) && i < end && s.src[i] == word[i-s.pos] {
+			i++
+		}
+		return s.fail(i, "unexpected %s in literal %s", s.describe(i), word)
+	}
+	s.pos = end
+	return nil
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// number scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *scanner) number() error {
+	src := s.src
+	i := s.pos
+	if src[i] == '-' {
+		i++
+		if i < len(src) && src[i] == 'I' {
+			return s.fail(s.pos, "-Infinity is not JSON")
+		}
+	}
+	switch {
+	case i >= len(src) || !isDigit(src[i]):
+		return s.fail(i, "unexpected %s in number, expected a digit", s.describe(i))
+	case src[i] == '0':
+		i++
+		if i < len(src) && isDigit(src[i]) {
+			return s.fail(i-1, "number with a leading zero")
+		}
+		if i < len(src) && (src[i] == 'x' || src[i] == 'X') {
+			return s.fail(i-1, "hexadecimal numbers are not JSON")
+		}
+	default:
+		for i < len(src) && isDigit(src[i]) {
+			i++
+		}
+	}
+	if i < len(src) && src[i] == '.' {
+		i++
+		if i >= len(src) || !isDigit(src[i]) {
+			return s.fail(i, "unexpected %s after decimal point, expected a digit", s.describe(i))
+		}
+		for i < len(src) && isDigit(src[i]) {
+			i++
+		}
+	}
+	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
+		i++
+		if i < len(src) && (src[i] == '+' || src[i] == '-') {
+			i++
+		}
+		if i >= len(src) || !isDigit(src[i]) {
+			return s.fail(i, "unexpected %s in exponent, expected a digit", s.describe(i))
+		}
+		for i < len(src) && isDigit(src[i]) {
+			i++
+		}
+	}
+	s.pos = i
+	return nil
+}
+
+// plain marks the bytes a string may hold as they are: printable ASCII
+// other than the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+const (
+	lows  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// special reports whether any byte of the 8 in w is below 0x20, at or
+// above 0x80, a quote or a backslash.
+func special(w uint64) bool {
+	q := w ^ ('"' * lows)
+	b := w ^ ('\\' * lows)
+	return ((w-0x20*lows)|(q-lows)|(b-lows)|w)&highs != 0
+}
+
+// str scans a string at s.pos. With f set (a key to be compared), its
+// unescaped bytes are appended to s.arena.
+func (s *scanner) str(f *frame) error {
+	src := s.src
+	start := s.pos
+	i := s.pos + 1
+	// run is where the bytes not yet copied into the arena start.
+	run := i
+	for {
+		// Eight plain bytes at a time, then one at a time.
+		for i+8 <= len(src) && !special(binary.LittleEndian.Uint64(src[i:])) {
+			i += 8
+		}
+		for i < len(src) && plain[src[i]] {
+			i++
+		}
+		if i >= len(src) {
+			return s.fail(start, "unterminated string")
+		}
+		c := src[i]
+		switch {
+		case c == '"':
+			if f != nil {
+				s.arena = append(s.arena, src[run:i]...)
+			}
+			s.pos = i + 1
+			return nil
+		case c == '\\':
+			if f != nil {
+				s.arena = append(s.arena, src[run:i]...)
+			}
+			n, err := s.escape(i, f != nil)
+			if err != nil {
+				return err
+			}
+			i += n
+			run = i
+		case c < 0x20:
+			return s.fail(i, "control character U+%04X in string must be escaped", c)
+		default:
+			r, size := utf8.DecodeRune(src[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return s.fail(i, "invalid UTF-8 in string")
+			}
+			i += size
+		}
+	}
+}
+
+// escape checks the escape at i (the backslash) and returns its length.
+// With decode set, it appends what it stands for to s.arena.
+func (s *scanner) escape(i int, decode bool) (int, error) {
+	src := s.src
+	if i+1 >= len(src) {
+		return 0, s.fail(i, "unterminated escape")
+	}
+	var b byte
+	switch src[i+1] {
+	case '"', '\\', '/':
+		b = src[i+1]
+	case 'b':
+		b = '\b'
+	case 'f':
+		b = '\f'
+	case 'n':
+		b = '\n'
+	case 'r':
+		b = '\r'
+	case 't':
+		b = '\t'
+	case 'u':
+		r, err := s.hex4(i)
+		if err != nil {
+			return 0, err
+		}
+		n := 6
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return 0, s.fail(i, `lone low surrogate \u%04X`, r)
+		case r >= 0xD800 && r <= 0xDBFF:
+			j := i + 6
+			if j+1 >= len(src) || src[j] != '\\' || src[j+1] != 'u' {
+				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+			}
+			lo, err := s.hex4(j)
+			if err != nil {
+				return 0, err
+			}
+			if lo < 0xDC00 || lo > 0xDFFF {
+				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+			}
+			r = 0x10000 + (r-0xD800)<<10 + (lo - 0xDC00)
+			n = 12
+		}
+		if decode {
+			s.arena = utf8.AppendRune(s.arena, r)
+		}
+		return n, nil
+	default:
+		return 0, s.fail(i, "invalid escape \\%s", printable(src[i+1]))
+	}
+	if decode {
+		s.arena = append(s.arena, b)
+	}
+	return 2, nil
+}
+
+func printable(c byte) string {
+	if c >= 0x20 && c < 0x7f {
+		return string(rune(c))
+	}
+	return fmt.Sprintf("(byte 0x%02x)", c)
+}
+
+// hex4 reads the four hex digits of the \u escape at i.
+func (s *scanner) hex4(i int) (rune, error) {
+	if i+6 > len(s.src) {
+		return 0, s.fail(i, `truncated \u escape`)
+	}
+	var r rune
+	for _, c := range s.src[i+2 : i+6] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, s.fail(i, `invalid \u escape: %s is not a hex digit`, printable(c))
+		}
+		r = r<<4 | rune(d)
+	}
+	return r, nil
+}
