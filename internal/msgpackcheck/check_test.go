@@ -1,7 +1,10 @@
 package msgpackcheck
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -51,5 +54,129 @@ func FuzzCheck(f *testing.F) {
 		}
 		var v any
 		_ = msgpack.Unmarshal(b, &v)
+	})
+}
+
+var strict = Options{MaxDepth: 32, UTF8: true, NoExt: true, StrOrIntKeys: true, UniqueKeys: true}
+
+func TestCheckWithAccepts(t *testing.T) {
+	manyKeys := map[string]any{}
+	for i := 0; i < 100; i++ {
+		manyKeys[string(rune('a'+i%26))+string(rune('A'+i/26))] = map[int]any{i: i, -i - 1: []byte("x")}
+	}
+	values := []any{
+		nil, "é😀", []byte{0xff, 0xfe}, map[string]any{"a": 1, "b": map[string]any{"a": 1}},
+		map[int64]string{-1: "a", 1: "b", 1 << 40: "c", -(1 << 40): "d"},
+		map[uint64]bool{1<<64 - 1: true, 0: false}, manyKeys,
+		[]any{map[string]int{"a": 1}, map[string]int{"a": 2}},
+	}
+	for _, v := range values {
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckWith(b, strict); err != nil {
+			t.Errorf("%#v: %v", v, err)
+		}
+	}
+	// Check keeps accepting what the strict rules refuse.
+	for _, b := range [][]byte{{0xa1, 0xff}, {0xd4, 0x01, 0x00}, {0x82, 0x01, 0xc0, 0x01, 0xc0}, {0x81, 0xc0, 0xc0}} {
+		if err := Check(b, 4); err != nil {
+			t.Errorf("Check(% x): %v", b, err)
+		}
+	}
+}
+
+func TestCheckWithRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		b    []byte
+		msg  string
+	}{
+		{"invalid UTF-8 fixstr", []byte{0xa2, 'a', 0xff}, "str at byte 0 is not valid UTF-8"},
+		{"invalid UTF-8 str8 in array", []byte{0x92, 0x01, 0xd9, 0x01, 0xc3}, "str at byte 2 is not valid UTF-8"},
+		{"invalid UTF-8 str16", []byte{0xda, 0x00, 0x01, 0x80}, "not valid UTF-8"},
+		{"invalid UTF-8 str32", []byte{0xdb, 0x00, 0x00, 0x00, 0x01, 0xfe}, "not valid UTF-8"},
+		{"UTF-8 surrogate", []byte{0xa3, 0xed, 0xa0, 0x80}, "not valid UTF-8"},
+		{"invalid UTF-8 key", []byte{0x81, 0xa1, 0xff, 0x01}, "str at byte 1 is not valid UTF-8"},
+		{"fixext", []byte{0x91, 0xd4, 0x05, 0x00}, "ext value (type 5) at byte 1"},
+		{"timestamp", []byte{0xd6, 0xff, 0, 0, 0, 0}, "ext value (type -1) at byte 0"},
+		{"ext8", []byte{0xc7, 0x01, 0x02, 0x00}, "ext value (type 2)"},
+		{"ext32", []byte{0xc9, 0, 0, 0, 1, 0x03, 0x00}, "ext value (type 3)"},
+		{"nil key", []byte{0x81, 0xc0, 0x01}, "map key at byte 1 is not a str or an integer"},
+		{"bin key", []byte{0x81, 0xc4, 0x01, 'a', 0x01}, "not a str or an integer"},
+		{"float key", []byte{0x81, 0xca, 0, 0, 0, 0, 0x01}, "not a str or an integer"},
+		{"array key", []byte{0x81, 0x90, 0x01}, "not a str or an integer"},
+		{"duplicate str key", []byte{0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02}, `map key "a" at byte 4 appears twice`},
+		{"duplicate str key, other width", []byte{0x82, 0xa1, 'a', 0x01, 0xd9, 0x01, 'a', 0x02}, `map key "a" at byte 4 appears twice`},
+		{"duplicate int key, other width", []byte{0x82, 0x01, 0xc0, 0xcd, 0x00, 0x01, 0xc0}, "map key 1 at byte 3 appears twice"},
+		{"duplicate int key, signed type", []byte{0x82, 0x05, 0xc0, 0xd0, 0x05, 0xc0}, "map key 5 at byte 3"},
+		{"duplicate negative key", []byte{0x82, 0xff, 0xc0, 0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc0}, "map key -1 at byte 3"},
+		{"duplicate nested", []byte{0x81, 0xa1, 'x', 0x91, 0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02}, `map key "a" at byte 8`},
+		{"duplicate map16", []byte{0xde, 0x00, 0x02, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02}, `map key "a" at byte 6`},
+	}
+	for _, tc := range tests {
+		err := CheckWith(tc.b, strict)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.msg)
+		}
+	}
+}
+
+func TestCheckWithDistinctKeys(t *testing.T) {
+	// A str and an integer, 1 and -1, uint64 max and -1 are different keys.
+	for _, b := range [][]byte{
+		{0x82, 0xa1, '1', 0xc0, 0x01, 0xc0},
+		{0x82, 0x01, 0xc0, 0xff, 0xc0},
+		{0x82, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xff, 0xc0},
+		{0x82, 0xa1, 'a', 0x81, 0xa1, 'a', 0x01, 0xa1, 'b', 0x81, 0xa1, 'a', 0x01},
+	} {
+		if err := CheckWith(b, strict); err != nil {
+			t.Errorf("% x: %v", b, err)
+		}
+	}
+}
+
+func TestCheckWithManyKeys(t *testing.T) {
+	m := map[string]int{}
+	for i := 0; i < 1000; i++ {
+		m[fmt.Sprint("k", i)] = i
+	}
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckWith(b, strict); err != nil {
+		t.Fatal(err)
+	}
+	// Append a repeat of the first key: map16 count + 1.
+	if b[0] != 0xde {
+		t.Fatalf("code 0x%x", b[0])
+	}
+	b[2]++
+	b = append(b, 0xa2, 'k', '7', 0x00)
+	if err := CheckWith(b, strict); err == nil || !strings.Contains(err.Error(), `"k7"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Whatever CheckWith accepts, Check accepts, and the decoder decodes.
+func FuzzCheckWith(f *testing.F) {
+	f.Add([]byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a"))
+	f.Add([]byte{0x82, 0x01, 0xc0, 0xcd, 0x00, 0x01, 0xc0})
+	f.Add([]byte{0x91, 0xd4, 0x05, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if CheckWith(b, Options{MaxDepth: 64, UTF8: true, NoExt: true, StrOrIntKeys: true, UniqueKeys: true}) != nil {
+			return
+		}
+		if err := Check(b, 64); err != nil {
+			t.Fatalf("Check refuses what CheckWith accepts: %v", err)
+		}
+		// Maps with integer keys decode as map[any]any.
+		dec := msgpack.NewDecoder(bytes.NewReader(b))
+		dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
+		if _, err := dec.DecodeInterface(); err != nil {
+			t.Fatalf("decoder refuses what CheckWith accepts: %v", err)
+		}
 	})
 }
