@@ -21,18 +21,11 @@ const (
 	KindMemoryLimit           Kind = "memory_limit"
 	KindOutputLimit           Kind = "output_limit"
 	KindCrashed               Kind = "sandbox_crashed"
+	// KindProtocolError: the sandbox sent something malformed or over a
+	// cap on its channel. A script can write there, so it is the script's
+	// fault, never the service's.
+	KindProtocolError Kind = "protocol_error"
 )
-
-// reportable says whether a sandbox may report kind in an error frame
-// (timeouts and crashes are the runner's own findings).
-func reportable(kind Kind) bool {
-	switch kind {
-	case KindSyntaxError, KindMissingMain, KindForbiddenImport, KindScriptError,
-		KindResultNotSerializable, KindMemoryLimit, KindOutputLimit:
-		return true
-	}
-	return false
-}
 
 // ScriptError is a failure caused by the script: the sandbox did its job and
 // the script did not produce a result.
@@ -53,6 +46,4 @@ var (
 	ErrSandboxUsed = errors.New("sandbox already executed a script")
 	// ErrSandboxDead is returned by Execute on a sandbox that died while idle.
 	ErrSandboxDead = errors.New("sandbox died before it was used")
-
-	errFrameTooLarge = errors.New("frame too large")
 )

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
@@ -26,8 +25,6 @@ type JailSpec struct {
 	Argv []string
 	// Env is the complete environment of the jailed process.
 	Env []string
-	// TmpBytes caps the private tmpfs mounted on /tmp and /dev/shm.
-	TmpBytes int64
 }
 
 // Bubblewrap is the bwrap(1) jail, from Debian's bubblewrap package.
@@ -80,11 +77,13 @@ func (b *Bubblewrap) Name() string { return "bwrap" }
 //   - --new-session: no access to the server's controlling terminal;
 //   - --cap-drop ALL: no capabilities inside the user namespace either;
 //   - read-only binds of ReadOnlyPaths only, a fresh /proc for the new PID
-//     namespace, a minimal /dev, and private size-capped tmpfs on /tmp and
-//     /dev/shm; the root itself is an empty tmpfs, remounted read-only;
+//     namespace (writable: each sandbox writes its own uid_map), bwrap's
+//     minimal /dev (whose device nodes each sandbox binds into its own
+//     /dev), and an empty /tmp; the root itself is an empty tmpfs,
+//     remounted read-only. Nothing the jail holds is writable to a
+//     sandbox: each mounts its own /dev, /tmp and /dev/shm;
 //   - --clearenv: only spec.Env reaches the sandbox.
 func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
-	tmpSize := strconv.FormatInt(spec.TmpBytes, 10)
 	args := []string{
 		"--unshare-all", "--unshare-user",
 		"--die-with-parent", "--new-session",
@@ -92,8 +91,7 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 		"--hostname", "sandbox",
 		"--proc", "/proc",
 		"--dev", "/dev",
-		"--size", tmpSize, "--tmpfs", "/tmp",
-		"--size", tmpSize, "--tmpfs", "/dev/shm",
+		"--dir", "/tmp",
 		"--symlink", "usr/lib", "/lib",
 		"--symlink", "usr/lib64", "/lib64",
 	}

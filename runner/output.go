@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"os"
 	"sync"
 	"time"
@@ -18,12 +17,10 @@ const startupOutputCap = 1 << 20
 type cappedPipe struct {
 	f *os.File
 
-	mu     sync.Mutex // guards buf, max, over, sealed and grew
-	buf    []byte
-	max    int
-	over   bool
-	sealed bool          // the end marker was seen: later bytes are dropped
-	grew   chan struct{} // signalled (non-blocking) after each append
+	mu   sync.Mutex // guards buf, max and over
+	buf  []byte
+	max  int
+	over bool
 
 	overflow     chan struct{} // closed when more than max bytes arrived
 	overflowOnce sync.Once
@@ -31,8 +28,7 @@ type cappedPipe struct {
 }
 
 func newCappedPipe(f *os.File) *cappedPipe {
-	p := &cappedPipe{f: f, max: startupOutputCap, overflow: make(chan struct{}), done: make(chan struct{}),
-		grew: make(chan struct{}, 1)}
+	p := &cappedPipe{f: f, max: startupOutputCap, overflow: make(chan struct{}), done: make(chan struct{})}
 	go p.readLoop()
 	return p
 }
@@ -54,15 +50,6 @@ func (p *cappedPipe) readLoop() {
 func (p *cappedPipe) append(b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	defer func() {
-		select {
-		case p.grew <- struct{}{}:
-		default:
-		}
-	}()
-	if p.sealed {
-		return
-	}
 	if room := p.max - len(p.buf); len(b) > room {
 		p.buf = append(p.buf, b[:max(room, 0)]...)
 		p.markOverLocked()
@@ -96,39 +83,15 @@ func (p *cappedPipe) overflowed() bool {
 	return p.over
 }
 
-// waitMarker waits up to timeout for marker, which the sandbox writes after
-// the script's own output, and keeps only what came before it. It reports
-// whether the marker came; if not, the caller falls back to drain. The
-// marker's bytes may pass the cap by their own length: setCap allows for it.
-func (p *cappedPipe) waitMarker(marker []byte, limit int, timeout time.Duration) bool {
+// waitEOF waits up to timeout for EOF: every writer of the pipe is gone.
+func (p *cappedPipe) waitEOF(timeout time.Duration) bool {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for {
-		p.mu.Lock()
-		if i := bytes.LastIndex(p.buf, marker); i >= 0 {
-			p.buf = p.buf[:i]
-			p.sealed = true
-			if limit > 0 && len(p.buf) > limit {
-				p.buf = p.buf[:limit]
-				p.markOverLocked()
-			}
-			p.mu.Unlock()
-			return true
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.grew:
-		case <-p.done:
-			// EOF: everything is in; one more look above, then give up.
-			p.mu.Lock()
-			found := bytes.LastIndex(p.buf, marker) >= 0
-			p.mu.Unlock()
-			if !found {
-				return false
-			}
-		case <-timer.C:
-			return false
-		}
+	select {
+	case <-p.done:
+		return true
+	case <-timer.C:
+		return false
 	}
 }
 

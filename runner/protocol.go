@@ -1,36 +1,129 @@
 package runner
 
+// The protocol between the runner and the Python side, in one place. Every
+// message is a Go type below; python/pyexec/protocol.py mirrors the keys
+// (TestProtocolMatchesPython compares the two).
+//
+// # Zygote control socket
+//
+// fd 3 of the zygote, SOCK_SEQPACKET, created by the runner. One msgpack map
+// per packet; descriptors travel as SCM_RIGHTS.
+//
+//  1. zygote → runner: zygoteReady, once the preload modules are imported
+//     and the seccomp filter is built.
+//  2. runner → zygote: spawnRequest with four descriptors: the sandbox's
+//     channel in (read end), channel out (write end), stdout and stderr.
+//  3. zygote (its supervisor fork) → runner: spawnedReport with one
+//     descriptor, a pidfd of the sandbox; or spawnFailedReport.
+//  4. supervisor → runner: exitReport when the sandbox has ended: its wait
+//     status and rusage, from the kernel. The sandbox never holds the
+//     control socket, so no script can forge how it ended.
+//
+// # Sandbox channel
+//
+// Two pipes per sandbox, made by the runner: fd 3 (runner → sandbox) and
+// fd 4 (sandbox → runner). Pipes, not sockets: no descriptor the sandbox
+// holds belongs to a network namespace. Every frame is a 4-byte big-endian
+// length and that many bytes of one msgpack map.
+//
+//  1. sandbox → runner: readyFrame, after its isolation steps and its
+//     seccomp filter (python/pyexec/isolation.py).
+//  2. runner → sandbox: one executeFrame.
+//  3. sandbox → runner: one resultFrame or errorFrame, after it has closed
+//     its stdout and stderr (so their EOF tells the runner the output is
+//     complete). The runner reads at most this one frame, of at most
+//     Limits.ResultBytes + maxReplyEnvelope bytes, and trusts nothing in
+//     it: a script can write on fd 4 as well as the sandbox's own code.
+//
+// stdout and stderr are pipes of their own, read and capped by the runner.
+
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 )
 
-// frameHeaderSize is the length prefix of every frame: 4 bytes, big-endian.
-const frameHeaderSize = 4
-
-// maxFrameDepth bounds the nesting of a frame; ours are two levels deep.
-const maxFrameDepth = 8
-
-// Message types on the control channel; see doc.go.
+// Message types.
 const (
-	msgReady   = "ready"
-	msgExecute = "execute"
-	msgResult  = "result"
-	msgError   = "error"
-	// msgExit is sent by a fork-mode sandbox's supervisor when the sandbox
-	// died: {"type": "exit", "status": <wait status>, "cpu_seconds": float}.
-	msgExit = "exit"
+	msgReady       = "ready"
+	msgExecute     = "execute"
+	msgResult      = "result"
+	msgError       = "error"
+	msgSpawn       = "spawn"
+	msgSpawned     = "spawned"
+	msgSpawnFailed = "spawn_failed"
+	msgExit        = "exit"
 )
 
-// readyMessage is the sandbox's first frame.
-type readyMessage struct {
+// Values of executeFrame.InputFormat.
+const (
+	inputNone    = ""
+	inputJSON    = "json"
+	inputMsgpack = "msgpack"
+)
+
+// zygoteConfig is the zygote's configuration, passed as JSON on its
+// command line (python/boot.py).
+type zygoteConfig struct {
+	// Preload are the modules imported before ready.
+	Preload []string `json:"preload"`
+	// ScratchBytes caps each sandbox's one tmpfs: /tmp and /dev/shm together.
+	ScratchBytes int64 `json:"scratch_bytes"`
+	// Prewarm runs a fixed script in each sandbox before it says ready.
+	Prewarm bool `json:"prewarm"`
+}
+
+// zygoteReady is the zygote's first packet.
+type zygoteReady struct {
 	Type string `msgpack:"type"`
-	PID  int    `msgpack:"pid"`
+	// PID is the zygote's pid in the jail's PID namespace (for logs).
+	PID int `msgpack:"pid"`
+}
+
+// spawnRequest asks for one sandbox; ID names it in the reports.
+type spawnRequest struct {
+	Type string `msgpack:"type"`
+	ID   uint64 `msgpack:"id"`
+}
+
+// spawnedReport says the sandbox of ID exists; a pidfd of it comes along.
+type spawnedReport struct {
+	Type string `msgpack:"type"`
+	ID   uint64 `msgpack:"id"`
+	// PID is the sandbox's pid in the jail's PID namespace (for logs).
+	PID int `msgpack:"pid"`
+}
+
+// spawnFailedReport says the sandbox of ID could not be made.
+type spawnFailedReport struct {
+	Type    string `msgpack:"type"`
+	ID      uint64 `msgpack:"id"`
+	Message string `msgpack:"message"`
+}
+
+// exitReport is how the sandbox of ID ended, as wait4 told its supervisor.
+type exitReport struct {
+	Type string `msgpack:"type"`
+	ID   uint64 `msgpack:"id"`
+	// Status is the raw wait status.
+	Status int `msgpack:"status"`
+	// CPUMicros is user + system CPU time of the sandbox and the children
+	// it waited for.
+	CPUMicros int64 `msgpack:"cpu_us"`
+	// MaxRSSKB is the largest resident set of the sandbox, in KiB.
+	MaxRSSKB int64 `msgpack:"max_rss_kb"`
+}
+
+// readyFrame is a sandbox's first frame.
+type readyFrame struct {
+	Type string `msgpack:"type"`
 }
 
 // wireLimits are the rlimits the sandbox applies to itself before the script.
@@ -42,33 +135,78 @@ type wireLimits struct {
 	FileSizeBytes int64 `msgpack:"file_size_bytes"`
 }
 
-// executeMessage is the one frame the runner sends.
-type executeMessage struct {
-	Type           string     `msgpack:"type"`
-	Script         string     `msgpack:"script"`
-	HasInput       bool       `msgpack:"has_input"`
-	Input          string     `msgpack:"input"`
-	Limits         wireLimits `msgpack:"limits"`
-	DenyImports    []string   `msgpack:"deny_imports"`
-	MaxResultBytes int        `msgpack:"max_result_bytes"`
-	OutputMarker   []byte     `msgpack:"output_marker"`
+// executeFrame is the one frame the runner sends a sandbox. It carries no
+// cap the runner enforces: those stay on the Go side.
+type executeFrame struct {
+	Type   string `msgpack:"type"`
+	Script string `msgpack:"script"`
+	// Input is the JSON text or msgpack bytes of main's argument, per
+	// InputFormat; nil with inputNone.
+	Input       []byte     `msgpack:"input"`
+	InputFormat string     `msgpack:"input_format"`
+	Limits      wireLimits `msgpack:"limits"`
+	// DenyImports are top-level modules the script may not import.
+	DenyImports []string `msgpack:"deny_imports"`
 }
 
-// replyMessage is the sandbox's answer to execute: a result or an error.
-type replyMessage struct {
-	Type      string  `msgpack:"type"`
-	Result    []byte  `msgpack:"result"`
-	Kind      string  `msgpack:"kind"`
-	Message   string  `msgpack:"message"`
-	Traceback string  `msgpack:"traceback"`
-	Line      int     `msgpack:"line"`
-	Offset    int     `msgpack:"offset"`
-	Status    int     `msgpack:"status"`
-	CPU       float64 `msgpack:"cpu_seconds"`
+// resultFrame is a successful reply: the UTF-8 JSON text of what main
+// returned. The runner checks it is strict JSON.
+type resultFrame struct {
+	Type   string `msgpack:"type"`
+	Result []byte `msgpack:"result"`
 }
 
-// writeFrame encodes v as msgpack and writes it with its length prefix in one
-// write, so a frame is never interleaved with anything else.
+// errorFrame is a failed reply: the script's own failure, of a kind in
+// sandboxKinds.
+type errorFrame struct {
+	Type      string `msgpack:"type"`
+	Kind      string `msgpack:"kind"`
+	Message   string `msgpack:"message"`
+	Traceback string `msgpack:"traceback"`
+	Line      int    `msgpack:"line"`
+	Offset    int    `msgpack:"offset"`
+}
+
+// Bounds of what a sandbox may send, checked by the runner.
+const (
+	// maxReadyFrame bounds the ready frame.
+	maxReadyFrame = 64
+	// maxReplyEnvelope is what a reply frame may carry besides the result.
+	maxReplyEnvelope = 256 << 10
+	// maxErrorMessage and maxErrorTraceback bound an error frame's texts
+	// (python/pyexec/script.py cuts them to 4096 and 32768 characters).
+	maxErrorMessage   = 4096 * 4
+	maxErrorTraceback = 32768 * 4
+	// maxControlPacket bounds a packet on the control socket.
+	maxControlPacket = 4096
+	// maxFrameDepth bounds the nesting of a frame; ours are two deep.
+	maxFrameDepth = 8
+)
+
+// channelMessages and controlMessages list every message type by name,
+// for the protocol test.
+var (
+	channelMessages = map[string]any{
+		msgReady: readyFrame{}, msgExecute: executeFrame{}, msgResult: resultFrame{}, msgError: errorFrame{},
+	}
+	controlMessages = map[string]any{
+		msgReady: zygoteReady{}, msgSpawn: spawnRequest{}, msgSpawned: spawnedReport{},
+		msgSpawnFailed: spawnFailedReport{}, msgExit: exitReport{},
+	}
+)
+
+// frameHeaderSize is the length prefix of every channel frame.
+const frameHeaderSize = 4
+
+var (
+	errFrameTooLarge = errors.New("frame too large")
+	// errMalformed marks a frame or packet that is not what the protocol
+	// says: the sandbox's fault when it comes from the channel.
+	errMalformed = errors.New("malformed message")
+)
+
+// writeFrame encodes v as msgpack and writes it with its length prefix in
+// one write.
 func writeFrame(w io.Writer, v any) error {
 	payload, err := msgpack.Marshal(v)
 	if err != nil {
@@ -83,26 +221,83 @@ func writeFrame(w io.Writer, v any) error {
 	return nil
 }
 
-// readFrame reads one frame of at most maxSize payload bytes into v.
-func readFrame(r io.Reader, maxSize int, v any) error {
+// readFramePayload reads one frame's payload of at most maxSize bytes.
+func readFramePayload(r io.Reader, maxSize int) ([]byte, error) {
 	var header [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, header[:]); err != nil {
-		return fmt.Errorf("cannot read frame header: %w", err)
+		return nil, fmt.Errorf("cannot read frame header: %w", err)
 	}
 	size := binary.BigEndian.Uint32(header[:])
 	if uint64(size) > uint64(maxSize) {
-		return fmt.Errorf("frame of %d bytes is over the cap of %d: %w", size, maxSize, errFrameTooLarge)
+		return nil, fmt.Errorf("frame of %d bytes is over the cap of %d: %w", size, maxSize, errFrameTooLarge)
 	}
 	payload := make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {
-		return fmt.Errorf("cannot read frame payload: %w", err)
+		return nil, fmt.Errorf("cannot read frame payload: %w", err)
 	}
-	// The sandbox is hostile: a script can write its own frames on fd 3.
+	return payload, nil
+}
+
+// messageType returns the "type" of one msgpack map, checked first so a
+// malformed message never reaches the decoder's allocations.
+func messageType(payload []byte) (string, error) {
 	if err := msgpackcheck.Check(payload, maxFrameDepth); err != nil {
-		return fmt.Errorf("cannot decode frame: %w", err)
+		return "", fmt.Errorf("%w: %w", errMalformed, err)
 	}
-	if err := msgpack.Unmarshal(payload, v); err != nil {
-		return fmt.Errorf("cannot decode frame: %w", err)
+	var head struct {
+		Type string `msgpack:"type"`
+	}
+	if err := msgpack.Unmarshal(payload, &head); err != nil {
+		return "", fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	return head.Type, nil
+}
+
+// decodeStrict decodes payload into v, refusing keys v does not have.
+func decodeStrict(payload []byte, v any) error {
+	dec := msgpack.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	return nil
+}
+
+// readReply reads the one reply frame of a sandbox: a resultFrame or an
+// errorFrame (the other is nil), or an error wrapping errFrameTooLarge,
+// errMalformed, or the read's own error (EOF, deadline).
+func readReply(r io.Reader, maxSize int) (*resultFrame, *errorFrame, error) {
+	payload, err := readFramePayload(r, maxSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	typ, err := messageType(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch typ {
+	case msgResult:
+		var res resultFrame
+		if err := decodeStrict(payload, &res); err != nil {
+			return nil, nil, err
+		}
+		return &res, nil, nil
+	case msgError:
+		var e errorFrame
+		if err := decodeStrict(payload, &e); err != nil {
+			return nil, nil, err
+		}
+		return nil, &e, nil
+	default:
+		return nil, nil, fmt.Errorf("%w: a reply of type %q", errMalformed, clip(typ, 40))
+	}
+}
+
+// clip bounds text that came from a sandbox before it reaches an error
+// message or a log line.
+func clip(text string, max int) string {
+	if len(text) <= max {
+		return text
+	}
+	return fmt.Sprintf("%s…[%d bytes cut]", strings.ToValidUTF8(text[:max], ""), len(text)-max)
 }

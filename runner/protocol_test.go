@@ -2,42 +2,138 @@ package runner
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"os/exec"
+	"reflect"
+	"sort"
+	"strings"
 	"testing"
 )
 
-func TestFrameRoundTrip(t *testing.T) {
+func TestReplyRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
-	in := replyMessage{Type: msgError, Kind: "script_error", Message: "boom", Line: 3}
+	in := errorFrame{Type: msgError, Kind: "script_error", Message: "boom", Line: 3}
 	if err := writeFrame(&buf, &in); err != nil {
 		t.Fatal(err)
 	}
-	var out replyMessage
-	if err := readFrame(&buf, 1<<10, &out); err != nil {
-		t.Fatal(err)
+	res, failed, err := readReply(&buf, 1<<10)
+	if err != nil || res != nil || failed == nil {
+		t.Fatalf("readReply = %v, %v, %v", res, failed, err)
 	}
-	if out.Type != in.Type || out.Kind != in.Kind || out.Message != in.Message || out.Line != in.Line {
-		t.Errorf("got %+v, want %+v", out, in)
+	if *failed != in {
+		t.Errorf("got %+v, want %+v", *failed, in)
 	}
 }
 
-func TestReadFrameRefusesOversizedFrames(t *testing.T) {
-	frame := []byte{0, 0, 0x10, 0}
-	var out replyMessage
-	if err := readFrame(bytes.NewReader(frame), 1<<10, &out); !errors.Is(err, errFrameTooLarge) {
-		t.Errorf("err = %v, want errFrameTooLarge", err)
+func TestReadReplyRefusesWhatTheProtocolDoesNotSay(t *testing.T) {
+	frame := func(v any) []byte {
+		var buf bytes.Buffer
+		if err := writeFrame(&buf, v); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		want  error
+	}{
+		{"over the cap", []byte{0, 0, 0x10, 0}, errFrameTooLarge},
+		{"not msgpack", []byte{0, 0, 0, 2, 0xc1, 0xc1}, errMalformed},
+		{"not a map", frame([]int{1, 2}), errMalformed},
+		{"unknown type", frame(map[string]any{"type": "exit", "status": 9}), errMalformed},
+		{"unknown key", frame(map[string]any{"type": "result", "result": []byte("1"), "max_result_bytes": 0}), errMalformed},
+		{"ready as reply", frame(readyFrame{Type: msgReady}), errMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readReply(bytes.NewReader(tc.bytes), 1<<10)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 
 // A hostile sandbox can write any bytes on its channel: reading them must
 // never panic nor allocate more than the frame holds.
-func FuzzReadFrame(f *testing.F) {
+func FuzzReadReply(f *testing.F) {
 	var buf bytes.Buffer
-	_ = writeFrame(&buf, &replyMessage{Type: msgResult, Result: []byte(`{"a":1}`)})
+	_ = writeFrame(&buf, &resultFrame{Type: msgResult, Result: []byte(`{"a":1}`)})
 	f.Add(buf.Bytes())
 	f.Add([]byte("\x00\x00\x00\x07\xc9H\x13\x91t\xeb\x99"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var out replyMessage
-		_ = readFrame(bytes.NewReader(b), 1<<16, &out)
+		_, _, _ = readReply(bytes.NewReader(b), 1<<16)
 	})
+}
+
+// msgpackKeys lists the msgpack keys of a struct type, by its tags.
+func msgpackKeys(v any) []string {
+	typ := reflect.TypeOf(v)
+	var keys []string
+	for i := 0; i < typ.NumField(); i++ {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("msgpack"), ",")
+		keys = append(keys, name)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// TestProtocolMatchesPython fails when the Python side sends or expects a
+// key the Go types don't have, or the reverse: both halves must describe
+// every message the same way.
+func TestProtocolMatchesPython(t *testing.T) {
+	python := "/usr/bin/python3"
+	if _, err := exec.LookPath(python); err != nil {
+		t.Skipf("no %s: %v", python, err)
+	}
+	cmd := exec.Command(python, "-I", "-B", "-c", `
+import json, sys
+sys.path.insert(0, "../python")
+from pyexec import protocol
+print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONTROL_MESSAGES,
+                  "limits": protocol.LIMIT_KEYS, "zygote_config": protocol.ZYGOTE_CONFIG_KEYS}))
+`)
+	raw, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python: %v", err)
+	}
+	var py struct {
+		Channel, Control map[string][]string
+		Limits           []string
+		ZygoteConfig     []string `json:"zygote_config"`
+	}
+	if err := json.Unmarshal(raw, &py); err != nil {
+		t.Fatal(err)
+	}
+	compare := func(what string, goTypes map[string]any, pyTypes map[string][]string) {
+		for name, v := range goTypes {
+			keys := append([]string(nil), pyTypes[name]...)
+			sort.Strings(keys)
+			if !reflect.DeepEqual(msgpackKeys(v), keys) {
+				t.Errorf("%s message %q: Go keys %v, Python keys %v", what, name, msgpackKeys(v), keys)
+			}
+		}
+		for name := range pyTypes {
+			if _, ok := goTypes[name]; !ok {
+				t.Errorf("%s message %q exists in Python only", what, name)
+			}
+		}
+	}
+	compare("channel", channelMessages, py.Channel)
+	compare("control", controlMessages, py.Control)
+	sort.Strings(py.Limits)
+	if got := msgpackKeys(wireLimits{}); !reflect.DeepEqual(got, py.Limits) {
+		t.Errorf("limits: Go keys %v, Python keys %v", got, py.Limits)
+	}
+	var goConfig []string
+	typ := reflect.TypeOf(zygoteConfig{})
+	for i := 0; i < typ.NumField(); i++ {
+		goConfig = append(goConfig, typ.Field(i).Tag.Get("json"))
+	}
+	sort.Strings(goConfig)
+	sort.Strings(py.ZygoteConfig)
+	if !reflect.DeepEqual(goConfig, py.ZygoteConfig) {
+		t.Errorf("zygote config: Go keys %v, Python keys %v", goConfig, py.ZygoteConfig)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +42,8 @@ type Config struct {
 	// StartTimeout bounds how long a new sandbox may take to say ready.
 	// Zero: 30s.
 	StartTimeout time.Duration
-	// TmpBytes caps each sandbox's private /tmp and /dev/shm. Zero: 64 MiB.
+	// TmpBytes caps each sandbox's one private tmpfs, which holds its /tmp
+	// and /dev/shm together. Zero: 64 MiB.
 	TmpBytes int64
 	// SandboxUID and SandboxGID are the host ids the jail runs as when the
 	// server runs as root. Zero: 65534 (nobody/nogroup). The sandbox never
@@ -57,6 +57,12 @@ type Config struct {
 	// DenyImports are top-level modules a script may not import
 	// (defence in depth only; the jail is the boundary). Zero: none.
 	DenyImports []string
+	// ZygoteMaxForks and ZygoteMaxAge rotate the fork-mode zygote: after
+	// that many sandboxes, or that long, a fresh zygote (new address-space
+	// layout, new hash seed) takes over and the old one is retired once its
+	// sandboxes are gone. Zero: 200 and 10 minutes (see DefaultConfig).
+	ZygoteMaxForks int
+	ZygoteMaxAge   time.Duration
 }
 
 // Limits bound one execution. Zero fields mean "no limit of this kind",
@@ -93,6 +99,14 @@ type Request struct {
 	Limits      Limits
 }
 
+// Usage is what the sandbox used, from the kernel's rusage.
+type Usage struct {
+	// CPU is user + system time of the sandbox and its waited-for children.
+	CPU time.Duration
+	// MaxRSSKB is its largest resident set, in KiB.
+	MaxRSSKB int64
+}
+
 // Output is what one execution produced. Stdout and Stderr are filled in
 // whether or not the script succeeded.
 type Output struct {
@@ -101,6 +115,9 @@ type Output struct {
 	Stdout, Stderr []byte
 	// Exec is the time from sending the script to having the outcome.
 	Exec time.Duration
+	// Usage is known when the sandbox's end was reported (failures); zero
+	// on the fast path of a success.
+	Usage Usage
 }
 
 // Runner starts sandboxes. It is safe for concurrent use. In fork mode it
@@ -108,6 +125,7 @@ type Output struct {
 type Runner struct {
 	cfg        Config
 	credential *syscall.Credential
+	python     python.Program
 	zygotes    *zygoteSupervisor // fork mode only
 }
 
@@ -157,12 +175,22 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.SandboxGID == 0 {
 		cfg.SandboxGID = 65534
 	}
+	if cfg.ZygoteMaxForks == 0 {
+		cfg.ZygoteMaxForks = 200
+	}
+	if cfg.ZygoteMaxAge == 0 {
+		cfg.ZygoteMaxAge = 10 * time.Minute
+	}
 	for _, name := range cfg.Preload {
 		if strings.ContainsAny(name, ", ") || name == "" {
 			return nil, fmt.Errorf("runner: preload module name %q is not valid", name)
 		}
 	}
-	r := &Runner{cfg: cfg}
+	program, err := python.Load()
+	if err != nil {
+		return nil, fmt.Errorf("runner: cannot load the embedded Python program: %w", err)
+	}
+	r := &Runner{cfg: cfg, python: program}
 	if os.Geteuid() == 0 {
 		// As root, start the jail as an unprivileged host uid: bwrap then
 		// maps the sandbox's uid to it, never to host root.
@@ -172,26 +200,6 @@ func New(cfg Config) (*Runner, error) {
 		r.zygotes = newZygoteSupervisor(r)
 	}
 	return r, nil
-}
-
-// sandboxArgv is the interpreter's command line inside the jail: -I
-// isolates it from the environment and user site, -B writes no bytecode,
-// -u makes stdout and stderr unbuffered so print() and os.write() reach
-// the pipes in order.
-func (r *Runner) sandboxArgv(zygote bool) []string {
-	argv := []string{r.cfg.Python, "-I", "-B", "-u", "-c", python.SandboxSource}
-	if zygote {
-		argv = append(argv, "zygote")
-	}
-	argv = append(argv, strings.Join(r.cfg.Preload, ","))
-	if zygote {
-		prewarm := "no-prewarm"
-		if r.cfg.Prewarm {
-			prewarm = "prewarm"
-		}
-		argv = append(argv, strconv.FormatInt(r.cfg.TmpBytes, 10), prewarm)
-	}
-	return argv
 }
 
 // Start starts one sandbox and waits until it says ready. ctx bounds the
@@ -206,6 +214,24 @@ func (r *Runner) Start(ctx context.Context) (*Sandbox, error) {
 		return nil, err
 	}
 	return r.spawn(ctx, z)
+}
+
+// startExec starts one exec-mode sandbox: a fresh jailed interpreter,
+// started for it alone, that imports the preload modules and forks it
+// through the same isolation steps as fork mode. The zygote is closed with
+// the sandbox.
+func (r *Runner) startExec(ctx context.Context) (*Sandbox, error) {
+	z, err := r.startZygote(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := r.spawn(ctx, z)
+	if err != nil {
+		z.close()
+		return nil, err
+	}
+	sb.ownsZygote = true
+	return sb, nil
 }
 
 // Close stops the zygote (fork mode) and every sandbox forked from it.

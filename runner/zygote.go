@@ -2,11 +2,13 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -17,47 +19,85 @@ import (
 // went with it. The request may succeed if sent again.
 var ErrZygoteDied = errors.New("zygote died")
 
-// zygote is one running fork-mode zygote: a jailed interpreter that
-// imported the preload modules once and forks a sandbox per spawn message.
-// See doc.go for the process tree.
+// zygote is one running zygote: a jailed interpreter that imported the
+// preload modules once and forks a sandbox per spawn request. See
+// protocol.go for its control socket and doc.go for the process tree.
 type zygote struct {
 	proc    *jailedProc
-	control *net.UnixConn // SOCK_SEQPACKET; one message per spawn
+	control *net.UnixConn // SOCK_SEQPACKET
 	stderr  *cappedPipe
-	// gone is closed by the supervisor once the zygote has died.
-	gone chan struct{}
+	started time.Time
+	// gone is closed once the zygote is dead or closed: its sandboxes are
+	// gone with it.
+	gone      chan struct{}
+	goneOnce  sync.Once
+	readerEnd chan struct{} // closed when readLoop returned
 
-	mu sync.Mutex // serialises spawn messages on control
+	writeMu sync.Mutex // serialises spawn requests on control
+
+	mu      sync.Mutex // guards the fields below
+	pending map[uint64]*spawnWait
+	nextID  uint64
+	forks   int  // spawn requests sent
+	live    int  // sandboxes spawned and not yet closed
+	retired bool // no more spawns; close once live is 0
+	closed  bool
+}
+
+// spawnWait is where the control reader delivers one sandbox's reports.
+type spawnWait struct {
+	spawned chan spawnOutcome // buffered 1
+	exit    chan exitReport   // buffered 1
+}
+
+type spawnOutcome struct {
+	pidfd int
+	err   error
 }
 
 // startZygote starts a zygote and waits until it says ready.
-func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
+func (r *Runner) startZygote(ctx context.Context, prewarm bool) (*zygote, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zygote control socketpair: %w", err)
 	}
 	childEnd := os.NewFile(uintptr(fds[1]), "zygote-control-child")
-	defer childEnd.Close()
 	control, err := fileConn(os.NewFile(uintptr(fds[0]), "zygote-control"))
 	if err != nil {
+		childEnd.Close()
 		return nil, err
 	}
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
+		childEnd.Close()
 		control.Close()
 		return nil, fmt.Errorf("cannot create zygote stderr pipe: %w", err)
 	}
-	cmd := r.jailCommand(r.sandboxArgv(true))
+	argv, err := r.zygoteArgv(prewarm)
+	if err != nil {
+		childEnd.Close()
+		control.Close()
+		stderrR.Close()
+		stderrW.Close()
+		return nil, err
+	}
+	cmd := r.jailCommand(argv)
 	cmd.Stderr = stderrW
 	cmd.ExtraFiles = []*os.File{childEnd}
 	proc, err := startJailed(cmd)
+	// Only the zygote holds these now: a zygote that dies at once is seen
+	// as EOF on the control socket, not after the start timeout.
 	stderrW.Close()
+	childEnd.Close()
 	if err != nil {
 		control.Close()
 		stderrR.Close()
 		return nil, err
 	}
-	z := &zygote{proc: proc, control: control, stderr: newCappedPipe(stderrR), gone: make(chan struct{})}
+	z := &zygote{
+		proc: proc, control: control, stderr: newCappedPipe(stderrR), started: time.Now(),
+		gone: make(chan struct{}), readerEnd: make(chan struct{}), pending: map[uint64]*spawnWait{},
+	}
 
 	deadline := time.Now().Add(r.cfg.StartTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -66,137 +106,288 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 	stop := context.AfterFunc(ctx, func() { control.SetReadDeadline(time.Now()) })
 	defer stop()
 	control.SetReadDeadline(deadline)
-	buf := make([]byte, 512)
+	buf := make([]byte, maxControlPacket)
 	n, err := control.Read(buf)
-	var ready readyMessage
+	var ready zygoteReady
 	if err == nil {
-		err = msgpack.Unmarshal(buf[:n], &ready)
+		err = decodeStrict(buf[:n], &ready)
 	}
 	if err == nil && ready.Type != msgReady {
-		err = fmt.Errorf("zygote sent %q instead of ready", ready.Type)
+		err = fmt.Errorf("zygote sent %q instead of ready", clip(ready.Type, 40))
 	}
 	if err != nil {
 		z.close()
 		return nil, fmt.Errorf("zygote did not say ready: %w (%s)", err, stderrTail(z.stderr))
 	}
 	control.SetReadDeadline(time.Time{})
+	go z.readLoop()
+	go func() {
+		select {
+		case <-proc.exited:
+		case <-z.readerEnd:
+		}
+		z.markGone()
+	}()
 	return z, nil
 }
 
-// close kills the zygote, and with it every sandbox it forked.
+// zygoteArgv is the zygote's command line inside the jail: -I isolates the
+// interpreter from the environment and user site, -B writes no bytecode,
+// -u makes stdout and stderr unbuffered so print() and os.write() reach
+// the pipes in order. python/boot.py loads the embedded package.
+func (r *Runner) zygoteArgv(prewarm bool) ([]string, error) {
+	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes, Prewarm: prewarm})
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode zygote config: %w", err)
+	}
+	argv := []string{r.cfg.Python, "-I", "-B", "-u", "-c", r.python.Boot, string(config)}
+	for _, m := range r.python.Modules {
+		argv = append(argv, m.Name, m.Source)
+	}
+	return argv, nil
+}
+
+// fileConn turns one end of a socketpair into a net.UnixConn, which has
+// deadlines.
+func fileConn(f *os.File) (*net.UnixConn, error) {
+	defer f.Close() // net.FileConn dups the descriptor
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("cannot wrap control socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("control socket is a %T, not a unix socket", c)
+	}
+	return uc, nil
+}
+
+// readLoop delivers the zygote's reports to the sandboxes waiting for
+// them, until the control socket fails (the zygote died or was closed).
+func (z *zygote) readLoop() {
+	defer close(z.readerEnd)
+	buf := make([]byte, maxControlPacket)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := z.control.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 {
+			return
+		}
+		fds := receivedFDs(oob[:oobn])
+		if !z.deliver(buf[:n], fds) {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}
+}
+
+// receivedFDs returns the descriptors of SCM_RIGHTS messages in oob.
+func receivedFDs(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := range msgs {
+		if got, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+			fds = append(fds, got...)
+		}
+	}
+	return fds
+}
+
+// deliver hands one control packet to its sandbox; it reports whether the
+// packet's descriptors were taken.
+func (z *zygote) deliver(packet []byte, fds []int) bool {
+	typ, err := messageType(packet)
+	if err != nil {
+		return false
+	}
+	switch typ {
+	case msgSpawned:
+		var m spawnedReport
+		if decodeStrict(packet, &m) != nil || len(fds) != 1 {
+			return false
+		}
+		if w := z.waiter(m.ID); w != nil {
+			select {
+			case w.spawned <- spawnOutcome{pidfd: fds[0]}:
+				return true
+			default:
+			}
+		}
+	case msgSpawnFailed:
+		var m spawnFailedReport
+		if decodeStrict(packet, &m) != nil {
+			return false
+		}
+		if w := z.waiter(m.ID); w != nil {
+			select {
+			case w.spawned <- spawnOutcome{pidfd: -1, err: fmt.Errorf("zygote could not make the sandbox: %s", clip(m.Message, 512))}:
+			default:
+			}
+		}
+	case msgExit:
+		var m exitReport
+		if decodeStrict(packet, &m) != nil {
+			return false
+		}
+		if w := z.waiter(m.ID); w != nil {
+			select {
+			case w.exit <- m:
+			default:
+			}
+		}
+	}
+	return false
+}
+
+func (z *zygote) waiter(id uint64) *spawnWait {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.pending[id]
+}
+
+// register reserves an id for a new sandbox of this zygote.
+func (z *zygote) register() (uint64, *spawnWait, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.closed {
+		return 0, nil, fmt.Errorf("zygote is closed: %w", ErrZygoteDied)
+	}
+	z.nextID++
+	z.forks++
+	z.live++
+	w := &spawnWait{spawned: make(chan spawnOutcome, 1), exit: make(chan exitReport, 1)}
+	z.pending[z.nextID] = w
+	return z.nextID, w, nil
+}
+
+// release forgets a closed sandbox; a retired zygote closes with its last.
+func (z *zygote) release(id uint64) {
+	z.mu.Lock()
+	delete(z.pending, id)
+	z.live--
+	last := z.retired && z.live == 0
+	z.mu.Unlock()
+	if last {
+		z.close()
+	}
+}
+
+// retire stops new spawns; the zygote closes once its sandboxes are gone.
+func (z *zygote) retire() {
+	z.mu.Lock()
+	z.retired = true
+	idle := z.live == 0
+	z.mu.Unlock()
+	if idle {
+		z.close()
+	}
+}
+
+func (z *zygote) forkCount() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.forks
+}
+
+func (z *zygote) markGone() { z.goneOnce.Do(func() { close(z.gone) }) }
+
+func (z *zygote) died() bool {
+	select {
+	case <-z.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+// close kills the zygote, and with it every sandbox it forked, and waits
+// for it and its reader. Safe to call more than once.
 func (z *zygote) close() {
+	z.mu.Lock()
+	already := z.closed
+	z.closed = true
+	z.mu.Unlock()
+	if already {
+		return
+	}
 	z.proc.kill()
 	z.proc.wait(drainTimeout)
 	z.control.Close()
+	<-z.readerEnd
+	z.markGone()
 	z.stderr.close()
 }
 
-// spawn asks the zygote for one sandbox and waits until it says ready.
+// spawn asks z for one sandbox and waits until it says ready.
 func (r *Runner) spawn(ctx context.Context, z *zygote) (_ *Sandbox, err error) {
-	pipes, err := newSandboxPipes()
+	id, wait, err := z.register()
 	if err != nil {
 		return nil, err
 	}
-	spawnMsg, err := msgpack.Marshal(map[string]string{"type": "spawn"})
+	pipes, err := newSandboxPipes()
 	if err != nil {
-		pipes.closeAll()
-		return nil, fmt.Errorf("cannot encode spawn: %w", err)
+		z.release(id)
+		return nil, err
 	}
-	rights := unix.UnixRights(int(pipes.channel.Fd()), int(pipes.stdoutW.Fd()), int(pipes.stderrW.Fd()))
-	z.mu.Lock()
-	z.control.SetWriteDeadline(time.Now().Add(r.cfg.StartTimeout))
-	_, _, err = z.control.WriteMsgUnix(spawnMsg, rights, nil)
-	z.mu.Unlock()
-	pipes.closeChildEnds()
-	if err != nil {
-		pipes.closeAll()
-		return nil, fmt.Errorf("cannot send spawn to zygote: %w", err)
-	}
-	sb := newSandbox(pipes, r.cfg.DenyImports)
-	sb.zygoteGone = z.gone
-	// Until ready there is no pid to kill: closing the channel makes the
-	// half-made sandbox exit at its first read or write.
-	sb.proc = unstartedProc{}
+	sb := newSandbox(pipes, z, id, wait, r.cfg.DenyImports)
 	defer func() {
 		if err != nil {
 			sb.Close()
 		}
 	}()
-	pid, err := sb.awaitReady(ctx, time.Now().Add(r.cfg.StartTimeout))
+	request, err := msgpack.Marshal(&spawnRequest{Type: msgSpawn, ID: id})
 	if err != nil {
-		if sb.zygoteDied() {
+		pipes.closeSandboxEnds()
+		return nil, fmt.Errorf("cannot encode spawn: %w", err)
+	}
+	z.writeMu.Lock()
+	z.control.SetWriteDeadline(time.Now().Add(r.cfg.StartTimeout))
+	_, _, err = z.control.WriteMsgUnix(request, unix.UnixRights(pipes.sandboxEnds()...), nil)
+	z.writeMu.Unlock()
+	pipes.closeSandboxEnds()
+	if err != nil {
+		return nil, fmt.Errorf("cannot send spawn to zygote: %w", err)
+	}
+
+	deadline := time.Now().Add(r.cfg.StartTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case got := <-wait.spawned:
+		if got.err != nil {
+			return nil, got.err
+		}
+		sb.proc = &pidfdProc{fd: got.pidfd}
+	case <-z.gone:
+		return nil, fmt.Errorf("waiting for the sandbox: %w", ErrZygoteDied)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the sandbox: %w", ctx.Err())
+	case <-timer.C:
+		return nil, fmt.Errorf("the zygote did not make the sandbox within %v", r.cfg.StartTimeout)
+	}
+	if err := sb.awaitReady(ctx, deadline); err != nil {
+		if z.died() {
 			return nil, fmt.Errorf("%w: %w", ErrZygoteDied, err)
 		}
 		return nil, err
 	}
-	proc, err := openPidfd(pid)
-	if err != nil {
-		return nil, err
-	}
-	sb.proc, sb.pid = proc, pid
 	return sb, nil
 }
 
-// unstartedProc stands in until a fork-mode sandbox has said ready.
-type unstartedProc struct{}
-
-func (unstartedProc) kill()       {}
-func (unstartedProc) alive() bool { return false }
-func (unstartedProc) wait(time.Duration) (exitInfo, bool, error) {
-	return exitInfo{}, false, nil
-}
-func (unstartedProc) release() {}
-
-// pidfdProc is a fork-mode sandbox, reached through a pidfd: race-free
-// signalling of a process the runner is not the parent of.
-type pidfdProc struct {
-	fd       int
-	killOnce sync.Once
-	relOnce  sync.Once
-}
-
-func openPidfd(pid int) (*pidfdProc, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open pidfd of sandbox %d: %w", pid, err)
-	}
-	return &pidfdProc{fd: fd}, nil
-}
-
-func (p *pidfdProc) kill() {
-	p.killOnce.Do(func() { _ = unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0) })
-}
-
-// exitedWithin polls the pidfd, which becomes readable when the process
-// exits.
-func (p *pidfdProc) exitedWithin(timeout time.Duration) bool {
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		n, err := unix.Poll(fds, max(ms, 0))
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil && n > 0
-	}
-}
-
-func (p *pidfdProc) alive() bool { return !p.exitedWithin(0) }
-
-// wait waits until the sandbox's root process exited; how it ended comes
-// on the channel from its supervisor, not from here.
-func (p *pidfdProc) wait(timeout time.Duration) (exitInfo, bool, error) {
-	if !p.exitedWithin(timeout) {
-		return exitInfo{}, false, fmt.Errorf("sandbox still running %v after the kill", timeout)
-	}
-	return exitInfo{}, false, nil
-}
-
-func (p *pidfdProc) release() { p.relOnce.Do(func() { unix.Close(p.fd) }) }
-
-// zygoteSupervisor keeps one zygote running: it restarts a dead zygote at
-// once, backing off while restarts fail. It is owned by the Runner.
+// zygoteSupervisor keeps one zygote serving in fork mode: it restarts a
+// dead one at once (backing off while starts fail), and rotates a zygote
+// after Config.ZygoteMaxForks sandboxes or Config.ZygoteMaxAge, so that
+// sandboxes of different generations differ in address-space layout and
+// hash seed. A rotated zygote is retired: it makes no more sandboxes and
+// is closed when its last one is. It is owned by the Runner.
 type zygoteSupervisor struct {
 	r *Runner
 
@@ -204,6 +395,10 @@ type zygoteSupervisor struct {
 	current *zygote
 	changed chan struct{} // closed and replaced whenever current changes
 	lastErr error
+	// rotate is signalled when current has made its share of sandboxes.
+	rotate chan struct{}
+	// retired are the rotated zygotes, closed at the latest with the runner.
+	retired []*zygote
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -211,7 +406,7 @@ type zygoteSupervisor struct {
 }
 
 func newZygoteSupervisor(r *Runner) *zygoteSupervisor {
-	s := &zygoteSupervisor{r: r, changed: make(chan struct{}), done: make(chan struct{})}
+	s := &zygoteSupervisor{r: r, changed: make(chan struct{}), rotate: make(chan struct{}, 1), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.loop()
 	return s
@@ -225,45 +420,106 @@ func (s *zygoteSupervisor) set(z *zygote, err error) {
 	s.changed = make(chan struct{})
 }
 
-func (s *zygoteSupervisor) loop() {
-	defer close(s.done)
+func (s *zygoteSupervisor) start() *zygote {
 	backoff := 100 * time.Millisecond
 	for s.ctx.Err() == nil {
-		z, err := s.r.startZygote(s.ctx)
-		if err != nil {
-			s.set(nil, err)
-			s.r.cfg.Logger.Error().Err(err).Dur("retry_in", backoff).Msg("cannot start zygote")
-			select {
-			case <-time.After(backoff):
-			case <-s.ctx.Done():
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
+		z, err := s.r.startZygote(s.ctx, s.r.cfg.Prewarm)
+		if err == nil {
+			return z
 		}
-		backoff = 100 * time.Millisecond
-		s.set(z, nil)
+		s.mu.Lock()
+		s.lastErr = err
+		s.mu.Unlock()
+		s.r.cfg.Logger.Error().Err(err).Dur("retry_in", backoff).Msg("cannot start zygote")
 		select {
-		case <-z.proc.exited:
-			// Sandboxes it forked die with it (parent-death signals and
-			// the jail's PID namespace); mark them so at once.
-			close(z.gone)
-			s.set(nil, fmt.Errorf("%w: %v (%s)", ErrZygoteDied, z.proc.waitErr, stderrTail(z.stderr)))
+		case <-time.After(backoff):
+		case <-s.ctx.Done():
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+func (s *zygoteSupervisor) loop() {
+	defer close(s.done)
+	var z *zygote
+	for s.ctx.Err() == nil {
+		if z == nil {
+			if z = s.start(); z == nil {
+				return
+			}
+			s.set(z, nil)
+		}
+		age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
+		select {
+		case <-z.gone:
+			// Sandboxes it forked died with it; they see z.gone at once.
+			s.set(nil, fmt.Errorf("%w (%s)", ErrZygoteDied, stderrTail(z.stderr)))
 			s.r.cfg.Logger.Error().Err(z.proc.waitErr).Msg("zygote died; restarting it")
 			z.close()
+			z = nil
+		case <-s.rotate:
+			z = s.replace(z, "forks")
+		case <-age.C:
+			z = s.replace(z, "age")
 		case <-s.ctx.Done():
-			z.close()
-			close(z.gone)
 		}
+		age.Stop()
+	}
+	if z != nil {
+		z.close()
+	}
+	for _, old := range s.retired {
+		old.close()
 	}
 }
 
-// get returns the running zygote, waiting for one until ctx ends.
+// replace starts the next zygote while old keeps serving, then retires old.
+func (s *zygoteSupervisor) replace(old *zygote, why string) *zygote {
+	next := s.start()
+	if next == nil {
+		return old
+	}
+	s.set(next, nil)
+	s.r.cfg.Logger.Debug().Str("why", why).Int("forks", old.forkCount()).Msg("zygote rotated")
+	old.retire()
+	s.retired = append(s.retired[:0:0], liveZygotes(s.retired)...)
+	s.retired = append(s.retired, old)
+	// A rotation request for old that came while next was starting is stale.
+	select {
+	case <-s.rotate:
+	default:
+	}
+	return next
+}
+
+// liveZygotes are those of zs not yet closed.
+func liveZygotes(zs []*zygote) []*zygote {
+	var out []*zygote
+	for _, z := range zs {
+		z.mu.Lock()
+		closed := z.closed
+		z.mu.Unlock()
+		if !closed {
+			out = append(out, z)
+		}
+	}
+	return out
+}
+
+// get returns the serving zygote, waiting for one until ctx ends.
 func (s *zygoteSupervisor) get(ctx context.Context) (*zygote, error) {
 	for {
 		s.mu.Lock()
 		z, changed, lastErr := s.current, s.changed, s.lastErr
 		s.mu.Unlock()
 		if z != nil {
+			if z.forkCount()+1 >= s.r.cfg.ZygoteMaxForks {
+				select {
+				case s.rotate <- struct{}{}:
+				default:
+				}
+			}
 			return z, nil
 		}
 		select {
@@ -283,3 +539,9 @@ func (s *zygoteSupervisor) close() {
 	s.cancel()
 	<-s.done
 }
+
+// exitStatus turns a report's raw wait status into a syscall.WaitStatus.
+func (m exitReport) exitStatus() syscall.WaitStatus { return syscall.WaitStatus(m.Status) }
+
+// cpu is the CPU time the report counts.
+func (m exitReport) cpu() time.Duration { return time.Duration(m.CPUMicros) * time.Microsecond }

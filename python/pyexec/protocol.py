@@ -1,0 +1,104 @@
+"""Frames and messages: the Python side of runner/protocol.go.
+
+runner/protocol.go is the contract; this module mirrors its message types
+key for key (a Go test compares the two). Two transports:
+
+* the sandbox's channel: two pipes, fd 3 (runner -> sandbox) and fd 4
+  (sandbox -> runner); every frame is a 4-byte big-endian length and one
+  msgpack map;
+* the zygote's control socket: fd 3 of the zygote, SOCK_SEQPACKET, one
+  msgpack map per packet, descriptors as SCM_RIGHTS.
+"""
+
+import os
+import struct
+
+# Channel descriptors of a sandbox.
+CHANNEL_IN_FD = 3
+CHANNEL_OUT_FD = 4
+# Control socket of the zygote.
+CONTROL_FD = 3
+
+# The runner never sends more than the script and input caps; this bound only
+# keeps a confused peer from making the sandbox allocate without limit.
+MAX_INBOUND_FRAME = 64 << 20
+
+# Messages on a sandbox's channel, by type: the exact keys each carries.
+CHANNEL_MESSAGES = {
+    "ready": ("type",),
+    "execute": ("type", "script", "input", "input_format", "limits", "deny_imports"),
+    "result": ("type", "result"),
+    "error": ("type", "kind", "message", "traceback", "line", "offset"),
+}
+
+# Messages on the zygote's control socket, by type.
+CONTROL_MESSAGES = {
+    "ready": ("type", "pid"),
+    "spawn": ("type", "id"),
+    "spawned": ("type", "id", "pid"),
+    "spawn_failed": ("type", "id", "message"),
+    "exit": ("type", "id", "status", "cpu_us", "max_rss_kb"),
+}
+
+# Keys of the zygote's configuration (JSON on its command line).
+ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "prewarm")
+
+# Keys of the "limits" map of an execute message.
+LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")
+
+# Values of "input_format".
+INPUT_NONE, INPUT_JSON, INPUT_MSGPACK = "", "json", "msgpack"
+
+
+class ProtocolError(Exception):
+    """A message that does not match its declared shape."""
+
+
+def check_shape(message, schema):
+    """Raise ProtocolError unless message has exactly its type's keys."""
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not a map")
+    keys = schema.get(message.get("type"))
+    if keys is None:
+        raise ProtocolError("unknown message type %r" % (message.get("type"),))
+    if set(message) != set(keys):
+        raise ProtocolError("message %r has keys %s, want %s" % (message["type"], sorted(message), sorted(keys)))
+    return message
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the runner closed the channel")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def send_frame(msgpack, message, fd=CHANNEL_OUT_FD):
+    """Send one channel message; its keys must match CHANNEL_MESSAGES."""
+    check_shape(message, CHANNEL_MESSAGES)
+    payload = msgpack.packb(message, use_bin_type=True)
+    _write_all(fd, struct.pack(">I", len(payload)) + payload)
+
+
+def receive_frame(msgpack, fd=CHANNEL_IN_FD):
+    """Read one channel message and check its shape."""
+    (length,) = struct.unpack(">I", _read_exact(fd, 4))
+    if length > MAX_INBOUND_FRAME:
+        raise ProtocolError("frame of %d bytes is over the cap" % length)
+    return check_shape(msgpack.unpackb(_read_exact(fd, length), raw=False), CHANNEL_MESSAGES)
+
+
+def control_packet(msgpack, message):
+    """Encode one control message; its keys must match CONTROL_MESSAGES."""
+    check_shape(message, CONTROL_MESSAGES)
+    return msgpack.packb(message, use_bin_type=True)

@@ -1,0 +1,133 @@
+"""Running one script and turning its outcome into a reply message."""
+
+import sys
+
+SCRIPT_FILENAME = "<script>"
+SCRIPT_MODULE_NAME = "__script__"
+# Bounds of the texts an error reply carries; runner/protocol.go checks the
+# same bounds and treats anything longer as a protocol error.
+MAX_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 32768
+
+
+class ForbiddenImport(ImportError):
+    """Raised when the configured import policy refuses a module."""
+
+
+class DenyImports:
+    """A meta path finder that refuses the configured top-level modules."""
+
+    def __init__(self, denied):
+        self.denied = frozenset(denied)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".", 1)[0] in self.denied:
+            raise ForbiddenImport("import of %r is not allowed here" % fullname)
+        return None
+
+
+def _clip(text, limit):
+    """text cut to limit characters, keeping the end (where the error is)."""
+    if len(text) <= limit:
+        return text
+    return "...[%d characters cut]...\n" % (len(text) - limit) + text[-limit:]
+
+
+def error(kind, message, traceback="", line=0, offset=0):
+    return {
+        "type": "error",
+        "kind": kind,
+        "message": _clip(message, MAX_MESSAGE_CHARS),
+        "traceback": _clip(traceback, MAX_TRACEBACK_CHARS),
+        "line": line,
+        "offset": offset,
+    }
+
+
+def _script_traceback(exc, source):
+    """The traceback of exc limited to the frames of the script itself."""
+    import linecache
+    import traceback
+
+    linecache.cache[SCRIPT_FILENAME] = (len(source), None, source.splitlines(True), SCRIPT_FILENAME)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == SCRIPT_FILENAME]
+    lines = ["Traceback (most recent call last):\n"]
+    lines.extend(traceback.format_list(frames[-100:]))
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines)
+
+
+def _decode_input(msgpack, message):
+    """(has_input, value) of an execute message."""
+    import json
+
+    fmt = message["input_format"]
+    if fmt == "":
+        return False, None
+    if fmt == "json":
+        return True, json.loads(message["input"])
+    if fmt == "msgpack":
+        return True, msgpack.unpackb(message["input"], raw=False, strict_map_key=False)
+    raise ValueError("unknown input format %r" % fmt)
+
+
+def run(msgpack, message):
+    """Run the script of one execute message; return the reply message.
+
+    The caller has applied the limits and the seccomp filter already.
+    """
+    from . import results
+
+    denied = message["deny_imports"]
+    if denied:
+        # numpy and pandas may have imported a denied module already; drop
+        # it from sys.modules so the script's import reaches the finder.
+        for name in list(sys.modules):
+            if name.split(".", 1)[0] in denied:
+                del sys.modules[name]
+        sys.meta_path.insert(0, DenyImports(denied))
+
+    source = message["script"]
+    try:
+        code = compile(source, SCRIPT_FILENAME, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return error("syntax_error", "%s: %s" % (type(exc).__name__, exc.msg), line=exc.lineno or 0, offset=exc.offset or 0)
+    except (MemoryError, RecursionError) as exc:
+        return error("syntax_error", "the script is too complex to parse: %r" % exc)
+
+    module = type(sys)(SCRIPT_MODULE_NAME)
+    module.__file__ = SCRIPT_FILENAME
+    sys.modules[SCRIPT_MODULE_NAME] = module
+
+    def failure(exc, while_doing):
+        if isinstance(exc, ForbiddenImport):
+            kind = "forbidden_import"
+        elif isinstance(exc, MemoryError):
+            kind = "memory_limit"
+        else:
+            kind = "script_error"
+        return error(kind, "%s %s: %s" % (while_doing, type(exc).__name__, exc), _script_traceback(exc, source))
+
+    try:
+        exec(code, module.__dict__)
+    except BaseException as exc:
+        return failure(exc, "running the script raised")
+
+    main = module.__dict__.get("main")
+    if not callable(main):
+        return error("missing_main", "the script defines no callable main()")
+
+    try:
+        has_input, value = _decode_input(msgpack, message)
+        value = main(value) if has_input else main()
+    except BaseException as exc:
+        return failure(exc, "main raised")
+
+    try:
+        return {"type": "result", "result": results.encode(value)}
+    except results.NotSerializable as exc:
+        return error("result_not_serializable", str(exc))
+    except MemoryError:
+        return error("memory_limit", "encoding the result ran out of memory")
+    except RecursionError:
+        return error("result_not_serializable", "result is nested too deeply")

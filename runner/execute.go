@@ -1,0 +1,138 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// eofWait bounds the wait, after a reply, for stdout and stderr to reach
+// EOF; the sandbox closes them before it replies, so only a script that
+// kept a copy makes the runner fall back to kill-and-drain.
+const eofWait = 200 * time.Millisecond
+
+// exitGrace is how long a sandbox whose channel ended without a reply may
+// take to die by itself, so its exit status tells why it died.
+const exitGrace = 500 * time.Millisecond
+
+// Execute runs req in the sandbox, then kills the sandbox: a sandbox runs
+// one script only. The caller must still Close it, which reaps it; that
+// can happen off the request path. The returned Output holds whatever the
+// script printed, also when err is not nil. A *ScriptError means the script
+// failed; any other error is a failure of the service. ctx cancellation
+// kills the sandbox too.
+func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
+	if !s.used.TryLock() {
+		return Output{}, ErrSandboxUsed
+	}
+	defer s.kill()
+	if !s.Alive() {
+		return Output{}, ErrSandboxDead
+	}
+	o := s.run(ctx, req)
+	return classify(o, req.Limits)
+}
+
+// run sends the script and collects everything that happened, without
+// judging it: that is classify's job.
+func (s *Sandbox) run(ctx context.Context, req Request) outcome {
+	start := time.Now()
+	execCtx := ctx
+	if req.Limits.Timeout > 0 {
+		var cancel context.CancelFunc
+		execCtx, cancel = context.WithTimeout(ctx, req.Limits.Timeout)
+		defer cancel()
+	}
+	s.stdout.setCap(req.Limits.OutputBytes)
+	s.stderr.setCap(req.Limits.OutputBytes)
+
+	frame := executeFrame{
+		Type:   msgExecute,
+		Script: req.Script,
+		Limits: wireLimits{
+			CPUSeconds:    int64((req.Limits.CPUTime + time.Second - 1) / time.Second),
+			MemoryBytes:   req.Limits.MemoryBytes,
+			Processes:     req.Limits.Processes,
+			OpenFiles:     req.Limits.OpenFiles,
+			FileSizeBytes: req.Limits.FileSizeBytes,
+		},
+		DenyImports: s.deny,
+	}
+	if s.deny == nil {
+		frame.DenyImports = []string{}
+	}
+	if req.Input != nil {
+		frame.Input = req.Input
+		frame.InputFormat = inputJSON
+		if req.InputFormat == InputMsgpack {
+			frame.InputFormat = inputMsgpack
+		}
+	}
+	// At the deadline (or cancellation) the channel's reads and writes end.
+	stop := context.AfterFunc(execCtx, func() {
+		s.fromSandbox.SetReadDeadline(time.Now())
+		s.toSandbox.SetWriteDeadline(time.Now())
+	})
+	defer stop()
+
+	type reply struct {
+		result *resultFrame
+		failed *errorFrame
+		err    error
+	}
+	done := make(chan reply, 1)
+	go func() {
+		// Owned by run: the deadline or the kill (deferred by Execute)
+		// ends both the write and the read.
+		if err := writeFrame(s.toSandbox, &frame); err != nil {
+			done <- reply{err: err}
+			return
+		}
+		res, failed, err := readReply(s.fromSandbox, req.Limits.ResultBytes+maxReplyEnvelope)
+		done <- reply{res, failed, err}
+	}()
+
+	var o outcome
+	select {
+	case got := <-done:
+		o.result, o.failed, o.channelErr = got.result, got.failed, got.err
+	case <-execCtx.Done():
+	case <-s.stdout.overflow:
+		o.overflow = "stdout"
+	case <-s.stderr.overflow:
+		o.overflow = "stderr"
+	}
+	replied := o.result != nil || o.failed != nil
+	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) {
+		// The fast path: the output is complete without waiting for the
+		// sandbox to die.
+		s.kill()
+		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
+		o.exec = time.Since(start)
+		return o
+	}
+	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil && !errors.Is(o.channelErr, errFrameTooLarge) {
+		// The channel ended on its own: the sandbox is most likely dying.
+		// Give it a moment to end by itself before killing it, or its
+		// exit status would only say SIGKILL.
+		o.exit, o.exitKnown = s.awaitExit(exitGrace)
+	}
+	s.kill()
+	if !o.exitKnown && !replied {
+		o.exit, o.exitKnown = s.awaitExit(drainTimeout)
+	}
+	o.deadlineHit = execCtx.Err() != nil && ctx.Err() == nil
+	o.abandoned = ctx.Err()
+	o.zygoteDied = s.zygote.died()
+	o.stdout = s.stdout.drain(drainTimeout)
+	o.stderr = s.stderr.drain(drainTimeout)
+	o.overflowed = o.overflow != "" || s.stdout.overflowed() || s.stderr.overflowed()
+	if o.overflow == "" && s.stderr.overflowed() {
+		o.overflow = "stderr"
+	}
+	if o.overflow == "" && s.stdout.overflowed() {
+		o.overflow = "stdout"
+	}
+	o.exec = time.Since(start)
+	return o
+}

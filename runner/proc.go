@@ -1,0 +1,128 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// jailCommand returns a command that runs argv in the jail as the
+// sandbox's host uid, in its own process group, killed if the server dies.
+func (r *Runner) jailCommand(argv []string) *exec.Cmd {
+	path, args := r.cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv()})
+	cmd := exec.Command(path, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: r.credential,
+	}
+	return cmd
+}
+
+// jailedProc is a jail the runner started and is the parent of: a zygote.
+type jailedProc struct {
+	cmd *exec.Cmd
+	// exited is closed once cmd.Wait has returned; waitErr is its result,
+	// readable after exited is closed.
+	exited   chan struct{}
+	waitErr  error
+	killOnce sync.Once
+}
+
+// startJailed starts cmd and a goroutine, owned by the returned handle,
+// that reaps it.
+func startJailed(cmd *exec.Cmd) (*jailedProc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("cannot start %s: %w", cmd.Path, err)
+	}
+	p := &jailedProc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// kill sends SIGKILL to the jail's process group and to the jail itself.
+// The jail is PID 1 of its PID namespace (or its parent), so everything in
+// it dies too.
+func (p *jailedProc) kill() {
+	p.killOnce.Do(func() {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = p.cmd.Process.Kill()
+	})
+}
+
+// wait waits at most timeout for the jail to be reaped.
+func (p *jailedProc) wait(timeout time.Duration) error {
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("jail pid %d not reaped after %v", p.cmd.Process.Pid, timeout)
+	}
+}
+
+// pidfdProc is a sandbox, reached through a pidfd its supervisor sent:
+// race-free signalling of a process the runner is not the parent of.
+type pidfdProc struct {
+	fd       int
+	killOnce sync.Once
+	relOnce  sync.Once
+}
+
+func (p *pidfdProc) kill() {
+	p.killOnce.Do(func() { _ = unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0) })
+}
+
+// exitedWithin polls the pidfd, which becomes readable when the process
+// exits.
+func (p *pidfdProc) exitedWithin(timeout time.Duration) bool {
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		n, err := unix.Poll(fds, max(ms, 0))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0
+	}
+}
+
+func (p *pidfdProc) alive() bool { return !p.exitedWithin(0) }
+
+// wait waits until the sandbox's root process exited.
+func (p *pidfdProc) wait(timeout time.Duration) error {
+	if !p.exitedWithin(timeout) {
+		return fmt.Errorf("sandbox still running %v after the kill", timeout)
+	}
+	return nil
+}
+
+// hostPID is the sandbox's pid as the runner sees it, read from the
+// pidfd's fdinfo.
+func (p *pidfdProc) hostPID() int {
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", p.fd))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if value, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, _ := strconv.Atoi(strings.TrimSpace(value))
+			return pid
+		}
+	}
+	return 0
+}
+
+func (p *pidfdProc) release() { p.relOnce.Do(func() { unix.Close(p.fd) }) }

@@ -1,0 +1,139 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// drainTimeout bounds how long the runner waits, after killing a sandbox,
+// for its output pipes to reach EOF and for its process to be gone. The
+// kill takes the whole PID namespace with it, so this is only a safety net.
+const drainTimeout = 5 * time.Second
+
+// Sandbox is one started, jailed interpreter waiting for its one script.
+type Sandbox struct {
+	zygote *zygote
+	// ownsZygote says the zygote was started for this sandbox alone (exec
+	// mode) and is closed with it.
+	ownsZygote bool
+	id         uint64
+	wait       *spawnWait
+	// proc is nil until the zygote reported the sandbox spawned.
+	proc        *pidfdProc
+	toSandbox   *os.File // channel, runner → sandbox
+	fromSandbox *os.File // channel, sandbox → runner
+	stdout      *cappedPipe
+	stderr      *cappedPipe
+	// deny is the import deny list sent with the script.
+	deny []string
+
+	used      sync.Mutex // held by the one Execute; TryLock refuses reuse
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// newSandbox wraps the runner's ends of pipes; it starts the output readers.
+func newSandbox(p *sandboxPipes, z *zygote, id uint64, wait *spawnWait, deny []string) *Sandbox {
+	return &Sandbox{
+		zygote: z, id: id, wait: wait,
+		toSandbox: p.toSandbox, fromSandbox: p.fromSandbox,
+		stdout: newCappedPipe(p.stdoutR), stderr: newCappedPipe(p.stderrR),
+		deny: deny,
+	}
+}
+
+// awaitReady reads the sandbox's ready frame before deadline (or ctx's end).
+func (s *Sandbox) awaitReady(ctx context.Context, deadline time.Time) error {
+	stop := context.AfterFunc(ctx, func() { s.fromSandbox.SetReadDeadline(time.Now()) })
+	defer stop()
+	if err := s.fromSandbox.SetReadDeadline(deadline); err != nil {
+		return fmt.Errorf("cannot set ready deadline: %w", err)
+	}
+	defer s.fromSandbox.SetReadDeadline(time.Time{})
+	payload, err := readFramePayload(s.fromSandbox, maxReadyFrame)
+	if err == nil {
+		var ready readyFrame
+		if err = decodeStrict(payload, &ready); err == nil && ready.Type != msgReady {
+			err = fmt.Errorf("%w: %q instead of ready", errMalformed, clip(ready.Type, 40))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox did not say ready: %w (%s)", err, stderrTail(s.stderr))
+	}
+	return nil
+}
+
+// PID is the host pid of the sandbox's root process (0 if unknown).
+func (s *Sandbox) PID() int {
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.hostPID()
+}
+
+// Alive reports whether the sandbox is still running.
+func (s *Sandbox) Alive() bool {
+	return s.proc != nil && !s.zygote.died() && s.proc.alive()
+}
+
+// kill ends the sandbox's PID namespace: its root process dies, and the
+// kernel kills everything else in it.
+func (s *Sandbox) kill() {
+	if s.proc != nil {
+		s.proc.kill()
+	}
+}
+
+// awaitExit waits at most timeout for the supervisor's report of how the
+// sandbox ended.
+func (s *Sandbox) awaitExit(timeout time.Duration) (exitReport, bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case m := <-s.wait.exit:
+		return m, true
+	case <-s.zygote.gone:
+	case <-timer.C:
+	}
+	return exitReport{}, false
+}
+
+// Close kills the sandbox, waits until it is gone and releases its
+// descriptors. It is idempotent and safe to call after Execute.
+func (s *Sandbox) Close() error {
+	s.closeOnce.Do(func() {
+		if s.proc != nil {
+			s.proc.kill()
+			if err := s.proc.wait(drainTimeout); err != nil && !s.zygote.died() {
+				s.closeErr = err
+			}
+			s.proc.release()
+		}
+		closeFiles(s.toSandbox, s.fromSandbox)
+		s.stdout.drain(drainTimeout)
+		s.stderr.drain(drainTimeout)
+		s.stdout.close()
+		s.stderr.close()
+		if s.ownsZygote {
+			s.zygote.close()
+		} else {
+			s.zygote.release(s.id)
+		}
+	})
+	return s.closeErr
+}
+
+// stderrTail is the last bit of a pipe, for start errors.
+func stderrTail(p *cappedPipe) string {
+	b := p.drain(time.Second)
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	if len(b) == 0 {
+		return "no stderr"
+	}
+	return "stderr: " + clip(string(b), 2048)
+}
