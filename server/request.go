@@ -4,102 +4,248 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
+	"github.com/sandbox-exec/pyexec/internal/strictjson"
+	"github.com/sandbox-exec/pyexec/runner"
 )
 
 // executeRequest is the body of POST /execute.
 type executeRequest struct {
 	Script string
-	// Input is the JSON text of the "input" field; nil when absent.
-	Input     []byte
-	TimeoutMS *int64
-	MemoryMB  *int64
+	// Input is the "input" field encoded as InputFormat (compact JSON text
+	// or one msgpack value); nil when absent.
+	Input       []byte
+	InputFormat runner.InputFormat
+	TimeoutMS   *int64
+	MemoryMB    *int64
 }
 
-// jsonRequest mirrors the JSON body; pointers tell absent from zero.
-type jsonRequest struct {
-	Script    *string         `json:"script"`
-	Input     json.RawMessage `json:"input"`
-	TimeoutMS *int64          `json:"timeout_ms"`
-	MemoryMB  *int64          `json:"memory_mb"`
+// Fields of the request body. Keys are exact-case.
+const (
+	fieldScript    = "script"
+	fieldInput     = "input"
+	fieldTimeoutMS = "timeout_ms"
+	fieldMemoryMB  = "memory_mb"
+)
+
+func unknownField(key string) error {
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldTimeoutMS, fieldMemoryMB))
 }
 
-// decodeJSON parses a JSON body strictly: one object, known fields only.
-func decodeJSON(body []byte) (executeRequest, error) {
-	var raw jsonRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return executeRequest{}, invalidRequest("body is not a valid JSON request: " + err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return executeRequest{}, invalidRequest("body has data after the JSON object")
-	}
-	if raw.Script == nil {
-		return executeRequest{}, invalidRequest(`"script" is required`)
-	}
-	req := executeRequest{Script: *raw.Script, TimeoutMS: raw.TimeoutMS, MemoryMB: raw.MemoryMB}
-	if raw.Input != nil {
-		req.Input = append([]byte(nil), raw.Input...)
-	}
-	return req, nil
-}
-
-// maxInputDepth bounds the nesting of a msgpack body.
+// maxInputDepth bounds the nesting of a body, JSON or msgpack (the
+// envelope counts as one level).
 const maxInputDepth = 512
 
-// decodeMsgpack parses a msgpack body: a map with the same keys as JSON.
-// "input" must be representable as JSON (maps with string keys, arrays,
-// strings, numbers, booleans, nil).
-func decodeMsgpack(body []byte) (executeRequest, error) {
-	if err := msgpackcheck.Check(body, maxInputDepth); err != nil {
-		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
-	}
-	dec := msgpack.NewDecoder(bytes.NewReader(body))
-	fields, err := dec.DecodeMap()
+// decodeJSON parses a JSON body strictly: the whole body must be RFC 8259
+// JSON, UTF-8 throughout, with no lone surrogate escapes, no key twice in
+// any object; the top level is an object with exact-case known fields.
+func decodeJSON(body []byte) (executeRequest, error) {
+	doc, err := strictjson.Compact(make([]byte, 0, len(body)), body,
+		strictjson.Options{MaxDepth: maxInputDepth, RejectDuplicateKeys: true})
 	if err != nil {
-		return executeRequest{}, invalidRequest("body is not a valid msgpack map: " + err.Error())
+		return executeRequest{}, invalidRequest("body is not valid JSON: " + err.Error())
 	}
-	var req executeRequest
-	for key, value := range fields {
+	if doc[0] != '{' {
+		return executeRequest{}, invalidRequest("body must be a JSON object")
+	}
+	req := executeRequest{InputFormat: runner.InputJSON}
+	haveScript := false
+	// doc is valid and compact: {"key":value,"key":value}
+	for i := 1; doc[i] != '}'; {
+		keyEnd := skipJSONString(doc, i)
+		key, err := unquoteJSON(doc[i:keyEnd])
+		if err != nil {
+			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
+		}
+		valueStart := keyEnd + 1 // past ':'
+		valueEnd := skipJSONValue(doc, valueStart)
+		value := doc[valueStart:valueEnd]
 		switch key {
-		case "script":
-			script, ok := value.(string)
-			if !ok {
-				return executeRequest{}, invalidRequest(`"script" must be a string`)
+		case fieldScript:
+			if value[0] != '"' {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be a string", key))
 			}
-			req.Script = script
-		case "input":
-			input, err := json.Marshal(value)
+			if req.Script, err = unquoteJSON(value); err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			haveScript = true
+		case fieldInput:
+			req.Input = value
+		case fieldTimeoutMS, fieldMemoryMB:
+			if string(value) == "null" {
+				break // absent
+			}
+			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil {
-				return executeRequest{}, invalidRequest(`"input" cannot be represented as JSON: ` + err.Error())
+				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits, not %.40s", key, value))
 			}
-			req.Input = input
-		case "timeout_ms", "memory_mb":
-			n, ok := msgpackInt(value)
-			if !ok {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer", key))
-			}
-			if key == "timeout_ms" {
+			if key == fieldTimeoutMS {
 				req.TimeoutMS = &n
 			} else {
 				req.MemoryMB = &n
 			}
 		default:
-			return executeRequest{}, invalidRequest(fmt.Sprintf("unknown field %q", key))
+			return executeRequest{}, unknownField(key)
+		}
+		i = valueEnd
+		if doc[i] == ',' {
+			i++
 		}
 	}
-	if _, ok := fields["script"]; !ok {
+	if !haveScript {
 		return executeRequest{}, invalidRequest(`"script" is required`)
 	}
 	return req, nil
+}
+
+// unquoteJSON unescapes a JSON string already checked by strictjson (so
+// UTF-8 and surrogate pairs are sound and nothing is replaced).
+func unquoteJSON(quoted []byte) (string, error) {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner), nil
+	}
+	var s string
+	err := json.Unmarshal(quoted, &s)
+	return s, err
+}
+
+// skipJSONString returns the end of the string starting at doc[i] ('"').
+func skipJSONString(doc []byte, i int) int {
+	for i++; ; i++ {
+		switch doc[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// skipJSONValue returns the end of the value starting at doc[i], in valid
+// compact JSON.
+func skipJSONValue(doc []byte, i int) int {
+	switch doc[i] {
+	case '"':
+		return skipJSONString(doc, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch doc[i] {
+			case '"':
+				i = skipJSONString(doc, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	default:
+		for i < len(doc) && doc[i] != ',' && doc[i] != '}' && doc[i] != ']' {
+			i++
+		}
+		return i
+	}
+}
+
+// strictMsgpack are the rules of a msgpack body, those of JSON: UTF-8
+// strings, no key twice in any map, map keys that JSON or Python can take
+// (str or integers), no ext types.
+var strictMsgpack = msgpackcheck.Options{
+	MaxDepth: maxInputDepth, UTF8: true, NoExt: true, StrOrIntKeys: true, UniqueKeys: true,
+}
+
+// decodeMsgpack parses a msgpack body: a map with the same exact-case keys
+// as JSON. "input" is passed on as its msgpack bytes, so bin stays bytes
+// and integers stay exact (uint64 and negative int64 included).
+func decodeMsgpack(body []byte) (executeRequest, error) {
+	if err := msgpackcheck.CheckWith(body, strictMsgpack); err != nil {
+		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
+	}
+	if !isMsgpackMap(body[0]) {
+		return executeRequest{}, invalidRequest("body must be a msgpack map")
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(body))
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return executeRequest{}, invalidRequest("body is not a valid msgpack map: " + err.Error())
+	}
+	req := executeRequest{InputFormat: runner.InputMsgpack}
+	haveScript := false
+	for ; n > 0; n-- {
+		code, err := dec.PeekCode()
+		if err != nil {
+			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
+		}
+		if !isMsgpackStr(code) {
+			return executeRequest{}, invalidRequest("keys of the body must be strings")
+		}
+		key, err := dec.DecodeString()
+		if err != nil {
+			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
+		}
+		switch key {
+		case fieldScript:
+			code, err := dec.PeekCode()
+			if err == nil && !isMsgpackStr(code) {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be a string", key))
+			}
+			if req.Script, err = dec.DecodeString(); err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			haveScript = true
+		case fieldInput:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			req.Input = raw
+		case fieldTimeoutMS, fieldMemoryMB:
+			value, err := dec.DecodeInterface()
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			if value == nil {
+				break // absent
+			}
+			n, ok := msgpackInt(value)
+			if !ok {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits", key))
+			}
+			if key == fieldTimeoutMS {
+				req.TimeoutMS = &n
+			} else {
+				req.MemoryMB = &n
+			}
+		default:
+			return executeRequest{}, unknownField(key)
+		}
+	}
+	if !haveScript {
+		return executeRequest{}, invalidRequest(`"script" is required`)
+	}
+	return req, nil
+}
+
+func isMsgpackMap(code byte) bool {
+	return code >= 0x80 && code <= 0x8f || code == 0xde || code == 0xdf
+}
+
+func isMsgpackStr(code byte) bool {
+	return code >= 0xa0 && code <= 0xbf || code >= 0xd9 && code <= 0xdb
 }
 
 // msgpackInt accepts any msgpack integer that fits an int64.

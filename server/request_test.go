@@ -1,12 +1,18 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
 )
@@ -19,7 +25,11 @@ func TestDecodeJSON(t *testing.T) {
 		wantInput  string
 	}{
 		{"script only", `{"script": "def main(): return 1"}`, false, ""},
-		{"input object", `{"script": "x", "input": {"a": [1, 2]}}`, false, `{"a": [1, 2]}`},
+		{"input object", `{"script": "x", "input": {"a": [1, 2]}}`, false, `{"a":[1,2]}`},
+		{"input keeps strings as written", `{"input": [" <&> ", "\u00e9", 1e400, -0], "script": "x"}`, false, `[" <&> ","\u00e9",1e400,-0]`},
+		{"input scalar last", "{\"input\" : 12 ,\n \"script\":\"x\"}", false, `12`},
+		{"escaped key", `{"scr\u0069pt": "x", "input": "a"}`, false, `"a"`},
+		{"null limits are absent", `{"script": "x", "timeout_ms": null, "memory_mb": null}`, false, ""},
 		{"input null is present", `{"script": "x", "input": null}`, false, "null"},
 		{"limits", `{"script": "x", "timeout_ms": 100, "memory_mb": 256}`, false, ""},
 		{"not json", `{`, true, ""},
@@ -32,6 +42,9 @@ func TestDecodeJSON(t *testing.T) {
 		{"timeout zero", `{"script": "x", "timeout_ms": 0}`, true, ""},
 		{"timeout over max", `{"script": "x", "timeout_ms": 30001}`, true, ""},
 		{"memory over max", `{"script": "x", "memory_mb": 1025}`, true, ""},
+		{"script null", `{"script": null}`, true, ""},
+		{"timeout exponent", `{"script": "x", "timeout_ms": 1e3}`, true, ""},
+		{"timeout over int64", `{"script": "x", "timeout_ms": 9223372036854775808}`, true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,20 +78,196 @@ func TestDecodeMsgpack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if req.Script != "def main(x): return x" || string(req.Input) != `{"k":[1,"a"]}` || *req.TimeoutMS != 500 {
-		t.Errorf("decoded %+v input %s", req, req.Input)
+	var input map[string]any
+	if err := msgpack.Unmarshal(req.Input, &input); err != nil {
+		t.Fatal(err)
+	}
+	if req.Script != "def main(x): return x" || req.InputFormat != runner.InputMsgpack || *req.TimeoutMS != 500 ||
+		fmt.Sprint(input) != "map[k:[1 a]]" {
+		t.Errorf("decoded %+v input %v", req, input)
 	}
 	for name, v := range map[string]any{
 		"not a map":      []int{1},
 		"no script":      map[string]any{"input": 1},
 		"script not str": map[string]any{"script": 1},
+		"script bin":     map[string]any{"script": []byte("x")},
+		"script nil":     map[string]any{"script": nil},
 		"unknown field":  map[string]any{"script": "x", "foo": 1},
 		"timeout string": map[string]any{"script": "x", "timeout_ms": "1"},
+		"timeout float":  map[string]any{"script": "x", "timeout_ms": 1.5},
+		"timeout huge":   map[string]any{"script": "x", "timeout_ms": uint64(1 << 63)},
+		"int key":        map[any]any{"script": "x", 1: 1},
 	} {
-		body, _ := msgpack.Marshal(v)
-		if _, err := decodeMsgpack(body); err == nil {
-			t.Errorf("%s: decoded without error", name)
+		body, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if _, err := decodeMsgpack(body); !isInvalidRequest(err) {
+			t.Errorf("%s: err = %v, want invalid_request", name, err)
+		}
+	}
+}
+
+func isInvalidRequest(err error) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Type == TypeInvalidRequest && apiErr.Status == 400
+}
+
+// The strict rules: JSON and msgpack refuse the same faults, with a
+// message that says which.
+func TestDecodeJSONStrict(t *testing.T) {
+	tests := []struct {
+		name, body, msg string
+	}{
+		{"invalid UTF-8 in script", "{\"script\": \"def main():\xff return 1\"}", "invalid UTF-8 in string at byte 23"},
+		{"invalid UTF-8 in input", "{\"script\": \"x\", \"input\": [\"\xc3\"]}", "invalid UTF-8"},
+		{"invalid UTF-8 in key", "{\"script\": \"x\", \"\xe9\": 1}", "invalid UTF-8"},
+		{"lone high surrogate", `{"script": "x = '\ud800'"}`, `high surrogate \uD800`},
+		{"lone low surrogate in input", `{"script": "x", "input": "\udc00"}`, "low surrogate"},
+		{"upper-case key", `{"SCRIPT": "x"}`, `unknown field "SCRIPT"`},
+		{"title-case key", `{"Script": "x"}`, `unknown field "Script"`},
+		{"case variant beside the key", `{"script": "x", "Input": 1}`, `unknown field "Input"`},
+		{"case variant of a limit", `{"script": "x", "Timeout_MS": 1}`, `unknown field "Timeout_MS"`},
+		{"duplicate script", `{"script": "x", "script": "y"}`, `duplicate key "script"`},
+		{"duplicate through an escape", `{"script": "x", "\u0073cript": "y"}`, `duplicate key "script"`},
+		{"duplicate key inside input", `{"script": "x", "input": {"a": 1, "b": {"c": 1, "c": 2}}}`, `duplicate key "c"`},
+		{"NaN in input", `{"script": "x", "input": NaN}`, "NaN"},
+		{"leading zero", `{"script": "x", "timeout_ms": 0100}`, "leading zero"},
+		{"trailing data", `{"script": "x"} {}`, "after the top-level value"},
+		{"not an object", `["script"]`, "must be a JSON object"},
+		{"script not a string", `{"script": ["x"]}`, `"script" must be a string`},
+		{"float limit", `{"script": "x", "memory_mb": 1.5}`, `"memory_mb" must be an integer`},
+		{"too deep", `{"script": "x", "input": ` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`, "nesting deeper than 512"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeJSON([]byte(tc.body))
+			if !isInvalidRequest(err) {
+				t.Fatalf("err = %v, want invalid_request", err)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("message %q does not say %q", err.Error(), tc.msg)
+			}
+		})
+	}
+}
+
+// mp builds msgpack bytes by hand, for bodies an encoder will not write.
+func mp(parts ...any) []byte {
+	var b []byte
+	for _, p := range parts {
+		switch p := p.(type) {
+		case byte:
+			b = append(b, p)
+		case string: // a fixstr
+			b = append(b, 0xa0|byte(len(p)))
+			b = append(b, p...)
+		case []byte: // raw bytes
+			b = append(b, p...)
+		}
+	}
+	return b
+}
+
+func TestDecodeMsgpackStrict(t *testing.T) {
+	tests := []struct {
+		name string
+		body []byte
+		msg  string
+	}{
+		{"invalid UTF-8 in script", mp(byte(0x81), "script", byte(0xa3), []byte("x\xffy")), "str at byte 8 is not valid UTF-8"},
+		{"invalid UTF-8 in input", mp(byte(0x82), "script", "x", "input", byte(0x91), byte(0xa1), byte(0xc3)), "not valid UTF-8"},
+		{"invalid UTF-8 key in input", mp(byte(0x82), "script", "x", "input", byte(0x81), byte(0xa1), byte(0xff), byte(0x01)), "not valid UTF-8"},
+		{"UTF-8 encoded surrogate", mp(byte(0x81), "script", byte(0xa3), []byte("\xed\xa0\x80")), "not valid UTF-8"},
+		{"upper-case key", mp(byte(0x81), "SCRIPT", "x"), `unknown field "SCRIPT"`},
+		{"title-case key", mp(byte(0x81), "Script", "x"), `unknown field "Script"`},
+		{"duplicate script", mp(byte(0x82), "script", "x", "script", "y"), `map key "script" at byte 10 appears twice`},
+		{"duplicate script, str8", mp(byte(0x82), "script", "x", byte(0xd9), byte(6), []byte("script"), "y"), `map key "script" at byte 10 appears twice`},
+		{"duplicate key inside input", mp(byte(0x82), "script", "x", "input", byte(0x82), "a", byte(1), "a", byte(2)), `map key "a"`},
+		{"duplicate int key inside input", mp(byte(0x82), "script", "x", "input", byte(0x82), byte(1), byte(1), byte(0xcc), byte(1), byte(2)), "map key 1"},
+		{"ext in input", mp(byte(0x82), "script", "x", "input", byte(0xd4), byte(0x07), byte(0)), "ext value (type 7)"},
+		{"timestamp in input", mp(byte(0x82), "script", "x", "input", byte(0xd6), byte(0xff), []byte{0, 0, 0, 1}), "ext value (type -1)"},
+		{"ext around the body", mp(byte(0xd4), byte(1), byte(0x80)), "ext value"},
+		{"nil key in input", mp(byte(0x82), "script", "x", "input", byte(0x81), byte(0xc0), byte(1)), "not a str or an integer"},
+		{"bin key in input", mp(byte(0x82), "script", "x", "input", byte(0x81), byte(0xc4), byte(1), byte('a'), byte(1)), "not a str or an integer"},
+		{"float key in input", mp(byte(0x82), "script", "x", "input", byte(0x81), byte(0xca), []byte{0, 0, 0, 0}, byte(1)), "not a str or an integer"},
+		{"int key at the top", mp(byte(0x82), "script", "x", byte(1), byte(1)), "keys of the body must be strings"},
+		{"nil body", mp(byte(0xc0)), "must be a msgpack map"},
+		{"trailing", mp(byte(0x81), "script", "x", byte(0xc0)), "after the value"},
+		{"too deep", append(mp(byte(0x82), "script", "x", "input"), append(bytes.Repeat([]byte{0x91}, 600), 0xc0)...), "nested too deeply"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeMsgpack(tc.body)
+			if !isInvalidRequest(err) {
+				t.Fatalf("err = %v, want invalid_request", err)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("message %q does not say %q", err.Error(), tc.msg)
+			}
+		})
+	}
+}
+
+// "input" reaches the runner as its own msgpack bytes: bin stays bytes,
+// integers at the ends of uint64 and int64 stay exact, int keys stay.
+func TestDecodeMsgpackKeepsInputExact(t *testing.T) {
+	input := []any{[]byte{0, 0xff, 'x'}, uint64(math.MaxUint64), int64(math.MinInt64), "é", 1.5, nil, true,
+		map[any]any{int64(-3): "neg", "s": uint64(1 << 63)}}
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	if err := enc.EncodeMapLen(2); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{enc.EncodeString("input"), enc.Encode(input), enc.EncodeString("script"), enc.EncodeString("x")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	encodedInput, err := msgpack.Marshal(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := decodeMsgpack(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Script != "x" || req.InputFormat != runner.InputMsgpack {
+		t.Errorf("decoded %+v", req)
+	}
+	if !bytes.Equal(req.Input, encodedInput) {
+		t.Fatalf("input % x, want the bytes sent % x", req.Input, encodedInput)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(req.Input))
+	dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
+	got, err := dec.DecodeInterface()
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := got.([]any)
+	if b, ok := items[0].([]byte); !ok || !bytes.Equal(b, []byte{0, 0xff, 'x'}) {
+		t.Errorf("bin came back as %T %v", items[0], items[0])
+	}
+	if u, ok := items[1].(uint64); !ok || u != math.MaxUint64 {
+		t.Errorf("uint64 max came back as %T %v", items[1], items[1])
+	}
+	if i, ok := items[2].(int64); !ok || i != math.MinInt64 {
+		t.Errorf("int64 min came back as %T %v", items[2], items[2])
+	}
+	m := items[7].(map[any]any)
+	if m[int64(-3)] != "neg" || m["s"] != uint64(1<<63) {
+		t.Errorf("map came back as %#v", m)
+	}
+}
+
+func TestDecodeMsgpackInputAbsentOrNil(t *testing.T) {
+	req, err := decodeMsgpack(mp(byte(0x81), "script", "x"))
+	if err != nil || req.Input != nil {
+		t.Fatalf("%+v, %v", req, err)
+	}
+	req, err = decodeMsgpack(mp(byte(0x82), "input", byte(0xc0), "script", "x"))
+	if err != nil || !bytes.Equal(req.Input, []byte{0xc0}) {
+		t.Fatalf("%+v, %v", req, err)
 	}
 }
 
@@ -114,20 +303,49 @@ func TestErrorMapping(t *testing.T) {
 func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(`{"script": "def main(): return 1", "input": [1, {"a": null}], "timeout_ms": 5}`))
 	f.Add([]byte(`{"script": 1}`))
+	f.Add([]byte(`{"script": "x", "input": {"a": "\ud83d\ude00", "b": [1, -2.5e3]}, "memory_mb": 5}`))
+	f.Add([]byte(`{"script": "x", "script": "y"}`))
+	f.Add([]byte("{\"script\": \"\xff\"}"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if req, err := decodeJSON(body); err == nil {
-			_ = req.validate(&cfg)
+		req, err := decodeJSON(body)
+		if err != nil {
+			if !isInvalidRequest(err) {
+				t.Fatalf("error %v is not invalid_request", err)
+			}
+			return
+		}
+		_ = req.validate(&cfg)
+		if !utf8.ValidString(req.Script) || !utf8.Valid(body) {
+			t.Fatalf("accepted invalid UTF-8: %q", body)
+		}
+		if req.Input != nil && !json.Valid(req.Input) {
+			t.Fatalf("input %q is not JSON", req.Input)
 		}
 	})
 }
 
 func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add([]byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a"))
+	f.Add(mp(byte(0x82), "script", "x", "input", byte(0x82), byte(1), byte(1), byte(0xcc), byte(1), byte(2)))
+	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if req, err := decodeMsgpack(body); err == nil {
-			_ = req.validate(&cfg)
+		req, err := decodeMsgpack(body)
+		if err != nil {
+			if !isInvalidRequest(err) {
+				t.Fatalf("error %v is not invalid_request", err)
+			}
+			return
+		}
+		_ = req.validate(&cfg)
+		if !utf8.ValidString(req.Script) {
+			t.Fatalf("accepted invalid UTF-8: %q", body)
+		}
+		if req.Input != nil {
+			if err := msgpackcheck.CheckWith(req.Input, strictMsgpack); err != nil {
+				t.Fatalf("input % x: %v", req.Input, err)
+			}
 		}
 	})
 }

@@ -276,7 +276,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	if req.MemoryMB != nil {
 		limits.MemoryBytes = *req.MemoryMB << 20
 	}
-	out, poolTiming, err := s.exec.Execute(s.ctx, runner.Request{Script: req.Script, Input: req.Input, Limits: limits})
+	out, poolTiming, err := s.exec.Execute(s.ctx, runner.Request{Script: req.Script, Input: req.Input, InputFormat: req.InputFormat, Limits: limits})
 	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
 	if err != nil {
 		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing}, requestID)
