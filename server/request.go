@@ -118,15 +118,19 @@ func unquoteJSON(quoted []byte) (string, error) {
 	return s, err
 }
 
-// skipJSONString returns the end of the string starting at doc[i] ('"').
+// skipJSONString returns the end of the string starting at doc[i] ('"'):
+// the first quote after it not escaped by an odd run of backslashes.
 func skipJSONString(doc []byte, i int) int {
-	for i++; ; i++ {
-		switch doc[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
+	for i++; ; {
+		q := i + bytes.IndexByte(doc[i:], '"')
+		backslashes := 0
+		for k := q - 1; k >= i && doc[k] == '\\'; k-- {
+			backslashes++
 		}
+		if backslashes%2 == 0 {
+			return q + 1
+		}
+		i = q + 1
 	}
 }
 

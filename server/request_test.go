@@ -28,6 +28,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"input object", `{"script": "x", "input": {"a": [1, 2]}}`, false, `{"a":[1,2]}`},
 		{"input keeps strings as written", `{"input": [" <&> ", "\u00e9", 1e400, -0], "script": "x"}`, false, `[" <&> ","\u00e9",1e400,-0]`},
 		{"input scalar last", "{\"input\" : 12 ,\n \"script\":\"x\"}", false, `12`},
+		{"escaped quotes and backslashes", `{"script": "x\\", "input": ["\"\\\"", "\\\\"], "timeout_ms": 5}`, false, `["\"\\\"","\\\\"]`},
 		{"escaped key", `{"scr\u0069pt": "x", "input": "a"}`, false, `"a"`},
 		{"null limits are absent", `{"script": "x", "timeout_ms": null, "memory_mb": null}`, false, ""},
 		{"input null is present", `{"script": "x", "input": null}`, false, "null"},
@@ -311,8 +312,23 @@ func FuzzDecodeJSON(f *testing.F) {
 		if !utf8.ValidString(req.Script) || !utf8.Valid(body) {
 			t.Fatalf("accepted invalid UTF-8: %q", body)
 		}
-		if req.Input != nil && !json.Valid(req.Input) {
-			t.Fatalf("input %q is not JSON", req.Input)
+		// encoding/json, on a body with no duplicate keys and valid UTF-8,
+		// reads the same fields (its map keys are exact-case).
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+		}
+		var script string
+		if err := json.Unmarshal(fields["script"], &script); err != nil || script != req.Script {
+			t.Fatalf("script %q, encoding/json reads %q (%v)", req.Script, script, err)
+		}
+		if raw, ok := fields["input"]; ok != (req.Input != nil) {
+			t.Fatalf("input %q, encoding/json reads %q", req.Input, raw)
+		} else if ok {
+			var want bytes.Buffer
+			if err := json.Compact(&want, raw); err != nil || !bytes.Equal(want.Bytes(), req.Input) {
+				t.Fatalf("input %q, encoding/json reads %q", req.Input, raw)
+			}
 		}
 	})
 }
