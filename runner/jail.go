@@ -102,7 +102,7 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 	}
 	// The root is bwrap's own tmpfs: make it read-only once the mount points
 	// exist, so only the size-capped /tmp and /dev/shm are writable.
-	args = append(args, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv")
+	args = append(args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv")
 	for _, kv := range spec.Env {
 		if name, value, ok := strings.Cut(kv, "="); ok {
 			args = append(args, "--setenv", name, value)

@@ -116,6 +116,7 @@ func (r *Runner) startZygote(ctx context.Context, prewarm bool) (*zygote, error)
 		err = fmt.Errorf("zygote sent %q instead of ready", clip(ready.Type, 40))
 	}
 	if err != nil {
+		close(z.readerEnd) // no reader was started
 		z.close()
 		return nil, fmt.Errorf("zygote did not say ready: %w (%s)", err, stderrTail(z.stderr))
 	}

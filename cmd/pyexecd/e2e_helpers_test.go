@@ -285,7 +285,9 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 	if s.jail == "nsjail" {
 		perJail = 2
 	}
-	want := perJail * warm
+	// Fork mode: one jail and zygote, and a supervisor and a sandbox per
+	// warm sandbox. Exec mode: all of that once per warm sandbox.
+	want := (perJail + 2) * warm
 	if s.mode == "fork" {
 		want = perJail + 2*warm
 	}

@@ -239,7 +239,7 @@ func findZygote(t *testing.T) int {
 func TestPrewarm(t *testing.T) {
 	probe := `import sys, os
 def main():
-    return {"modules": sorted(m for m in sys.modules if "script" in m or "prewarm" in m),
+    return {"modules": sorted(m for m in sys.modules if ("script" in m or "prewarm" in m) and not m.startswith("pyexec.")),
             "tmp": os.listdir("/tmp"), "name": __name__}
 `
 	for _, prewarm := range []string{"true", "false"} {

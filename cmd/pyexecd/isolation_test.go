@@ -1,0 +1,457 @@
+package main
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestIsolation tries, from inside sandboxes, every way a script could keep
+// something beyond its own execution, reach a sibling or learn about the
+// host, against each jail and mode. The server runs with an 8 MiB scratch
+// cap so the space test is quick.
+func TestIsolation(t *testing.T) {
+	for _, jail := range jailBackends(t) {
+		for _, mode := range []string{"fork", "exec"} {
+			t.Run(jail[1]+"/"+mode, func(t *testing.T) {
+				args := append([]string{"--mode", mode, "--warm", "2", "--tmp-mb", "8", "--acquire-timeout", "60s"}, jail...)
+				testIsolation(t, startServer(t, "", args...))
+			})
+		}
+	}
+}
+
+// writableSurvey lists every mount and every directory a sandbox can write
+// to (mountinfo plus an access check over the whole tree but /proc), and
+// plants the marker in each.
+const writableSurvey = `import os, stat
+def mounts():
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            out.append({"point": parts[4], "options": parts[5].split(","), "fstype": parts[sep + 1]})
+    return out
+
+def writable_dirs():
+    found, stack = [], ["/"]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        if os.access(d, os.W_OK):
+            found.append(d)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False) and e.path not in ("/proc",):
+                stack.append(e.path)
+    return found
+
+def main(marker):
+    planted = []
+    for d in writable_dirs():
+        try:
+            with open(os.path.join(d, "marker-" + marker), "w") as f:
+                f.write(marker)
+            planted.append(d)
+        except OSError:
+            pass
+    rw = []
+    for m in mounts():
+        if m["fstype"] == "proc" or "rw" not in m["options"]:
+            continue
+        try:
+            st = os.stat(m["point"])
+        except OSError:
+            continue  # hidden under a later mount (the jail's own /dev)
+        if stat.S_ISCHR(st.st_mode):
+            continue  # a device node (null, zero, ...): no storage
+        rw.append(m)
+    return {"planted": sorted(planted), "rw_mounts": rw, "dev": sorted(os.listdir("/dev"))}
+`
+
+// markerSearch looks for any marker in every directory it can read.
+const markerSearch = `import os
+def main(_):
+    found = []
+    for d in ["/tmp", "/dev/shm", "/dev", "/dev/.tmp", "/", "/etc", "/usr"]:
+        try:
+            found += [os.path.join(d, n) for n in os.listdir(d) if n.startswith("marker-")]
+        except OSError:
+            pass
+    return found
+`
+
+func testIsolation(t *testing.T, s *testServer) {
+	t.Run("only the sandbox's own /tmp and /dev/shm are writable, nosuid nodev noexec", func(t *testing.T) {
+		var got struct {
+			Planted []string `json:"planted"`
+			RW      []struct {
+				Point   string   `json:"point"`
+				Options []string `json:"options"`
+			} `json:"rw_mounts"`
+			Dev []string `json:"dev"`
+		}
+		s.mustSucceed(t, writableSurvey, map[string]any{"input": "first", "timeout_ms": 20000}, &got)
+		if strings.Join(got.Planted, " ") != "/dev/shm /tmp" {
+			t.Errorf("writable directories: %v, want only /dev/shm and /tmp", got.Planted)
+		}
+		var points []string
+		for _, m := range got.RW {
+			points = append(points, m.Point)
+			for _, opt := range []string{"nosuid", "nodev", "noexec"} {
+				if !contains(m.Options, opt) {
+					t.Errorf("writable mount %s lacks %s: %v", m.Point, opt, m.Options)
+				}
+			}
+		}
+		sort.Strings(points)
+		if strings.Join(points, " ") != "/dev/shm /tmp" {
+			t.Errorf("writable mounts: %v, want only /dev/shm and /tmp", points)
+		}
+		want := ".tmp fd full null random shm stderr stdin stdout urandom zero"
+		if s.jail == "nsjail" {
+			want = strings.Replace(want, "full ", "", 1) // nsjail.cfg may not bind /dev/full
+		}
+		if got := strings.Join(got.Dev, " "); got != want && got != ".tmp fd full null random shm stderr stdin stdout urandom zero" {
+			t.Errorf("/dev holds %q, want %q (no pts, no ptmx)", got, want)
+		}
+	})
+
+	t.Run("a marker is seen neither by a later nor by a concurrent sandbox", func(t *testing.T) {
+		var later []string
+		s.mustSucceed(t, markerSearch, map[string]any{"input": nil}, &later)
+		if len(later) != 0 {
+			t.Errorf("a later sandbox sees %v", later)
+		}
+		// One sandbox plants markers and keeps running while a second one,
+		// started after the first planted, looks for them.
+		planted := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := s.execute(t, `import os, time
+def main():
+    for d in ("/tmp", "/dev/shm"):
+        open(os.path.join(d, "marker-concurrent"), "w").write("x")
+    print("planted", flush=True)
+    time.sleep(3)
+    return os.listdir("/tmp")
+`, nil)
+			if r.Status != http.StatusOK {
+				t.Errorf("planting sandbox: status %d %+v", r.Status, r.Error)
+			}
+		}()
+		go func() {
+			// The planter prints within its first second; give it that.
+			time.Sleep(1500 * time.Millisecond)
+			close(planted)
+		}()
+		<-planted
+		var concurrent []string
+		s.mustSucceed(t, markerSearch, map[string]any{"input": nil}, &concurrent)
+		wg.Wait()
+		if len(concurrent) != 0 {
+			t.Errorf("a concurrent sandbox sees %v", concurrent)
+		}
+	})
+
+	t.Run("/dev is read-only: its links cannot be replaced", func(t *testing.T) {
+		var got map[string]string
+		s.mustSucceed(t, `import os
+def main():
+    out = {}
+    for name, act in [("replace stdout", lambda: (os.unlink("/dev/stdout"), os.symlink("/tmp/x", "/dev/stdout"))),
+                      ("new file", lambda: open("/dev/planted", "w")),
+                      ("ptmx", lambda: os.open("/dev/ptmx", os.O_RDWR)),
+                      ("pts", lambda: os.listdir("/dev/pts"))]:
+        try:
+            act()
+            out[name] = "done"
+        except OSError as e:
+            out[name] = type(e).__name__ + ":" + str(e.errno)
+    return out
+`, nil, &got)
+		for name, result := range got {
+			if result == "done" {
+				t.Errorf("%s: succeeded", name)
+			}
+		}
+	})
+
+	t.Run("the scratch space is capped as a whole", func(t *testing.T) {
+		var got map[string]int
+		s.mustSucceed(t, `import os
+def fill(path):
+    n = 0
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(b"x" * 65536)
+                f.flush()
+                n += 65536
+    except OSError:
+        pass
+    return n
+def main():
+    return {"tmp": fill("/tmp/fill"), "shm": fill("/dev/shm/fill")}
+`, map[string]any{"timeout_ms": 20000}, &got)
+		total := got["tmp"] + got["shm"]
+		if total > 8<<20 || got["tmp"] < 4<<20 {
+			t.Errorf("wrote %d bytes to /tmp and %d to /dev/shm: want at most 8 MiB together, and most of it in /tmp", got["tmp"], got["shm"])
+		}
+	})
+
+	t.Run("nothing runs from a writable mount, nor any other program", func(t *testing.T) {
+		var got map[string]string
+		s.mustSucceed(t, `import os, shutil, mmap
+def main():
+    out = {}
+    shutil.copy("/usr/bin/python3", "/tmp/py")
+    os.chmod("/tmp/py", 0o755)
+    for name, act in [("exec from /tmp", lambda: os.execv("/tmp/py", ["py", "-c", "1"])),
+                      ("exec the interpreter", lambda: os.execv("/usr/bin/python3", ["python3", "-c", "1"])),
+                      ("mmap /tmp file executable", lambda: mmap.mmap(os.open("/tmp/py", os.O_RDONLY), 4096,
+                                                                     prot=mmap.PROT_READ | mmap.PROT_EXEC))]:
+        try:
+            act()
+            out[name] = "done"
+        except OSError as e:
+            out[name] = str(e.errno)
+    return out
+`, nil, &got)
+		for name, result := range got {
+			if result == "done" {
+				t.Errorf("%s: succeeded", name)
+			}
+		}
+	})
+
+	t.Run("seccomp refuses what a script has no need of", func(t *testing.T) {
+		var got map[string]int
+		s.mustSucceed(t, refusedSyscalls, nil, &got)
+		if len(got) < 20 {
+			t.Fatalf("only %d calls tried: %v", len(got), got)
+		}
+		for name, errno := range got {
+			want := 1 // EPERM
+			if name == "clone3" {
+				want = 38 // ENOSYS: glibc falls back to clone
+			}
+			if errno != want {
+				t.Errorf("%s: errno %d, want %d", name, errno, want)
+			}
+		}
+	})
+
+	t.Run("what scripts do need still works under the filter", func(t *testing.T) {
+		var got map[string]any
+		s.mustSucceed(t, `import os, socket, threading, json, concurrent.futures as cf, tempfile, sqlite3
+import numpy as np, pandas as pd
+def main():
+    out = {}
+    t = threading.Thread(target=lambda: None); t.start(); t.join()
+    with cf.ThreadPoolExecutor(4) as ex:
+        out["threads"] = sum(ex.map(lambda x: x * x, range(10)))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    out["fork"] = os.WEXITSTATUS(os.waitpid(pid, 0)[1])
+    a, b = socket.socketpair(); a.send(b"hi"); out["unix"] = b.recv(2).decode()
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+    c = socket.create_connection(srv.getsockname()); conn, _ = srv.accept(); c.send(b"ok"); out["tcp"] = conn.recv(2).decode()
+    s6 = socket.socket(socket.AF_INET6); s6.close()
+    with tempfile.TemporaryDirectory() as d:
+        open(os.path.join(d, "f"), "w").write("x")
+        out["tmpfile"] = os.listdir(d)
+    out["sqlite"] = sqlite3.connect(":memory:").execute("select 41 + 1").fetchone()[0]
+    out["numpy"] = float(np.linalg.inv(np.eye(3) * 2)[0, 0])
+    out["pandas"] = int(pd.DataFrame({"a": [1, 2, 3]}).groupby("a").size().sum())
+    out["cpus"] = os.cpu_count() or 0
+    return out
+`, nil, &got)
+		want := map[string]any{"threads": 285.0, "fork": 7.0, "unix": "hi", "tcp": "ok", "sqlite": 42.0, "numpy": 0.5, "pandas": 3.0}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s = %v, want %v", k, got[k], v)
+			}
+		}
+		if cpus, _ := got["cpus"].(float64); cpus < 1 {
+			t.Errorf("os.cpu_count() = %v", got["cpus"])
+		}
+	})
+
+	t.Run("no descriptor the sandbox holds shows the host's network", func(t *testing.T) {
+		var got map[string]any
+		s.mustSucceed(t, `import os, fcntl, socket, struct, array
+SIOCGIFCONF = 0x8912
+def ifconf(fd):
+    buf = array.array("B", b"\0" * 4096)
+    req = struct.pack("iL", len(buf), buf.buffer_info()[0])
+    n = struct.unpack("iL", fcntl.ioctl(fd, SIOCGIFCONF, req))[0]
+    names = []
+    for i in range(0, n, 40):
+        names.append(bytes(buf[i:i + 16]).split(b"\0", 1)[0].decode())
+    return names
+def main():
+    out = {"fds": {}}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            out["fds"][name] = ifconf(fd)
+        except OSError as e:
+            out["fds"][name] = e.errno
+    with socket.socket() as s:
+        out["own_socket"] = ifconf(s.fileno())
+    return out
+`, nil, &got)
+		for fd, v := range got["fds"].(map[string]any) {
+			if _, isErrno := v.(float64); !isErrno {
+				t.Errorf("SIOCGIFCONF on fd %s answered %v: it is a socket of some network namespace", fd, v)
+			}
+		}
+		if names, _ := got["own_socket"].([]any); len(names) > 1 || (len(names) == 1 && names[0] != "lo") {
+			t.Errorf("the sandbox's own namespace has interfaces %v", names)
+		}
+	})
+
+	t.Run("host facts are masked and /proc is the sandbox's own", func(t *testing.T) {
+		var got map[string]any
+		s.mustSucceed(t, `import os
+def main():
+    out = {}
+    for path in ["/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list"]:
+        try:
+            out[path] = open(path).read()
+        except OSError as e:
+            out[path] = ""
+    out["pids"] = sorted(int(n) for n in os.listdir("/proc") if n.isdigit())
+    try:
+        open("/proc/sys/kernel/hostname", "w").write("x")
+        out["proc_sys_writable"] = True
+    except OSError:
+        out["proc_sys_writable"] = False
+    return out
+`, nil, &got)
+		for _, path := range []string{"/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list"} {
+			if got[path] != "" {
+				t.Errorf("%s reads %q, want it masked", path, got[path])
+			}
+		}
+		if pids, _ := got["pids"].([]any); len(pids) != 1 || pids[0] != 1.0 {
+			t.Errorf("/proc lists pids %v, want only the sandbox itself (1)", got["pids"])
+		}
+		if got["proc_sys_writable"] != false {
+			t.Error("/proc/sys is writable")
+		}
+	})
+
+	t.Run("memfd and System V shared memory cannot hold memory outside the limit", func(t *testing.T) {
+		var got map[string]int
+		s.mustSucceed(t, `import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def errno_of(r):
+    return 0 if r >= 0 else ctypes.get_errno()
+def main():
+    out = {}
+    try:
+        os.memfd_create("hold"); out["memfd_create"] = 0
+    except OSError as e:
+        out["memfd_create"] = e.errno
+    out["shmget"] = errno_of(libc.shmget(0, 1 << 20, 0o1000 | 0o600))
+    out["mq_open"] = errno_of(libc.syscall(240, b"/q", 0o100 | 2, 0o600, None))
+    return out
+`, nil, &got)
+		for name, errno := range got {
+			if errno != 1 {
+				t.Errorf("%s: errno %d, want EPERM", name, errno)
+			}
+		}
+	})
+
+	t.Run("the server stays healthy", func(t *testing.T) {
+		s.mustSucceed(t, helloScript, nil, nil)
+	})
+}
+
+// refusedSyscalls calls, with harmless arguments, each system call and
+// socket family the filter refuses, and returns the errno of each.
+const refusedSyscalls = `import ctypes, socket, errno as E
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return 0 if r >= 0 else ctypes.get_errno()
+def main():
+    out = {
+        "io_uring_setup": call(425, 1, 0),
+        "memfd_secret": call(447, 0),
+        "modify_ldt": call(154, 0, 0, 0),
+        "personality(ADDR_NO_RANDOMIZE)": call(135, 0x0040000),
+        "personality(PER_LINUX32)": call(135, 0x0008),
+        "pidfd_getfd": call(438, 0, 0, 0),
+        "pidfd_open": call(434, 1, 0),
+        "userfaultfd": call(323, 0),
+        "keyctl": call(250, 0, 0, 0, 0, 0),
+        "add_key": call(248, 0, 0, 0, 0, 0),
+        "bpf": call(321, 0, 0, 0),
+        "perf_event_open": call(298, 0, 0, -1, -1, 0),
+        "ptrace": call(101, 0, 0, 0, 0),
+        "process_vm_readv": call(310, 1, 0, 0, 0, 0, 0),
+        "mount": call(165, 0, 0, 0, 0, 0),
+        "umount2": call(166, 0, 0),
+        "unshare(user)": call(272, 0x10000000),
+        "setns": call(308, 0, 0),
+        "clone(newuser)": call(56, 0x10000000 | 17, 0, 0, 0, 0),
+        "clone3": call(435, 0, 0),
+        "chroot": call(161, 0),
+        "pivot_root": call(155, 0, 0),
+        "init_module": call(175, 0, 0, 0),
+        "kexec_load": call(246, 0, 0, 0, 0),
+        "reboot": call(169, 0, 0, 0, 0),
+        "swapon": call(167, 0, 0),
+        "syslog": call(103, 3, 0, 0),
+        "sysinfo": call(99, 0),
+        "execve": call(59, 0, 0, 0),
+        "mlock": call(149, 0, 4096),
+        "fsopen": call(430, 0, 0),
+        "open_tree": call(428, -100, 0, 0),
+        "name_to_handle_at": call(303, 0, 0, 0, 0, 0),
+        "memfd_create": call(319, 0, 0),
+        "shmget": call(29, 0, 4096, 0o1000),
+        "mq_open": call(240, 0, 0, 0, 0),
+        "io_setup": call(206, 1, 0),
+        "inotify_init1": call(294, 0),
+        "fanotify_init": call(300, 0, 0),
+        "landlock_create_ruleset": call(444, 0, 0, 1),
+        "seccomp": call(317, 0, 0, 0),
+        "setuid": call(105, 0),
+        "capset": call(126, 0, 0),
+    }
+    for family, name in [(40, "vsock"), (16, "netlink"), (17, "packet"), (38, "alg"), (31, "bluetooth"), (4, "ipx"), (3, "ax25"), (9, "x25"), (5, "appletalk")]:
+        try:
+            socket.socket(family, socket.SOCK_STREAM if family != 16 else socket.SOCK_RAW).close()
+            out["socket(" + name + ")"] = 0
+        except OSError as e:
+            out["socket(" + name + ")"] = e.errno
+    try:
+        socket.socketpair(socket.AF_INET)
+        out["socketpair(inet)"] = 0
+    except OSError as e:
+        out["socketpair(inet)"] = e.errno
+    return out
+`
+
+func contains(list []string, s string) bool {
+	for _, item := range list {
+		if item == s {
+			return true
+		}
+	}
+	return false
+}
