@@ -286,7 +286,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		s.writeMsgpackSuccess(ctx, out, timing, requestID, start)
 		return
 	}
-	body, err := json.Marshal(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
+	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil, requestID)
 		return
@@ -319,6 +319,19 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 	ctx.SetContentType("application/msgpack")
 	ctx.SetBody(body)
 	s.logRequest(ctx, requestID, "", start)
+}
+
+// marshalJSON encodes v compactly and without HTML escaping: a result of
+// eight million "<" stays eight million bytes, not forty-eight. (The
+// result itself arrives as strict, compact JSON checked by the runner.)
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // jsonNumbersToMsgpack turns json.Numbers into int64 where they are whole
@@ -370,7 +383,7 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failur
 		encoded, err = msgpack.Marshal(&resp)
 		ctx.SetContentType("application/msgpack")
 	} else {
-		encoded, err = json.Marshal(&resp)
+		encoded, err = marshalJSON(&resp)
 		ctx.SetContentType("application/json")
 	}
 	if err != nil {
@@ -476,7 +489,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 		body.Status = "unavailable"
 		status = http.StatusServiceUnavailable
 	}
-	encoded, err := json.Marshal(&body)
+	encoded, err := marshalJSON(&body)
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode health: %w", err), nil, "")
 		return

@@ -341,3 +341,18 @@ func TestHandlerAuth(t *testing.T) {
 		t.Fatalf("with the token: status %d %s", r.status, r.body)
 	}
 }
+
+// A result full of "<" comes back byte for byte: no HTML escaping, which
+// would make it six times larger.
+func TestHandlerDoesNotEscapeHTML(t *testing.T) {
+	result := `"` + strings.Repeat("<", 100000) + `"`
+	exec := &fakeExecutor{out: runner.Output{Result: []byte(result), Stdout: []byte("<&>")}}
+	c := startServer(t, DefaultConfig(), exec)
+	r := post(t, c, "application/json", []byte(`{"script": "def main(): pass"}`))
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if !bytes.Contains(r.body, []byte(result)) || !bytes.Contains(r.body, []byte(`"stdout":"<&>"`)) || len(r.body) > len(result)+200 {
+		t.Errorf("body of %d bytes does not hold the result as it is", len(r.body))
+	}
+}
