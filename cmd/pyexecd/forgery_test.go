@@ -1,0 +1,114 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// frameHelper lets a script write frames of its own on the sandbox's
+// channel (fd 4), as a hostile script can.
+const frameHelper = `import os, struct, sys, time, msgpack
+def frame(message):
+    payload = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(payload)) + payload
+def send(data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(4, view):]
+`
+
+// TestForgedFrames: whatever a script writes on its channel, the server
+// answers with a 422 of a defined type, never a 500, never retryable, and
+// never a verdict (crash, timeout) the sandbox did not earn.
+func TestForgedFrames(t *testing.T) {
+	for _, mode := range []string{"fork", "exec"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, "", "--mode", mode, "--warm", "2", "--max-result-bytes", "1048576", "--acquire-timeout", "60s")
+			testForgedFrames(t, s)
+		})
+	}
+}
+
+func testForgedFrames(t *testing.T, s *testServer) {
+	cases := []struct {
+		name, body, wantType string
+	}{
+		{"result that is not UTF-8", `send(frame({"type": "result", "result": b'"\xff\xfe"'}))`, "protocol_error"},
+		{"result with a lone surrogate", `send(frame({"type": "result", "result": b'"\\ud800"'}))`, "protocol_error"},
+		{"result that is not JSON", `send(frame({"type": "result", "result": b'{"a": '}))`, "protocol_error"},
+		{"result NaN", `send(frame({"type": "result", "result": b'[NaN]'}))`, "protocol_error"},
+		{"result with an extra key", `send(frame({"type": "result", "result": b'1', "max_result_bytes": 0}))`, "protocol_error"},
+		{"error of an unknown kind", `send(frame({"type": "error", "kind": "internal", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
+		{"forged crash verdict", `send(frame({"type": "error", "kind": "sandbox_crashed", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
+		{"forged timeout verdict", `send(frame({"type": "error", "kind": "timeout", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
+		{"forged supervisor exit report", `send(frame({"type": "exit", "id": 1, "status": 9, "cpu_us": 10**9, "max_rss_kb": 0}))`, "protocol_error"},
+		{"error message of 250 KB", `send(frame({"type": "error", "kind": "script_error", "message": "m" * 250000, "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
+		{"error message that is not UTF-8", `raw = msgpack.packb({"type": "error", "kind": "script_error", "message": b"\xff\xfe", "traceback": "", "line": 0, "offset": 0}, use_bin_type=False); send(struct.pack(">I", len(raw)) + raw)`, "protocol_error"},
+		{"garbage", `send(b"\x00\x00\x00\x04\xc1\xc1\xc1\xc1")`, "protocol_error"},
+		{"header over the result cap", `send(struct.pack(">I", 1 << 30))`, "output_limit"},
+		{"a header that swallows the rest, then exit", `send(struct.pack(">I", 100)); os._exit(0)`, "script_error"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			script := frameHelper + "def main():\n    print('before', flush=True)\n    " + tc.body + "\n    time.sleep(5)\n"
+			r := s.execute(t, script, map[string]any{"timeout_ms": 10000})
+			if r.Error == nil || r.Error.Type != tc.wantType || r.Status != http.StatusUnprocessableEntity || r.Error.Retryable {
+				t.Fatalf("status %d error %+v, want a 422 %s, not retryable", r.Status, r.Error, tc.wantType)
+			}
+			if r.Stdout != "before\n" {
+				t.Errorf("stdout %q, want what the script printed", r.Stdout)
+			}
+			if len(r.Error.Message) > 2048 {
+				t.Errorf("error message of %d bytes", len(r.Error.Message))
+			}
+		})
+	}
+
+	t.Run("the result cap is the server's, whatever the script changes", func(t *testing.T) {
+		r := s.execute(t, `import sys, gc
+def main():
+    # Look for any cap the script could lower in what it can reach.
+    for obj in gc.get_objects():
+        if isinstance(obj, dict):
+            for key in ("max_result_bytes", "limits"):
+                if key in obj:
+                    obj[key] = 0
+    return "x" * (2 << 20)
+`, nil)
+		if r.Error == nil || r.Error.Type != "output_limit" {
+			t.Fatalf("status %d error %+v, want output_limit for a result over the 1 MiB cap", r.Status, r.Error)
+		}
+	})
+
+	t.Run("streaming frames costs the server one frame", func(t *testing.T) {
+		var before, after syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+		start := time.Now()
+		r := s.execute(t, frameHelper+`def main():
+    junk = frame({"type": "result", "result": b"[" + b"1," * 400000 + b"]"})
+    deadline = time.time() + 4
+    while time.time() < deadline:
+        send(junk)
+`, map[string]any{"timeout_ms": 10000})
+		syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+		if r.Error == nil || r.Error.Type != "protocol_error" {
+			t.Fatalf("status %d error %+v, want protocol_error", r.Status, r.Error)
+		}
+		cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+		if cpu > 2*time.Second {
+			t.Errorf("the server used %v of CPU in %v answering a streaming script", cpu, time.Since(start))
+		}
+	})
+
+	t.Run("the server log stays bounded and the server healthy", func(t *testing.T) {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if len(line) > 8192 {
+				t.Errorf("a log line of %d bytes: %.200s…", len(line), line)
+			}
+		}
+		s.mustSucceed(t, helloScript, nil, nil)
+	})
+}

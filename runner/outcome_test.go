@@ -1,0 +1,86 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestClassify is the table of every outcome an execution can have and
+// what the runner makes of it.
+func TestClassify(t *testing.T) {
+	limits := Limits{Timeout: time.Second, CPUTime: 2 * time.Second, OutputBytes: 8, ResultBytes: 20}
+	killed := exitReport{Status: int(syscall.SIGKILL)}
+	segv := exitReport{Status: int(syscall.SIGSEGV)}
+	cpuSpent := exitReport{Status: int(syscall.SIGKILL), CPUMicros: 2_000_000}
+	exited3 := exitReport{Status: 3 << 8}
+	failure := func(kind string) *errorFrame {
+		return &errorFrame{Type: msgError, Kind: kind, Message: "m"}
+	}
+	tests := []struct {
+		name       string
+		o          outcome
+		wantResult string
+		wantKind   Kind  // "" with wantErr: not a ScriptError
+		wantErr    error // checked with errors.Is when set
+	}{
+		{name: "result", o: outcome{result: &resultFrame{Result: []byte(` {"a" : [1, "<"]} `)}}, wantResult: `{"a":[1,"<"]}`},
+		{name: "result over the cap", o: outcome{result: &resultFrame{Result: []byte(`"0123456789abcdefghijkl"`)}}, wantKind: KindOutputLimit},
+		{name: "result not UTF-8", o: outcome{result: &resultFrame{Result: []byte("\"\xff\"")}}, wantKind: KindProtocolError},
+		{name: "result with a lone surrogate", o: outcome{result: &resultFrame{Result: []byte(`"\ud800"`)}}, wantKind: KindProtocolError},
+		{name: "result NaN", o: outcome{result: &resultFrame{Result: []byte(`NaN`)}}, wantKind: KindProtocolError},
+		{name: "script error", o: outcome{failed: failure("script_error")}, wantKind: KindScriptError},
+		{name: "memory error raised in the script", o: outcome{failed: failure("memory_limit")}, wantKind: KindMemoryLimit},
+		{name: "kind the sandbox may not report", o: outcome{failed: failure("sandbox_crashed")}, wantKind: KindProtocolError},
+		{name: "unknown kind", o: outcome{failed: failure("internal")}, wantKind: KindProtocolError},
+		{name: "error text not UTF-8", o: outcome{failed: &errorFrame{Kind: "script_error", Message: "\xff"}}, wantKind: KindProtocolError},
+		{name: "error text too long", o: outcome{failed: &errorFrame{Kind: "script_error", Message: string(make([]byte, maxErrorMessage+1))}}, wantKind: KindProtocolError},
+		{name: "output over the cap wins over a reply", o: outcome{overflowed: true, overflow: "stderr", result: &resultFrame{Result: []byte(`1`)}}, wantKind: KindOutputLimit},
+		{name: "caller went away", o: outcome{abandoned: context.Canceled, exit: killed, exitKnown: true}, wantErr: context.Canceled},
+		{name: "wall deadline", o: outcome{deadlineHit: true, exit: killed, exitKnown: true}, wantKind: KindTimeout},
+		{name: "reply frame over the cap", o: outcome{channelErr: errFrameTooLarge}, wantKind: KindOutputLimit},
+		{name: "malformed reply", o: outcome{channelErr: errMalformed, exit: exited3, exitKnown: true}, wantKind: KindProtocolError},
+		{name: "zygote died", o: outcome{channelErr: io.EOF, zygoteDied: true}, wantErr: ErrZygoteDied},
+		{name: "crash", o: outcome{channelErr: io.EOF, exit: segv, exitKnown: true}, wantKind: KindCrashed},
+		{name: "killed after its whole CPU allowance", o: outcome{channelErr: io.EOF, exit: cpuSpent, exitKnown: true}, wantKind: KindTimeout},
+		{name: "killed before its CPU allowance", o: outcome{channelErr: io.EOF, exit: killed, exitKnown: true}, wantKind: KindCrashed},
+		{name: "SIGXCPU", o: outcome{channelErr: io.EOF, exit: exitReport{Status: int(syscall.SIGXCPU)}, exitKnown: true}, wantKind: KindTimeout},
+		{name: "exit before main returned", o: outcome{channelErr: io.EOF, exit: exited3, exitKnown: true}, wantKind: KindScriptError},
+		{name: "nothing known", o: outcome{channelErr: os.ErrDeadlineExceeded}, wantErr: os.ErrDeadlineExceeded},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := classify(tc.o, limits)
+			if tc.wantResult != "" {
+				if err != nil || string(out.Result) != tc.wantResult {
+					t.Fatalf("got %s, %v; want %s", out.Result, err, tc.wantResult)
+				}
+				return
+			}
+			var se *ScriptError
+			switch {
+			case tc.wantKind != "":
+				if !errors.As(err, &se) || se.Kind != tc.wantKind {
+					t.Fatalf("err = %v, want a %s", err, tc.wantKind)
+				}
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) || errors.As(err, &se) {
+					t.Fatalf("err = %v, want a service error wrapping %v", err, tc.wantErr)
+				}
+			}
+		})
+	}
+}
+
+func TestClassifyKeepsOutputAndUsage(t *testing.T) {
+	o := outcome{channelErr: io.EOF, exit: exitReport{Status: int(syscall.SIGSEGV), CPUMicros: 1500, MaxRSSKB: 900}, exitKnown: true,
+		stdout: []byte("0123456789"), stderr: []byte("e")}
+	out, _ := classify(o, Limits{OutputBytes: 4})
+	if string(out.Stdout) != "0123" || string(out.Stderr) != "e" || out.Usage.CPU != 1500*time.Microsecond || out.Usage.MaxRSSKB != 900 {
+		t.Errorf("output %+v", out)
+	}
+}
