@@ -209,11 +209,17 @@ func (r *Runner) Start(ctx context.Context) (*Sandbox, error) {
 	if r.cfg.Mode == ModeExec {
 		return r.startExec(ctx)
 	}
-	z, err := r.zygotes.get(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		z, err := r.zygotes.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sb, err := r.spawn(ctx, z, r.cfg.ZygoteMaxForks)
+		if errors.Is(err, errZygoteSpent) {
+			continue // another build took its last fork: wait for the next zygote
+		}
+		return sb, err
 	}
-	return r.spawn(ctx, z)
 }
 
 // startExec starts one exec-mode sandbox: a fresh jailed interpreter,
@@ -225,7 +231,7 @@ func (r *Runner) startExec(ctx context.Context) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	sb, err := r.spawn(ctx, z)
+	sb, err := r.spawn(ctx, z, 0)
 	if err != nil {
 		z.close()
 		return nil, err

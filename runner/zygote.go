@@ -251,12 +251,19 @@ func (z *zygote) waiter(id uint64) *spawnWait {
 	return z.pending[id]
 }
 
-// register reserves an id for a new sandbox of this zygote.
-func (z *zygote) register() (uint64, *spawnWait, error) {
+// errZygoteSpent says a zygote has made its share of sandboxes.
+var errZygoteSpent = errors.New("zygote made its share of sandboxes")
+
+// register reserves an id for a new sandbox of this zygote, one of at most
+// maxForks (0: no bound).
+func (z *zygote) register(maxForks int) (uint64, *spawnWait, error) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if z.closed {
 		return 0, nil, fmt.Errorf("zygote is closed: %w", ErrZygoteDied)
+	}
+	if maxForks > 0 && z.forks >= maxForks {
+		return 0, nil, errZygoteSpent
 	}
 	z.nextID++
 	z.forks++
@@ -324,9 +331,10 @@ func (z *zygote) close() {
 	z.stderr.close()
 }
 
-// spawn asks z for one sandbox and waits until it says ready.
-func (r *Runner) spawn(ctx context.Context, z *zygote) (_ *Sandbox, err error) {
-	id, wait, err := z.register()
+// spawn asks z for one sandbox, one of at most maxForks (0: no bound), and
+// waits until it says ready.
+func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int) (_ *Sandbox, err error) {
+	id, wait, err := z.register(maxForks)
 	if err != nil {
 		return nil, err
 	}
@@ -515,13 +523,18 @@ func (s *zygoteSupervisor) get(ctx context.Context) (*zygote, error) {
 		z, changed, lastErr := s.current, s.changed, s.lastErr
 		s.mu.Unlock()
 		if z != nil {
-			if z.forkCount()+1 >= s.r.cfg.ZygoteMaxForks {
+			forks := z.forkCount()
+			if forks+1 >= s.r.cfg.ZygoteMaxForks {
 				select {
 				case s.rotate <- struct{}{}:
 				default:
 				}
 			}
-			return z, nil
+			// A zygote that made its share makes no more: wait for the
+			// next one (the warm pool covers the wait).
+			if forks < s.r.cfg.ZygoteMaxForks {
+				return z, nil
+			}
 		}
 		select {
 		case <-changed:

@@ -265,3 +265,36 @@ def main():
 		})
 	}
 }
+
+// TestZygoteRotation: after --zygote-max-forks sandboxes a fresh zygote
+// takes over, so sandboxes of two generations differ in address-space
+// layout and hash seed (those of one generation share both: fork mode's
+// price, which rotation bounds).
+func TestZygoteRotation(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--zygote-max-forks", "2", "--prewarm=false")
+	probe := `import ctypes
+def main():
+    import sys
+    return [hash("pyexec"), id(sys.modules), ctypes.cast(ctypes.CDLL("libc.so.6").printf, ctypes.c_void_p).value]
+`
+	type generation struct{ hash, object, function float64 }
+	seen := map[generation]int{}
+	for i := 0; i < 8; i++ {
+		var got []float64
+		s.mustSucceed(t, probe, nil, &got)
+		if len(got) != 3 {
+			t.Fatalf("probe answered %v", got)
+		}
+		seen[generation{got[0], got[1], got[2]}]++
+	}
+	if len(seen) < 2 {
+		t.Fatalf("8 sandboxes with --zygote-max-forks 2 all share one layout and hash seed: %v", seen)
+	}
+	hashes, objects, functions := map[float64]bool{}, map[float64]bool{}, map[float64]bool{}
+	for g := range seen {
+		hashes[g.hash], objects[g.object], functions[g.function] = true, true, true
+	}
+	if len(hashes) != len(seen) || len(objects) != len(seen) || len(functions) != len(seen) {
+		t.Errorf("generations differ in some of hash seed, heap and library layout only: %v", seen)
+	}
+}

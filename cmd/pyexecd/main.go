@@ -72,8 +72,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	preload := fs.String("preload", "numpy,pandas", "comma-separated modules every sandbox imports before it is ready")
 	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
 	fs.BoolVar(&o.runner.Prewarm, "prewarm", true, "fork mode: each sandbox runs a fixed numpy/pandas script before it is ready, so requests do not pay its first-run and copy-on-write costs (false: faster to build, slower to answer)")
+	fs.IntVar(&o.runner.ZygoteMaxForks, "zygote-max-forks", 200, "fork mode: a fresh zygote (new address-space layout and hash seed) takes over after this many sandboxes")
+	fs.DurationVar(&o.runner.ZygoteMaxAge, "zygote-max-age", 10*time.Minute, "fork mode: a fresh zygote takes over after this long")
 	fs.DurationVar(&o.runner.StartTimeout, "start-timeout", 30*time.Second, "how long a new sandbox may take to be ready")
-	tmpMB := fs.Int64("tmp-mb", 64, "size of each sandbox's private /tmp and /dev/shm, MiB")
+	tmpMB := fs.Int64("tmp-mb", 64, "size of each sandbox's private scratch tmpfs, which holds its /tmp and /dev/shm together, MiB")
 	uid := fs.Uint("sandbox-uid", 65534, "host uid the jail runs as when the server runs as root (never 0)")
 	gid := fs.Uint("sandbox-gid", 65534, "host gid the jail runs as when the server runs as root (never 0)")
 
@@ -110,6 +112,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	o.runner.SandboxUID, o.runner.SandboxGID = uint32(*uid), uint32(*gid)
 	o.runner.TmpBytes = *tmpMB << 20
+	if o.runner.ZygoteMaxForks < 1 || o.runner.ZygoteMaxAge <= 0 {
+		return o, errors.New("--zygote-max-forks must be at least 1 and --zygote-max-age positive")
+	}
 	o.runner.Preload = splitList(*preload)
 	o.runner.DenyImports = splitList(*deny)
 	o.server.Mode, o.server.Version = o.mode, version
