@@ -48,7 +48,9 @@ type Config struct {
 	MaxMemoryMB int64
 	// CPUTime is every script's CPU-time limit. Default 300s.
 	CPUTime time.Duration
-	// Processes caps processes and threads in one sandbox. Default 64.
+	// Processes caps processes and threads in one sandbox. Default 16: with
+	// the address-space limit per process, it bounds what a sandbox can hold
+	// (see README, "What a sandbox can hold").
 	Processes int64
 	// OpenFiles caps open descriptors in one sandbox. Default 256.
 	OpenFiles int64
@@ -79,7 +81,7 @@ func DefaultConfig() Config {
 		MaxTimeout:     30 * time.Second,
 		MaxMemoryMB:    1024,
 		CPUTime:        300 * time.Second,
-		Processes:      64,
+		Processes:      16,
 		OpenFiles:      256,
 		FileSizeBytes:  16 << 20,
 		OutputBytes:    1 << 20,
@@ -443,14 +445,18 @@ func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
 // healthBody keeps the original service's fields and adds the jail, mode,
 // pool figures and version.
 type healthBody struct {
-	Status   string     `json:"status"`
-	Service  string     `json:"service"`
-	Security string     `json:"security"`
-	Features []string   `json:"features"`
-	Jail     string     `json:"jail"`
-	Mode     string     `json:"mode"`
-	Version  string     `json:"version"`
-	Pool     poolHealth `json:"pool"`
+	Status   string   `json:"status"`
+	Service  string   `json:"service"`
+	Security string   `json:"security"`
+	Features []string `json:"features"`
+	Jail     string   `json:"jail"`
+	Mode     string   `json:"mode"`
+	Version  string   `json:"version"`
+	// MemoryAccounting says what bounds a sandbox's memory: "rlimit"
+	// (address space per process, times processes, plus the scratch
+	// tmpfs; see README). Per-sandbox cgroup v2 accounting is not built.
+	MemoryAccounting string     `json:"memory_accounting"`
+	Pool             poolHealth `json:"pool"`
 }
 
 type poolHealth struct {
@@ -471,13 +477,14 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	body := healthBody{
 		Status:  "healthy",
 		Service: "Safe Python Execution Service (warm sandbox pool)",
-		Security: fmt.Sprintf("%s jail: user, mount, pid, ipc, uts and network namespaces, unprivileged uid, seccomp, rlimits; mode %s",
+		Security: fmt.Sprintf("%s jail: user, mount, pid, ipc, uts and network namespaces per sandbox, private read-only /dev and capped scratch tmpfs, unprivileged uid, seccomp allow list, rlimits; mode %s",
 			s.cfg.Jail, s.cfg.Mode),
 		Features: []string{"resource limits", "sandboxed execution", "warm sandbox pool",
 			"one sandbox per execution", s.cfg.Jail + " sandboxing", "numpy", "pandas"},
-		Jail:    s.cfg.Jail,
-		Mode:    s.cfg.Mode,
-		Version: s.cfg.Version,
+		Jail:             s.cfg.Jail,
+		Mode:             s.cfg.Mode,
+		Version:          s.cfg.Version,
+		MemoryAccounting: "rlimit",
 		Pool: poolHealth{
 			Warm: st.Warm, Idle: st.Idle, Building: st.Building, Busy: st.Busy, MaxBusy: st.MaxBusy,
 			Waiting: st.Waiting, Created: st.Created, Executed: st.Executed,

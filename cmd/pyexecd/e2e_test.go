@@ -252,6 +252,7 @@ func testService(t *testing.T, mode string, jail []string) {
 		defer resp.Body.Close()
 		var h struct {
 			Status, Service, Security, Jail, Mode, Version string
+			MemoryAccounting                               string `json:"memory_accounting"`
 			Features                                       []string
 			Pool                                           struct{ Warm, Executed int }
 		}
@@ -259,7 +260,7 @@ func testService(t *testing.T, mode string, jail []string) {
 			t.Fatal(err)
 		}
 		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != s.jail || h.Mode != mode ||
-			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" {
+			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" || h.MemoryAccounting != "rlimit" {
 			t.Errorf("health %d %+v", resp.StatusCode, h)
 		}
 	})
@@ -488,7 +489,7 @@ def main():
     return {name: list(resource.getrlimit(getattr(resource, name))) for name in
             ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE"]}
 `, nil, &got)
-		want := map[string]int{"RLIMIT_NPROC": 64, "RLIMIT_NOFILE": 256, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
+		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 256, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
 		for name, v := range want {
 			if len(got[name]) != 2 || got[name][0] != v || got[name][1] != v {
 				t.Errorf("%s = %v, want soft and hard %d", name, got[name], v)
@@ -521,8 +522,8 @@ def main():
 		if r.Status == 200 {
 			var n int
 			_ = json.Unmarshal(r.Result, &n)
-			if n >= 64 {
-				t.Errorf("forked %d children past the limit of 64", n)
+			if n >= 16 {
+				t.Errorf("forked %d children past the limit of 16", n)
 			}
 		} else if r.Error == nil || r.Error.Type != "timeout" {
 			t.Errorf("status %d error %+v", r.Status, r.Error)

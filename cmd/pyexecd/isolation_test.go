@@ -455,3 +455,85 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestMemoryBound holds memory through every route a script has (child
+// processes, each up to the address-space limit; /tmp and /dev/shm;
+// memfd) and shows the total stays within the bound the README states:
+// processes × memory_mb + the scratch cap. Run only after TestIsolation
+// showed the limits in force; the bound here is small (4 × 200 MiB + 16 MiB).
+func TestMemoryBound(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--max-processes", "4", "--tmp-mb", "16")
+	var got struct {
+		Forks     int   `json:"forks"`
+		HeldKB    []int `json:"held_kb"`
+		Scratch   int   `json:"scratch"`
+		MemfdErr  int   `json:"memfd_errno"`
+		ForkError int   `json:"fork_errno"`
+	}
+	s.mustSucceed(t, `import os, time
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+def hold():
+    held = []
+    try:
+        while True:
+            held.append(b"\x01" * (4 << 20))
+    except MemoryError:
+        pass
+    return rss_kb()
+def fill(path):
+    n = 0
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(b"x" * 65536); f.flush(); n += 65536
+    except OSError:
+        return n
+def main():
+    r, w = os.pipe()
+    forks, fork_errno = 0, 0
+    for _ in range(10):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            fork_errno = e.errno
+            break
+        if pid == 0:
+            os.close(r)
+            os.write(w, b"%d\n" % hold())
+            time.sleep(60)
+            os._exit(0)
+        forks += 1
+    os.close(w)
+    held = [hold()]
+    with os.fdopen(r) as reports:
+        held += [int(reports.readline()) for _ in range(forks)]
+    try:
+        os.memfd_create("hold")
+        memfd = 0
+    except OSError as e:
+        memfd = e.errno
+    return {"forks": forks, "fork_errno": fork_errno, "held_kb": held,
+            "scratch": fill("/tmp/a") + fill("/dev/shm/b"), "memfd_errno": memfd}
+`, map[string]any{"memory_mb": 200, "timeout_ms": 30000}, &got)
+	if got.Forks > 3 || got.ForkError == 0 {
+		t.Errorf("forked %d children (errno %d), want at most 3 beside the script under --max-processes 4", got.Forks, got.ForkError)
+	}
+	totalKB := got.Scratch >> 10
+	for _, kb := range got.HeldKB {
+		if kb > 200<<10 {
+			t.Errorf("one process holds %d KiB, over its 200 MiB address space", kb)
+		}
+		totalKB += kb
+	}
+	if bound := (4*200 + 16) << 10; totalKB > bound {
+		t.Errorf("the sandbox holds %d KiB, over the bound of %d KiB", totalKB, bound)
+	}
+	if got.Scratch > 16<<20 || got.MemfdErr != 1 {
+		t.Errorf("scratch %d bytes, memfd errno %d", got.Scratch, got.MemfdErr)
+	}
+	t.Logf("held: processes %v KiB, scratch %d KiB, total %d KiB", got.HeldKB, got.Scratch>>10, totalKB)
+	s.mustSucceed(t, helloScript, nil, nil)
+}
