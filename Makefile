@@ -20,9 +20,12 @@ binary:
 run: build
 	./$(BIN) $(ARGS)
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # REQUIRE_JAIL=1 turns "no jail here" skips into failures: CI must never
 # pass by skipping the sandbox. nsjail is tested when it is on PATH or at

@@ -35,7 +35,9 @@ type Sandbox interface {
 // Factory starts one sandbox. The context bounds the build; it is never a
 // request's context, so a client that goes away cannot kill a half-built
 // sandbox.
-type Factory func(ctx context.Context) (Sandbox, error)
+// urgent says requests are waiting for a sandbox now: the factory may make
+// a plainer one faster (fork mode skips its warm-up run).
+type Factory func(ctx context.Context, urgent bool) (Sandbox, error)
 
 // Config sets the pool's sizes and bounds. Zero fields take the defaults.
 type Config struct {
@@ -57,6 +59,12 @@ type Config struct {
 	BuildConcurrency int
 	// Logger receives build failures. Zero: no logging.
 	Logger zerolog.Logger
+}
+
+// DefaultConfig returns the defaults. MaxBusy, MaxWaiting and
+// BuildConcurrency stay zero: New derives them from the CPU count.
+func DefaultConfig() Config {
+	return Config{Warm: 4, AcquireTimeout: 10 * time.Second, BuildTimeout: 60 * time.Second}
 }
 
 // maxLeaseAttempts bounds how many sandboxes one request may find dead
@@ -84,8 +92,10 @@ type Pool struct {
 	waiting  atomic.Int64
 	building atomic.Int64
 	created  atomic.Int64
-	executed atomic.Int64
-	failures atomic.Int64 // consecutive build failures; 0 after a success
+	// createdUrgent counts sandboxes built while requests were waiting.
+	createdUrgent atomic.Int64
+	executed      atomic.Int64
+	failures      atomic.Int64 // consecutive build failures; 0 after a success
 
 	mu           sync.Mutex // guards lastBuildErr
 	lastBuildErr error
@@ -104,8 +114,9 @@ func New(cfg Config) (*Pool, error) {
 		return nil, errors.New("pool: no sandbox factory")
 	}
 	procs := runtime.GOMAXPROCS(0)
+	d := DefaultConfig()
 	if cfg.Warm <= 0 {
-		cfg.Warm = 4
+		cfg.Warm = d.Warm
 	}
 	if cfg.MaxBusy <= 0 {
 		cfg.MaxBusy = 2 * procs
@@ -114,10 +125,10 @@ func New(cfg Config) (*Pool, error) {
 		cfg.MaxWaiting = 64 * cfg.MaxBusy
 	}
 	if cfg.AcquireTimeout <= 0 {
-		cfg.AcquireTimeout = 10 * time.Second
+		cfg.AcquireTimeout = d.AcquireTimeout
 	}
 	if cfg.BuildTimeout <= 0 {
-		cfg.BuildTimeout = 60 * time.Second
+		cfg.BuildTimeout = d.BuildTimeout
 	}
 	if cfg.BuildConcurrency <= 0 {
 		cfg.BuildConcurrency = procs
@@ -149,7 +160,9 @@ func New(cfg Config) (*Pool, error) {
 func (p *Pool) build(context.Context) (Sandbox, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.BuildTimeout)
 	defer cancel()
-	sb, err := p.cfg.New(ctx)
+	// Behind demand, a sandbox now beats a faster sandbox later.
+	urgent := p.waiting.Load() > 0
+	sb, err := p.cfg.New(ctx, urgent)
 	if err != nil {
 		p.failures.Add(1)
 		p.mu.Lock()
@@ -160,6 +173,9 @@ func (p *Pool) build(context.Context) (Sandbox, error) {
 	}
 	p.failures.Store(0)
 	p.created.Add(1)
+	if urgent {
+		p.createdUrgent.Add(1)
+	}
 	return sb, nil
 }
 
@@ -316,8 +332,11 @@ type Stats struct {
 	Warm, Idle, Building, Busy, Waiting int
 	MaxBusy                             int
 	Created, Executed                   int64
-	ConsecutiveBuildFailures            int64
-	LastBuildError                      string
+	// CreatedUrgent were built while requests waited (fork mode: without
+	// the warm-up run).
+	CreatedUrgent            int64
+	ConsecutiveBuildFailures int64
+	LastBuildError           string
 }
 
 // Stats returns the current figures.
@@ -331,6 +350,7 @@ func (p *Pool) Stats() Stats {
 		Waiting:                  int(p.waiting.Load()),
 		MaxBusy:                  p.cfg.MaxBusy,
 		Created:                  p.created.Load(),
+		CreatedUrgent:            p.createdUrgent.Load(),
 		Executed:                 p.executed.Load(),
 		ConsecutiveBuildFailures: p.failures.Load(),
 	}

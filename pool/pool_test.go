@@ -40,9 +40,14 @@ type fakeFactory struct {
 	built []*fakeSandbox
 	hook  func(ctx context.Context) error // runs before each build
 	run   func(ctx context.Context) error
+	// urgent counts builds asked for while requests waited.
+	urgent atomic.Int64
 }
 
-func (f *fakeFactory) New(ctx context.Context) (Sandbox, error) {
+func (f *fakeFactory) New(ctx context.Context, urgent bool) (Sandbox, error) {
+	if urgent {
+		f.urgent.Add(1)
+	}
 	if f.hook != nil {
 		if err := f.hook(ctx); err != nil {
 			return nil, err
@@ -235,5 +240,26 @@ func TestClosedPoolRefuses(t *testing.T) {
 		if !sb.closed.Load() {
 			t.Error("a warm sandbox survived Close")
 		}
+	}
+}
+
+// TestBuildsWhileRequestsWaitAreUrgent: a build that starts while a request
+// waits is asked to be quick (fork mode then skips the warm-up run), and
+// Stats counts it.
+func TestBuildsWhileRequestsWaitAreUrgent(t *testing.T) {
+	var calls atomic.Int64
+	f := &fakeFactory{hook: func(ctx context.Context) error {
+		if calls.Add(1) <= 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	}}
+	p := newTestPool(t, f, Config{Warm: 1, AcquireTimeout: 10 * time.Second})
+	if _, _, err := p.Execute(context.Background(), runner.Request{Script: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.urgent.Load() == 0 || p.Stats().CreatedUrgent == 0 {
+		t.Errorf("no build was urgent (factory saw %d, stats %d) though a request waited through two failed builds",
+			f.urgent.Load(), p.Stats().CreatedUrgent)
 	}
 }

@@ -19,18 +19,16 @@ func BenchmarkExecute(b *testing.B) {
 			b.Run(cfg.name+"/"+name, func(b *testing.B) {
 				r := newBenchRunnerWith(b, cfg.cfg)
 				ctx := context.Background()
-				limits := Limits{Timeout: 10 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 1 << 30,
-					Processes: 64, OpenFiles: 256, FileSizeBytes: 1 << 24, OutputBytes: 1 << 20, ResultBytes: 1 << 20}
 				b.ResetTimer()
 				for range b.N {
 					b.StopTimer()
-					sb, err := r.Start(ctx)
+					sb, err := r.Start(ctx, StartOptions{})
 					if err != nil {
 						b.Fatal(err)
 					}
 					time.Sleep(100 * time.Millisecond) // let the build's teardown work finish
 					b.StartTimer()
-					if _, err := sb.Execute(ctx, Request{Script: scripts[name], Limits: limits}); err != nil {
+					if _, err := sb.Execute(ctx, Request{Script: scripts[name], Timeout: 10 * time.Second}); err != nil {
 						b.Fatal(err)
 					}
 					b.StopTimer()

@@ -29,7 +29,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					sb, err := r.Start(ctx)
+					sb, err := r.Start(ctx, StartOptions{})
 					if err != nil {
 						b.Error(err)
 						return
@@ -64,7 +64,7 @@ func BenchmarkIdleSandboxMemory(b *testing.B) {
 				base := pssBelow(os.Getpid())
 				var sbs []*Sandbox
 				for range idle {
-					sb, err := r.Start(ctx)
+					sb, err := r.Start(ctx, StartOptions{})
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -109,7 +109,7 @@ func newBenchRunnerWith(b *testing.B, cfg Config) *Runner {
 	}
 	b.Cleanup(r.Close)
 	// Warm-up outside the timer: in fork mode this waits for the zygote.
-	sb, err := r.Start(context.Background())
+	sb, err := r.Start(context.Background(), StartOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,32 +29,33 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 	if !s.Alive() {
 		return Output{}, ErrSandboxDead
 	}
-	o := s.run(ctx, req)
-	return classify(o, req.Limits)
+	limits := s.limits.limitsFor(req)
+	o := s.run(ctx, req, limits)
+	return classify(o, limits)
 }
 
 // run sends the script and collects everything that happened, without
 // judging it: that is classify's job.
-func (s *Sandbox) run(ctx context.Context, req Request) outcome {
+func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	start := time.Now()
 	execCtx := ctx
-	if req.Limits.Timeout > 0 {
+	if limits.Timeout > 0 {
 		var cancel context.CancelFunc
-		execCtx, cancel = context.WithTimeout(ctx, req.Limits.Timeout)
+		execCtx, cancel = context.WithTimeout(ctx, limits.Timeout)
 		defer cancel()
 	}
-	s.stdout.setCap(req.Limits.OutputBytes)
-	s.stderr.setCap(req.Limits.OutputBytes)
+	s.stdout.setCap(limits.OutputBytes)
+	s.stderr.setCap(limits.OutputBytes)
 
 	frame := executeFrame{
 		Type:   msgExecute,
 		Script: req.Script,
 		Limits: wireLimits{
-			CPUSeconds:    int64((req.Limits.CPUTime + time.Second - 1) / time.Second),
-			MemoryBytes:   req.Limits.MemoryBytes,
-			Processes:     req.Limits.Processes,
-			OpenFiles:     req.Limits.OpenFiles,
-			FileSizeBytes: req.Limits.FileSizeBytes,
+			CPUSeconds:    int64((limits.CPUTime + time.Second - 1) / time.Second),
+			MemoryBytes:   limits.MemoryBytes,
+			Processes:     limits.Processes,
+			OpenFiles:     limits.OpenFiles,
+			FileSizeBytes: limits.FileSizeBytes,
 		},
 		DenyImports: s.deny,
 	}
@@ -88,7 +89,7 @@ func (s *Sandbox) run(ctx context.Context, req Request) outcome {
 			done <- reply{err: err}
 			return
 		}
-		res, failed, err := readReply(s.fromSandbox, req.Limits.ResultBytes+maxReplyEnvelope)
+		res, failed, err := readReply(s.fromSandbox, limits.ResultBytes+maxReplyEnvelope)
 		done <- reply{res, failed, err}
 	}()
 

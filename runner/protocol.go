@@ -76,8 +76,6 @@ type zygoteConfig struct {
 	Preload []string `json:"preload"`
 	// ScratchBytes caps each sandbox's one tmpfs: /tmp and /dev/shm together.
 	ScratchBytes int64 `json:"scratch_bytes"`
-	// Prewarm runs a fixed script in each sandbox before it says ready.
-	Prewarm bool `json:"prewarm"`
 }
 
 // zygoteReady is the zygote's first packet.
@@ -91,6 +89,8 @@ type zygoteReady struct {
 type spawnRequest struct {
 	Type string `msgpack:"type"`
 	ID   uint64 `msgpack:"id"`
+	// Prewarm has the sandbox run a fixed script before it says ready.
+	Prewarm bool `msgpack:"prewarm"`
 }
 
 // spawnedReport says the sandbox of ID exists; a pidfd of it comes along.

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,10 +65,79 @@ type Config struct {
 	// sandboxes are gone. Zero: 200 and 10 minutes (see DefaultConfig).
 	ZygoteMaxForks int
 	ZygoteMaxAge   time.Duration
+	// Zygotes is how many zygotes serve at once in fork mode: the clone
+	// of the big interpreter happens in its zygote, so one zygote per CPU
+	// lets sandboxes be made in parallel. Zero: GOMAXPROCS.
+	Zygotes int
+	// Limits bound every execution; a Request may lower its wall clock and
+	// memory. Zero fields take DefaultConfig's.
+	Limits Limits
 }
 
-// Limits bound one execution. Zero fields mean "no limit of this kind",
-// except where the server always fills them in (it does, from its maxima).
+// DefaultConfig returns the defaults: those of the original service where
+// it had one (memory 1 GiB, CPU 300 s, wall 30 s). Flags derive theirs
+// from it. Prewarm is true here; a zero Config means false.
+func DefaultConfig() Config {
+	return Config{
+		Mode:           ModeFork,
+		Python:         "/usr/bin/python3",
+		Preload:        []string{"numpy", "pandas"},
+		StartTimeout:   30 * time.Second,
+		TmpBytes:       64 << 20,
+		SandboxUID:     65534,
+		SandboxGID:     65534,
+		Prewarm:        true,
+		ZygoteMaxForks: 200,
+		ZygoteMaxAge:   10 * time.Minute,
+		Zygotes:        runtime.GOMAXPROCS(0),
+		Limits: Limits{
+			Timeout:       30 * time.Second,
+			CPUTime:       300 * time.Second,
+			MemoryBytes:   1 << 30,
+			Processes:     16,
+			OpenFiles:     256,
+			FileSizeBytes: 16 << 20,
+			OutputBytes:   1 << 20,
+			ResultBytes:   8 << 20,
+		},
+	}
+}
+
+// withDefaults fills every zero field of c from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDefault(&c.Mode, d.Mode)
+	setDefault(&c.Python, d.Python)
+	if c.Preload == nil {
+		c.Preload = d.Preload
+	}
+	setDefault(&c.StartTimeout, d.StartTimeout)
+	setDefault(&c.TmpBytes, d.TmpBytes)
+	setDefault(&c.SandboxUID, d.SandboxUID)
+	setDefault(&c.SandboxGID, d.SandboxGID)
+	setDefault(&c.ZygoteMaxForks, d.ZygoteMaxForks)
+	setDefault(&c.ZygoteMaxAge, d.ZygoteMaxAge)
+	setDefault(&c.Zygotes, d.Zygotes)
+	l, dl := &c.Limits, d.Limits
+	setDefault(&l.Timeout, dl.Timeout)
+	setDefault(&l.CPUTime, dl.CPUTime)
+	setDefault(&l.MemoryBytes, dl.MemoryBytes)
+	setDefault(&l.Processes, dl.Processes)
+	setDefault(&l.OpenFiles, dl.OpenFiles)
+	setDefault(&l.FileSizeBytes, dl.FileSizeBytes)
+	setDefault(&l.OutputBytes, dl.OutputBytes)
+	setDefault(&l.ResultBytes, dl.ResultBytes)
+	return c
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+// Limits bound one execution.
 type Limits struct {
 	Timeout       time.Duration // wall clock, enforced by the runner (kill)
 	CPUTime       time.Duration // RLIMIT_CPU
@@ -96,7 +167,22 @@ type Request struct {
 	// means main() is called without an argument.
 	Input       []byte
 	InputFormat InputFormat
-	Limits      Limits
+	// Timeout and MemoryBytes, when positive, lower the configured wall
+	// clock and address-space limits for this request (never raise them).
+	Timeout     time.Duration
+	MemoryBytes int64
+}
+
+// limitsFor are the limits of one request: the configured ones, lowered
+// where the request asks for less.
+func (l Limits) limitsFor(req Request) Limits {
+	if req.Timeout > 0 && req.Timeout < l.Timeout {
+		l.Timeout = req.Timeout
+	}
+	if req.MemoryBytes > 0 && req.MemoryBytes < l.MemoryBytes {
+		l.MemoryBytes = req.MemoryBytes
+	}
+	return l
 }
 
 // Usage is what the sandbox used, from the kernel's rusage.
@@ -126,7 +212,10 @@ type Runner struct {
 	cfg        Config
 	credential *syscall.Credential
 	python     python.Program
-	zygotes    *zygoteSupervisor // fork mode only
+	// zygotes keep Config.Zygotes zygotes serving (fork mode only); next
+	// picks the one the next sandbox comes from, in turn.
+	zygotes []*zygoteSupervisor
+	next    atomic.Uint64
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -150,36 +239,9 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Jail == nil {
 		return nil, errors.New("runner: no jail configured")
 	}
-	switch cfg.Mode {
-	case "":
-		cfg.Mode = ModeFork
-	case ModeFork, ModeExec:
-	default:
+	cfg = cfg.withDefaults()
+	if cfg.Mode != ModeFork && cfg.Mode != ModeExec {
 		return nil, fmt.Errorf("runner: unknown mode %q", cfg.Mode)
-	}
-	if cfg.Python == "" {
-		cfg.Python = "/usr/bin/python3"
-	}
-	if cfg.Preload == nil {
-		cfg.Preload = []string{"numpy", "pandas"}
-	}
-	if cfg.StartTimeout == 0 {
-		cfg.StartTimeout = 30 * time.Second
-	}
-	if cfg.TmpBytes == 0 {
-		cfg.TmpBytes = 64 << 20
-	}
-	if cfg.SandboxUID == 0 {
-		cfg.SandboxUID = 65534
-	}
-	if cfg.SandboxGID == 0 {
-		cfg.SandboxGID = 65534
-	}
-	if cfg.ZygoteMaxForks == 0 {
-		cfg.ZygoteMaxForks = 200
-	}
-	if cfg.ZygoteMaxAge == 0 {
-		cfg.ZygoteMaxAge = 10 * time.Minute
 	}
 	for _, name := range cfg.Preload {
 		if strings.ContainsAny(name, ", ") || name == "" {
@@ -197,24 +259,35 @@ func New(cfg Config) (*Runner, error) {
 		r.credential = &syscall.Credential{Uid: cfg.SandboxUID, Gid: cfg.SandboxGID, Groups: []uint32{}}
 	}
 	if cfg.Mode == ModeFork {
-		r.zygotes = newZygoteSupervisor(r)
+		for range cfg.Zygotes {
+			r.zygotes = append(r.zygotes, newZygoteSupervisor(r))
+		}
 	}
 	return r, nil
+}
+
+// StartOptions vary one sandbox's making.
+type StartOptions struct {
+	// SkipPrewarm makes a fork-mode sandbox without its warm-up run, even
+	// though Config.Prewarm is set: faster to make, slower to answer. The
+	// pool asks for it while requests are waiting.
+	SkipPrewarm bool
 }
 
 // Start starts one sandbox and waits until it says ready. ctx bounds the
 // wait (together with Config.StartTimeout); on failure nothing of the
 // sandbox is left running.
-func (r *Runner) Start(ctx context.Context) (*Sandbox, error) {
+func (r *Runner) Start(ctx context.Context, opts StartOptions) (*Sandbox, error) {
 	if r.cfg.Mode == ModeExec {
 		return r.startExec(ctx)
 	}
+	prewarm := r.cfg.Prewarm && !opts.SkipPrewarm
 	for {
-		z, err := r.zygotes.get(ctx)
+		z, err := r.zygotes[r.next.Add(1)%uint64(len(r.zygotes))].get(ctx)
 		if err != nil {
 			return nil, err
 		}
-		sb, err := r.spawn(ctx, z, r.cfg.ZygoteMaxForks)
+		sb, err := r.spawn(ctx, z, r.cfg.ZygoteMaxForks, prewarm)
 		if errors.Is(err, errZygoteSpent) {
 			continue // another build took its last fork: wait for the next zygote
 		}
@@ -227,11 +300,11 @@ func (r *Runner) Start(ctx context.Context) (*Sandbox, error) {
 // through the same isolation steps as fork mode. The zygote is closed with
 // the sandbox.
 func (r *Runner) startExec(ctx context.Context) (*Sandbox, error) {
-	z, err := r.startZygote(ctx, false)
+	z, err := r.startZygote(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := r.spawn(ctx, z, 0)
+	sb, err := r.spawn(ctx, z, 0, false)
 	if err != nil {
 		z.close()
 		return nil, err
@@ -243,8 +316,8 @@ func (r *Runner) startExec(ctx context.Context) (*Sandbox, error) {
 // Close stops the zygote (fork mode) and every sandbox forked from it.
 // Sandboxes of exec mode are closed by their owners.
 func (r *Runner) Close() {
-	if r.zygotes != nil {
-		r.zygotes.close()
+	for _, s := range r.zygotes {
+		s.close()
 	}
 }
 
@@ -257,7 +330,7 @@ func (r *Runner) Mode() Mode { return r.cfg.Mode }
 // Probe starts one sandbox and destroys it, to prove the jail works here.
 // Its error says what to fix.
 func (r *Runner) Probe(ctx context.Context) error {
-	sb, err := r.Start(ctx)
+	sb, err := r.Start(ctx, StartOptions{})
 	if err != nil {
 		return fmt.Errorf("cannot start a %s sandbox (the jail needs unprivileged user namespaces: "+
 			"check that sysctl user.max_user_namespaces > 0 and kernel.unprivileged_userns_clone=1 where it exists, "+

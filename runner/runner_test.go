@@ -36,30 +36,22 @@ func forEachMode(t *testing.T, test func(t *testing.T, r *Runner)) {
 	}
 }
 
-func defaultLimits() Limits {
-	return Limits{
-		Timeout: 10 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 1 << 30,
-		Processes: 64, OpenFiles: 256, FileSizeBytes: 16 << 20,
-		OutputBytes: 1 << 20, ResultBytes: 1 << 20,
-	}
-}
-
-func runScript(t *testing.T, r *Runner, script string, input []byte, limits Limits) (Output, error) {
+func runScript(t *testing.T, r *Runner, script string, input []byte, timeout time.Duration) (Output, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sb, err := r.Start(ctx)
+	sb, err := r.Start(ctx, StartOptions{})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	defer sb.Close()
-	return sb.Execute(ctx, Request{Script: script, Input: input, Limits: limits})
+	return sb.Execute(ctx, Request{Script: script, Input: input, Timeout: timeout})
 }
 
 func TestExecuteHello(t *testing.T) { forEachMode(t, testExecuteHello) }
 
 func testExecuteHello(t *testing.T, r *Runner) {
-	out, err := runScript(t, r, "import os\ndef main():\n    print('hi')\n    os.write(1, b'raw\\n')\n    return {'message': 'Hello'}\n", nil, defaultLimits())
+	out, err := runScript(t, r, "import os\ndef main():\n    print('hi')\n    os.write(1, b'raw\\n')\n    return {'message': 'Hello'}\n", nil, 0)
 	if err != nil {
 		t.Fatalf("execute: %v (stderr %q)", err, out.Stderr)
 	}
@@ -75,11 +67,11 @@ func TestSandboxIsNotReused(t *testing.T) { forEachMode(t, testSandboxIsNotReuse
 
 func testSandboxIsNotReused(t *testing.T, r *Runner) {
 	ctx := context.Background()
-	sb, err := r.Start(ctx)
+	sb, err := r.Start(ctx, StartOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sb.Execute(ctx, Request{Script: "def main(): return 1", Limits: defaultLimits()}); err != nil {
+	if _, err := sb.Execute(ctx, Request{Script: "def main(): return 1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := sb.Close(); err != nil {
@@ -88,7 +80,7 @@ func testSandboxIsNotReused(t *testing.T, r *Runner) {
 	if sb.Alive() {
 		t.Error("sandbox still running after its execution")
 	}
-	if _, err := sb.Execute(ctx, Request{Script: "def main(): return 1", Limits: defaultLimits()}); !errors.Is(err, ErrSandboxUsed) {
+	if _, err := sb.Execute(ctx, Request{Script: "def main(): return 1"}); !errors.Is(err, ErrSandboxUsed) {
 		t.Errorf("second Execute: got %v, want ErrSandboxUsed", err)
 	}
 }
@@ -96,9 +88,7 @@ func testSandboxIsNotReused(t *testing.T, r *Runner) {
 func TestExecuteTimeoutKeepsOutput(t *testing.T) { forEachMode(t, testExecuteTimeoutKeepsOutput) }
 
 func testExecuteTimeoutKeepsOutput(t *testing.T, r *Runner) {
-	limits := defaultLimits()
-	limits.Timeout = 500 * time.Millisecond
-	out, err := runScript(t, r, "import time, sys\ndef main():\n    print('before', flush=True)\n    time.sleep(30)\n", nil, limits)
+	out, err := runScript(t, r, "import time, sys\ndef main():\n    print('before', flush=True)\n    time.sleep(30)\n", nil, 500*time.Millisecond)
 	var se *ScriptError
 	if !errors.As(err, &se) || se.Kind != KindTimeout {
 		t.Fatalf("err = %v, want timeout", err)

@@ -29,6 +29,8 @@ type Sandbox struct {
 	stderr      *cappedPipe
 	// deny is the import deny list sent with the script.
 	deny []string
+	// limits are the runner's; a request may lower some.
+	limits Limits
 
 	used      sync.Mutex // held by the one Execute; TryLock refuses reuse
 	closeOnce sync.Once
@@ -36,8 +38,9 @@ type Sandbox struct {
 }
 
 // newSandbox wraps the runner's ends of pipes; it starts the output readers.
-func newSandbox(p *sandboxPipes, z *zygote, id uint64, wait *spawnWait, deny []string) *Sandbox {
+func newSandbox(p *sandboxPipes, z *zygote, id uint64, wait *spawnWait, deny []string, limits Limits) *Sandbox {
 	return &Sandbox{
+		limits: limits,
 		zygote: z, id: id, wait: wait,
 		toSandbox: p.toSandbox, fromSandbox: p.fromSandbox,
 		stdout: newCappedPipe(p.stdoutR), stderr: newCappedPipe(p.stderrR),

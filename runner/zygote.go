@@ -56,7 +56,7 @@ type spawnOutcome struct {
 }
 
 // startZygote starts a zygote and waits until it says ready.
-func (r *Runner) startZygote(ctx context.Context, prewarm bool) (*zygote, error) {
+func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zygote control socketpair: %w", err)
@@ -73,7 +73,7 @@ func (r *Runner) startZygote(ctx context.Context, prewarm bool) (*zygote, error)
 		control.Close()
 		return nil, fmt.Errorf("cannot create zygote stderr pipe: %w", err)
 	}
-	argv, err := r.zygoteArgv(prewarm)
+	argv, err := r.zygoteArgv()
 	if err != nil {
 		childEnd.Close()
 		control.Close()
@@ -136,8 +136,8 @@ func (r *Runner) startZygote(ctx context.Context, prewarm bool) (*zygote, error)
 // interpreter from the environment and user site, -B writes no bytecode,
 // -u makes stdout and stderr unbuffered so print() and os.write() reach
 // the pipes in order. python/boot.py loads the embedded package.
-func (r *Runner) zygoteArgv(prewarm bool) ([]string, error) {
-	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes, Prewarm: prewarm})
+func (r *Runner) zygoteArgv() ([]string, error) {
+	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes})
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode zygote config: %w", err)
 	}
@@ -333,7 +333,7 @@ func (z *zygote) close() {
 
 // spawn asks z for one sandbox, one of at most maxForks (0: no bound), and
 // waits until it says ready.
-func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int) (_ *Sandbox, err error) {
+func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm bool) (_ *Sandbox, err error) {
 	id, wait, err := z.register(maxForks)
 	if err != nil {
 		return nil, err
@@ -343,13 +343,13 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int) (_ *Sandbox
 		z.release(id)
 		return nil, err
 	}
-	sb := newSandbox(pipes, z, id, wait, r.cfg.DenyImports)
+	sb := newSandbox(pipes, z, id, wait, r.cfg.DenyImports, r.cfg.Limits)
 	defer func() {
 		if err != nil {
 			sb.Close()
 		}
 	}()
-	request, err := msgpack.Marshal(&spawnRequest{Type: msgSpawn, ID: id})
+	request, err := msgpack.Marshal(&spawnRequest{Type: msgSpawn, ID: id, Prewarm: prewarm})
 	if err != nil {
 		pipes.closeSandboxEnds()
 		return nil, fmt.Errorf("cannot encode spawn: %w", err)
@@ -432,7 +432,7 @@ func (s *zygoteSupervisor) set(z *zygote, err error) {
 func (s *zygoteSupervisor) start() *zygote {
 	backoff := 100 * time.Millisecond
 	for s.ctx.Err() == nil {
-		z, err := s.r.startZygote(s.ctx, s.r.cfg.Prewarm)
+		z, err := s.r.startZygote(s.ctx)
 		if err == nil {
 			return z
 		}

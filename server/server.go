@@ -41,25 +41,12 @@ type Config struct {
 	// envelope); over it the answer is 413. Default 8 MiB.
 	MaxBodyBytes int
 	// MaxTimeout is the longest wall-clock time a script may ask for, and
-	// the limit of a request that asks for none. Default 30s.
+	// the limit of a request that asks for none. Default: the runner's.
 	MaxTimeout time.Duration
 	// MaxMemoryMB is the largest address space a script may ask for, and
-	// the limit of a request that asks for none. Default 1024.
+	// the limit of a request that asks for none. Default: the runner's.
+	// (Every other sandbox limit is the runner's alone: runner.Config.)
 	MaxMemoryMB int64
-	// CPUTime is every script's CPU-time limit. Default 300s.
-	CPUTime time.Duration
-	// Processes caps processes and threads in one sandbox. Default 16: with
-	// the address-space limit per process, it bounds what a sandbox can hold
-	// (see README, "What a sandbox can hold").
-	Processes int64
-	// OpenFiles caps open descriptors in one sandbox. Default 256.
-	OpenFiles int64
-	// FileSizeBytes caps any file a script writes. Default 16 MiB.
-	FileSizeBytes int64
-	// OutputBytes caps stdout and stderr, each. Default 1 MiB.
-	OutputBytes int
-	// ResultBytes caps the JSON result. Default 8 MiB.
-	ResultBytes int
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -72,20 +59,15 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
-// DefaultConfig returns the defaults, those of the original service where
-// it had one (memory 1 GiB, CPU 300 s, wall 30 s).
+// DefaultConfig returns the defaults; the two per-request maxima are the
+// runner's default limits.
 func DefaultConfig() Config {
+	limits := runner.DefaultConfig().Limits
 	return Config{
 		MaxScriptBytes: 1 << 20,
 		MaxBodyBytes:   8 << 20,
-		MaxTimeout:     30 * time.Second,
-		MaxMemoryMB:    1024,
-		CPUTime:        300 * time.Second,
-		Processes:      16,
-		OpenFiles:      256,
-		FileSizeBytes:  16 << 20,
-		OutputBytes:    1 << 20,
-		ResultBytes:    8 << 20,
+		MaxTimeout:     limits.Timeout,
+		MaxMemoryMB:    limits.MemoryBytes >> 20,
 		ReadTimeout:    10 * time.Second,
 		IdleTimeout:    60 * time.Second,
 	}
@@ -97,12 +79,6 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
-	setDefault(&c.CPUTime, d.CPUTime)
-	setDefault(&c.Processes, d.Processes)
-	setDefault(&c.OpenFiles, d.OpenFiles)
-	setDefault(&c.FileSizeBytes, d.FileSizeBytes)
-	setDefault(&c.OutputBytes, d.OutputBytes)
-	setDefault(&c.ResultBytes, d.ResultBytes)
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
@@ -265,20 +241,11 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	limits := runner.Limits{
-		Timeout:       req.timeout(&s.cfg),
-		CPUTime:       s.cfg.CPUTime,
-		MemoryBytes:   s.cfg.MaxMemoryMB << 20,
-		Processes:     s.cfg.Processes,
-		OpenFiles:     s.cfg.OpenFiles,
-		FileSizeBytes: s.cfg.FileSizeBytes,
-		OutputBytes:   s.cfg.OutputBytes,
-		ResultBytes:   s.cfg.ResultBytes,
-	}
+	execReq := runner.Request{Script: req.Script, Input: req.Input, InputFormat: req.InputFormat, Timeout: req.timeout(&s.cfg)}
 	if req.MemoryMB != nil {
-		limits.MemoryBytes = *req.MemoryMB << 20
+		execReq.MemoryBytes = *req.MemoryMB << 20
 	}
-	out, poolTiming, err := s.exec.Execute(s.ctx, runner.Request{Script: req.Script, Input: req.Input, InputFormat: req.InputFormat, Limits: limits})
+	out, poolTiming, err := s.exec.Execute(s.ctx, execReq)
 	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
 	if err != nil {
 		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing}, requestID)
@@ -467,6 +434,7 @@ type poolHealth struct {
 	MaxBusy                  int    `json:"max_busy"`
 	Waiting                  int    `json:"waiting"`
 	Created                  int64  `json:"created"`
+	CreatedUrgent            int64  `json:"created_urgent"`
 	Executed                 int64  `json:"executed"`
 	ConsecutiveBuildFailures int64  `json:"consecutive_build_failures"`
 	LastBuildError           string `json:"last_build_error,omitempty"`
@@ -487,7 +455,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 		MemoryAccounting: "rlimit",
 		Pool: poolHealth{
 			Warm: st.Warm, Idle: st.Idle, Building: st.Building, Busy: st.Busy, MaxBusy: st.MaxBusy,
-			Waiting: st.Waiting, Created: st.Created, Executed: st.Executed,
+			Waiting: st.Waiting, Created: st.Created, CreatedUrgent: st.CreatedUrgent, Executed: st.Executed,
 			ConsecutiveBuildFailures: st.ConsecutiveBuildFailures, LastBuildError: st.LastBuildError,
 		},
 	}

@@ -185,8 +185,8 @@ func TestHandlerSuccess(t *testing.T) {
 	if got.Script != "def main(x): return x" || string(got.Input) != `{"a":[1,"<b>"]}` || got.InputFormat != runner.InputJSON {
 		t.Errorf("executed %+v (input %s)", got, got.Input)
 	}
-	if got.Limits.Timeout != 2*time.Second || got.Limits.MemoryBytes != 256<<20 {
-		t.Errorf("limits %+v", got.Limits)
+	if got.Timeout != 2*time.Second || got.MemoryBytes != 256<<20 {
+		t.Errorf("limits %v, %v", got.Timeout, got.MemoryBytes)
 	}
 }
 

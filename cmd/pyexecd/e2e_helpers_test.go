@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,12 +21,13 @@ import (
 
 // testServer is the real service started by run() on a loopback port.
 type testServer struct {
-	mode  string // fork or exec
-	jail  string // bwrap or nsjail
-	url   string
-	token string
-	stop  func() error // cancels run and returns its error
-	logs  *syncBuffer
+	mode    string // fork or exec
+	jail    string // bwrap or nsjail
+	zygotes int    // fork mode: zygotes serving
+	url     string
+	token   string
+	stop    func() error // cancels run and returns its error
+	logs    *syncBuffer
 }
 
 // syncBuffer collects the server's log lines for failure messages.
@@ -105,8 +107,11 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	}
 	var once sync.Once
 	var stopErr error
-	mode, jail := "fork", "bwrap"
+	mode, jail, zygotes := "fork", "bwrap", runtime.GOMAXPROCS(0)
 	for i, a := range args {
+		if a == "--zygotes" && i+1 < len(args) {
+			zygotes, _ = strconv.Atoi(args[i+1])
+		}
 		if a == "--mode" && i+1 < len(args) {
 			mode = args[i+1]
 		}
@@ -115,11 +120,12 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 		}
 	}
 	ts := &testServer{
-		mode:  mode,
-		jail:  jail,
-		url:   "http://" + addr.String(),
-		token: token,
-		logs:  logs,
+		mode:    mode,
+		jail:    jail,
+		zygotes: zygotes,
+		url:     "http://" + addr.String(),
+		token:   token,
+		logs:    logs,
 		stop: func() error {
 			once.Do(func() {
 				cancel()
@@ -285,11 +291,11 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 	if s.jail == "nsjail" {
 		perJail = 2
 	}
-	// Fork mode: one jail and zygote, and a supervisor and a sandbox per
-	// warm sandbox. Exec mode: all of that once per warm sandbox.
-	want := (perJail + 2) * warm
+	// Fork mode: a jail and zygote per --zygotes, and a sandbox per warm
+	// sandbox. Exec mode: a jail, zygote and sandbox per warm sandbox.
+	want := (perJail + 1) * warm
 	if s.mode == "fork" {
-		want = perJail + 2*warm
+		want = perJail*s.zygotes + warm
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var names []string

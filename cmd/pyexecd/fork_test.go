@@ -161,7 +161,7 @@ func pythonList(xs []int) string {
 // flow: the server must keep answering (a request hit by the death may
 // fail with a retryable error) and recover without a restart.
 func TestZygoteKilledUnderLoad(t *testing.T) {
-	s := startServer(t, "", "--mode", "fork", "--warm", "2", "--acquire-timeout", "30s")
+	s := startServer(t, "", "--mode", "fork", "--zygotes", "1", "--warm", "2", "--acquire-timeout", "30s")
 	s.waitSettled(t, 2)
 	zygote := findZygote(t)
 
@@ -271,7 +271,7 @@ def main():
 // layout and hash seed (those of one generation share both: fork mode's
 // price, which rotation bounds).
 func TestZygoteRotation(t *testing.T) {
-	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--zygote-max-forks", "2", "--prewarm=false")
+	s := startServer(t, "", "--mode", "fork", "--zygotes", "1", "--warm", "1", "--zygote-max-forks", "2", "--prewarm=false")
 	probe := `import ctypes
 def main():
     import sys

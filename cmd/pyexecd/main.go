@@ -54,7 +54,6 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	var o options
 	fs := flag.NewFlagSet("pyexecd", flag.ContinueOnError)
 	fs.SetOutput(out)
-	d := server.DefaultConfig()
 
 	port := getenv("PORT")
 	if port == "" {
@@ -63,39 +62,43 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.addr, "addr", ":"+port, "listen address (env PORT sets the port of the default)")
 	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long SIGTERM waits for requests in flight")
-	fs.StringVar(&o.mode, "mode", "fork", "how sandboxes are made: fork (forked from one jailed zygote) or exec (a fresh jailed interpreter each)")
+	fs.StringVar(&o.mode, "mode", string(runner.DefaultConfig().Mode), "how sandboxes are made: fork (forked from one jailed zygote) or exec (a fresh jailed interpreter each)")
 	fs.StringVar(&o.jail, "jail", "auto", "jail backend: auto (nsjail if found, else bwrap), nsjail or bwrap")
 	fs.StringVar(&o.bwrapPath, "bwrap", "bwrap", "path of the bubblewrap binary")
 	fs.StringVar(&o.nsjailPath, "nsjail", "", "path of the nsjail binary (default: nsjail on PATH)")
 	fs.StringVar(&o.nsjailConfig, "nsjail-config", "nsjail.cfg", "the nsjail policy file")
-	fs.StringVar(&o.runner.Python, "python", "/usr/bin/python3", "interpreter run inside the jail")
-	preload := fs.String("preload", "numpy,pandas", "comma-separated modules every sandbox imports before it is ready")
+	// Every default below comes from its package's DefaultConfig.
+	o.runner, o.pool, o.server = runner.DefaultConfig(), pool.DefaultConfig(), server.DefaultConfig()
+	rd, sd := o.runner, o.server
+	fs.StringVar(&o.runner.Python, "python", rd.Python, "interpreter run inside the jail")
+	preload := fs.String("preload", strings.Join(rd.Preload, ","), "comma-separated modules every sandbox imports before it is ready")
 	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
-	fs.BoolVar(&o.runner.Prewarm, "prewarm", true, "fork mode: each sandbox runs a fixed numpy/pandas script before it is ready, so requests do not pay its first-run and copy-on-write costs (false: faster to build, slower to answer)")
-	fs.IntVar(&o.runner.ZygoteMaxForks, "zygote-max-forks", 200, "fork mode: a fresh zygote (new address-space layout and hash seed) takes over after this many sandboxes")
-	fs.DurationVar(&o.runner.ZygoteMaxAge, "zygote-max-age", 10*time.Minute, "fork mode: a fresh zygote takes over after this long")
-	fs.DurationVar(&o.runner.StartTimeout, "start-timeout", 30*time.Second, "how long a new sandbox may take to be ready")
-	tmpMB := fs.Int64("tmp-mb", 64, "size of each sandbox's private scratch tmpfs, which holds its /tmp and /dev/shm together, MiB")
-	uid := fs.Uint("sandbox-uid", 65534, "host uid the jail runs as when the server runs as root (never 0)")
-	gid := fs.Uint("sandbox-gid", 65534, "host gid the jail runs as when the server runs as root (never 0)")
+	fs.BoolVar(&o.runner.Prewarm, "prewarm", rd.Prewarm, "fork mode: each sandbox runs a fixed numpy/pandas script before it is ready, so requests do not pay its first-run and copy-on-write costs (false: faster to build, slower to answer)")
+	fs.IntVar(&o.runner.ZygoteMaxForks, "zygote-max-forks", rd.ZygoteMaxForks, "fork mode: a fresh zygote (new address-space layout and hash seed) takes over after this many sandboxes")
+	fs.DurationVar(&o.runner.ZygoteMaxAge, "zygote-max-age", rd.ZygoteMaxAge, "fork mode: a fresh zygote takes over after this long")
+	fs.IntVar(&o.runner.Zygotes, "zygotes", rd.Zygotes, "fork mode: zygotes serving at once (sandboxes are cloned in parallel, one per zygote)")
+	fs.DurationVar(&o.runner.StartTimeout, "start-timeout", rd.StartTimeout, "how long a new sandbox may take to be ready")
+	tmpMB := fs.Int64("tmp-mb", rd.TmpBytes>>20, "size of each sandbox's private scratch tmpfs, which holds its /tmp and /dev/shm together, MiB")
+	uid := fs.Uint("sandbox-uid", uint(rd.SandboxUID), "host uid the jail runs as when the server runs as root (never 0)")
+	gid := fs.Uint("sandbox-gid", uint(rd.SandboxGID), "host gid the jail runs as when the server runs as root (never 0)")
 
-	fs.IntVar(&o.pool.Warm, "warm", 4, "started sandboxes kept waiting for requests")
+	fs.IntVar(&o.pool.Warm, "warm", o.pool.Warm, "started sandboxes kept waiting for requests")
 	fs.IntVar(&o.pool.MaxBusy, "max-busy", 0, "scripts running at once (0: 2 x CPUs)")
 	fs.IntVar(&o.pool.MaxWaiting, "max-waiting", 0, "requests that may wait for a sandbox before 503 (0: 64 x max-busy)")
-	fs.DurationVar(&o.pool.AcquireTimeout, "acquire-timeout", 10*time.Second, "longest wait for a sandbox before 503 overloaded")
+	fs.DurationVar(&o.pool.AcquireTimeout, "acquire-timeout", o.pool.AcquireTimeout, "longest wait for a sandbox before 503 overloaded")
 	fs.IntVar(&o.pool.BuildConcurrency, "build-concurrency", 0, "sandboxes built at once in the background (0: CPUs)")
 
-	o.server = d
-	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", d.MaxScriptBytes, "cap on the script")
-	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", d.MaxBodyBytes, "cap on the request body (413 above)")
-	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", d.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
-	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", d.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
-	fs.DurationVar(&o.server.CPUTime, "cpu-time", d.CPUTime, "CPU-time limit of a script")
-	fs.Int64Var(&o.server.Processes, "max-processes", d.Processes, "processes and threads in one sandbox")
-	fs.Int64Var(&o.server.OpenFiles, "max-open-files", d.OpenFiles, "open descriptors in one sandbox")
-	fs.Int64Var(&o.server.FileSizeBytes, "max-file-bytes", d.FileSizeBytes, "largest file a script may write")
-	fs.IntVar(&o.server.OutputBytes, "max-output-bytes", d.OutputBytes, "cap on stdout and on stderr, each")
-	fs.IntVar(&o.server.ResultBytes, "max-result-bytes", d.ResultBytes, "cap on the JSON result")
+	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", sd.MaxScriptBytes, "cap on the script")
+	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", sd.MaxBodyBytes, "cap on the request body (413 above)")
+	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
+	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
+	limits := &o.runner.Limits
+	fs.DurationVar(&limits.CPUTime, "cpu-time", rd.Limits.CPUTime, "CPU-time limit of a script")
+	fs.Int64Var(&limits.Processes, "max-processes", rd.Limits.Processes, "processes and threads in one sandbox, its supervisor included")
+	fs.Int64Var(&limits.OpenFiles, "max-open-files", rd.Limits.OpenFiles, "open descriptors in one sandbox")
+	fs.Int64Var(&limits.FileSizeBytes, "max-file-bytes", rd.Limits.FileSizeBytes, "largest file a script may write")
+	fs.IntVar(&limits.OutputBytes, "max-output-bytes", rd.Limits.OutputBytes, "cap on stdout and on stderr, each")
+	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the JSON result")
 	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -112,9 +115,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	o.runner.SandboxUID, o.runner.SandboxGID = uint32(*uid), uint32(*gid)
 	o.runner.TmpBytes = *tmpMB << 20
-	if o.runner.ZygoteMaxForks < 1 || o.runner.ZygoteMaxAge <= 0 {
-		return o, errors.New("--zygote-max-forks must be at least 1 and --zygote-max-age positive")
+	if o.runner.ZygoteMaxForks < 1 || o.runner.ZygoteMaxAge <= 0 || o.runner.Zygotes < 1 {
+		return o, errors.New("--zygotes and --zygote-max-forks must be at least 1 and --zygote-max-age positive")
 	}
+	// The server's two per-request maxima are the runner's limits too.
+	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
 	o.runner.Preload = splitList(*preload)
 	o.runner.DenyImports = splitList(*deny)
 	o.server.Mode, o.server.Version = o.mode, version
@@ -171,7 +176,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return fmt.Errorf("refusing to start: the jail does not work here: %w", err)
 	}
 
-	o.pool.New = func(ctx context.Context) (pool.Sandbox, error) { return r.Start(ctx) }
+	o.pool.New = func(ctx context.Context, urgent bool) (pool.Sandbox, error) {
+		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
+	}
 	o.pool.Logger = logger
 	p, err := pool.New(o.pool)
 	if err != nil {

@@ -1,9 +1,10 @@
-"""What a fresh fork of the zygote does to become a sandbox.
+"""What a fresh clone of the zygote does to become a sandbox.
 
-The zygote forks a *supervisor* per spawn. The supervisor unshares new
-user, mount, PID, network, IPC, UTS and cgroup namespaces, maps its own uid,
-and builds the sandbox's private file system (private_dev_and_tmp); then it
-forks the sandbox proper, PID 1 of the new PID namespace, which mounts its
+The zygote clones each sandbox straight into new user, mount, PID,
+network, IPC, UTS and cgroup namespaces (Cloner: one copy of the big
+interpreter per sandbox, not two). The sandbox, PID 1 of its namespaces,
+maps its uid (map_ids), makes its mounts private and brings up its
+loopback, builds its private file system (private_dev_and_tmp), mounts its
 own /proc with the host's facts masked (private_proc), drops every
 capability, sets no_new_privs, becomes non-dumpable and loads the seccomp
 filter (finish). Only then does it say ready.
@@ -61,6 +62,75 @@ READONLY_PROC_DIRS = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
 MASKED_PROC_DIRS = ("/proc/acpi", "/proc/scsi", "/proc/asound")
 
 
+class Cloner:
+    """clone(2) into new namespaces, from Python, as os.fork does a fork.
+
+    os.fork cannot pass namespace flags, and unshare(CLONE_NEWPID) followed
+    by a second fork would copy the interpreter's page tables twice. So
+    the zygote calls the clone system call itself, with the same steps
+    around it as os.fork: PyOS_BeforeFork, then PyOS_AfterFork_Child or
+    _Parent, the call made through ctypes.pythonapi so the GIL stays held,
+    as os.fork holds it. Like glibc's fork, it has the kernel write the
+    child's thread id into glibc's thread descriptor (CLONE_CHILD_SETTID),
+    which glibc's raise() and pthread_kill() read. The zygote is
+    single-threaded (BLAS and OpenMP pinned to one thread), as fork needs.
+    x86_64 only.
+    """
+
+    SYS_CLONE_X86_64 = 56
+    CLONE_CHILD_SETTID = 0x01000000
+    # glibc 2.36's offset of struct pthread's tid on x86_64, preferred
+    # when the search below finds it among several candidates.
+    GLIBC_TID_OFFSET = 0x2D0
+
+    def __init__(self, libc):
+        if os.uname().machine != "x86_64":
+            raise OSError("sandboxes are cloned with the x86_64 clone system call; this is %s" % os.uname().machine)
+        ctypes = libc.ctypes
+        api = ctypes.PyDLL(None, use_errno=True)
+        self.ctypes = ctypes
+        self.syscall = api.syscall
+        self.syscall.restype = ctypes.c_long
+        self.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_void_p, ctypes.c_ulong]
+        self.before, self.after_child, self.after_parent = (
+            api.PyOS_BeforeFork, api.PyOS_AfterFork_Child, api.PyOS_AfterFork_Parent)
+        self.tid_address = self._tid_address(libc)
+
+    def _tid_address(self, libc):
+        """The address of this thread's tid in glibc's thread descriptor."""
+        import struct
+        import threading
+
+        ctypes = self.ctypes
+        libc.lib.pthread_self.restype = ctypes.c_void_p
+        descriptor = libc.lib.pthread_self()
+        tid = threading.get_native_id()
+        raw = ctypes.string_at(descriptor, 0x1000)
+        found = [off for off in range(0, len(raw) - 4, 4) if struct.unpack_from("i", raw, off)[0] == tid]
+        if self.GLIBC_TID_OFFSET in found:
+            return descriptor + self.GLIBC_TID_OFFSET
+        if len(found) == 1:
+            return descriptor + found[0]
+        raise OSError("cannot find glibc's thread id in its thread descriptor (candidates %r)" % found)
+
+    def clone(self, flags):
+        """Like os.fork, into new namespaces: 0 in the child, its pid here."""
+        import signal
+
+        self.before()
+        pid = self.syscall(self.SYS_CLONE_X86_64, flags | signal.SIGCHLD | self.CLONE_CHILD_SETTID,
+                           None, None, self.ctypes.c_void_p(self.tid_address), 0)
+        if pid == 0:
+            self.after_child()
+            return 0
+        errno = self.ctypes.get_errno()
+        self.after_parent()
+        if pid < 0:
+            raise OSError(errno, "clone: %s" % os.strerror(errno))
+        return pid
+
+
 class Libc:
     """The few libc calls Python's os module lacks, through ctypes."""
 
@@ -74,9 +144,6 @@ class Libc:
         if result != 0:
             errno = self.ctypes.get_errno()
             raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
-
-    def unshare(self, flags):
-        self.check(self.lib.unshare(flags), "unshare")
 
     def mount(self, source, target, fstype, flags, data=None):
         enc = lambda v: v.encode() if v is not None else None
@@ -108,17 +175,22 @@ def place_descriptors(fds):
     os.closerange(len(fds), 1 << 16)
 
 
-def enter_namespaces(libc):
-    """New namespaces for the supervisor (and so for the sandbox it forks),
-    with this process's uid and gid as the only mapped ids."""
-    uid, gid = os.getuid(), os.getgid()
-    libc.unshare(SANDBOX_NAMESPACES)
+def map_ids(uid, gid):
+    """Map the sandbox's only ids: uid and gid, its ids in the jail.
+
+    Runs in the new sandbox, PID 1 of the namespaces clone made, which
+    holds every capability in its new user namespace until finish drops
+    them; then makes every mount private and brings up its loopback.
+    """
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
         f.write("%d %d 1" % (uid, uid))
     with open("/proc/self/gid_map", "w") as f:
         f.write("%d %d 1" % (gid, gid))
+
+
+def private_mounts_and_loopback(libc):
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     _loopback_up()
 
@@ -170,7 +242,6 @@ def private_dev_and_tmp(libc, scratch_bytes):
 def private_proc(libc):
     """Mount a /proc of the sandbox's own PID namespace, host facts masked.
 
-    Runs in the sandbox proper (PID 1 of its namespace), not the supervisor.
     """
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path in MASKED_PROC_FILES:

@@ -34,14 +34,14 @@ CHANNEL_MESSAGES = {
 # Messages on the zygote's control socket, by type.
 CONTROL_MESSAGES = {
     "ready": ("type", "pid"),
-    "spawn": ("type", "id"),
+    "spawn": ("type", "id", "prewarm"),
     "spawned": ("type", "id", "pid"),
     "spawn_failed": ("type", "id", "message"),
     "exit": ("type", "id", "status", "cpu_us", "max_rss_kb"),
 }
 
 # Keys of the zygote's configuration (JSON on its command line).
-ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "prewarm")
+ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes")
 
 # Keys of the "limits" map of an execute message.
 LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")

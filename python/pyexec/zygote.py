@@ -1,19 +1,20 @@
-"""The zygote: import the heavy modules once, fork one sandbox per spawn.
+"""The zygote: import the heavy modules once, clone one sandbox per spawn.
 
 Started in the jail by the runner (python/boot.py hands over to main). It
 says ready on its control socket (fd 3, SOCK_SEQPACKET), then for every
 spawn message, which carries the sandbox's four descriptors (channel in,
-channel out, stdout, stderr) as SCM_RIGHTS, forks a supervisor:
+channel out, stdout, stderr) as SCM_RIGHTS, clones a sandbox straight into
+new namespaces:
 
-    zygote ─┬─ supervisor ─ sandbox (PID 1 of its own namespaces)
-            └─ supervisor ─ sandbox …
+    zygote ─┬─ sandbox (PID 1 of its own namespaces)
+            └─ sandbox …
 
-The supervisor isolates itself (isolation.py), forks the sandbox, sends the
-runner a pidfd of it ("spawned"), waits for it and reports how it ended
-("exit": wait status and rusage, straight from the kernel) on the control
-socket, which the sandbox never holds: a script cannot forge its own
-verdict. The zygote never sees a script, an input or a result: those travel
-only on the sandbox's own channel.
+The sandbox isolates itself (isolation.py) before it says ready. The
+zygote sends the runner a pidfd of it ("spawned"), reaps it when it ends
+and reports how ("exit": wait status and rusage, straight from the kernel)
+on the control socket, which the sandbox never holds: a script cannot
+forge its own verdict. The zygote never sees a script, an input or a
+result: those travel only on the sandbox's own channel.
 """
 
 import json
@@ -90,70 +91,45 @@ def serve_one(msgpack):
     os._exit(0)
 
 
-def _supervise(libc, msgpack, spawn_id, fds, config, bpf, where):
-    """The forked supervisor: isolate, fork the sandbox, report, exit.
-
-    where["control_fd"] says where the control socket is, for the caller's
-    failure report: the descriptors move during the isolation.
-    """
+def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
+    """In the fresh clone: isolate, say ready, run the one script, exit."""
     import signal
-    import socket
+    import traceback
 
     from . import isolation
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    libc.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-    channel_in, channel_out, stdout, stderr = fds
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    # 0-4 as the sandbox will have them; 5 is the control socket, which the
-    # sandbox closes before it runs anything.
-    isolation.place_descriptors([devnull, stdout, stderr, channel_in, channel_out, protocol.CONTROL_FD])
-    control_fd = where["control_fd"] = 5
-    isolation.enter_namespaces(libc)
-    isolation.private_dev_and_tmp(libc, config["scratch_bytes"])
-
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(control_fd)
-            isolation.finish(libc, bpf)
-            if config["prewarm"]:
-                _prewarm(msgpack)
-        except BaseException:
-            os._exit(EXIT_ISOLATION_FAILED)
-        serve_one(msgpack)
-        os._exit(0)
-
-    control = socket.socket(fileno=control_fd)
-    # The supervisor holds none of the sandbox's descriptors: the runner's
-    # EOF on them means the sandbox is gone.
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2, 3, 4):
-        os.dup2(null, fd)
-    os.close(null)
-    pidfd = os.pidfd_open(child)
-    socket.send_fds(control, [protocol.control_packet(msgpack, {"type": "spawned", "id": spawn_id, "pid": child})],
-                    [pidfd])
-    os.close(pidfd)
-    while True:
-        try:
-            _, status, usage = os.wait4(child, 0)
-            break
-        except InterruptedError:
-            continue
-    report = {"type": "exit", "id": spawn_id, "status": status,
-              "cpu_us": int((usage.ru_utime + usage.ru_stime) * 1e6), "max_rss_kb": int(usage.ru_maxrss)}
     try:
-        control.send(protocol.control_packet(msgpack, report))
-    except OSError:
-        pass
+        libc.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+        channel_in, channel_out, stdout, stderr = fds
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        # 0-4 as the protocol says; this also closes the control socket,
+        # which no sandbox ever holds.
+        isolation.place_descriptors([devnull, stdout, stderr, channel_in, channel_out])
+        isolation.map_ids(*ids)
+        isolation.private_mounts_and_loopback(libc)
+        isolation.private_dev_and_tmp(libc, config["scratch_bytes"])
+        isolation.finish(libc, bpf)
+        if prewarm:
+            _prewarm(msgpack)
+    except BaseException:
+        try:
+            os.write(2, traceback.format_exc().encode()[-4096:])
+        finally:
+            os._exit(EXIT_ISOLATION_FAILED)
+    serve_one(msgpack)
     os._exit(0)
 
 
 def zygote(config):
-    """Import once, then fork one sandbox per spawn message, until EOF."""
+    """Import once, then clone one sandbox per spawn message, until EOF.
+
+    One loop waits on the control socket and on a pidfd per live sandbox:
+    a spawn clones a sandbox and sends the runner a pidfd of it
+    ("spawned"); a pidfd that turns readable is a sandbox that ended, reaped
+    here and reported ("exit", with the kernel's wait status and rusage).
+    """
     import gc
-    import signal
+    import select
     import socket
 
     import msgpack
@@ -161,55 +137,65 @@ def zygote(config):
     from . import isolation, syscalls
 
     libc = isolation.Libc()
+    cloner = isolation.Cloner(libc)
     bpf = syscalls.build_bpf()
-    # Supervisors are reaped by the kernel; each reports its sandbox's end.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ids = (os.getuid(), os.getgid())
     control = socket.socket(fileno=protocol.CONTROL_FD)
-    # Objects that exist now are shared copy-on-write with every fork; keep
-    # the collector from touching (and so copying) them.
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    live = {}  # pidfd -> (spawn id, pid)
+
+    def report(message, fds=()):
+        packet = protocol.control_packet(msgpack, message)
+        if fds:
+            socket.send_fds(control, [packet], list(fds))
+        else:
+            control.send(packet)
+
+    # Objects that exist now are shared copy-on-write with every clone;
+    # keep the collector from touching (and so copying) them.
     gc.freeze()
-    control.send(protocol.control_packet(msgpack, {"type": "ready", "pid": os.getpid()}))
+    report({"type": "ready", "pid": os.getpid()})
     while True:
         try:
-            packet, fds, _, _ = socket.recv_fds(control, 1 << 12, 4)
+            events = poller.poll()
         except InterruptedError:
             continue
-        if not packet:
-            os._exit(0)  # the runner closed the control socket
-        try:
-            message = protocol.check_shape(msgpack.unpackb(packet, raw=False), protocol.CONTROL_MESSAGES)
-        except Exception:
-            message = {}
-        if message.get("type") != "spawn" or len(fds) != 4:
-            for fd in fds:
+        for fd, _ in events:
+            if fd in live:
+                spawn_id, pid = live.pop(fd)
+                poller.unregister(fd)
+                _, status, usage = os.wait4(pid, 0)
                 os.close(fd)
-            continue
-        spawn_id = message["id"]
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            control.send(protocol.control_packet(
-                msgpack, {"type": "spawn_failed", "id": spawn_id, "message": "fork: %s" % exc}))
-            continue
-        if pid == 0:
-            # The child's descriptors are rearranged below; this object
-            # must never close what fd 3 becomes.
-            control.detach()
-            where = {"control_fd": protocol.CONTROL_FD}
+                report({"type": "exit", "id": spawn_id, "status": status,
+                        "cpu_us": int((usage.ru_utime + usage.ru_stime) * 1e6), "max_rss_kb": int(usage.ru_maxrss)})
+                continue
+            packet, fds, _, _ = socket.recv_fds(control, 1 << 12, 4)
+            if not packet:
+                os._exit(0)  # the runner closed the control socket
             try:
-                _supervise(libc, msgpack, spawn_id, fds, config, bpf, where)
-            except BaseException as exc:
-                try:
-                    report = socket.socket(fileno=where["control_fd"])
-                    report.send(protocol.control_packet(
-                        msgpack, {"type": "spawn_failed", "id": spawn_id, "message": "isolation: %r" % (exc,)}))
-                except BaseException:
-                    pass
-            os._exit(EXIT_ISOLATION_FAILED)
-        for fd in fds:
-            os.close(fd)
+                message = protocol.check_shape(msgpack.unpackb(packet, raw=False), protocol.CONTROL_MESSAGES)
+            except Exception:
+                message = {}
+            if message.get("type") != "spawn" or len(fds) != 4:
+                for received in fds:
+                    os.close(received)
+                continue
+            try:
+                pid = cloner.clone(isolation.SANDBOX_NAMESPACES)
+            except OSError as exc:
+                for received in fds:
+                    os.close(received)
+                report({"type": "spawn_failed", "id": message["id"], "message": str(exc)})
+                continue
+            if pid == 0:
+                _become_sandbox(libc, msgpack, fds, config, bpf, ids, message["prewarm"])
+            for received in fds:
+                os.close(received)
+            pidfd = os.pidfd_open(pid)
+            live[pidfd] = (message["id"], pid)
+            poller.register(pidfd, select.POLLIN)
+            report({"type": "spawned", "id": message["id"], "pid": pid}, [pidfd])
 
 
 def main(config_json):

@@ -1,0 +1,88 @@
+"""Unit tests of the pyexec modules that run without a jail.
+
+Run by python/python_test.go (go test ./python/) with /usr/bin/python3.
+"""
+
+import json
+import math
+import unittest
+
+import msgpack
+import numpy as np
+
+from pyexec import protocol, results, script
+
+
+class ResultsTest(unittest.TestCase):
+    def test_plain_values_and_numpy(self):
+        value = {"a": np.int64(3), "b": np.float32(0.5), "c": np.arange(3), "d": (1, 2), 1: None, "e": math.nan}
+        self.assertEqual(results.to_json_value(value), {"a": 3, "b": 0.5, "c": [0, 1, 2], "d": [1, 2], "1": None, "e": None})
+
+    def test_unmappable_names_the_path(self):
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.to_json_value({"x": [1, object()]})
+        self.assertIn("result['x'][1]", str(caught.exception))
+
+    def test_circular(self):
+        loop = []
+        loop.append(loop)
+        with self.assertRaises(results.NotSerializable):
+            results.to_json_value(loop)
+
+    def test_lone_surrogate_is_not_serializable(self):
+        with self.assertRaises(results.NotSerializable):
+            results.encode("\ud800")
+
+    def test_encode_is_compact_utf8(self):
+        self.assertEqual(results.encode({"k": ["é", 1.5]}), '{"k":["é",1.5]}'.encode())
+
+
+class ProtocolTest(unittest.TestCase):
+    def test_shapes_are_checked_both_ways(self):
+        protocol.check_shape({"type": "ready"}, protocol.CHANNEL_MESSAGES)
+        with self.assertRaises(protocol.ProtocolError):
+            protocol.check_shape({"type": "ready", "pid": 1}, protocol.CHANNEL_MESSAGES)
+        with self.assertRaises(protocol.ProtocolError):
+            protocol.check_shape({"type": "nope"}, protocol.CHANNEL_MESSAGES)
+        with self.assertRaises(protocol.ProtocolError):
+            protocol.control_packet(msgpack, {"type": "exit", "id": 1})
+
+    def test_every_reply_script_makes_has_its_declared_shape(self):
+        for message in (script.error("script_error", "m"),
+                        {"type": "result", "result": b"1"}):
+            protocol.check_shape(message, protocol.CHANNEL_MESSAGES)
+
+
+def execute(source, input_format="", raw=None):
+    message = {"type": "execute", "script": source, "input": raw, "input_format": input_format,
+               "limits": {}, "deny_imports": []}
+    return script.run(msgpack, message)
+
+
+class ScriptTest(unittest.TestCase):
+    def test_result(self):
+        self.assertEqual(execute("def main():\n    return [1, 'a']\n"), {"type": "result", "result": b'[1,"a"]'})
+
+    def test_json_and_msgpack_input(self):
+        self.assertEqual(execute("def main(x):\n    return x\n", "json", b'{"n": 12345678901234567890}')["result"],
+                         b'{"n":12345678901234567890}')
+        raw = msgpack.packb({"b": b"\x00\xff", "n": 2**64 - 1}, use_bin_type=True)
+        reply = execute("def main(x):\n    return [type(x['b']).__name__, x['n']]\n", "msgpack", raw)
+        self.assertEqual(json.loads(reply["result"]), ["bytes", 2**64 - 1])
+
+    def test_syntax_error_has_a_location(self):
+        reply = execute("def main(:\n")
+        self.assertEqual((reply["kind"], reply["line"]), ("syntax_error", 1))
+
+    def test_missing_main(self):
+        self.assertEqual(execute("x = 1\n")["kind"], "missing_main")
+
+    def test_texts_are_bounded(self):
+        reply = execute("def main():\n    raise ValueError('x' * 100000)\n")
+        self.assertEqual(reply["kind"], "script_error")
+        self.assertLessEqual(len(reply["message"]), script.MAX_MESSAGE_CHARS + 40)
+        self.assertLessEqual(len(reply["traceback"]), script.MAX_TRACEBACK_CHARS + 40)
+
+
+if __name__ == "__main__":
+    unittest.main()
