@@ -11,19 +11,20 @@
 // PR_SET_PDEATHSIG=SIGKILL. It runs /usr/bin/python3 with python/boot.py,
 // which loads the embedded package pyexec and starts the zygote:
 //
-//	jail ─ zygote ─┬─ supervisor ─ sandbox (PID 1 of its own namespaces)
-//	               └─ supervisor ─ sandbox …
+//	jail ─ zygote ─┬─ sandbox (PID 1 of its own namespaces)
+//	               └─ sandbox …
 //
 // The zygote imports the preload modules and builds the seccomp filter
-// once. For each spawn request it forks a supervisor, which isolates itself
-// (python/pyexec/isolation.py) and forks the sandbox proper. In fork mode
-// one zygote serves every sandbox and is rotated (zygote.go); in exec mode
-// a zygote is started for each sandbox and closed with it.
+// once. For each spawn request it clones a sandbox straight into new
+// namespaces; the sandbox isolates itself (python/pyexec/isolation.py)
+// before it says ready. In fork mode Config.Zygotes zygotes serve in turn,
+// each rotated (zygote.go); in exec mode a zygote is started for each
+// sandbox and closed with it.
 //
-// The runner kills a sandbox through a pidfd its supervisor sent: PID 1
-// dying ends the sandbox's namespace and everything in it. Supervisors and
-// sandboxes die with the zygote (parent-death signals), the zygote with
-// the jail.
+// The runner kills a sandbox through a pidfd the zygote sent: PID 1 dying
+// ends the sandbox's namespace and everything in it. The zygote reaps the
+// sandbox and reports how it ended. Sandboxes die with the zygote
+// (parent-death signal), the zygote with the jail.
 //
 // # Protocol
 //
@@ -34,7 +35,7 @@
 // # Judging an execution
 //
 // Execute (execute.go) collects what happened into an outcome: the reply,
-// if one came, the output, the deadline, the supervisor's exit report.
+// if one came, the output, the deadline, the zygote's exit report.
 // classify (outcome.go), a pure function, turns it into a result or an
 // error: a *ScriptError for the script's own failures (including
 // protocol_error for anything malformed on its channel), any other error

@@ -20,7 +20,7 @@ type outcome struct {
 	// overflow names the stream that passed its cap first ("" if none).
 	overflow   string
 	overflowed bool
-	// exit is the supervisor's report of how the sandbox ended.
+	// exit is the zygote's report of how the sandbox ended.
 	exit      exitReport
 	exitKnown bool
 	// deadlineHit says the wall-clock limit passed; abandoned is the

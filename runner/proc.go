@@ -72,7 +72,7 @@ func (p *jailedProc) wait(timeout time.Duration) error {
 	}
 }
 
-// pidfdProc is a sandbox, reached through a pidfd its supervisor sent:
+// pidfdProc is a sandbox, reached through a pidfd its zygote sent:
 // race-free signalling of a process the runner is not the parent of.
 type pidfdProc struct {
 	fd       int

@@ -13,9 +13,9 @@ package runner
 //     and the seccomp filter is built.
 //  2. runner → zygote: spawnRequest with four descriptors: the sandbox's
 //     channel in (read end), channel out (write end), stdout and stderr.
-//  3. zygote (its supervisor fork) → runner: spawnedReport with one
-//     descriptor, a pidfd of the sandbox; or spawnFailedReport.
-//  4. supervisor → runner: exitReport when the sandbox has ended: its wait
+//  3. zygote → runner: spawnedReport with one descriptor, a pidfd of the
+//     sandbox it cloned; or spawnFailedReport.
+//  4. zygote → runner: exitReport when it has reaped the sandbox: its wait
 //     status and rusage, from the kernel. The sandbox never holds the
 //     control socket, so no script can forge how it ended.
 //
@@ -108,7 +108,7 @@ type spawnFailedReport struct {
 	Message string `msgpack:"message"`
 }
 
-// exitReport is how the sandbox of ID ended, as wait4 told its supervisor.
+// exitReport is how the sandbox of ID ended, as wait4 told the zygote.
 type exitReport struct {
 	Type string `msgpack:"type"`
 	ID   uint64 `msgpack:"id"`

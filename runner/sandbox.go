@@ -90,7 +90,7 @@ func (s *Sandbox) kill() {
 	}
 }
 
-// awaitExit waits at most timeout for the supervisor's report of how the
+// awaitExit waits at most timeout for the zygote's report of how the
 // sandbox ended.
 func (s *Sandbox) awaitExit(timeout time.Duration) (exitReport, bool) {
 	timer := time.NewTimer(timeout)

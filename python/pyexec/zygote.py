@@ -23,7 +23,7 @@ import sys
 
 from . import protocol
 
-# Exit code of a supervisor or sandbox that could not isolate itself; the
+# Exit code of a sandbox that could not isolate itself; the
 # runner sees the spawn fail or the sandbox never say ready.
 EXIT_ISOLATION_FAILED = 71
 
