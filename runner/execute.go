@@ -112,7 +112,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.exec = time.Since(start)
 		return o
 	}
-	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil && !errors.Is(o.channelErr, errFrameTooLarge) {
+	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
+		!errors.Is(o.channelErr, errFrameTooLarge) && !errors.Is(o.channelErr, errMalformed) {
 		// The channel ended on its own: the sandbox is most likely dying.
 		// Give it a moment to end by itself before killing it, or its
 		// exit status would only say SIGKILL.
