@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -79,9 +80,9 @@ func TestOpenLoopMeasuresFromIntendedTime(t *testing.T) {
 	srv, _ := fakeServer(t, 20*time.Millisecond)
 	sc, _ := builtinScenario("hello")
 	target := newTarget(srv.URL, "", 64)
-	open, elapsed := run(context.Background(), target, sc, loadSpec{Clients: 64, Rate: 100, Duration: time.Second}, 1)
+	open, elapsed := run(context.Background(), target, sc, loadSpec{Clients: 64, Rate: 100, Duration: time.Second}, 1, nil)
 	ro := summarize(open, elapsed)
-	closed, elapsed := run(context.Background(), target, sc, loadSpec{Clients: 1, Duration: time.Second}, 1)
+	closed, elapsed := run(context.Background(), target, sc, loadSpec{Clients: 1, Duration: time.Second}, 1, nil)
 	rc := summarize(closed, elapsed)
 	if rc.LatencyMS["p50"] > 60 {
 		t.Errorf("closed loop p50 %v ms, want near 20", rc.LatencyMS["p50"])
@@ -97,7 +98,7 @@ func TestMismatchesAreErrors(t *testing.T) {
 	}))
 	defer srv.Close()
 	sc, _ := builtinScenario("hello")
-	samples, elapsed := run(context.Background(), newTarget(srv.URL, "", 1), sc, loadSpec{Clients: 1, Requests: 5, Duration: 5 * time.Second}, 1)
+	samples, elapsed := run(context.Background(), newTarget(srv.URL, "", 1), sc, loadSpec{Clients: 1, Requests: 5, Duration: 5 * time.Second}, 1, nil)
 	r := summarize(samples, elapsed)
 	if r.Errors != 5 || r.Correct != 0 || r.Throughput != 0 || len(r.Mismatches) == 0 {
 		t.Errorf("wrong answers not counted as errors: %+v", r)
@@ -109,7 +110,7 @@ func TestRefusesRunWithoutAnswers(t *testing.T) {
 	url := srv.URL
 	srv.Close() // nothing listens there now
 	sc, _ := builtinScenario("hello")
-	_, err := runOne(context.Background(), newTarget(url, "", 1), sc, loadSpec{Clients: 1, Requests: 3, Duration: time.Second}, 1)
+	_, err := runOne(context.Background(), newTarget(url, "", 1), sc, loadSpec{Clients: 1, Requests: 3, Duration: time.Second}, 1, nil, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "answered none") {
 		t.Errorf("err = %v, want a refusal", err)
 	}
@@ -126,11 +127,23 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 		return r
 	}
 	results := []*result{mk("exec", 40), mk("fork", 10)}
+	ceiling := &forkCeiling{ForksPerSec: 200, Processes: 2, SingleCoreForksPerSec: 110, Seconds: 5, Interpreter: ceilingPython, Imports: "numpy, pandas"}
+	results[1].setCeiling(ceiling)
+	results[1].setCPU(&cpuFigures{Seconds: 1.5, WallSeconds: 1, Cores: 1.5})
 	var table bytes.Buffer
 	writeTable(&table, results)
-	for _, want := range []string{"ratios against exec", "throughput   1.00×", "p50   0.25×", "config fork: server --mode fork", "closed c=4"} {
+	for _, want := range []string{"ratios against exec", "throughput   1.00×", "p50   0.25×", "config fork: server --mode fork", "closed c=4",
+		"machine: fork ceiling 200.0 forks/s with 2 processes (single core 110.0 forks/s)",
+		"   50.0 ",     // fork: 100 ok/s of a 200 forks/s ceiling
+		"     15.00  ", // fork: 1.5 CPU seconds over 100 answers
+	} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	for _, line := range strings.Split(table.String(), "\n") {
+		if strings.HasPrefix(line, "exec ") && strings.Count(line, " - ") != 2 || strings.HasPrefix(line, "exec ") && !strings.HasSuffix(line, " -  ") {
+			t.Errorf("exec row should show - for the ceiling %% and the CPU: %q", line)
 		}
 	}
 	var js bytes.Buffer
@@ -140,6 +153,12 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 	var decoded []map[string]any
 	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil || len(decoded) != 2 || decoded[1]["server_args"] != "--mode fork" {
 		t.Errorf("json %s: %v", js.String(), err)
+	}
+	if decoded[1]["cpu_ms_per_req"] != 15.0 || decoded[1]["ceiling_pct"] != 50.0 || decoded[1]["fork_ceiling"].(map[string]any)["forks_per_s"] != 200.0 {
+		t.Errorf("json lacks the CPU or ceiling figures: %v", decoded[1])
+	}
+	if _, ok := decoded[0]["cpu_ms_per_req"]; ok {
+		t.Errorf("json reports a CPU figure that was not measured: %v", decoded[0])
 	}
 	var svg bytes.Buffer
 	if err := writeSVG(&svg, results); err != nil {
@@ -185,7 +204,7 @@ func TestBenchAgainstRealServer(t *testing.T) {
 	var out, errs bytes.Buffer
 	err := runBench(context.Background(), []string{
 		"-config", "fork=--mode fork --warm 2", "-config", "exec=--mode exec --warm 2",
-		"-scenario", "hello,mix", "-c", "2", "-d", "2s", "-warmup", "500ms", "-json",
+		"-scenario", "hello,mix", "-c", "2", "-d", "2s", "-warmup", "500ms", "-json", "-ceiling-d", "1s",
 	}, &out, &errs)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errs.String())
@@ -200,6 +219,14 @@ func TestBenchAgainstRealServer(t *testing.T) {
 	for _, r := range results {
 		if r.Correct == 0 || r.Errors != 0 || r.Server == nil || r.Server.Mode != r.Config || r.Server.SandboxesCreated == 0 {
 			t.Errorf("%s %s: %d correct, %d errors %v, server %+v", r.Config, r.Scenario, r.Correct, r.Errors, r.Mismatches, r.Server)
+		}
+		if r.ForkCeiling == nil || r.ForkCeiling.ForksPerSec <= 0 || r.ForkCeiling.SingleCoreForksPerSec <= 0 || r.CeilingPct == nil || *r.CeilingPct <= 0 {
+			t.Errorf("%s %s: no fork ceiling: %+v, %v", r.Config, r.Scenario, r.ForkCeiling, r.CeilingPct)
+		}
+		// Every request costs at least a sandbox's start and the script's
+		// run: far more than nothing.
+		if r.CPU == nil || r.CPUMSPerReq == nil || *r.CPUMSPerReq <= 0 || r.CPU.ProcessesStart < 2 {
+			t.Errorf("%s %s: no CPU figure: %+v, %v", r.Config, r.Scenario, r.CPU, r.CPUMSPerReq)
 		}
 	}
 }

@@ -101,17 +101,45 @@ func newSchedule(start time.Time, rate float64) schedule {
 // at is the intended send time of request i.
 func (s schedule) at(i int) time.Time { return s.start.Add(time.Duration(i) * s.interval) }
 
+// window is told when a run's measured part begins (at the end of the
+// warm-up) and when it ends (once every measured request has finished).
+type window interface {
+	begin()
+	finish()
+}
+
 // run drives the load and returns the measured samples and the measured
-// wall time. Requests that start during the warm-up are sent but not
+// wall time. It calls w (when not nil) at both ends of the measured part. Requests that start during the warm-up are sent but not
 // recorded. Open-loop latency runs from the intended send time, so time a
 // request spent waiting for a free client counts (no coordinated omission).
-func run(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint64) ([]sample, time.Duration) {
+func run(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint64, w window) ([]sample, time.Duration) {
 	var mu sync.Mutex
 	var samples []sample
 	measureFrom := time.Now().Add(load.Warmup)
 	deadline := measureFrom.Add(load.Duration)
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Minute))
 	defer cancel()
+	began := make(chan struct{})
+	go func() {
+		defer close(began)
+		if w == nil {
+			return
+		}
+		if load.Warmup <= 0 {
+			w.begin() // before the first request: run waits for began
+			return
+		}
+		timer := time.NewTimer(time.Until(measureFrom))
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			w.begin()
+		case <-ctx.Done():
+		}
+	}()
+	if load.Warmup <= 0 {
+		<-began
+	}
 	full := func() bool { return load.Requests > 0 && len(samples) >= load.Requests }
 	record := func(intended time.Time, s sample) bool {
 		mu.Lock()
@@ -183,5 +211,10 @@ func run(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint6
 		}
 		wg.Wait()
 	}
-	return samples, time.Since(measureFrom)
+	elapsed := time.Since(measureFrom)
+	<-began
+	if w != nil {
+		w.finish()
+	}
+	return samples, elapsed
 }

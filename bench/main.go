@@ -6,12 +6,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +46,9 @@ type options struct {
 	jsonOut   bool
 	plot      string
 	seed      uint64
+	// ceilingDur is how long each fork-ceiling loop runs (0: not measured).
+	ceilingDur  time.Duration
+	ceilingOnly bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -63,8 +68,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
 	fs.StringVar(&o.plot, "plot", "", "write a latency-percentile plot (SVG) to this file")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the scenario mix")
+	fs.DurationVar(&o.ceilingDur, "ceiling-d", 5*time.Second, "how long the fork-ceiling measurement forks at the start of the run (0: do not measure it)")
+	fs.BoolVar(&o.ceilingOnly, "ceiling-only", false, "measure the machine's fork ceiling and print only that")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.ceilingDur < 0 {
+		return o, errors.New("-ceiling-d must not be negative")
+	}
+	if o.ceilingOnly {
+		if o.ceilingDur == 0 {
+			return o, errors.New("-ceiling-only needs a positive -ceiling-d")
+		}
+		return o, nil
 	}
 	if (o.url == "") == (len(configs) == 0) {
 		return o, errors.New("give either -url or at least one -config")
@@ -130,6 +146,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// The fork ceiling is measured first, before any server runs, so it
+	// competes with nothing this harness started.
+	var ceiling *forkCeiling
+	if o.ceilingDur > 0 {
+		fmt.Fprintf(stderr, "measuring the fork ceiling (%v, then %v with %d processes)\n", o.ceilingDur, o.ceilingDur, runtime.NumCPU())
+		if ceiling, err = measureCeiling(ctx, o.ceilingDur); err != nil {
+			return fmt.Errorf("%w (-ceiling-d 0 skips it)", err)
+		}
+		fmt.Fprintf(stderr, "%s\n", ceiling)
+	}
+	if o.ceilingOnly {
+		if o.jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ceiling)
+		}
+		_, err := fmt.Fprintf(stdout, "%s\n", ceiling)
+		return err
+	}
 	var scenarios []*scenario
 	for _, name := range o.scenarios {
 		sc, err := scenarioByName(name)
@@ -141,6 +176,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	targets := []serverConfig{{Name: "server", Args: nil}}
 	var bin string
+	adopter := 0 // this process, once it is a child subreaper
 	if o.url == "" {
 		dir, err := os.MkdirTemp("", "pyexec-bench-")
 		if err != nil {
@@ -151,6 +187,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		targets = o.configs
+		// Descendants of a server whose parent dies (a jail killed at a
+		// zygote rotation) are reparented here instead of to init, so the
+		// CPU accounting keeps them.
+		if err := becomeSubreaper(); err != nil {
+			fmt.Fprintf(stderr, "cannot become a child subreaper (%v): CPU of orphaned descendants is lost\n", err)
+		} else {
+			adopter = os.Getpid()
+		}
 	}
 
 	var results []*result
@@ -169,7 +213,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, sc := range scenarios {
 		for _, load := range o.loadPoints() {
 			for _, cfg := range targets {
-				url := o.url
+				url, pid := o.url, 0
 				if bin != "" {
 					s := servers[cfg.Name]
 					if s == nil {
@@ -179,7 +223,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 						}
 						servers[cfg.Name] = s
 					}
-					url = s.url
+					url, pid = s.url, s.cmd.Process.Pid
 				}
 				// Every started server must be idle with a full pool, so
 				// one configuration's refill does not slow another's run.
@@ -188,16 +232,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 						return err
 					}
 				}
-				r, err := runOne(ctx, newTarget(url, o.token, maxClients), sc, load, o.seed)
+				var meter *cpuMeter
+				if pid > 0 {
+					meter = &cpuMeter{pid: pid, adopter: adopter}
+					for _, other := range servers {
+						meter.started = append(meter.started, other.cmd.Process.Pid)
+					}
+				}
+				r, err := runOne(ctx, newTarget(url, o.token, maxClients), sc, load, o.seed, meter, stderr)
+				if adopter > 0 {
+					reapOrphans(adopter, meter.started)
+				}
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", cfg.Name, sc.Name, err)
 				}
+				r.setCeiling(ceiling)
 				r.Config, r.ServerArgs = cfg.Name, strings.Join(cfg.Args, " ")
 				if bin == "" {
 					r.ServerArgs = "running at " + url
 				}
-				fmt.Fprintf(stderr, "%s %s %s: %d requests, %.1f ok/s, p50 %.2f ms\n",
-					r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, r.LatencyMS["p50"])
+				fmt.Fprintf(stderr, "%s %s %s: %d requests, %.1f ok/s (%s%% of the fork ceiling), p50 %.2f ms, %s CPU ms/request\n",
+					r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, strings.TrimSpace(optional(r.CeilingPct, 0, "%.1f")),
+					r.LatencyMS["p50"], strings.TrimSpace(optional(r.CPUMSPerReq, 0, "%.2f")))
 				results = append(results, r)
 			}
 		}
@@ -223,12 +279,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// runOne measures one scenario at one load point against one server.
-func runOne(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint64) (*result, error) {
+// runOne measures one scenario at one load point against one server. With
+// a meter (a server this harness started) it also measures the CPU the
+// server and its descendants used during the measured part.
+func runOne(ctx context.Context, t *target, sc *scenario, load loadSpec, seed uint64, meter *cpuMeter, stderr io.Writer) (*result, error) {
 	before, _ := fetchHealth(ctx, t.url)
-	samples, elapsed := run(ctx, t, sc, load, seed)
+	var w window
+	if meter != nil {
+		w = meter
+	}
+	samples, elapsed := run(ctx, t, sc, load, seed, w)
 	after, _ := fetchHealth(ctx, t.url)
 	r := summarize(samples, elapsed)
+	if meter != nil {
+		f, err := meter.figures()
+		if err != nil {
+			fmt.Fprintf(stderr, "no CPU figure for this run: %v\n", err)
+		}
+		r.setCPU(f)
+	}
 	r.Scenario, r.Clients, r.Rate = sc.Name, load.Clients, load.Rate
 	r.LoadModel = "closed"
 	if load.openLoop() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,6 +35,14 @@ type result struct {
 	ByError    map[string]int     `json:"by_error_type"`
 	Mismatches []string           `json:"first_mismatches,omitempty"`
 	Server     *serverFigures     `json:"server,omitempty"`
+	// CPUMSPerReq is the CPU the started server and all its descendants
+	// used during the measured part, per answered request (-config only).
+	CPUMSPerReq *float64    `json:"cpu_ms_per_req,omitempty"`
+	CPU         *cpuFigures `json:"cpu,omitempty"`
+	// ForkCeiling is the machine's fork ceiling, measured at the start of
+	// this bench run; CeilingPct is ok/s as a percentage of it.
+	ForkCeiling *forkCeiling `json:"fork_ceiling,omitempty"`
+	CeilingPct  *float64     `json:"ceiling_pct,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -46,6 +55,20 @@ type serverFigures struct {
 	SandboxesCreated int64  `json:"sandboxes_created"`
 	Executed         int64  `json:"executed"`
 	Warm             int    `json:"warm"`
+}
+
+// cpuFigures are the CPU the started server and its descendants used
+// during the measured part of a run, from /proc/<pid>/stat. See cpu.go.
+type cpuFigures struct {
+	Seconds        float64 `json:"cpu_seconds"`
+	WallSeconds    float64 `json:"wall_seconds"` // between the two readings
+	Cores          float64 `json:"cores"`        // cpu_seconds / wall_seconds
+	ProcessesStart int     `json:"processes_start"`
+	ProcessesEnd   int     `json:"processes_end"`
+	Readings       int     `json:"readings"` // of /proc, one per cpuPollInterval
+	// Unaccounted counts processes that ended with no reaper in the tree
+	// showing their CPU: what they used after their last reading is lost.
+	Unaccounted int `json:"unaccounted_exits"`
 }
 
 // latencyHistogram records 1µs to 10 minutes with 3 significant digits.
@@ -96,7 +119,36 @@ func summarize(samples []sample, elapsed time.Duration) *result {
 func percentileKey(p float64) string { return "p" + strings.TrimSuffix(fmt.Sprintf("%g", p), ".0") }
 
 // answered reports whether the server answered anything at all.
-func (r *result) answered() bool { return r.Requests > r.ByStatus["no answer"] }
+func (r *result) answered() bool { return r.answers() > 0 }
+
+// answers is the number of requests that got an HTTP answer.
+func (r *result) answers() int { return r.Requests - r.ByStatus["no answer"] }
+
+// setCeiling records the machine's fork ceiling and ok/s as a share of it.
+func (r *result) setCeiling(c *forkCeiling) {
+	if c == nil || c.ForksPerSec <= 0 {
+		return
+	}
+	pct := 100 * r.Throughput / c.ForksPerSec
+	r.ForkCeiling, r.CeilingPct = c, &pct
+}
+
+// setCPU records the run's CPU and the CPU per answered request.
+func (r *result) setCPU(f *cpuFigures) {
+	r.CPU = f
+	if f != nil && r.answers() > 0 {
+		ms := f.Seconds * 1000 / float64(r.answers())
+		r.CPUMSPerReq = &ms
+	}
+}
+
+// optional formats v, or "-" when it was not measured.
+func optional(v *float64, width int, format string) string {
+	if v == nil {
+		return fmt.Sprintf("%*s", width, "-")
+	}
+	return fmt.Sprintf("%*s", width, fmt.Sprintf(format, *v))
+}
 
 func (r *result) loadLabel() string {
 	if r.LoadModel == "open" {
@@ -108,16 +160,24 @@ func (r *result) loadLabel() string {
 // writeTable prints the results and, with two configurations or more, the
 // ratio of each to the first for the same scenario and load.
 func writeTable(w io.Writer, results []*result) {
-	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %6s %9s %9s %9s %9s %9s  %s\n",
-		"config", "scenario", "load", "requests", "ok/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "sandboxes")
+	ceilings := ceilingsOf(results)
+	for _, c := range ceilings {
+		fmt.Fprintf(w, "machine: %s\n", c)
+	}
+	if len(ceilings) == 0 {
+		fmt.Fprintln(w, "machine: fork ceiling not measured (-ceiling-d 0)")
+	}
+	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %7s %6s %9s %9s %9s %9s %9s %10s  %s\n",
+		"config", "scenario", "load", "requests", "ok/s", "ceil %", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu ms/req", "sandboxes")
 	for _, r := range results {
 		sandboxes := ""
 		if r.Server != nil {
 			sandboxes = fmt.Sprintf("%d created (%s/%s)", r.Server.SandboxesCreated, r.Server.Mode, r.Server.Jail)
 		}
-		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %6d %9.2f %9.2f %9.2f %9.2f %9.2f  %s\n",
-			r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, r.Errors,
-			r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["p99.9"], r.LatencyMS["max"], sandboxes)
+		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %s %6d %9.2f %9.2f %9.2f %9.2f %9.2f %s  %s\n",
+			r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, optional(r.CeilingPct, 7, "%.1f"), r.Errors,
+			r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["p99.9"], r.LatencyMS["max"],
+			optional(r.CPUMSPerReq, 10, "%.2f"), sandboxes)
 		if len(r.ByError) > 0 || r.Errors > 0 {
 			fmt.Fprintf(w, "%10s statuses %v, error types %v\n", "", r.ByStatus, r.ByError)
 		}
@@ -129,6 +189,17 @@ func writeTable(w io.Writer, results []*result) {
 	for _, cfg := range configsOf(results) {
 		fmt.Fprintf(w, "config %s: server %s\n", cfg.Config, cfg.ServerArgs)
 	}
+}
+
+// ceilingsOf lists the distinct fork ceilings of results (one per bench run).
+func ceilingsOf(results []*result) []*forkCeiling {
+	var out []*forkCeiling
+	for _, r := range results {
+		if r.ForkCeiling != nil && !slices.Contains(out, r.ForkCeiling) {
+			out = append(out, r.ForkCeiling)
+		}
+	}
+	return out
 }
 
 func configsOf(results []*result) []*result {
