@@ -71,8 +71,10 @@ def _steps(report_fd, first_steps, since):
         mark(name)
     isolation.private_dev_and_tmp(libc, SCRATCH)
     mark("/dev, /tmp, /dev/shm")
+    isolation.private_proc(libc)
+    mark("/proc with host facts masked")
     isolation.finish(libc, bpf)
-    mark("/proc, caps, reseed, seccomp")
+    mark("hostname, reseed, caps, seccomp")
     zygote._prewarm(msgpack)
     mark("prewarm")
     message = {"type": "execute", "script": "def main():\n    return {'message': 'Hello, World!'}\n",
@@ -123,6 +125,7 @@ def one(mode):
 def main():
     import gc
 
+    zygote._prewarm(msgpack)  # as the zygote does
     gc.freeze()
     print("| step | " + " | ".join("%s wall ms | %s CPU ms" % (m, m) for m in ("fork2", "clone")) + " |")
     print("|---|" + "---|---|" * 2)

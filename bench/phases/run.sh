@@ -12,4 +12,5 @@ exec $as_nobody bwrap --unshare-all --unshare-user --die-with-parent --new-sessi
 	--ro-bind "$PWD/python" /python --ro-bind "$PWD/bench/phases" /phases \
 	--remount-ro /dev --remount-ro / --chdir /tmp --clearenv \
 	--setenv OPENBLAS_NUM_THREADS 1 --setenv OMP_NUM_THREADS 1 --setenv MKL_NUM_THREADS 1 \
+	--setenv GLIBC_TUNABLES glibc.malloc.hugetlb=1 \
 	-- /usr/bin/python3 -I -B /phases/phases.py /python "$n"

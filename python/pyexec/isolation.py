@@ -257,8 +257,9 @@ def private_proc(libc):
 
 
 def finish(libc, bpf):
-    """The sandbox's last steps before ready: after these it holds no
-    capability, cannot gain one, cannot be traced, and runs under the filter."""
+    """The sandbox's last steps before ready (after private_proc): after
+    these it holds no capability, cannot gain one, cannot be traced, and
+    runs under the filter."""
     import random
     import signal
     import socket
@@ -267,7 +268,6 @@ def finish(libc, bpf):
     from . import syscalls
 
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    private_proc(libc)
     socket.sethostname("sandbox")
     # A fork shares the zygote's random state: reseed from the kernel.
     random.seed()
