@@ -12,9 +12,11 @@ type Kind string
 // The kinds a script can bring on itself. Everything else Execute returns is
 // a failure of the service, not of the script.
 const (
-	KindSyntaxError           Kind = "syntax_error"
-	KindMissingMain           Kind = "missing_main"
-	KindForbiddenImport       Kind = "forbidden_import"
+	KindSyntaxError     Kind = "syntax_error"
+	KindMissingMain     Kind = "missing_main"
+	KindForbiddenImport Kind = "forbidden_import"
+	// KindForbiddenCall: the policy refused a name the script uses.
+	KindForbiddenCall         Kind = "forbidden_call"
 	KindScriptError           Kind = "script_error"
 	KindResultNotSerializable Kind = "result_not_serializable"
 	KindTimeout               Kind = "timeout"

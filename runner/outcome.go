@@ -37,7 +37,7 @@ type outcome struct {
 // script's own doing. Timeouts, crashes, output limits and protocol errors
 // are the runner's findings, never the sandbox's word.
 var sandboxKinds = map[Kind]bool{
-	KindSyntaxError: true, KindMissingMain: true, KindForbiddenImport: true, KindScriptError: true,
+	KindSyntaxError: true, KindMissingMain: true, KindForbiddenImport: true, KindForbiddenCall: true, KindScriptError: true,
 	KindResultNotSerializable: true, KindMemoryLimit: true,
 }
 

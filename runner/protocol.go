@@ -76,6 +76,8 @@ type zygoteConfig struct {
 	Preload []string `json:"preload"`
 	// ScratchBytes caps each sandbox's one tmpfs: /tmp and /dev/shm together.
 	ScratchBytes int64 `json:"scratch_bytes"`
+	// Policy is what every sandbox checks in its script before running it.
+	Policy Policy `json:"policy"`
 }
 
 // zygoteReady is the zygote's first packet.

@@ -92,7 +92,8 @@ import json, sys
 sys.path.insert(0, "../python")
 from pyexec import protocol
 print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONTROL_MESSAGES,
-                  "limits": protocol.LIMIT_KEYS, "zygote_config": protocol.ZYGOTE_CONFIG_KEYS}))
+                  "limits": protocol.LIMIT_KEYS, "zygote_config": protocol.ZYGOTE_CONFIG_KEYS,
+                  "policy": protocol.POLICY_KEYS}))
 `)
 	raw, err := cmd.Output()
 	if err != nil {
@@ -102,6 +103,7 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 		Channel, Control map[string][]string
 		Limits           []string
 		ZygoteConfig     []string `json:"zygote_config"`
+		Policy           []string
 	}
 	if err := json.Unmarshal(raw, &py); err != nil {
 		t.Fatal(err)
@@ -126,14 +128,21 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 	if got := msgpackKeys(wireLimits{}); !reflect.DeepEqual(got, py.Limits) {
 		t.Errorf("limits: Go keys %v, Python keys %v", got, py.Limits)
 	}
-	var goConfig []string
-	typ := reflect.TypeOf(zygoteConfig{})
-	for i := 0; i < typ.NumField(); i++ {
-		goConfig = append(goConfig, typ.Field(i).Tag.Get("json"))
+	jsonKeys := func(v any) []string {
+		var keys []string
+		typ := reflect.TypeOf(v)
+		for i := 0; i < typ.NumField(); i++ {
+			keys = append(keys, typ.Field(i).Tag.Get("json"))
+		}
+		sort.Strings(keys)
+		return keys
 	}
-	sort.Strings(goConfig)
 	sort.Strings(py.ZygoteConfig)
-	if !reflect.DeepEqual(goConfig, py.ZygoteConfig) {
-		t.Errorf("zygote config: Go keys %v, Python keys %v", goConfig, py.ZygoteConfig)
+	if got := jsonKeys(zygoteConfig{}); !reflect.DeepEqual(got, py.ZygoteConfig) {
+		t.Errorf("zygote config: Go keys %v, Python keys %v", got, py.ZygoteConfig)
+	}
+	sort.Strings(py.Policy)
+	if got := jsonKeys(Policy{}); !reflect.DeepEqual(got, py.Policy) {
+		t.Errorf("policy: Go keys %v, Python keys %v", got, py.Policy)
 	}
 }

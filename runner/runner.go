@@ -72,6 +72,9 @@ type Config struct {
 	// Limits bound every execution; a Request may lower its wall clock and
 	// memory. Zero fields take DefaultConfig's.
 	Limits Limits
+	// Policy is checked in every script before it runs. Zero (no name):
+	// SeedPolicy, the original service's.
+	Policy Policy
 }
 
 // DefaultConfig returns the defaults: those of the original service where
@@ -90,6 +93,7 @@ func DefaultConfig() Config {
 		ZygoteMaxForks: 200,
 		ZygoteMaxAge:   10 * time.Minute,
 		Zygotes:        runtime.GOMAXPROCS(0),
+		Policy:         SeedPolicy(),
 		Limits: Limits{
 			Timeout:       30 * time.Second,
 			CPUTime:       300 * time.Second,
@@ -118,6 +122,15 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ZygoteMaxForks, d.ZygoteMaxForks)
 	setDefault(&c.ZygoteMaxAge, d.ZygoteMaxAge)
 	setDefault(&c.Zygotes, d.Zygotes)
+	if c.Policy.Name == "" {
+		c.Policy = d.Policy
+	}
+	if c.Policy.DenyImports == nil {
+		c.Policy.DenyImports = []string{}
+	}
+	if c.Policy.DenyCalls == nil {
+		c.Policy.DenyCalls = []string{}
+	}
 	l, dl := &c.Limits, d.Limits
 	setDefault(&l.Timeout, dl.Timeout)
 	setDefault(&l.CPUTime, dl.CPUTime)
@@ -328,6 +341,9 @@ func (r *Runner) Close() {
 
 // JailName is the name of the jail in force, for /health.
 func (r *Runner) JailName() string { return r.cfg.Jail.Name() }
+
+// Policy is the validation policy in force, for /health.
+func (r *Runner) Policy() Policy { return r.cfg.Policy }
 
 // Mode is the mode in force, for /health.
 func (r *Runner) Mode() Mode { return r.cfg.Mode }

@@ -137,7 +137,7 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 // -u makes stdout and stderr unbuffered so print() and os.write() reach
 // the pipes in order. python/boot.py loads the embedded package.
 func (r *Runner) zygoteArgv() ([]string, error) {
-	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes})
+	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes, Policy: r.cfg.Policy})
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode zygote config: %w", err)
 	}

@@ -48,7 +48,7 @@ type errorBody struct {
 // 400 when the script is not a runnable program, 422 when it ran and failed.
 func scriptStatus(kind runner.Kind) int {
 	switch kind {
-	case runner.KindSyntaxError, runner.KindMissingMain, runner.KindForbiddenImport:
+	case runner.KindSyntaxError, runner.KindMissingMain, runner.KindForbiddenImport, runner.KindForbiddenCall:
 		return http.StatusBadRequest
 	default:
 		return http.StatusUnprocessableEntity

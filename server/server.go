@@ -55,6 +55,11 @@ type Config struct {
 	AuthToken string
 	// Jail, Mode and Version are reported by /health.
 	Jail, Mode, Version string
+	// Policy names the validation policy in force; PolicyRefuses says
+	// whether it refuses any import or name (then /health lists
+	// "dangerous import blocking", as the original service did).
+	Policy        string
+	PolicyRefuses bool
 	// Logger receives one line per request and every internal error.
 	Logger zerolog.Logger
 }
@@ -419,6 +424,8 @@ type healthBody struct {
 	Jail     string   `json:"jail"`
 	Mode     string   `json:"mode"`
 	Version  string   `json:"version"`
+	// Policy is the validation policy in force (seed, none, or a file's).
+	Policy string `json:"policy"`
 	// MemoryAccounting says what bounds a sandbox's memory: "rlimit"
 	// (address space per process, times processes, plus the scratch
 	// tmpfs; see README). Per-sandbox cgroup v2 accounting is not built.
@@ -453,11 +460,15 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 		Mode:             s.cfg.Mode,
 		Version:          s.cfg.Version,
 		MemoryAccounting: "rlimit",
+		Policy:           s.cfg.Policy,
 		Pool: poolHealth{
 			Warm: st.Warm, Idle: st.Idle, Building: st.Building, Busy: st.Busy, MaxBusy: st.MaxBusy,
 			Waiting: st.Waiting, Created: st.Created, CreatedUrgent: st.CreatedUrgent, Executed: st.Executed,
 			ConsecutiveBuildFailures: st.ConsecutiveBuildFailures, LastBuildError: st.LastBuildError,
 		},
+	}
+	if s.cfg.PolicyRefuses {
+		body.Features = append(body.Features, "dangerous import blocking")
 	}
 	status := http.StatusOK
 	if !s.exec.Ready() {

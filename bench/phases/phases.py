@@ -79,7 +79,7 @@ def _steps(report_fd, first_steps, since):
     mark("prewarm")
     message = {"type": "execute", "script": "def main():\n    return {'message': 'Hello, World!'}\n",
                "input": None, "input_format": "", "limits": {}, "deny_imports": []}
-    script.run(msgpack, message)
+    script.run(msgpack, message, zygote.NO_POLICY)
     mark("hello")
     out = [(marks[i][0], (marks[i][1] - marks[i - 1][1]) * 1e3, (marks[i][2] - marks[i - 1][2]) * 1e3)
            for i in range(1, len(marks))]

@@ -72,6 +72,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	rd, sd := o.runner, o.server
 	fs.StringVar(&o.runner.Python, "python", rd.Python, "interpreter run inside the jail")
 	preload := fs.String("preload", strings.Join(rd.Preload, ","), "comma-separated modules every sandbox imports before it is ready")
+	policy := fs.String("policy", "seed", "validation before any script code runs: seed (the original service's dangerous import and call blocking), none (syntax and main only), or a JSON policy file")
 	deny := fs.String("deny-imports", "", "comma-separated top-level modules scripts may not import (defence in depth; the jail is the boundary)")
 	fs.BoolVar(&o.runner.Prewarm, "prewarm", rd.Prewarm, "fork mode: each sandbox runs a fixed numpy/pandas script before it is ready, so requests do not pay its first-run and copy-on-write costs (false: faster to build, slower to answer)")
 	fs.IntVar(&o.runner.ZygoteMaxForks, "zygote-max-forks", rd.ZygoteMaxForks, "fork mode: a fresh zygote (new address-space layout and hash seed) takes over after this many sandboxes")
@@ -120,6 +121,12 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
+	p, err := runner.LoadPolicy(*policy)
+	if err != nil {
+		return o, err
+	}
+	o.runner.Policy = p
+	o.server.Policy, o.server.PolicyRefuses = p.Name, p.Refuses()
 	o.runner.Preload = splitList(*preload)
 	o.runner.DenyImports = splitList(*deny)
 	o.server.Mode, o.server.Version = o.mode, version

@@ -41,7 +41,10 @@ CONTROL_MESSAGES = {
 }
 
 # Keys of the zygote's configuration (JSON on its command line).
-ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes")
+ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "policy")
+
+# Keys of the validation policy in the zygote's configuration.
+POLICY_KEYS = ("name", "deny_imports", "deny_calls")
 
 # Keys of the "limits" map of an execute message.
 LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")

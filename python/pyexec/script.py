@@ -71,12 +71,16 @@ def _decode_input(msgpack, message):
     raise ValueError("unknown input format %r" % fmt)
 
 
-def run(msgpack, message):
+def run(msgpack, message, policy):
     """Run the script of one execute message; return the reply message.
 
-    The caller has applied the limits and the seccomp filter already.
+    The script is parsed and checked against policy (pyexec/policy.py)
+    before any of its code runs. The caller has applied the limits and the
+    seccomp filter already.
     """
-    from . import results
+    import ast
+
+    from . import policy as validation, results
 
     denied = message["deny_imports"]
     if denied:
@@ -89,9 +93,13 @@ def run(msgpack, message):
 
     source = message["script"]
     try:
-        code = compile(source, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        tree = ast.parse(source, SCRIPT_FILENAME, "exec")
+        validation.check(tree, policy)
+        code = compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
         return error("syntax_error", "%s: %s" % (type(exc).__name__, exc.msg), line=exc.lineno or 0, offset=exc.offset or 0)
+    except validation.Refusal as exc:
+        return error(exc.kind, exc.message, line=exc.line, offset=exc.column)
     except (MemoryError, RecursionError) as exc:
         return error("syntax_error", "the script is too complex to parse: %r" % exc)
 

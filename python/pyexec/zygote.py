@@ -39,6 +39,10 @@ def main(data):
 """
 
 
+# The prewarm script is ours: no policy applies to it.
+NO_POLICY = {"name": "none", "deny_imports": [], "deny_calls": []}
+
+
 def _prewarm(msgpack):
     """Run one fixed script through the execute path before saying ready.
 
@@ -52,13 +56,13 @@ def _prewarm(msgpack):
     message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "input_format": "json",
                "limits": {}, "deny_imports": []}
     try:
-        script.run(msgpack, msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False))
+        script.run(msgpack, msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False), NO_POLICY)
     except Exception:
         pass
     sys.modules.pop(script.SCRIPT_MODULE_NAME, None)
 
 
-def serve_one(msgpack):
+def serve_one(msgpack, policy):
     """Say ready, run the one execute message, reply, exit."""
     from . import limits, script
 
@@ -71,7 +75,7 @@ def serve_one(msgpack):
         os._exit(2)
     try:
         limits.apply(message["limits"])
-        reply = script.run(msgpack, message)
+        reply = script.run(msgpack, message, policy)
     except MemoryError:
         reply = script.error("memory_limit", "out of memory")
     for stream in (sys.stdout, sys.stderr):
@@ -117,7 +121,7 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
             os.write(2, traceback.format_exc().encode()[-4096:])
         finally:
             os._exit(EXIT_ISOLATION_FAILED)
-    serve_one(msgpack)
+    serve_one(msgpack, config["policy"])
     os._exit(0)
 
 
@@ -207,8 +211,9 @@ def zygote(config):
 def main(config_json):
     """Entry point: config_json is the runner's zygote configuration."""
     config = json.loads(config_json)
-    if set(config) != set(protocol.ZYGOTE_CONFIG_KEYS):
-        raise SystemExit("zygote config has keys %s, want %s" % (sorted(config), sorted(protocol.ZYGOTE_CONFIG_KEYS)))
+    if set(config) != set(protocol.ZYGOTE_CONFIG_KEYS) or set(config["policy"]) != set(protocol.POLICY_KEYS):
+        raise SystemExit("zygote config has keys %s (policy %s), want %s (policy %s)" % (
+            sorted(config), sorted(config.get("policy", {})), sorted(protocol.ZYGOTE_CONFIG_KEYS), sorted(protocol.POLICY_KEYS)))
     for name in config["preload"]:
         __import__(name)
     zygote(config)

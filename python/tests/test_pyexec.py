@@ -56,7 +56,7 @@ class ProtocolTest(unittest.TestCase):
 def execute(source, input_format="", raw=None):
     message = {"type": "execute", "script": source, "input": raw, "input_format": input_format,
                "limits": {}, "deny_imports": []}
-    return script.run(msgpack, message)
+    return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
 
 
 class ScriptTest(unittest.TestCase):
@@ -86,3 +86,74 @@ class ScriptTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+SEED = {"name": "seed",
+        "deny_imports": ["subprocess", "socket", "urllib"],
+        "deny_calls": ["eval", "exec", "__import__", "open", "os.listdir", "glob.glob", "os.system", "os.popen",
+                       "os.exec*", "os.spawn*", "importlib.import_module"]}
+
+
+class PolicyTest(unittest.TestCase):
+    def refusal(self, source):
+        import ast
+
+        from pyexec import policy
+
+        try:
+            policy.check(ast.parse(source), SEED)
+        except policy.Refusal as exc:
+            return exc.kind, exc.line, exc.column, exc.message
+        return None
+
+    def test_imports(self):
+        cases = {
+            "import subprocess\ndef main(): pass\n": ("forbidden_import", 1, 1),
+            "import os, socket as s\ndef main(): pass\n": ("forbidden_import", 1, 1),
+            "def main():\n    from urllib.request import urlopen\n": ("forbidden_import", 2, 5),
+            "import subprocess.run\ndef main(): pass\n": ("forbidden_import", 1, 1),
+        }
+        for source, want in cases.items():
+            self.assertEqual(self.refusal(source)[:3], want, source)
+
+    def test_calls_in_every_form(self):
+        cases = {
+            "def main():\n    return eval('1')\n": (2, 12),
+            "def main():\n    f = open\n": (2, 9),
+            "import os\ndef main():\n    os.system('x')\n": (3, 5),
+            "import os as o\ndef main():\n    o.popen('x')\n": (3, 5),
+            "from os import system\ndef main(): pass\n": (1, 1),
+            "from os import execv as run\ndef main(): pass\n": (1, 1),
+            "from os import *\ndef main(): pass\n": (1, 1),
+            "import os\ndef main():\n    getattr(os, 'listdir')('.')\n": (3, 5),
+            "import os.path\ndef main():\n    os.spawnl(0, 'x')\n": (3, 5),
+            "import builtins\ndef main():\n    builtins.exec('1')\n": (3, 5),
+            "def main():\n    __builtins__.__import__('os')\n": (2, 5),
+            "import glob\ndef main():\n    glob.glob('*')\n": (3, 5),
+            "import importlib\ndef main():\n    importlib.import_module('os')\n": (3, 5),
+        }
+        for source, (line, column) in cases.items():
+            got = self.refusal(source)
+            self.assertIsNotNone(got, source)
+            self.assertEqual(got[:3], ("forbidden_call", line, column), source)
+
+    def test_allowed(self):
+        for source in ("import os\ndef main():\n    return os.getpid()\n",
+                       "import numpy as np, pandas as pd\ndef main():\n    return pd.DataFrame({'a': np.arange(3)}).sum()\n",
+                       "def main():\n    opened = 1\n    return opened\n"):
+            self.assertIsNone(self.refusal(source), source)
+
+    def test_what_binds_main(self):
+        bound = ("def main(): pass\n", "async def main(): pass\n", "class main: pass\n", "main = print\n",
+                 "main: object = print\n", "from math import sqrt as main\n", "import math as main\n",
+                 "if True:\n    def main(): pass\n", "try:\n    pass\nexcept Exception:\n    pass\nelse:\n    main = 1\n")
+        for source in bound:
+            self.assertIsNone(self.refusal(source), source)
+        for source in ("def helper(): pass\n", "def f():\n    def main(): pass\n", "x = main\n"):
+            self.assertEqual(self.refusal(source)[0], "missing_main", source)
+
+    def test_evasions_it_does_not_catch(self):
+        # Names built at run time pass the policy: the jail holds then.
+        for source in ("import os\ndef main():\n    getattr(os, 'sys' + 'tem')('x')\n",
+                       "def main():\n    vars(__builtins__)['op' + 'en']('/etc/passwd')\n"):
+            self.assertIsNone(self.refusal(source), source)
