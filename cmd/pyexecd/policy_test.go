@@ -119,4 +119,3 @@ func health(t *testing.T, s *testServer) healthFields {
 	}
 	return h
 }
-
