@@ -62,6 +62,19 @@ func (p *jailedProc) kill() {
 	})
 }
 
+// exitString says how the jail ended, once it has been reaped.
+func (p *jailedProc) exitString() string {
+	select {
+	case <-p.exited:
+		if p.waitErr == nil {
+			return "exited"
+		}
+		return p.waitErr.Error()
+	default:
+		return "not reaped yet"
+	}
+}
+
 // wait waits at most timeout for the jail to be reaped.
 func (p *jailedProc) wait(timeout time.Duration) error {
 	select {

@@ -463,9 +463,10 @@ func (s *zygoteSupervisor) loop() {
 		select {
 		case <-z.gone:
 			// Sandboxes it forked died with it; they see z.gone at once.
-			s.set(nil, fmt.Errorf("%w (%s)", ErrZygoteDied, stderrTail(z.stderr)))
-			s.r.cfg.Logger.Error().Err(z.proc.waitErr).Msg("zygote died; restarting it")
-			z.close()
+			died := fmt.Errorf("%w (%s)", ErrZygoteDied, stderrTail(z.stderr))
+			s.set(nil, died)
+			z.close() // reaps the jail: its wait status is known after this
+			s.r.cfg.Logger.Error().Err(died).Str("jail", z.proc.exitString()).Msg("zygote died; restarting it")
 			z = nil
 		case <-s.rotate:
 			z = s.replace(z, "forks")
