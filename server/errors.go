@@ -17,14 +17,22 @@ const (
 	TypeInternal        = "internal"
 	TypeNotFound        = "not_found"
 	TypeMethod          = "method_not_allowed"
+	TypeShuttingDown    = "shutting_down"
+	// TypeClientGone is only logged: the caller hung up and reads nothing.
+	TypeClientGone = "client_gone"
 )
+
+// statusClientGone is the status logged for a caller that hung up
+// (nginx's 499: no response reaches it).
+const statusClientGone = 499
 
 // APIError is an error the client is meant to read: its type, message and
 // status are safe to show. Anything else becomes "internal".
 type APIError struct {
-	Type    string
-	Status  int
-	Message string
+	Type      string
+	Status    int
+	Message   string
+	Retryable bool
 }
 
 func (e *APIError) Error() string { return e.Type + ": " + e.Message }
@@ -63,7 +71,7 @@ func toErrorBody(err error) (int, errorBody, bool) {
 	var scriptErr *runner.ScriptError
 	switch {
 	case errors.As(err, &apiErr):
-		return apiErr.Status, errorBody{Type: apiErr.Type, Message: apiErr.Message}, false
+		return apiErr.Status, errorBody{Type: apiErr.Type, Message: apiErr.Message, Retryable: apiErr.Retryable}, false
 	case errors.As(err, &scriptErr):
 		return scriptStatus(scriptErr.Kind), errorBody{
 			Type: string(scriptErr.Kind), Message: scriptErr.Message,

@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -100,10 +98,9 @@ func setDefault[T comparable](field *T, value T) {
 // Server is the HTTP server. Create it with New, run it with Serve, stop it
 // with Shutdown.
 type Server struct {
-	cfg   Config
-	exec  Executor
-	http  *fasthttp.Server
-	reqID atomic.Uint64
+	cfg  Config
+	exec Executor
+	http *fasthttp.Server
 	// ctx is the parent of every execution; cancelled by Shutdown when the
 	// grace period is over.
 	ctx    context.Context
@@ -115,7 +112,7 @@ func New(cfg Config, exec Executor) *Server {
 	s := &Server{cfg: cfg.withDefaults(), exec: exec}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.http = &fasthttp.Server{
-		Handler:            s.recoverPanics(s.route),
+		Handler:            s.accessLog(s.recoverPanics(s.route)),
 		ErrorHandler:       s.transportError,
 		Name:               "pyexec",
 		ReadTimeout:        s.cfg.ReadTimeout,
@@ -161,14 +158,14 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		s.handleHealth(ctx)
 	default:
 		s.writeError(ctx, &APIError{Type: TypeNotFound, Status: http.StatusNotFound,
-			Message: "no such endpoint; use POST /execute or GET /health"}, nil, "")
+			Message: "no such endpoint; use POST /execute or GET /health"}, nil)
 	}
 }
 
 func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set("Allow", allow)
 	s.writeError(ctx, &APIError{Type: TypeMethod, Status: http.StatusMethodNotAllowed,
-		Message: "use " + allow + " on " + string(ctx.Path())}, nil, "")
+		Message: "use " + allow + " on " + string(ctx.Path())}, nil)
 }
 
 // recoverPanics answers 500 instead of dropping the connection when a
@@ -178,7 +175,7 @@ func (s *Server) recoverPanics(next fasthttp.RequestHandler) fasthttp.RequestHan
 		defer func() {
 			if p := recover(); p != nil {
 				ctx.Response.Reset()
-				s.writeError(ctx, fmt.Errorf("panic: %v", p), nil, "")
+				s.writeError(ctx, fmt.Errorf("panic: %v", p), nil)
 			}
 		}()
 		next(ctx)
@@ -196,7 +193,13 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		apiErr = invalidRequest("cannot read the HTTP request: " + err.Error())
 	}
-	s.writeError(ctx, apiErr, nil, "")
+	// fasthttp calls this outside the handler chain: log it here.
+	start := time.Now()
+	l := logOf(ctx)
+	l.id = requestID(ctx)
+	ctx.Response.Header.Set("X-Request-Id", l.id)
+	s.writeError(ctx, apiErr, nil)
+	s.logLine(ctx, l, start)
 }
 
 // timingBody is the time breakdown of a response, in milliseconds.
@@ -224,10 +227,10 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	requestID := s.requestID(ctx)
 	if !s.authorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="pyexec"`)
 		s.writeError(ctx, &APIError{Type: TypeUnauthorized, Status: http.StatusUnauthorized,
-			Message: "missing or wrong bearer token"}, nil, requestID)
+			Message: "missing or wrong bearer token"}, nil)
 		return
 	}
 	asMsgpack := isMsgpack(ctx.Request.Header.ContentType())
@@ -242,7 +245,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		err = req.validate(&s.cfg)
 	}
 	if err != nil {
-		s.writeError(ctx, err, nil, requestID)
+		s.writeError(ctx, err, nil)
 		return
 	}
 
@@ -250,35 +253,52 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	if req.MemoryMB != nil {
 		execReq.MemoryBytes = *req.MemoryMB << 20
 	}
-	out, poolTiming, err := s.exec.Execute(s.ctx, execReq)
+	// The execution ends with the server (after the shutdown grace) or
+	// when the caller hangs up: its script is killed and its slot freed.
+	reqCtx, cancel := context.WithCancelCause(s.ctx)
+	defer cancel(nil)
+	stopWatching := watchHangup(ctx.Conn(), cancel)
+	out, poolTiming, err := s.exec.Execute(reqCtx, execReq)
+	stopWatching()
+	l := logOf(ctx)
+	l.queue, l.exec = poolTiming.Queue, out.Exec
 	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
 	if err != nil {
-		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing}, requestID)
+		var scriptErr *runner.ScriptError
+		switch {
+		case errors.As(err, &scriptErr):
+		case errors.Is(context.Cause(reqCtx), errClientGone):
+			l.hungUp = true
+			err = &APIError{Type: TypeClientGone, Status: statusClientGone, Message: "the client closed the connection; the script was killed"}
+		case s.ctx.Err() != nil:
+			err = &APIError{Type: TypeShuttingDown, Status: http.StatusServiceUnavailable, Retryable: true,
+				Message: "the server stopped before the script finished; send it again"}
+		}
+		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing})
 		return
 	}
 	if asMsgpack {
-		s.writeMsgpackSuccess(ctx, out, timing, requestID, start)
+		s.writeMsgpackSuccess(ctx, out, timing)
 		return
 	}
 	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
 	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil, requestID)
+		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(body)
-	s.logRequest(ctx, requestID, "", start)
 }
 
 // writeMsgpackSuccess answers a msgpack request in msgpack; the result,
 // JSON text from the sandbox, becomes the equivalent msgpack value.
-func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, requestID string, start time.Time) {
+func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody) {
 	dec := json.NewDecoder(bytes.NewReader(out.Result))
 	dec.UseNumber()
 	var result any
 	if err := dec.Decode(&result); err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot decode sandbox result: %w", err), nil, requestID)
+		s.writeError(ctx, fmt.Errorf("cannot decode sandbox result: %w", err), nil)
 		return
 	}
 	body, err := msgpack.Marshal(map[string]any{
@@ -286,13 +306,12 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing,
 	})
 	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil, requestID)
+		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/msgpack")
 	ctx.SetBody(body)
-	s.logRequest(ctx, requestID, "", start)
 }
 
 // marshalJSON encodes v compactly and without HTML escaping: a result of
@@ -338,8 +357,11 @@ func isMsgpack(contentType []byte) bool {
 
 // writeError answers err with its status and typed body; partial carries
 // the output and timing of a failed execution.
-func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failureBody, requestID string) {
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failureBody) {
 	status, body, internal := toErrorBody(err)
+	l := logOf(ctx)
+	l.errType = body.Type
+	requestID := l.id
 	resp := failureBody{}
 	if partial != nil {
 		resp = *partial
@@ -366,52 +388,16 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failur
 	}
 	ctx.SetStatusCode(status)
 	ctx.SetBody(encoded)
-	s.logRequest(ctx, requestID, body.Type, time.Time{})
-}
-
-func (s *Server) logRequest(ctx *fasthttp.RequestCtx, requestID, errType string, start time.Time) {
-	ev := s.cfg.Logger.Debug()
-	if !ev.Enabled() {
-		return
-	}
-	ev = ev.Str("request_id", requestID).Bytes("path", ctx.Path()).Int("status", ctx.Response.StatusCode())
-	if errType != "" {
-		ev = ev.Str("error", errType)
-	}
-	if !start.IsZero() {
-		ev = ev.Dur("took", time.Since(start))
-	}
-	ev.Msg("request")
-}
-
-// requestID is the caller's X-Request-Id when it is short and printable,
-// else a new one; it is echoed in the response header.
-func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
-	id := ctx.Request.Header.Peek("X-Request-Id")
-	valid := len(id) > 0 && len(id) <= 64
-	for _, c := range id {
-		if c <= ' ' || c > '~' {
-			valid = false
-			break
-		}
-	}
-	var out string
-	if valid {
-		out = string(id)
-	} else {
-		out = "req-" + strconv.FormatUint(s.reqID.Add(1), 36)
-	}
-	ctx.Response.Header.Set("X-Request-Id", out)
-	return out
 }
 
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
 	if s.cfg.AuthToken == "" {
 		return true
 	}
-	got := ctx.Request.Header.Peek("Authorization")
-	want := []byte("Bearer " + s.cfg.AuthToken)
-	return subtle.ConstantTimeCompare(got, want) == 1
+	// The scheme is case-insensitive (RFC 9110); the token is not.
+	scheme, token, _ := bytes.Cut(ctx.Request.Header.Peek("Authorization"), []byte(" "))
+	return bytes.EqualFold(scheme, []byte("Bearer")) &&
+		subtle.ConstantTimeCompare(bytes.TrimSpace(token), []byte(s.cfg.AuthToken)) == 1
 }
 
 // healthBody keeps the original service's fields and adds the jail, mode,
@@ -477,7 +463,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	}
 	encoded, err := marshalJSON(&body)
 	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode health: %w", err), nil, "")
+		s.writeError(ctx, fmt.Errorf("cannot encode health: %w", err), nil)
 		return
 	}
 	ctx.SetStatusCode(status)

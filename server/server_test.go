@@ -336,9 +336,14 @@ func TestHandlerAuth(t *testing.T) {
 	if n := len(exec.calls()); n != 0 {
 		t.Errorf("%d unauthorized executions", n)
 	}
-	r := post(t, c, "application/json", body, "Authorization", "Bearer s3cret")
-	if r.status != http.StatusOK {
-		t.Fatalf("with the token: status %d %s", r.status, r.body)
+	for _, header := range []string{"Bearer s3cret", "bearer s3cret", "BEARER s3cret"} {
+		r := post(t, c, "application/json", body, "Authorization", header)
+		if r.status != http.StatusOK {
+			t.Fatalf("%q: status %d %s (the scheme is case-insensitive)", header, r.status, r.body)
+		}
+	}
+	if r := post(t, c, "application/json", body, "Authorization", "bearer S3CRET"); r.status != http.StatusUnauthorized {
+		t.Errorf("the token matched case-insensitively: status %d", r.status)
 	}
 }
 

@@ -29,10 +29,26 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	switch {
+	case errors.Is(err, flag.ErrHelp), errors.Is(err, errVersionShown):
+		// --help and --version answered on stderr; nothing went wrong.
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "pyexecd:", err)
 		os.Exit(1)
 	}
+}
+
+// errVersionShown ends run after --version printed the version.
+var errVersionShown = errors.New("version shown")
+
+// envPrefix names the variables that set flags: --max-busy is
+// PYEXEC_MAX_BUSY. A flag on the command line wins over its variable.
+const envPrefix = "PYEXEC_"
+
+// envName is the variable of a flag.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // options are the parsed flags and environment.
@@ -101,8 +117,32 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&limits.OutputBytes, "max-output-bytes", rd.Limits.OutputBytes, "cap on stdout and on stderr, each")
 	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the JSON result")
 	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	// Every flag can come from the environment (PYEXEC_<FLAG>); the command
+	// line is applied after, so it wins.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if value := getenv(envName(f.Name)); value != "" && envErr == nil {
+			if err := fs.Set(f.Name, value); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), value, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return o, envErr
+	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if *showVersion {
+		fmt.Fprintln(out, "pyexecd", version)
+		return o, errVersionShown
+	}
+	if o.pool.Warm < 1 {
+		return o, fmt.Errorf("--warm must be at least 1 (got %d): every request needs a started sandbox", o.pool.Warm)
+	}
+	if o.pool.MaxBusy < 0 || o.pool.MaxWaiting < 0 || o.pool.BuildConcurrency < 0 {
+		return o, errors.New("--max-busy, --max-waiting and --build-concurrency must not be negative (0 derives them from the CPUs)")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -131,6 +171,12 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.runner.DenyImports = splitList(*deny)
 	o.server.Mode, o.server.Version = o.mode, version
 	return o, nil
+}
+
+// isLoopback says whether host (an IP literal) is a loopback address.
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func envOr(getenv func(string) string, key, fallback string) string {
@@ -201,6 +247,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	if listening != nil {
 		listening(ln.Addr())
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); o.server.AuthToken == "" && !isLoopback(host) {
+		logger.Warn().Str("addr", ln.Addr().String()).
+			Msg("LISTENING BEYOND LOOPBACK WITHOUT A TOKEN: anyone who reaches this address can run code here; set --auth-token (PYEXEC_AUTH_TOKEN)")
 	}
 	logger.Info().Str("addr", ln.Addr().String()).Str("jail", jail.Name()).Str("mode", o.mode).
 		Int("warm", o.pool.Warm).Str("version", version).Msg("serving")

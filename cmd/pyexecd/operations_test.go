@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptionsFromEnvironmentAndFlags(t *testing.T) {
+	env := map[string]string{"PYEXEC_MAX_BUSY": "3", "PYEXEC_WARM": "7", "PYEXEC_POLICY": "none", "PYEXEC_AUTH_TOKEN": "s3cret"}
+	getenv := func(k string) string { return env[k] }
+	o, err := parseOptions([]string{"--warm", "2"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.pool.MaxBusy != 3 || o.pool.Warm != 2 || o.runner.Policy.Name != "none" || o.server.AuthToken != "s3cret" {
+		t.Errorf("max-busy %d (want 3 from the environment), warm %d (want 2: the flag wins), policy %q, token set %v",
+			o.pool.MaxBusy, o.pool.Warm, o.runner.Policy.Name, o.server.AuthToken != "")
+	}
+	for _, args := range [][]string{{"--warm", "0"}, {"--warm", "-1"}, {"--max-busy", "-2"}} {
+		if _, err := parseOptions(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	if _, err := parseOptions(nil, func(k string) string { return map[string]string{"PYEXEC_WARM": "many"}[k] }, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "PYEXEC_WARM") {
+		t.Errorf("a bad variable: %v", err)
+	}
+	var out bytes.Buffer
+	if _, err := parseOptions([]string{"--help"}, func(string) string { return "" }, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-max-busy") {
+		t.Errorf("--help: %v", err)
+	}
+	out.Reset()
+	if _, err := parseOptions([]string{"--version"}, func(string) string { return "" }, &out); !errors.Is(err, errVersionShown) || !strings.Contains(out.String(), version) {
+		t.Errorf("--version: %v, %q", err, out.String())
+	}
+}
+
+// TestCallerHangUpKillsScript: a caller that closes its connection has its
+// script killed and its slot freed at once, and the log says so.
+func TestCallerHangUpKillsScript(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--max-busy", "1", "--acquire-timeout", "3s")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{"script": "import time\ndef main():\n    time.sleep(25)\n"})
+	fmt.Fprintf(conn, "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: hangup-test\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	s.waitFor(t, func(busy int) bool { return busy == 1 })
+	hungUp := time.Now()
+	conn.Close()
+	// The one running slot must come back well before the script's 25 s.
+	s.waitFor(t, func(busy int) bool { return busy == 0 })
+	if took := time.Since(hungUp); took > 3*time.Second {
+		t.Errorf("slot freed %v after the hang-up", took)
+	}
+	s.mustSucceed(t, helloScript, nil, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.logs.String(), `"client_gone":true`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(s.logs.String(), `"request_id":"hangup-test"`) || !strings.Contains(s.logs.String(), `"client_gone":true`) {
+		t.Errorf("no access-log line says the caller hung up:\n%s", s.logs.String())
+	}
+}
+
+// TestAccessLogAndShutdown: every request, rejected ones included, gets one
+// log line at the default level with a unique id; a script cut off by the
+// end of the shutdown grace gets a retryable shutting_down.
+func TestAccessLogAndShutdown(t *testing.T) {
+	s := startServer(t, "tok", "--mode", "fork", "--warm", "1", "--shutdown-timeout", "1s", "--log-level", "info")
+	s.mustSucceed(t, helloScript, nil, nil)
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/execute", strings.NewReader(`{"script":"def main(): pass"}`))
+	req.Header.Set("Authorization", "bearer wrong")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("status %d WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	ids := map[string]bool{}
+	lines := 0
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		if !strings.Contains(line, `"message":"request"`) {
+			continue
+		}
+		var raw map[string]any
+		_ = json.Unmarshal([]byte(line), &raw)
+		id, _ := raw["request_id"].(string)
+		if raw["level"] != "info" || id == "" || raw["status"] == nil || raw["remote"] == nil || raw["total_ms"] == nil {
+			t.Errorf("access-log line lacks a field: %s", line)
+		}
+		ids[id] = true
+		lines++
+	}
+	if lines < 2 || len(ids) != lines {
+		t.Errorf("%d access-log lines with %d distinct ids, want one per request (the 401 included)", lines, len(ids))
+	}
+
+	answer := make(chan response, 1)
+	go func() { answer <- s.execute(t, "import time\ndef main():\n    time.sleep(20)\n", nil) }()
+	s.waitFor(t, func(busy int) bool { return busy == 1 })
+	go s.stop()
+	r := <-answer
+	if r.Status != http.StatusServiceUnavailable || r.Error == nil || r.Error.Type != "shutting_down" || !r.Error.Retryable {
+		t.Errorf("a script cut off by shutdown: status %d error %+v", r.Status, r.Error)
+	}
+}

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// requestLog is what one request's access-log line says beyond what the
+// response itself shows; handlers fill it in through logOf.
+type requestLog struct {
+	id      string
+	errType string
+	queue   time.Duration
+	exec    time.Duration
+	// hungUp says the caller closed its connection before the answer.
+	hungUp bool
+}
+
+const requestLogKey = "pyexec.requestLog"
+
+// logOf returns the request's log record (never nil inside accessLog).
+func logOf(ctx *fasthttp.RequestCtx) *requestLog {
+	if l, ok := ctx.UserValue(requestLogKey).(*requestLog); ok {
+		return l
+	}
+	l := &requestLog{}
+	ctx.SetUserValue(requestLogKey, l)
+	return l
+}
+
+// accessLog gives every request an id (the caller's X-Request-Id when it
+// is short and printable, else a new random one, unique across restarts
+// and replicas), echoes it, and writes one line per request at info level,
+// rejected ones included.
+func (s *Server) accessLog(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		l := logOf(ctx)
+		l.id = requestID(ctx)
+		ctx.Response.Header.Set("X-Request-Id", l.id)
+		next(ctx)
+		s.logLine(ctx, l, start)
+	}
+}
+
+func (s *Server) logLine(ctx *fasthttp.RequestCtx, l *requestLog, start time.Time) {
+	ev := s.cfg.Logger.Info().
+		Str("request_id", l.id).
+		Bytes("method", ctx.Method()).
+		Bytes("path", ctx.Path()).
+		Int("status", ctx.Response.StatusCode()).
+		Str("remote", ctx.RemoteAddr().String()).
+		Int("bytes_in", len(ctx.Request.Body())).
+		Int("bytes_out", len(ctx.Response.Body())).
+		Float64("queue_ms", millis(l.queue)).
+		Float64("exec_ms", millis(l.exec)).
+		Float64("total_ms", millis(time.Since(start)))
+	if l.errType != "" {
+		ev = ev.Str("error", l.errType)
+	}
+	if l.hungUp {
+		ev = ev.Bool("client_gone", true)
+	}
+	ev.Msg("request")
+}
+
+// requestID is the caller's X-Request-Id when it is at most 64 printable
+// ASCII characters, else a new one: 80 random bits, base32.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	id := ctx.Request.Header.Peek("X-Request-Id")
+	valid := len(id) > 0 && len(id) <= 64
+	for _, c := range id {
+		if c <= ' ' || c > '~' {
+			valid = false
+			break
+		}
+	}
+	if valid {
+		return string(id)
+	}
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
