@@ -150,15 +150,24 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.handleExecute(ctx)
-	case "/health":
+	case "/health", "/ready", "/live":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			s.methodNotAllowed(ctx, "GET")
 			return
 		}
-		s.handleHealth(ctx)
+		switch path {
+		case "/health":
+			s.handleHealth(ctx)
+		case "/ready":
+			s.handleReady(ctx)
+		default:
+			// Liveness: the process serves HTTP; nothing else is asked.
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"status":"alive"}`)
+		}
 	default:
 		s.writeError(ctx, &APIError{Type: TypeNotFound, Status: http.StatusNotFound,
-			Message: "no such endpoint; use POST /execute or GET /health"}, nil)
+			Message: "no such endpoint; use POST /execute, GET /health, /ready or /live"}, nil)
 	}
 }
 
@@ -412,6 +421,8 @@ type healthBody struct {
 	Version  string   `json:"version"`
 	// Policy is the validation policy in force (seed, none, or a file's).
 	Policy string `json:"policy"`
+	// NotReady lists why /ready would answer 503 (empty when ready).
+	NotReady []string `json:"not_ready"`
 	// MemoryAccounting says what bounds a sandbox's memory: "rlimit"
 	// (address space per process, times processes, plus the scratch
 	// tmpfs; see README). Per-sandbox cgroup v2 accounting is not built.
@@ -433,6 +444,36 @@ type poolHealth struct {
 	LastBuildError           string `json:"last_build_error,omitempty"`
 }
 
+// readiness says whether this replica can take work soon, and why not:
+// no sandbox can be served (zygote down, builds failing), or it is
+// saturated: every running slot busy and at least as many requests again
+// waiting.
+func readiness(st pool.Stats, canServe bool) []string {
+	var reasons []string
+	if !canServe {
+		reasons = append(reasons, "no sandbox can be served: none is warm and builds are failing or not started")
+	}
+	if st.ConsecutiveBuildFailures >= 3 {
+		reasons = append(reasons, fmt.Sprintf("%d sandbox builds failed in a row", st.ConsecutiveBuildFailures))
+	}
+	if st.MaxBusy > 0 && st.Busy >= st.MaxBusy && st.Waiting >= st.MaxBusy {
+		reasons = append(reasons, fmt.Sprintf("saturated: %d of %d slots busy and %d requests waiting", st.Busy, st.MaxBusy, st.Waiting))
+	}
+	return reasons
+}
+
+// handleReady answers 200 while the replica can take work soon, else 503
+// with the reasons: what a load balancer's readiness probe asks.
+func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
+	reasons := readiness(s.exec.Stats(), s.exec.Ready())
+	body, _ := marshalJSON(map[string]any{"ready": len(reasons) == 0, "reasons": append([]string{}, reasons...)})
+	ctx.SetContentType("application/json")
+	if len(reasons) > 0 {
+		ctx.SetStatusCode(http.StatusServiceUnavailable)
+	}
+	ctx.SetBody(body)
+}
+
 func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	st := s.exec.Stats()
 	body := healthBody{
@@ -447,6 +488,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 		Version:          s.cfg.Version,
 		MemoryAccounting: "rlimit",
 		Policy:           s.cfg.Policy,
+		NotReady:         append([]string{}, readiness(st, s.exec.Ready())...),
 		Pool: poolHealth{
 			Warm: st.Warm, Idle: st.Idle, Building: st.Building, Busy: st.Busy, MaxBusy: st.MaxBusy,
 			Waiting: st.Waiting, Created: st.Created, CreatedUrgent: st.CreatedUrgent, Executed: st.Executed,

@@ -116,3 +116,56 @@ func TestAccessLogAndShutdown(t *testing.T) {
 		t.Errorf("a script cut off by shutdown: status %d error %+v", r.Status, r.Error)
 	}
 }
+
+// TestReadinessFlipsUnderSaturation: /ready answers 503 with the reason
+// while every slot is busy and as many requests again wait, and 200 once
+// the load is gone; /live stays 200 throughout.
+func TestReadinessFlipsUnderSaturation(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--max-busy", "1", "--acquire-timeout", "30s")
+	probe := func(path string) (int, string) {
+		resp, err := http.Get(s.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := probe("/ready"); code != http.StatusOK {
+		t.Fatalf("idle: /ready %d %s", code, body)
+	}
+	done := make(chan struct{})
+	for range 3 {
+		go func() {
+			s.execute(t, "import time\ndef main():\n    time.sleep(2)\n", nil)
+			done <- struct{}{}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	code, body := 0, ""
+	for time.Now().Before(deadline) {
+		if code, body = probe("/ready"); code == http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "saturated") {
+		t.Errorf("under load: /ready %d %s", code, body)
+	}
+	if code, _ := probe("/live"); code != http.StatusOK {
+		t.Errorf("/live %d under load", code)
+	}
+	for range 3 {
+		<-done
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, body = probe("/ready"); code == http.StatusOK {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code != http.StatusOK {
+		t.Errorf("after the load: /ready %d %s", code, body)
+	}
+}

@@ -66,8 +66,20 @@ func TestDeployment(t *testing.T) {
 	if spec.HostUsers == nil || *spec.HostUsers {
 		t.Error("procMount Unmasked needs hostUsers: false")
 	}
-	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/health" {
-		t.Error("readiness must be GET /health")
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/ready" {
+		t.Error("readiness must be GET /ready")
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/live" {
+		t.Error("liveness must be GET /live")
+	}
+	tokenFromSecret := false
+	for _, e := range c.Env {
+		if e.Name == "PYEXEC_AUTH_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			tokenFromSecret = true
+		}
+	}
+	if !tokenFromSecret {
+		t.Error("the token must come from a Secret (PYEXEC_AUTH_TOKEN)")
 	}
 	var port int32
 	for _, p := range c.Ports {
