@@ -59,6 +59,9 @@ type Config struct {
 	BuildConcurrency int
 	// Logger receives build failures. Zero: no logging.
 	Logger zerolog.Logger
+	// OnBuild, when set, is told how long each build took and whether it
+	// failed (for metrics).
+	OnBuild func(took time.Duration, err error)
 }
 
 // DefaultConfig returns the defaults. MaxBusy, MaxWaiting and
@@ -162,7 +165,11 @@ func (p *Pool) build(context.Context) (Sandbox, error) {
 	defer cancel()
 	// Behind demand, a sandbox now beats a faster sandbox later.
 	urgent := p.waiting.Load() > 0
+	start := time.Now()
 	sb, err := p.cfg.New(ctx, urgent)
+	if p.cfg.OnBuild != nil {
+		p.cfg.OnBuild(time.Since(start), err)
+	}
 	if err != nil {
 		p.failures.Add(1)
 		p.mu.Lock()

@@ -229,6 +229,8 @@ type Runner struct {
 	// picks the one the next sandbox comes from, in turn.
 	zygotes []*zygoteSupervisor
 	next    atomic.Uint64
+	// zygoteRestarts counts zygotes that died and were replaced.
+	zygoteRestarts atomic.Int64
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -341,6 +343,9 @@ func (r *Runner) Close() {
 
 // JailName is the name of the jail in force, for /health.
 func (r *Runner) JailName() string { return r.cfg.Jail.Name() }
+
+// ZygoteRestarts is how many zygotes died and were replaced (metrics).
+func (r *Runner) ZygoteRestarts() int64 { return r.zygoteRestarts.Load() }
 
 // Policy is the validation policy in force, for /health.
 func (r *Runner) Policy() Policy { return r.cfg.Policy }

@@ -463,6 +463,7 @@ func (s *zygoteSupervisor) loop() {
 		select {
 		case <-z.gone:
 			// Sandboxes it forked died with it; they see z.gone at once.
+			s.r.zygoteRestarts.Add(1)
 			died := fmt.Errorf("%w (%s)", ErrZygoteDied, stderrTail(z.stderr))
 			s.set(nil, died)
 			z.close() // reaps the jail: its wait status is known after this

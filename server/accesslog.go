@@ -17,6 +17,8 @@ type requestLog struct {
 	exec    time.Duration
 	// hungUp says the caller closed its connection before the answer.
 	hungUp bool
+	// executed says the request reached the pool (queue and exec are set).
+	executed bool
 }
 
 const requestLogKey = "pyexec.requestLog"
@@ -43,6 +45,7 @@ func (s *Server) accessLog(next fasthttp.RequestHandler) fasthttp.RequestHandler
 		ctx.Response.Header.Set("X-Request-Id", l.id)
 		next(ctx)
 		s.logLine(ctx, l, start)
+		s.metrics.observe(ctx, l, time.Since(start))
 	}
 }
 

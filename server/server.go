@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/vmihailenco/msgpack/v5"
@@ -60,6 +61,9 @@ type Config struct {
 	PolicyRefuses bool
 	// Logger receives one line per request and every internal error.
 	Logger zerolog.Logger
+	// Metrics is the set /metrics shows; the server adds its series to it.
+	// Zero: a set of its own.
+	Metrics *metrics.Set
 }
 
 // DefaultConfig returns the defaults; the two per-request maxima are the
@@ -103,13 +107,18 @@ type Server struct {
 	http *fasthttp.Server
 	// ctx is the parent of every execution; cancelled by Shutdown when the
 	// grace period is over.
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx     context.Context
+	cancel  context.CancelFunc
+	metrics *serverMetrics
 }
 
 // New returns a server that runs scripts with exec.
 func New(cfg Config, exec Executor) *Server {
 	s := &Server{cfg: cfg.withDefaults(), exec: exec}
+	if s.cfg.Metrics == nil {
+		s.cfg.Metrics = metrics.NewSet()
+	}
+	s.metrics = newServerMetrics(s.cfg.Metrics, exec)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.http = &fasthttp.Server{
 		Handler:            s.accessLog(s.recoverPanics(s.route)),
@@ -150,6 +159,18 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.handleExecute(ctx)
+	case "/metrics":
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		if !s.authorized(ctx) {
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="pyexec"`)
+			s.writeError(ctx, &APIError{Type: TypeUnauthorized, Status: http.StatusUnauthorized,
+				Message: "missing or wrong bearer token"}, nil)
+			return
+		}
+		s.handleMetrics(ctx)
 	case "/health", "/ready", "/live":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			s.methodNotAllowed(ctx, "GET")
@@ -209,6 +230,7 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Header.Set("X-Request-Id", l.id)
 	s.writeError(ctx, apiErr, nil)
 	s.logLine(ctx, l, start)
+	s.metrics.observe(ctx, l, time.Since(start))
 }
 
 // timingBody is the time breakdown of a response, in milliseconds.
@@ -270,7 +292,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	out, poolTiming, err := s.exec.Execute(reqCtx, execReq)
 	stopWatching()
 	l := logOf(ctx)
-	l.queue, l.exec = poolTiming.Queue, out.Exec
+	l.queue, l.exec, l.executed = poolTiming.Queue, out.Exec, true
 	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
 	if err != nil {
 		var scriptErr *runner.ScriptError

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 
 	"github.com/sandbox-exec/pyexec/pool"
@@ -233,6 +234,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
 	}
 	o.pool.Logger = logger
+	// One metrics set: the server's series, the pool's builds and the
+	// runner's zygotes, all on /metrics.
+	set := metrics.NewSet()
+	buildSeconds := set.NewPrometheusHistogram("pyexec_sandbox_build_seconds")
+	buildFailures := set.NewCounter("pyexec_sandbox_build_failures_total")
+	o.pool.OnBuild = func(took time.Duration, err error) {
+		if err != nil {
+			buildFailures.Inc()
+			return
+		}
+		buildSeconds.Update(took.Seconds())
+	}
+	set.RegisterMetricsWriter(func(w io.Writer) {
+		metrics.WriteCounterUint64(w, "pyexec_zygote_restarts_total", uint64(r.ZygoteRestarts()))
+	})
+	o.server.Metrics = set
 	p, err := pool.New(o.pool)
 	if err != nil {
 		return err

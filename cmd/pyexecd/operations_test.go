@@ -169,3 +169,54 @@ func TestReadinessFlipsUnderSaturation(t *testing.T) {
 		t.Errorf("after the load: /ready %d %s", code, body)
 	}
 }
+
+// TestMetrics scrapes /metrics after a known mix of requests and checks
+// the counts; /metrics is behind the same token as /execute.
+func TestMetrics(t *testing.T) {
+	s := startServer(t, "tok", "--mode", "fork", "--warm", "1")
+	s.mustSucceed(t, helloScript, nil, nil)
+	s.mustSucceed(t, helloScript, nil, nil)
+	s.mustFail(t, "def main(:\n", nil, "syntax_error", http.StatusBadRequest)
+	unauth, _ := http.Post(s.url+"/execute", "application/json", strings.NewReader(`{"script":"def main(): pass"}`))
+	unauth.Body.Close()
+
+	if resp, _ := http.Get(s.url + "/metrics"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without the token: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, s.url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	values := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if name, value, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
+			values[name] = value
+		}
+	}
+	want := map[string]string{
+		`pyexec_requests_total{path="/execute",status="200",error="none"}`:         "2",
+		`pyexec_requests_total{path="/execute",status="400",error="syntax_error"}`: "1",
+		`pyexec_requests_total{path="/execute",status="401",error="unauthorized"}`: "1",
+		`pyexec_exec_seconds_count`:    "3",
+		`pyexec_zygote_restarts_total`: "0",
+	}
+	for name, value := range want {
+		if values[name] != value {
+			t.Errorf("%s = %q, want %s", name, values[name], value)
+		}
+	}
+	for _, name := range []string{"pyexec_pool_idle", "pyexec_pool_building", "pyexec_pool_busy", "pyexec_pool_waiting",
+		"pyexec_sandbox_build_seconds_count", "pyexec_sandbox_build_failures_total", "pyexec_request_bytes_total",
+		"pyexec_response_bytes_total", "pyexec_queue_seconds_count", "pyexec_request_seconds_count"} {
+		if _, ok := values[name]; !ok {
+			t.Errorf("%s missing from /metrics:\n%s", name, raw)
+		}
+	}
+	if n := values["pyexec_sandbox_build_seconds_count"]; n == "" || n == "0" {
+		t.Errorf("no sandbox build counted: %q", n)
+	}
+}
