@@ -136,8 +136,8 @@ func testService(t *testing.T, mode string, jail []string) {
 			}
 		}},
 		{"sys.exit counts as a script error", "import sys\ndef main():\n    sys.exit(3)\n", nil, "script_error", 422, nil},
-		{"non-serialisable result", "def main():\n    return {'s': {1, 2}}\n", nil, "result_not_serializable", 422, func(t *testing.T, r response) {
-			if !strings.Contains(r.Error.Message, "set") {
+		{"non-serialisable result", "def main():\n    return {'s': [1, complex(1, 2)]}\n", nil, "result_not_serializable", 422, func(t *testing.T, r response) {
+			if !strings.Contains(r.Error.Message, "complex") || !strings.Contains(r.Error.Message, "result['s'][1]") {
 				t.Errorf("message %q", r.Error.Message)
 			}
 		}},

@@ -1,10 +1,26 @@
-"""Mapping what main returned to plain JSON values.
+"""Mapping what main returned to plain JSON values: the one documented mapping.
 
-numpy scalars become Python numbers, numpy arrays nested lists, tuples
-lists. NaN and +/-Infinity (float or numpy) become None, i.e. JSON null, the
-same choice as JavaScript's JSON.stringify. Dict keys must be str, int,
-float, bool or None and are turned into strings as json.dumps does.
-Anything else raises NotSerializable naming where it was found.
+* None, bool, int, str: as they are; float: as it is, NaN and +/-Infinity
+  become null (JavaScript's JSON.stringify does the same).
+* numpy scalars: the Python number; numpy arrays: nested lists of their
+  elements, each mapped by these rules (datetime64 and timedelta64 too).
+* list, tuple: lists; set, frozenset: lists, sorted when the elements sort.
+* dict: objects; keys that are str, int, float, bool or None become strings
+  as json.dumps makes them; dates as keys become ISO 8601 strings.
+* pandas DataFrame: a list of records, one object per row, keyed by column
+  name (what df.to_dict("records") gives; the orientation most callers load
+  straight into a table). Series: a list of its values when its index is
+  the default 0..n-1, else an object from index label to value. Index: a
+  list. Categorical: a list of its values.
+* datetime, date, time, pandas Timestamp, numpy datetime64: ISO 8601
+  (2024-01-31T12:00:00, with the offset when it has one); timedelta,
+  pandas Timedelta, numpy timedelta64: ISO 8601 durations (P1DT2H0M0S);
+  pandas Period: its string (2024-01).
+* NaN, None, pandas NaT and NA: null.
+* Decimal: a string, exactly as Decimal prints it (a float would round);
+  UUID: its string; bytes, bytearray: base64.
+* Anything else raises NotSerializable naming where it was found, its type,
+  and the conversion to use.
 """
 
 import math
@@ -12,10 +28,119 @@ import sys
 
 MAX_DEPTH = 500
 
+HINT = ("return plain values instead: str(x), float(x), x.tolist() for arrays, "
+        "df.to_dict('records') for frames")
+
 
 class NotSerializable(Exception):
     def __init__(self, path, what):
         super().__init__("%s: %s" % (path or "result", what))
+
+
+def _iso_duration(seconds_total, text=None):
+    """ISO 8601 duration of a number of seconds (negative allowed)."""
+    sign = "-" if seconds_total < 0 else ""
+    seconds_total = abs(seconds_total)
+    days, rest = divmod(seconds_total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    secs = ("%.6f" % seconds).rstrip("0").rstrip(".")
+    return "%sP%dDT%dH%dM%sS" % (sign, days, hours, minutes, secs or "0")
+
+
+def _special(value, path, depth, seen):
+    """The JSON value of the types beyond plain Python; NotImplemented if
+    value is none of them."""
+    import base64
+    import datetime
+    import decimal
+    import uuid
+
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        pd = sys.modules.get("pandas")
+        if pd is not None and value is pd.NaT:
+            return None
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        pd = sys.modules.get("pandas")
+        if pd is not None and value is pd.NaT:
+            return None
+        return _iso_duration(value.total_seconds())
+    if isinstance(value, decimal.Decimal):
+        return None if value.is_nan() else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return to_json_value(items, path, depth + 1, seen)
+
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(value, np.datetime64):
+            if np.isnat(value):
+                return None
+            return str(np.datetime_as_string(value))
+        if isinstance(value, np.timedelta64):
+            if np.isnat(value):
+                return None
+            return _iso_duration(value / np.timedelta64(1, "us") / 1e6)
+        if isinstance(value, np.generic):
+            if isinstance(value, (np.bool_, np.integer, np.floating)):
+                return to_json_value(value.item(), path, depth + 1, seen)
+            if isinstance(value, np.str_):
+                return str(value)
+            if isinstance(value, np.bytes_):
+                return _special(bytes(value), path, depth, seen)
+            raise NotSerializable(path, "numpy scalar of type %s cannot be JSON; %s" % (value.dtype, HINT))
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in "biuf":
+                return to_json_value(value.tolist(), path, depth + 1, seen)
+            if value.dtype.kind in "MmOUSc":
+                if value.ndim == 0:
+                    return to_json_value(value[()], path, depth + 1, seen)
+                return [to_json_value(item, "%s[%d]" % (path or "result", i), depth + 1, seen)
+                        for i, item in enumerate(value)]
+            raise NotSerializable(path, "numpy array of dtype %s cannot be JSON; %s" % (value.dtype, HINT))
+
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        if value is pd.NaT or value is pd.NA:
+            return None
+        if isinstance(value, pd.DataFrame):
+            columns = [_json_key(c, path) for c in value.columns]
+            if len(set(columns)) != len(columns):
+                raise NotSerializable(path, "DataFrame has duplicate column names %r; rename them first" % (columns,))
+            rows = []
+            for i, row in enumerate(value.itertuples(index=False, name=None)):
+                row_path = "%s[%d]" % (path or "result", i)
+                rows.append({col: to_json_value(cell, "%s[%r]" % (row_path, col), depth + 2, seen)
+                             for col, cell in zip(columns, row)})
+            return rows
+        if isinstance(value, pd.Series):
+            if isinstance(value.index, pd.RangeIndex) and value.index.start == 0 and value.index.step == 1:
+                return to_json_value(value.astype(object).tolist(), path, depth + 1, seen)
+            out = {}
+            for label, item in zip(value.index, value.astype(object).tolist()):
+                key = _json_key(label, path)
+                out[key] = to_json_value(item, "%s[%r]" % (path or "result", key), depth + 1, seen)
+            return out
+        if isinstance(value, pd.Index):
+            return to_json_value(value.astype(object).tolist(), path, depth + 1, seen)
+        if isinstance(value, pd.Categorical):
+            return to_json_value(list(value), path, depth + 1, seen)
+        if isinstance(value, pd.Timedelta):
+            return _iso_duration(value.total_seconds())
+        if isinstance(value, pd.Period):
+            return str(value)
+        if isinstance(value, pd.Interval):
+            return str(value)
+    return NotImplemented
 
 
 def to_json_value(value, path="", depth=0, _seen=None):
@@ -28,19 +153,6 @@ def to_json_value(value, path="", depth=0, _seen=None):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if isinstance(value, np.generic):
-            if isinstance(value, (np.bool_, np.integer, np.floating)):
-                return to_json_value(value.item(), path, depth + 1, _seen)
-            if isinstance(value, np.str_):
-                return str(value)
-            raise NotSerializable(path, "numpy scalar of type %s cannot be JSON" % value.dtype)
-        if isinstance(value, np.ndarray):
-            if value.dtype.kind not in "biuf":
-                raise NotSerializable(path, "numpy array of dtype %s cannot be JSON" % value.dtype)
-            return to_json_value(value.tolist(), path, depth + 1, _seen)
 
     if isinstance(value, (list, tuple, dict)):
         seen = _seen if _seen is not None else set()
@@ -56,12 +168,19 @@ def to_json_value(value, path="", depth=0, _seen=None):
             return [to_json_value(item, "%s[%d]" % (path or "result", i), depth + 1, seen) for i, item in enumerate(value)]
         finally:
             seen.discard(id(value))
-    raise NotSerializable(path, "object of type %s cannot be JSON" % type(value).__name__)
+    mapped = _special(value, path, depth, _seen)
+    if mapped is not NotImplemented:
+        return mapped
+    raise NotSerializable(path, "object of type %s cannot be JSON; %s" % (type(value).__name__, HINT))
 
 
 def _json_key(key, path):
+    import datetime
+
     if isinstance(key, str):
         return key
+    if isinstance(key, (datetime.datetime, datetime.date, datetime.time)):
+        return key.isoformat()
     if key is None:
         return "null"
     if isinstance(key, bool):

@@ -157,3 +157,49 @@ class PolicyTest(unittest.TestCase):
         for source in ("import os\ndef main():\n    getattr(os, 'sys' + 'tem')('x')\n",
                        "def main():\n    vars(__builtins__)['op' + 'en']('/etc/passwd')\n"):
             self.assertIsNone(self.refusal(source), source)
+
+
+class DataScienceResultsTest(unittest.TestCase):
+    def test_every_type_of_the_mapping(self):
+        import datetime
+        import decimal
+        import uuid
+
+        import pandas as pd
+
+        df = pd.DataFrame({"when": pd.to_datetime(["2024-01-31 12:00", None]), "x": [1.5, float("nan")],
+                           "c": pd.Categorical(["a", "b"])})
+        cases = [
+            (df, [{"when": "2024-01-31T12:00:00", "x": 1.5, "c": "a"}, {"when": None, "x": None, "c": "b"}]),
+            (df.to_dict("records")[0], {"when": "2024-01-31T12:00:00", "x": 1.5, "c": "a"}),
+            (pd.Series([1, 2]), [1, 2]),
+            (pd.Series([1, 2], index=["a", "b"]), {"a": 1, "b": 2}),
+            (pd.Index([3, 4]), [3, 4]),
+            (np.datetime64("2024-02-01T00:00:00"), "2024-02-01T00:00:00"),
+            (np.timedelta64(90, "s"), "P0DT0H1M30S"),
+            (datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), "2024-01-02T03:04:05+00:00"),
+            (datetime.date(2024, 1, 2), "2024-01-02"),
+            (datetime.time(3, 4), "03:04:00"),
+            (datetime.timedelta(days=1, seconds=1.5), "P1DT0H0M1.5S"),
+            (pd.Timestamp("2024-03-04 05:06"), "2024-03-04T05:06:00"),
+            (pd.Timedelta("2h"), "P0DT2H0M0S"),
+            (pd.Period("2024-01", freq="M"), "2024-01"),
+            (pd.NaT, None), (pd.NA, None), (float("nan"), None),
+            (decimal.Decimal("1.10"), "1.10"),
+            (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+            (b"\x00\xff", "AP8="),
+            ({3, 1, 2}, [1, 2, 3]), (frozenset(["b"]), ["b"]),
+            (pd.Categorical(["x", "y"]), ["x", "y"]),
+            (np.array(["2024-01-01", "NaT"], dtype="datetime64[D]"), ["2024-01-01", None]),
+            ({datetime.date(2024, 1, 1): 1}, {"2024-01-01": 1}),
+        ]
+        for value, want in cases:
+            self.assertEqual(json.loads(results.encode(value)), want, repr(value))
+
+    def test_unmappable_gets_path_type_and_hint(self):
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.to_json_value({"rows": [1, complex(1, 2)]})
+        message = str(caught.exception)
+        self.assertIn("result['rows'][1]", message)
+        self.assertIn("complex", message)
+        self.assertIn("str(x)", message)
