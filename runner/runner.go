@@ -99,7 +99,7 @@ func DefaultConfig() Config {
 			CPUTime:       300 * time.Second,
 			MemoryBytes:   1 << 30,
 			Processes:     16,
-			OpenFiles:     256,
+			OpenFiles:     64,
 			FileSizeBytes: 16 << 20,
 			OutputBytes:   1 << 20,
 			ResultBytes:   8 << 20,

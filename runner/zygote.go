@@ -42,6 +42,30 @@ type zygote struct {
 	live    int  // sandboxes spawned and not yet closed
 	retired bool // no more spawns; close once live is 0
 	closed  bool
+	// spawnTimeouts counts spawn requests in a row the zygote did not
+	// answer in time; see stuck.
+	spawnTimeouts int
+}
+
+// maxSpawnTimeouts is how many spawns in a row a zygote may leave
+// unanswered before it is taken for stuck (stopped, say) and killed, so
+// its supervisor replaces it rather than waiting for rotation.
+const maxSpawnTimeouts = 2
+
+// spawnAnswered records whether the zygote answered a spawn in time, and
+// kills a zygote that keeps not answering.
+func (z *zygote) spawnAnswered(answered bool) {
+	z.mu.Lock()
+	if answered {
+		z.spawnTimeouts = 0
+	} else {
+		z.spawnTimeouts++
+	}
+	stuck := z.spawnTimeouts >= maxSpawnTimeouts
+	z.mu.Unlock()
+	if stuck {
+		z.proc.kill()
+	}
 }
 
 // spawnWait is where the control reader delivers one sandbox's reports.
@@ -367,10 +391,12 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	timer := time.NewTimer(time.Until(deadline))
+	// The zygote's own bound; ctx's deadline is ctx.Done's.
+	timer := time.NewTimer(r.cfg.StartTimeout)
 	defer timer.Stop()
 	select {
 	case got := <-wait.spawned:
+		z.spawnAnswered(true)
 		if got.err != nil {
 			return nil, got.err
 		}
@@ -380,6 +406,7 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the sandbox: %w", ctx.Err())
 	case <-timer.C:
+		z.spawnAnswered(false)
 		return nil, fmt.Errorf("the zygote did not make the sandbox within %v", r.cfg.StartTimeout)
 	}
 	if err := sb.awaitReady(ctx, deadline); err != nil {

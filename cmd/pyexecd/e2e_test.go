@@ -489,7 +489,7 @@ def main():
     return {name: list(resource.getrlimit(getattr(resource, name))) for name in
             ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE"]}
 `, nil, &got)
-		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 256, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
+		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 64, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
 		for name, v := range want {
 			if len(got[name]) != 2 || got[name][0] != v || got[name][1] != v {
 				t.Errorf("%s = %v, want soft and hard %d", name, got[name], v)

@@ -298,3 +298,46 @@ def main():
 		t.Errorf("generations differ in some of hash seed, heap and library layout only: %v", seen)
 	}
 }
+
+// TestSandboxOwnsItsProcessGroup: kill(0, …) and setpriority(PRIO_PGRP, 0,
+// …) find process groups without regard to PID namespaces, so a sandbox
+// left in the zygote's group would reach the zygote, the jail and every
+// sibling. Each sandbox leads a session of its own: the attack reaches
+// nothing but itself.
+func TestSandboxOwnsItsProcessGroup(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--zygotes", "1", "--warm", "2", "--acquire-timeout", "30s")
+	s.waitSettled(t, 2)
+	zygote := findZygote(t)
+	victim := make(chan response, 1)
+	go func() {
+		victim <- s.execute(t, "import time\ndef main():\n    time.sleep(2)\n    return 'victim done'\n", nil)
+	}()
+	s.waitFor(t, func(busy int) bool { return busy >= 1 })
+	var got map[string]int
+	s.mustSucceed(t, `import os, signal
+def main():
+    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+        os.kill(0, sig)
+    os.setpriority(os.PRIO_PGRP, 0, 19)
+    return {"pgid": os.getpgid(0), "sid": os.getsid(0)}
+`, nil, &got)
+	if got["pgid"] != 1 || got["sid"] != 1 {
+		t.Errorf("the sandbox's process group %d and session %d, want its own (1)", got["pgid"], got["sid"])
+	}
+	if r := <-victim; r.Status != http.StatusOK {
+		t.Errorf("the concurrent sandbox: status %d %+v", r.Status, r.Error)
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", zygote))
+	if err != nil {
+		t.Fatalf("the zygote is gone: %v", err)
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	if fields[0] == "T" || fields[16] != "0" {
+		t.Errorf("the zygote is in state %s with nice %s", fields[0], fields[16])
+	}
+	if again := findZygote(t); again != zygote {
+		t.Errorf("the zygote was replaced (%d, now %d)", zygote, again)
+	}
+	s.mustSucceed(t, helloScript, nil, nil)
+}

@@ -326,12 +326,15 @@ def main():
 		s.mustSucceed(t, `import os
 def main():
     out = {}
-    for path in ["/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list"]:
+    for path in ["/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list",
+                 "/proc/meminfo", "/proc/vmstat", "/proc/interrupts", "/proc/diskstats", "/proc/sys/fs/file-nr"]:
         try:
             out[path] = open(path).read()
         except OSError as e:
             out[path] = ""
     out["pids"] = sorted(int(n) for n in os.listdir("/proc") if n.isdigit())
+    out["pressure"] = os.listdir("/proc/pressure") if os.path.isdir("/proc/pressure") else []
+    out["tcp_wmem"] = open("/proc/sys/net/ipv4/tcp_wmem").read().split()
     try:
         open("/proc/sys/kernel/hostname", "w").write("x")
         out["proc_sys_writable"] = True
@@ -339,7 +342,8 @@ def main():
         out["proc_sys_writable"] = False
     return out
 `, nil, &got)
-		for _, path := range []string{"/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list"} {
+		for _, path := range []string{"/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list",
+			"/proc/meminfo", "/proc/vmstat", "/proc/interrupts", "/proc/diskstats", "/proc/sys/fs/file-nr"} {
 			if got[path] != "" {
 				t.Errorf("%s reads %q, want it masked", path, got[path])
 			}
@@ -349,6 +353,12 @@ def main():
 		}
 		if got["proc_sys_writable"] != false {
 			t.Error("/proc/sys is writable")
+		}
+		if pressure, _ := got["pressure"].([]any); len(pressure) != 0 {
+			t.Errorf("/proc/pressure shows %v", pressure)
+		}
+		if wmem, _ := got["tcp_wmem"].([]any); len(wmem) != 3 || wmem[2] != "131072" {
+			t.Errorf("tcp_wmem %v, want the sandbox's small buffers", got["tcp_wmem"])
 		}
 	})
 
@@ -432,6 +442,8 @@ def main():
         "seccomp": call(317, 0, 0, 0),
         "setuid": call(105, 0),
         "capset": call(126, 0, 0),
+        "setsockopt(SO_SNDBUF)": call(54, 0, 1, 7, 0, 4),
+        "setsockopt(SO_RCVBUFFORCE)": call(54, 0, 1, 33, 0, 4),
     }
     for family, name in [(40, "vsock"), (16, "netlink"), (17, "packet"), (38, "alg"), (31, "bluetooth"), (4, "ipx"), (3, "ax25"), (9, "x25"), (5, "appletalk")]:
         try:
@@ -469,6 +481,7 @@ func TestMemoryBound(t *testing.T) {
 		Scratch   int   `json:"scratch"`
 		MemfdErr  int   `json:"memfd_errno"`
 		ForkError int   `json:"fork_errno"`
+		TCP       []int `json:"tcp"`
 	}
 	s.mustSucceed(t, `import os, time
 def rss_kb():
@@ -515,7 +528,23 @@ def main():
         memfd = 0
     except OSError as e:
         memfd = e.errno
-    return {"forks": forks, "fork_errno": fork_errno, "held_kb": held,
+    # Kernel socket buffers: connections on the sandbox's own loopback,
+    # filled and never read.
+    import socket
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+    tcp, peers = [], []
+    for _ in range(8):
+        c = socket.create_connection(srv.getsockname())
+        peers.append((c, srv.accept()[0]))
+        c.setblocking(False)
+        queued = 0
+        try:
+            while True:
+                queued += c.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        tcp.append(queued)
+    return {"forks": forks, "fork_errno": fork_errno, "held_kb": held, "tcp": tcp,
             "scratch": fill("/tmp/a") + fill("/dev/shm/b"), "memfd_errno": memfd}
 `, map[string]any{"memory_mb": 200, "timeout_ms": 30000}, &got)
 	if got.Forks > 3 || got.ForkError == 0 {
@@ -531,9 +560,19 @@ def main():
 	if bound := (4*200 + 16) << 10; totalKB > bound {
 		t.Errorf("the sandbox holds %d KiB, over the bound of %d KiB", totalKB, bound)
 	}
+	for _, queued := range got.TCP {
+		// What one connection holds: its send buffer and its peer's
+		// receive buffer, each at most 128 KiB in the sandbox's namespace.
+		if queued > 2*131072 {
+			t.Errorf("one loopback connection queued %d bytes, over 256 KiB", queued)
+		}
+	}
+	if len(got.TCP) == 0 {
+		t.Error("no TCP route tried")
+	}
 	if got.Scratch > 16<<20 || got.MemfdErr != 1 {
 		t.Errorf("scratch %d bytes, memfd errno %d", got.Scratch, got.MemfdErr)
 	}
-	t.Logf("held: processes %v KiB, scratch %d KiB, total %d KiB", got.HeldKB, got.Scratch>>10, totalKB)
+	t.Logf("held: processes %v KiB, scratch %d KiB, total %d KiB; TCP queued per connection %v bytes", got.HeldKB, got.Scratch>>10, totalKB, got.TCP)
 	s.mustSucceed(t, helloScript, nil, nil)
 }

@@ -50,12 +50,26 @@ SCRATCH_TMP_DIR = "/dev/.tmp"
 
 # /proc entries that tell about the host rather than the sandbox, read as
 # empty: what container runtimes mask, plus the kernel command line, the
-# boot id, and the host-wide load, process and uptime figures.
+# boot id, and the host-wide load, pressure, memory, interrupt, disk,
+# process, open-file and uptime figures (side channels on what concurrent
+# sandboxes do).
 MASKED_PROC_FILES = (
     "/proc/cmdline", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/kcore", "/proc/keys",
     "/proc/key-users", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",
     "/proc/config.gz", "/proc/vmallocinfo", "/proc/sysrq-trigger", "/proc/sys/kernel/random/boot_id",
+    "/proc/meminfo", "/proc/vmstat", "/proc/zoneinfo", "/proc/interrupts", "/proc/softirqs", "/proc/diskstats",
+    "/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/slabinfo", "/proc/sys/fs/file-nr", "/proc/sys/fs/inode-nr",
+    "/proc/sys/fs/dentry-state",
 )
+# Directories hidden the same way (an empty read-only tmpfs).
+MASKED_PROC_DIRS_EXTRA = ("/proc/pressure",)
+# The sandbox's own network namespace gets small TCP buffers: its sockets'
+# memory is the kernel's, outside every rlimit (SO_SNDBUF and SO_RCVBUF,
+# which could raise them, are refused by seccomp).
+TCP_BUFFER_SYSCTLS = {
+    "/proc/sys/net/ipv4/tcp_rmem": "4096 65536 131072",
+    "/proc/sys/net/ipv4/tcp_wmem": "4096 65536 131072",
+}
 # /proc directories that are read-only inside the sandbox.
 READONLY_PROC_DIRS = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
 # /proc directories hidden behind an empty read-only tmpfs.
@@ -244,10 +258,13 @@ def private_proc(libc):
 
     """
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path, value in TCP_BUFFER_SYSCTLS.items():
+        with open(path, "w") as f:
+            f.write(value)
     for path in MASKED_PROC_FILES:
         if os.path.exists(path):
             libc.mount("/dev/null", path, None, MS_BIND)
-    for path in MASKED_PROC_DIRS:
+    for path in MASKED_PROC_DIRS + MASKED_PROC_DIRS_EXTRA:
         if os.path.isdir(path):
             libc.mount("tmpfs", path, "tmpfs", MS_RDONLY | SCRATCH_FLAGS, "size=4096,mode=0555")
     for path in READONLY_PROC_DIRS:

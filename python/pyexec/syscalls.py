@@ -50,13 +50,21 @@ ALLOWED = (
     # sockets (socket and socketpair are checked below; the network
     # namespace is the sandbox's own and has only a loopback)
     "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "sendto", "recvfrom",
-    "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "setsockopt", "getsockopt",
+    "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "getsockopt",
 )
 
 # Address families socket() may create: AF_UNIX, AF_INET, AF_INET6. No
 # netlink, packet, vsock, bluetooth, alg or any other family.
 SOCKET_FAMILIES = (1, 2, 10)
 AF_UNIX = 1
+
+# setsockopt(SOL_SOCKET, ...) options a script may set: SO_DEBUG,
+# SO_REUSEADDR, SO_DONTROUTE, SO_BROADCAST, SO_KEEPALIVE, SO_OOBINLINE,
+# SO_LINGER, SO_REUSEPORT, SO_PASSCRED, SO_RCVLOWAT, SO_SNDLOWAT,
+# SO_RCVTIMEO, SO_SNDTIMEO, SO_TIMESTAMP. Not SO_SNDBUF, SO_RCVBUF or their
+# FORCE variants (7, 8, 32, 33).
+SOL_SOCKET = 1
+SOL_SOCKET_OPTIONS = (1, 2, 5, 6, 9, 10, 13, 15, 16, 18, 19, 20, 21, 29)
 
 # prctl options a script may use: PDEATHSIG get/set, DUMPABLE get, NAME
 # set/get, SECCOMP get/set (filters can only be added), CAPBSET_READ,
@@ -91,6 +99,12 @@ def build_bpf():
     for family in SOCKET_FAMILIES:
         f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
     f.add_rule(seccomp.ALLOW, "socketpair", seccomp.Arg(0, seccomp.EQ, AF_UNIX))
+    # setsockopt: any level but SOL_SOCKET, and at SOL_SOCKET the listed
+    # options only. Socket buffer sizes stay the namespace's small defaults:
+    # raising them would let a script hold kernel memory outside every rlimit.
+    f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.NE, SOL_SOCKET))
+    for optname in SOL_SOCKET_OPTIONS:
+        f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, SOL_SOCKET), seccomp.Arg(2, seccomp.EQ, optname))
     for option in PRCTL_OPTIONS:
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:

@@ -103,6 +103,11 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
     from . import isolation
 
     try:
+        # A session and process group of its own, first: in the zygote's
+        # group, kill(0, ...) and setpriority(PRIO_PGRP, 0, ...) from the
+        # script would reach the zygote, the jail and every sibling, since
+        # process groups are found without regard to PID namespaces.
+        os.setsid()
         libc.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         channel_in, channel_out, stdout, stderr = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
