@@ -13,7 +13,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/sandbox-exec/pyexec/pool"
@@ -54,7 +53,13 @@ func startServer(t *testing.T, cfg Config, exec Executor) *fasthttp.Client {
 	t.Helper()
 	cfg.Logger = zerolog.Nop()
 	srv := New(cfg, exec)
-	ln := fasthttputil.NewInmemoryListener()
+	// A real loopback listener: its socket buffers hold a whole small
+	// request, as a client's would, so a 413 sent before the body is read
+	// still reaches the client.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -68,7 +73,8 @@ func startServer(t *testing.T, cfg Config, exec Executor) *fasthttp.Client {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+	addr := ln.Addr().String()
+	return &fasthttp.Client{Dial: func(string) (net.Conn, error) { return net.Dial("tcp", addr) }}
 }
 
 type response struct {
