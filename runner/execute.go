@@ -106,7 +106,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	replied := o.result != nil || o.failed != nil
 	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) {
 		// The fast path: the output is complete without waiting for the
-		// sandbox to die.
+		// sandbox to die. What it used is read from /proc first.
+		o.usage, o.usageKnown = procUsage(s.PID())
 		s.kill()
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
 		o.exec = time.Since(start)

@@ -23,6 +23,10 @@ type outcome struct {
 	// exit is the zygote's report of how the sandbox ended.
 	exit      exitReport
 	exitKnown bool
+	// usage is what the sandbox used, read from /proc before the kill on
+	// the fast path (the exit report has it otherwise).
+	usage      Usage
+	usageKnown bool
 	// deadlineHit says the wall-clock limit passed; abandoned is the
 	// caller's context error, when the caller went away.
 	deadlineHit bool
@@ -49,8 +53,11 @@ func classify(o outcome, limits Limits) (Output, error) {
 		Stderr: truncate(o.stderr, limits.OutputBytes),
 		Exec:   o.exec,
 	}
-	if o.exitKnown {
+	switch {
+	case o.exitKnown:
 		out.Usage = Usage{CPU: o.exit.cpu(), MaxRSSKB: o.exit.MaxRSSKB}
+	case o.usageKnown:
+		out.Usage = o.usage
 	}
 	switch {
 	case o.overflowed:

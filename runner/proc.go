@@ -139,3 +139,48 @@ func (p *pidfdProc) hostPID() int {
 }
 
 func (p *pidfdProc) release() { p.relOnce.Do(func() { unix.Close(p.fd) }) }
+
+// procUsage reads what the process pid has used from the kernel's /proc:
+// user + system CPU of itself and the children it reaped, and its peak
+// resident set. The sandbox cannot write either.
+func procUsage(pid int) (Usage, bool) {
+	if pid <= 0 {
+		return Usage{}, false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Usage{}, false
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// anything: state is field 3, utime..cstime are fields 14..17.
+	end := strings.LastIndexByte(string(stat), ')')
+	if end < 0 {
+		return Usage{}, false
+	}
+	fields := strings.Fields(string(stat[end+1:]))
+	if len(fields) < 15 {
+		return Usage{}, false
+	}
+	var ticks int64
+	for _, f := range fields[11:15] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return Usage{}, false
+		}
+		ticks += n
+	}
+	u := Usage{CPU: time.Duration(ticks) * time.Second / clockTicks}
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				u.MaxRSSKB = kb
+			}
+		}
+	}
+	return u, true
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100

@@ -214,8 +214,8 @@ type Output struct {
 	Stdout, Stderr []byte
 	// Exec is the time from sending the script to having the outcome.
 	Exec time.Duration
-	// Usage is known when the sandbox's end was reported (failures); zero
-	// on the fast path of a success.
+	// Usage is what the sandbox used, from the kernel: the zygote's wait4
+	// when the sandbox ended by itself, else its /proc just before the kill.
 	Usage Usage
 }
 

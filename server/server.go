@@ -245,6 +245,17 @@ type successBody struct {
 	Stdout string          `json:"stdout"`
 	Stderr string          `json:"stderr"`
 	Timing timingBody      `json:"timing"`
+	Usage  usageBody       `json:"usage"`
+}
+
+// usageBody is what the sandbox used, from the kernel.
+type usageBody struct {
+	CPUMS    float64 `json:"cpu_ms" msgpack:"cpu_ms"`
+	MaxRSSKB int64   `json:"max_rss_kb" msgpack:"max_rss_kb"`
+}
+
+func usageOf(out runner.Output) usageBody {
+	return usageBody{CPUMS: millis(out.Usage.CPU), MaxRSSKB: out.Usage.MaxRSSKB}
 }
 
 type failureBody struct {
@@ -252,6 +263,7 @@ type failureBody struct {
 	Stdout string      `json:"stdout" msgpack:"stdout"`
 	Stderr string      `json:"stderr" msgpack:"stderr"`
 	Timing *timingBody `json:"timing,omitempty" msgpack:"timing,omitempty"`
+	Usage  *usageBody  `json:"usage,omitempty" msgpack:"usage,omitempty"`
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -305,14 +317,15 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 			err = &APIError{Type: TypeShuttingDown, Status: http.StatusServiceUnavailable, Retryable: true,
 				Message: "the server stopped before the script finished; send it again"}
 		}
-		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing})
+		usage := usageOf(out)
+		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing, Usage: &usage})
 		return
 	}
 	if asMsgpack {
 		s.writeMsgpackSuccess(ctx, out, timing)
 		return
 	}
-	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing})
+	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing, Usage: usageOf(out)})
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
@@ -334,7 +347,7 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 	}
 	body, err := msgpack.Marshal(map[string]any{
 		"result": jsonNumbersToMsgpack(result),
-		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing,
+		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing, "usage": usageOf(out),
 	})
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)

@@ -124,7 +124,7 @@ func checkErrorBody(t *testing.T, r response, status int, typ string) map[string
 		}
 	}
 	for key := range top {
-		if key != "error" && key != "stdout" && key != "stderr" && key != "timing" {
+		if key != "error" && key != "stdout" && key != "stderr" && key != "timing" && key != "usage" {
 			t.Errorf("body %s has an unexpected %q", r.body, key)
 		}
 	}

@@ -350,3 +350,21 @@ func (s *testServer) waitFor(t *testing.T, cond func(busy int) bool) {
 	}
 	t.Fatal("the pool never reached the awaited state")
 }
+
+// rawExecute posts a script and returns the raw answer body.
+func (s *testServer) rawExecute(t *testing.T, script string) []byte {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"script": script})
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return raw
+}

@@ -29,3 +29,27 @@ def main():
 		t.Errorf("result %s", raw)
 	}
 }
+
+// TestUsageIsReported: every answer carries what the sandbox used, from
+// the kernel (its /proc before the kill, or the zygote's wait4).
+func TestUsageIsReported(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1")
+	var usage struct {
+		Usage struct {
+			CPUMS    float64 `json:"cpu_ms"`
+			MaxRSSKB int64   `json:"max_rss_kb"`
+		} `json:"usage"`
+	}
+	body := s.rawExecute(t, "def main():\n    n = 0\n    for i in range(3_000_000):\n        n += i\n    return n\n")
+	if err := json.Unmarshal(body, &usage); err != nil {
+		t.Fatal(err)
+	}
+	if usage.Usage.CPUMS < 50 || usage.Usage.MaxRSSKB < 10_000 {
+		t.Errorf("usage %+v: want the loop's CPU (tens of ms at least) and the interpreter's resident set", usage.Usage)
+	}
+	failed := s.rawExecute(t, "import ctypes\ndef main():\n    ctypes.string_at(0)\n")
+	usage.Usage.MaxRSSKB = 0
+	if err := json.Unmarshal(failed, &usage); err != nil || usage.Usage.MaxRSSKB < 10_000 {
+		t.Errorf("a crashed sandbox's usage: %s", failed)
+	}
+}

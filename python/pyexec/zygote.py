@@ -91,7 +91,13 @@ def serve_one(msgpack, policy):
     os.dup2(devnull, 2)
     os.close(devnull)
     protocol.send_frame(msgpack, reply)
-    # Threads the script left running must not keep the process alive.
+    # Stay alive, idle, until the runner has read what this process used
+    # from /proc and kills it (it closes the channel only after the kill);
+    # then exit, whatever threads the script left running.
+    try:
+        os.read(protocol.CHANNEL_IN_FD, 1)
+    except OSError:
+        pass
     os._exit(0)
 
 
