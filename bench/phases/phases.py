@@ -75,11 +75,11 @@ def _steps(report_fd, first_steps, since):
     mark("/proc with host facts masked")
     isolation.finish(libc, bpf)
     mark("hostname, reseed, caps, seccomp")
-    zygote._prewarm(msgpack)
+    zygote._prewarm(msgpack, {"name": "none", "deny_imports": [], "deny_calls": []})
     mark("prewarm")
     message = {"type": "execute", "script": "def main():\n    return {'message': 'Hello, World!'}\n",
                "input": None, "input_format": "", "limits": {}, "deny_imports": []}
-    script.run(msgpack, message, zygote.NO_POLICY)
+    script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
     mark("hello")
     out = [(marks[i][0], (marks[i][1] - marks[i - 1][1]) * 1e3, (marks[i][2] - marks[i - 1][2]) * 1e3)
            for i in range(1, len(marks))]
@@ -125,7 +125,7 @@ def one(mode):
 def main():
     import gc
 
-    zygote._prewarm(msgpack)  # as the zygote does
+    zygote._prewarm(msgpack, {"name": "none", "deny_imports": [], "deny_calls": []})  # as the zygote does
     gc.freeze()
     print("| step | " + " | ".join("%s wall ms | %s CPU ms" % (m, m) for m in ("fork2", "clone")) + " |")
     print("|---|" + "---|---|" * 2)

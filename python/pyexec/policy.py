@@ -62,15 +62,37 @@ def _binds_main(statements):
     return False
 
 
+# Compiled patterns by policy: built once in the zygote (its warm-up runs
+# the policy), shared by every sandbox it forks.
+_compiled = {}
+
+
+def _matcher(patterns):
+    """One regular expression matching any of the fnmatch patterns."""
+    import re
+
+    key = tuple(patterns)
+    if key not in _compiled:
+        _compiled[key] = re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+    return _compiled[key]
+
+
 class _Checker(ast.NodeVisitor):
     def __init__(self, deny_imports, deny_calls):
         self.deny_imports = frozenset(deny_imports)
         self.deny_calls = tuple(deny_calls)
         self.bare = tuple(p for p in self.deny_calls if "." not in p)
+        self.any_call = _matcher(self.deny_calls)
+        self.any_bare = _matcher(self.bare)
         # local name -> the module it stands for
         self.modules = {"builtins": "builtins", "__builtins__": "builtins"}
 
     def _denied_call(self, dotted):
+        # The combined expression answers the common case (no match) in
+        # one step; the loop below only names the rule that matched.
+        if not self.any_call.match(dotted) and not (dotted.startswith("builtins.")
+                                                     and self.any_bare.match(dotted.split(".", 1)[1])):
+            return None
         for pattern in self.deny_calls:
             if fnmatch.fnmatchcase(dotted, pattern):
                 return pattern
@@ -118,7 +140,7 @@ class _Checker(ast.NodeVisitor):
             self.modules[alias.asname or alias.name] = dotted
 
     def visit_Name(self, node):
-        if not isinstance(node.ctx, ast.Load):
+        if not isinstance(node.ctx, ast.Load) or not self.any_bare.match(node.id):
             return
         for pattern in self.bare:
             if fnmatch.fnmatchcase(node.id, pattern):

@@ -39,11 +39,7 @@ def main(data):
 """
 
 
-# The prewarm script is ours: no policy applies to it.
-NO_POLICY = {"name": "none", "deny_imports": [], "deny_calls": []}
-
-
-def _prewarm(msgpack):
+def _prewarm(msgpack, policy):
     """Run one fixed script through the execute path before saying ready.
 
     A forked sandbox shares the zygote's memory copy-on-write: the first
@@ -56,7 +52,9 @@ def _prewarm(msgpack):
     message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "input_format": "json",
                "limits": {}, "deny_imports": []}
     try:
-        script.run(msgpack, msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False), NO_POLICY)
+        # Checked against the real policy too, so its patterns are compiled
+        # here once (a refusal, with an operator's own policy, is harmless).
+        script.run(msgpack, msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False), policy)
     except Exception:
         pass
     sys.modules.pop(script.SCRIPT_MODULE_NAME, None)
@@ -126,7 +124,7 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
         isolation.private_proc(libc)
         isolation.finish(libc, bpf)
         if prewarm:
-            _prewarm(msgpack)
+            _prewarm(msgpack, config["policy"])
     except BaseException:
         try:
             os.write(2, traceback.format_exc().encode()[-4096:])
@@ -172,7 +170,7 @@ def zygote(config):
     # caches it fills are then inherited, so each sandbox's own first run
     # (its prewarm, or the request's) writes, and so copies, fewer pages
     # (bench/README.md, "Phases": about 3 ms of CPU less per sandbox).
-    _prewarm(msgpack)
+    _prewarm(msgpack, config["policy"])
     # Objects that exist now are shared copy-on-write with every clone;
     # keep the collector from touching (and so copying) them.
     gc.freeze()
