@@ -11,6 +11,15 @@ import (
 // kept a copy makes the runner fall back to kill-and-drain.
 const eofWait = 200 * time.Millisecond
 
+// maxReplyFrame bounds a reply: the result cap, and for a batch of n
+// inputs the printed output and error texts of each item too.
+func maxReplyFrame(limits Limits, n int) int {
+	if n == 0 {
+		return limits.ResultBytes + maxReplyEnvelope
+	}
+	return limits.ResultBytes + 2*limits.OutputBytes + n*(maxErrorMessage+maxErrorTraceback+64) + maxReplyEnvelope
+}
+
 // exitGrace is how long a sandbox whose channel ended without a reply may
 // take to die by itself, so its exit status tells why it died.
 const exitGrace = 500 * time.Millisecond
@@ -62,8 +71,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	if s.deny == nil {
 		frame.DenyImports = []string{}
 	}
-	if req.Input != nil {
-		frame.Input = req.Input
+	if req.Input != nil || req.Inputs != nil {
+		frame.Input, frame.Inputs = req.Input, req.Inputs
 		frame.InputFormat = inputJSON
 		if req.InputFormat == InputMsgpack {
 			frame.InputFormat = inputMsgpack
@@ -76,34 +85,34 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	})
 	defer stop()
 
-	type reply struct {
-		result *resultFrame
-		failed *errorFrame
-		err    error
+	type answer struct {
+		reply
+		err error
 	}
-	done := make(chan reply, 1)
+	done := make(chan answer, 1)
 	go func() {
 		// Owned by run: the deadline or the kill (deferred by Execute)
 		// ends both the write and the read.
 		if err := writeFrame(s.toSandbox, &frame); err != nil {
-			done <- reply{err: err}
+			done <- answer{err: err}
 			return
 		}
-		res, failed, err := readReply(s.fromSandbox, limits.ResultBytes+maxReplyEnvelope)
-		done <- reply{res, failed, err}
+		r, err := readReply(s.fromSandbox, maxReplyFrame(limits, len(req.Inputs)))
+		done <- answer{r, err}
 	}()
 
 	var o outcome
 	select {
 	case got := <-done:
-		o.result, o.failed, o.channelErr = got.result, got.failed, got.err
+		o.result, o.failed, o.batch, o.channelErr = got.result, got.failed, got.batch, got.err
+		o.batchSize = len(req.Inputs)
 	case <-execCtx.Done():
 	case <-s.stdout.overflow:
 		o.overflow = "stdout"
 	case <-s.stderr.overflow:
 		o.overflow = "stderr"
 	}
-	replied := o.result != nil || o.failed != nil
+	replied := o.result != nil || o.failed != nil || o.batch != nil
 	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) {
 		// The fast path: the output is complete without waiting for the
 		// sandbox to die. What it used is read from /proc first.

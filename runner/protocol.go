@@ -55,6 +55,7 @@ const (
 	msgReady       = "ready"
 	msgExecute     = "execute"
 	msgResult      = "result"
+	msgResults     = "results"
 	msgError       = "error"
 	msgSpawn       = "spawn"
 	msgSpawned     = "spawned"
@@ -144,7 +145,10 @@ type executeFrame struct {
 	Script string `msgpack:"script"`
 	// Input is the JSON text or msgpack bytes of main's argument, per
 	// InputFormat; nil with inputNone.
-	Input       []byte     `msgpack:"input"`
+	Input []byte `msgpack:"input"`
+	// Inputs, for a batch (nil otherwise), are main's arguments, one call
+	// each, in order, encoded like Input.
+	Inputs      [][]byte   `msgpack:"inputs"`
 	InputFormat string     `msgpack:"input_format"`
 	Limits      wireLimits `msgpack:"limits"`
 	// DenyImports are top-level modules the script may not import.
@@ -156,6 +160,26 @@ type executeFrame struct {
 type resultFrame struct {
 	Type   string `msgpack:"type"`
 	Result []byte `msgpack:"result"`
+}
+
+// resultsFrame answers a batch: one item per input, in order.
+type resultsFrame struct {
+	Type  string      `msgpack:"type"`
+	Items []batchItem `msgpack:"items"`
+}
+
+// batchItem is one input's outcome: Result (UTF-8 JSON text) when Kind is
+// "", else an error as in errorFrame; Stdout and Stderr are what its
+// Python code printed.
+type batchItem struct {
+	Result    []byte `msgpack:"result"`
+	Kind      string `msgpack:"kind"`
+	Message   string `msgpack:"message"`
+	Traceback string `msgpack:"traceback"`
+	Line      int    `msgpack:"line"`
+	Offset    int    `msgpack:"offset"`
+	Stdout    string `msgpack:"stdout"`
+	Stderr    string `msgpack:"stderr"`
 }
 
 // errorFrame is a failed reply: the script's own failure, of a kind in
@@ -190,6 +214,7 @@ const (
 var (
 	channelMessages = map[string]any{
 		msgReady: readyFrame{}, msgExecute: executeFrame{}, msgResult: resultFrame{}, msgError: errorFrame{},
+		msgResults: resultsFrame{},
 	}
 	controlMessages = map[string]any{
 		msgReady: zygoteReady{}, msgSpawn: spawnRequest{}, msgSpawned: spawnedReport{},
@@ -265,33 +290,46 @@ func decodeStrict(payload []byte, v any) error {
 	return nil
 }
 
-// readReply reads the one reply frame of a sandbox: a resultFrame or an
-// errorFrame (the other is nil), or an error wrapping errFrameTooLarge,
-// errMalformed, or the read's own error (EOF, deadline).
-func readReply(r io.Reader, maxSize int) (*resultFrame, *errorFrame, error) {
+// reply is a sandbox's one reply: exactly one field is set.
+type reply struct {
+	result *resultFrame
+	failed *errorFrame
+	batch  *resultsFrame
+}
+
+// readReply reads the one reply frame of a sandbox, or returns an error
+// wrapping errFrameTooLarge, errMalformed, or the read's own error (EOF,
+// deadline).
+func readReply(r io.Reader, maxSize int) (reply, error) {
 	payload, err := readFramePayload(r, maxSize)
 	if err != nil {
-		return nil, nil, err
+		return reply{}, err
 	}
 	typ, err := messageType(payload)
 	if err != nil {
-		return nil, nil, err
+		return reply{}, err
 	}
 	switch typ {
 	case msgResult:
 		var res resultFrame
 		if err := decodeStrict(payload, &res); err != nil {
-			return nil, nil, err
+			return reply{}, err
 		}
-		return &res, nil, nil
+		return reply{result: &res}, nil
 	case msgError:
 		var e errorFrame
 		if err := decodeStrict(payload, &e); err != nil {
-			return nil, nil, err
+			return reply{}, err
 		}
-		return nil, &e, nil
+		return reply{failed: &e}, nil
+	case msgResults:
+		var b resultsFrame
+		if err := decodeStrict(payload, &b); err != nil {
+			return reply{}, err
+		}
+		return reply{batch: &b}, nil
 	default:
-		return nil, nil, fmt.Errorf("%w: a reply of type %q", errMalformed, clip(typ, 40))
+		return reply{}, fmt.Errorf("%w: a reply of type %q", errMalformed, clip(typ, 40))
 	}
 }
 

@@ -17,12 +17,12 @@ func TestReplyRoundTrip(t *testing.T) {
 	if err := writeFrame(&buf, &in); err != nil {
 		t.Fatal(err)
 	}
-	res, failed, err := readReply(&buf, 1<<10)
-	if err != nil || res != nil || failed == nil {
-		t.Fatalf("readReply = %v, %v, %v", res, failed, err)
+	r, err := readReply(&buf, 1<<10)
+	if err != nil || r.result != nil || r.failed == nil {
+		t.Fatalf("readReply = %+v, %v", r, err)
 	}
-	if *failed != in {
-		t.Errorf("got %+v, want %+v", *failed, in)
+	if *r.failed != in {
+		t.Errorf("got %+v, want %+v", *r.failed, in)
 	}
 }
 
@@ -47,7 +47,7 @@ func TestReadReplyRefusesWhatTheProtocolDoesNotSay(t *testing.T) {
 		{"ready as reply", frame(readyFrame{Type: msgReady}), errMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := readReply(bytes.NewReader(tc.bytes), 1<<10)
+			_, err := readReply(bytes.NewReader(tc.bytes), 1<<10)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("err = %v, want %v", err, tc.want)
 			}
@@ -63,7 +63,7 @@ func FuzzReadReply(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte("\x00\x00\x00\x07\xc9H\x13\x91t\xeb\x99"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _, _ = readReply(bytes.NewReader(b), 1<<16)
+		_, _ = readReply(bytes.NewReader(b), 1<<16)
 	})
 }
 
@@ -93,7 +93,7 @@ sys.path.insert(0, "../python")
 from pyexec import protocol
 print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONTROL_MESSAGES,
                   "limits": protocol.LIMIT_KEYS, "zygote_config": protocol.ZYGOTE_CONFIG_KEYS,
-                  "policy": protocol.POLICY_KEYS}))
+                  "policy": protocol.POLICY_KEYS, "batch_item": protocol.BATCH_ITEM_KEYS}))
 `)
 	raw, err := cmd.Output()
 	if err != nil {
@@ -104,6 +104,7 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 		Limits           []string
 		ZygoteConfig     []string `json:"zygote_config"`
 		Policy           []string
+		BatchItem        []string `json:"batch_item"`
 	}
 	if err := json.Unmarshal(raw, &py); err != nil {
 		t.Fatal(err)
@@ -140,6 +141,10 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 	sort.Strings(py.ZygoteConfig)
 	if got := jsonKeys(zygoteConfig{}); !reflect.DeepEqual(got, py.ZygoteConfig) {
 		t.Errorf("zygote config: Go keys %v, Python keys %v", got, py.ZygoteConfig)
+	}
+	sort.Strings(py.BatchItem)
+	if got := msgpackKeys(batchItem{}); !reflect.DeepEqual(got, py.BatchItem) {
+		t.Errorf("batch item: Go keys %v, Python keys %v", got, py.BatchItem)
 	}
 	sort.Strings(py.Policy)
 	if got := jsonKeys(Policy{}); !reflect.DeepEqual(got, py.Policy) {

@@ -178,7 +178,11 @@ type Request struct {
 	Script string
 	// Input is what main(input) receives, encoded as InputFormat; nil
 	// means main() is called without an argument.
-	Input       []byte
+	Input []byte
+	// Inputs makes the request a batch: the script runs once, main once
+	// per input, in order (state is shared within the batch only). Each
+	// is encoded as InputFormat; Input must then be nil.
+	Inputs      [][]byte
 	InputFormat InputFormat
 	// Timeout and MemoryBytes, when positive, lower the configured wall
 	// clock and address-space limits for this request (never raise them).
@@ -206,6 +210,14 @@ type Usage struct {
 	MaxRSSKB int64
 }
 
+// ItemOutput is one input's outcome in a batch: Result (JSON text) or
+// Err, and what its Python code printed.
+type ItemOutput struct {
+	Result         []byte
+	Err            *ScriptError
+	Stdout, Stderr []byte
+}
+
 // Output is what one execution produced. Stdout and Stderr are filled in
 // whether or not the script succeeded.
 type Output struct {
@@ -214,6 +226,8 @@ type Output struct {
 	Stdout, Stderr []byte
 	// Exec is the time from sending the script to having the outcome.
 	Exec time.Duration
+	// Items are a batch's outcomes, one per input, in order.
+	Items []ItemOutput
 	// Usage is what the sandbox used, from the kernel: the zygote's wait4
 	// when the sandbox ended by itself, else its /proc just before the kill.
 	Usage Usage

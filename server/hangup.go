@@ -2,10 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,15 +14,11 @@ import (
 // caller closed its connection.
 var errClientGone = errors.New("the client closed the connection")
 
-// hangupPoll is how often the watcher looks at the connection; a caller
-// that hangs up has its script killed within about this long.
-const hangupPoll = 50 * time.Millisecond
-
 // watchHangup cancels cancel (with errClientGone) when the peer of conn
 // closes its side while the request runs: fasthttp gives no such signal,
 // so a goroutine polls a duplicate of the socket for POLLRDHUP, which
-// reads nothing, until stop is called. It does nothing for connections
-// that are not sockets (tests' in-memory listeners).
+// reads nothing, and an eventfd that stop writes to wake it at once. It
+// does nothing for connections that are not sockets.
 func watchHangup(conn net.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -37,20 +33,21 @@ func watchHangup(conn net.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	if dup < 0 {
 		return func() {}
 	}
-	done := make(chan struct{})
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(dup)
+		return func() {}
+	}
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		defer unix.Close(dup)
-		fds := []unix.PollFd{{Fd: int32(dup), Events: unix.POLLRDHUP}}
+		fds := []unix.PollFd{{Fd: int32(dup), Events: unix.POLLRDHUP}, {Fd: int32(wake), Events: unix.POLLIN}}
 		for {
-			select {
-			case <-done:
-				return
-			default:
+			n, err := unix.Poll(fds, -1)
+			if errors.Is(err, unix.EINTR) {
+				continue
 			}
-			n, err := unix.Poll(fds, int(hangupPoll/time.Millisecond))
-			if err != nil && !errors.Is(err, unix.EINTR) {
+			if err != nil || fds[1].Revents != 0 {
 				return
 			}
 			if n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
@@ -60,7 +57,11 @@ func watchHangup(conn net.Conn, cancel context.CancelCauseFunc) (stop func()) {
 		}
 	}()
 	return func() {
-		close(done)
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1) // eventfd takes a uint64 in host order
+		_, _ = unix.Write(wake, one[:])
 		<-finished
+		unix.Close(wake)
+		unix.Close(dup)
 	}
 }

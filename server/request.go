@@ -21,7 +21,10 @@ type executeRequest struct {
 	Script string
 	// Input is the "input" field encoded as InputFormat (compact JSON text
 	// or one msgpack value); nil when absent.
-	Input       []byte
+	Input []byte
+	// Inputs are the elements of "inputs" (a batch), each encoded as
+	// InputFormat; nil when absent.
+	Inputs      [][]byte
 	InputFormat runner.InputFormat
 	TimeoutMS   *int64
 	MemoryMB    *int64
@@ -31,13 +34,14 @@ type executeRequest struct {
 const (
 	fieldScript    = "script"
 	fieldInput     = "input"
+	fieldInputs    = "inputs"
 	fieldTimeoutMS = "timeout_ms"
 	fieldMemoryMB  = "memory_mb"
 )
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldTimeoutMS, fieldMemoryMB))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldTimeoutMS, fieldMemoryMB))
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
@@ -79,6 +83,19 @@ func decodeJSON(body []byte) (executeRequest, error) {
 			haveScript = true
 		case fieldInput:
 			req.Input = value
+		case fieldInputs:
+			if value[0] != '[' {
+				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
+			}
+			req.Inputs = [][]byte{}
+			for j := 1; value[j] != ']'; {
+				end := skipJSONValue(value, j)
+				req.Inputs = append(req.Inputs, value[j:end])
+				j = end
+				if value[j] == ',' {
+					j++
+				}
+			}
 		case fieldTimeoutMS, fieldMemoryMB:
 			if string(value) == "null" {
 				break // absent
@@ -217,6 +234,19 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
 			}
 			req.Input = raw
+		case fieldInputs:
+			n, err := dec.DecodeArrayLen()
+			if err != nil || n < 0 {
+				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
+			}
+			req.Inputs = make([][]byte, 0, n)
+			for range n {
+				raw, err := dec.DecodeRaw()
+				if err != nil {
+					return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+				}
+				req.Inputs = append(req.Inputs, append([]byte(nil), raw...))
+			}
 		case fieldTimeoutMS, fieldMemoryMB:
 			value, err := dec.DecodeInterface()
 			if err != nil {
@@ -279,6 +309,16 @@ func msgpackInt(v any) (int64, bool) {
 func (req *executeRequest) validate(cfg *Config) error {
 	if req.Script == "" {
 		return invalidRequest(`"script" must not be empty`)
+	}
+	if req.Inputs != nil {
+		switch {
+		case req.Input != nil:
+			return invalidRequest(`give "input" or "inputs", not both`)
+		case len(req.Inputs) == 0:
+			return invalidRequest(`"inputs" must not be empty`)
+		case len(req.Inputs) > cfg.MaxBatch:
+			return invalidRequest(fmt.Sprintf(`"inputs" has %d elements, over the cap of %d`, len(req.Inputs), cfg.MaxBatch))
+		}
 	}
 	if !utf8.ValidString(req.Script) {
 		return invalidRequest(`"script" must be UTF-8`)

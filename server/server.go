@@ -39,6 +39,8 @@ type Config struct {
 	// MaxBodyBytes caps the whole request body (script, input and
 	// envelope); over it the answer is 413. Default 8 MiB.
 	MaxBodyBytes int
+	// MaxBatch caps the elements of "inputs". Default 100.
+	MaxBatch int
 	// MaxTimeout is the longest wall-clock time a script may ask for, and
 	// the limit of a request that asks for none. Default: the runner's.
 	MaxTimeout time.Duration
@@ -73,6 +75,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxScriptBytes: 1 << 20,
 		MaxBodyBytes:   8 << 20,
+		MaxBatch:       100,
 		MaxTimeout:     limits.Timeout,
 		MaxMemoryMB:    limits.MemoryBytes >> 20,
 		ReadTimeout:    10 * time.Second,
@@ -86,6 +89,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
+	setDefault(&c.MaxBatch, d.MaxBatch)
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
@@ -292,7 +296,8 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	execReq := runner.Request{Script: req.Script, Input: req.Input, InputFormat: req.InputFormat, Timeout: req.timeout(&s.cfg)}
+	execReq := runner.Request{Script: req.Script, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
+		Timeout: req.timeout(&s.cfg)}
 	if req.MemoryMB != nil {
 		execReq.MemoryBytes = *req.MemoryMB << 20
 	}
@@ -319,6 +324,10 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		}
 		usage := usageOf(out)
 		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing, Usage: &usage})
+		return
+	}
+	if req.Inputs != nil {
+		s.writeBatchSuccess(ctx, out, timing, asMsgpack)
 		return
 	}
 	if asMsgpack {
@@ -355,6 +364,57 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/msgpack")
+	ctx.SetBody(body)
+}
+
+// itemBody is one input's outcome in a batch answer.
+type itemBody struct {
+	Result any        `json:"result,omitempty" msgpack:"result,omitempty"`
+	Error  *errorBody `json:"error,omitempty" msgpack:"error,omitempty"`
+	Stdout string     `json:"stdout" msgpack:"stdout"`
+	Stderr string     `json:"stderr" msgpack:"stderr"`
+}
+
+// writeBatchSuccess answers a batch: "results", one per input in order,
+// each with its result or error and what it printed, beside the batch's
+// own output, timing and usage.
+func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, asMsgpack bool) {
+	items := make([]itemBody, len(out.Items))
+	for i, item := range out.Items {
+		items[i] = itemBody{Stdout: string(item.Stdout), Stderr: string(item.Stderr)}
+		switch {
+		case item.Err != nil:
+			_, body, _ := toErrorBody(item.Err)
+			items[i].Error = &body
+		case asMsgpack:
+			dec := json.NewDecoder(bytes.NewReader(item.Result))
+			dec.UseNumber()
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				s.writeError(ctx, fmt.Errorf("cannot decode a batch result: %w", err), nil)
+				return
+			}
+			items[i].Result = jsonNumbersToMsgpack(v)
+		default:
+			items[i].Result = json.RawMessage(item.Result)
+		}
+	}
+	answer := map[string]any{"results": items, "stdout": string(out.Stdout), "stderr": string(out.Stderr),
+		"timing": timing, "usage": usageOf(out)}
+	var body []byte
+	var err error
+	if asMsgpack {
+		body, err = msgpack.Marshal(answer)
+		ctx.SetContentType("application/msgpack")
+	} else {
+		body, err = marshalJSON(answer)
+		ctx.SetContentType("application/json")
+	}
+	if err != nil {
+		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetBody(body)
 }
 

@@ -78,7 +78,7 @@ def _steps(report_fd, first_steps, since):
     zygote._prewarm(msgpack, {"name": "none", "deny_imports": [], "deny_calls": []})
     mark("prewarm")
     message = {"type": "execute", "script": "def main():\n    return {'message': 'Hello, World!'}\n",
-               "input": None, "input_format": "", "limits": {}, "deny_imports": []}
+               "input": None, "inputs": None, "input_format": "", "limits": {}, "deny_imports": []}
     script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
     mark("hello")
     out = [(marks[i][0], (marks[i][1] - marks[i - 1][1]) * 1e3, (marks[i][2] - marks[i - 1][2]) * 1e3)

@@ -354,7 +354,13 @@ func (s *testServer) waitFor(t *testing.T, cond func(busy int) bool) {
 // rawExecute posts a script and returns the raw answer body.
 func (s *testServer) rawExecute(t *testing.T, script string) []byte {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"script": script})
+	return s.rawExecuteBody(t, map[string]any{"script": script})
+}
+
+// rawExecuteBody posts fields as JSON and returns the raw answer body.
+func (s *testServer) rawExecuteBody(t *testing.T, fields map[string]any) []byte {
+	t.Helper()
+	body, _ := json.Marshal(fields)
 	req, _ := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if s.token != "" {

@@ -108,6 +108,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 
 	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", sd.MaxScriptBytes, "cap on the script")
 	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", sd.MaxBodyBytes, "cap on the request body (413 above)")
+	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
 	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
 	limits := &o.runner.Limits

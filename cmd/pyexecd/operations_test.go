@@ -220,3 +220,21 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("no sandbox build counted: %q", n)
 	}
 }
+
+// TestServerAddsLittleToExecution guards the request path around the
+// sandbox: the least, over a few requests, of total − queue − exec (what
+// decoding, watching the connection and answering cost) stays far below a
+// scheduler tick. A hang-up watcher that was woken only by its poll
+// timeout once added 50 ms to every request.
+func TestServerAddsLittleToExecution(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "2")
+	least := time.Hour
+	for range 5 {
+		r := s.mustSucceed(t, helloScript, nil, nil)
+		extra := time.Duration((r.Timing.TotalMS - r.Timing.QueueMS - r.Timing.ExecMS) * float64(time.Millisecond))
+		least = min(least, extra)
+	}
+	if least > 20*time.Millisecond {
+		t.Errorf("the server adds at least %v to every execution", least)
+	}
+}

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // TestDataScienceResults: what a pandas user returns most often comes back
@@ -51,5 +58,80 @@ func TestUsageIsReported(t *testing.T) {
 	usage.Usage.MaxRSSKB = 0
 	if err := json.Unmarshal(failed, &usage); err != nil || usage.Usage.MaxRSSKB < 10_000 {
 		t.Errorf("a crashed sandbox's usage: %s", failed)
+	}
+}
+
+// TestBatches: one sandbox, the script once, main once per input in order,
+// each answer with its own result or error and output; a failing input in
+// the middle does not stop the others; state is shared within the batch.
+func TestBatches(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1", "--max-batch", "5")
+	script := "seen = []\ndef main(x):\n    seen.append(x)\n    print('item', x)\n    return {'inv': 10 // x, 'seen': len(seen)}\n"
+	var answer struct {
+		Results []struct {
+			Result *struct{ Inv, Seen int } `json:"result"`
+			Error  *struct{ Type, Message string }
+			Stdout string
+		}
+		Stdout string
+		Usage  *struct {
+			CPUMS float64 `json:"cpu_ms"`
+		}
+	}
+	raw := s.rawExecuteBody(t, map[string]any{"script": script, "inputs": []int{5, 0, 2}})
+	if err := json.Unmarshal(raw, &answer); err != nil || len(answer.Results) != 3 {
+		t.Fatalf("answer %s (%v)", raw, err)
+	}
+	first, bad, last := answer.Results[0], answer.Results[1], answer.Results[2]
+	if first.Result == nil || first.Result.Inv != 2 || first.Result.Seen != 1 || first.Stdout != "item 5\n" {
+		t.Errorf("first item %+v", first)
+	}
+	if bad.Error == nil || bad.Error.Type != "script_error" || !strings.Contains(bad.Error.Message, "ZeroDivisionError") || bad.Stdout != "item 0\n" {
+		t.Errorf("failing item %+v", bad)
+	}
+	if last.Result == nil || last.Result.Inv != 5 || last.Result.Seen != 3 {
+		t.Errorf("last item %+v: want state shared within the batch (seen 3)", last)
+	}
+	if answer.Usage == nil {
+		t.Error("no usage")
+	}
+	for _, body := range []map[string]any{
+		{"script": script, "inputs": []int{}},
+		{"script": script, "inputs": []int{1, 2, 3, 4, 5, 6}},
+		{"script": script, "inputs": []int{1}, "input": 1},
+		{"script": script, "inputs": 3},
+	} {
+		var e struct{ Error struct{ Type string } }
+		_ = json.Unmarshal(s.rawExecuteBody(t, body), &e)
+		if e.Error.Type != "invalid_request" {
+			t.Errorf("%v: error %q, want invalid_request", body["inputs"], e.Error.Type)
+		}
+	}
+}
+
+// TestBatchOverMsgpack: bin inputs arrive as bytes, each result comes back
+// as a msgpack value.
+func TestBatchOverMsgpack(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "1")
+	body, _ := msgpack.Marshal(map[string]any{"script": "def main(b):\n    return [type(b).__name__, len(b)]\n",
+		"inputs": [][]byte{{0, 1}, {2, 3, 4}}})
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/msgpack")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Results []struct {
+			Result []any `msgpack:"result"`
+		} `msgpack:"results"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if err := msgpack.Unmarshal(raw, &answer); err != nil || len(answer.Results) != 2 {
+		t.Fatalf("answer %q (%v)", raw, err)
+	}
+	if fmt.Sprint(answer.Results[0].Result) != "[bytes 2]" || fmt.Sprint(answer.Results[1].Result) != "[bytes 3]" {
+		t.Errorf("results %+v", answer.Results)
 	}
 }

@@ -26,8 +26,9 @@ MAX_INBOUND_FRAME = 64 << 20
 # Messages on a sandbox's channel, by type: the exact keys each carries.
 CHANNEL_MESSAGES = {
     "ready": ("type",),
-    "execute": ("type", "script", "input", "input_format", "limits", "deny_imports"),
+    "execute": ("type", "script", "input", "inputs", "input_format", "limits", "deny_imports"),
     "result": ("type", "result"),
+    "results": ("type", "items"),
     "error": ("type", "kind", "message", "traceback", "line", "offset"),
 }
 
@@ -45,6 +46,10 @@ ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "policy")
 
 # Keys of the validation policy in the zygote's configuration.
 POLICY_KEYS = ("name", "deny_imports", "deny_calls")
+
+# Keys of one item of a "results" message (a batch): "kind" is "" for a
+# result, else the error's kind (as in an "error" message).
+BATCH_ITEM_KEYS = ("result", "kind", "message", "traceback", "line", "offset", "stdout", "stderr")
 
 # Keys of the "limits" map of an execute message.
 LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")

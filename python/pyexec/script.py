@@ -57,18 +57,52 @@ def _script_traceback(exc, source):
     return "".join(lines)
 
 
-def _decode_input(msgpack, message):
-    """(has_input, value) of an execute message."""
+def _decode(msgpack, fmt, raw):
+    """One input, decoded as the runner encoded it."""
     import json
 
-    fmt = message["input_format"]
-    if fmt == "":
-        return False, None
     if fmt == "json":
-        return True, json.loads(message["input"])
+        return json.loads(raw)
     if fmt == "msgpack":
-        return True, msgpack.unpackb(message["input"], raw=False, strict_map_key=False)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     raise ValueError("unknown input format %r" % fmt)
+
+
+def _decode_input(msgpack, message):
+    """(has_input, value) of an execute message."""
+    if message["input_format"] == "":
+        return False, None
+    return True, _decode(msgpack, message["input_format"], message["input"])
+
+
+def _run_batch(msgpack, message, main, source):
+    """main once per input of a batch, in order, each with the output its
+    Python code printed (sys.stdout and sys.stderr; what C code or
+    os.write writes goes to the batch's own output)."""
+    import io
+
+    from . import results
+
+    items = []
+    for raw in message["inputs"]:
+        out, err = io.StringIO(), io.StringIO()
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        item = {"result": None, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0}
+        try:
+            value = main(_decode(msgpack, message["input_format"], raw))
+            item["result"] = results.encode(value)
+        except results.NotSerializable as exc:
+            item.update(kind="result_not_serializable", message=_clip(str(exc), MAX_MESSAGE_CHARS))
+        except BaseException as exc:
+            kind = "memory_limit" if isinstance(exc, MemoryError) else "script_error"
+            item.update(kind=kind, message=_clip("main raised %s: %s" % (type(exc).__name__, exc), MAX_MESSAGE_CHARS),
+                        traceback=_clip(_script_traceback(exc, source), MAX_TRACEBACK_CHARS))
+        finally:
+            sys.stdout, sys.stderr = saved
+        item["stdout"], item["stderr"] = out.getvalue(), err.getvalue()
+        items.append(item)
+    return {"type": "results", "items": items}
 
 
 def run(msgpack, message, policy):
@@ -124,6 +158,8 @@ def run(msgpack, message, policy):
     main = module.__dict__.get("main")
     if not callable(main):
         return error("missing_main", "the script defines no callable main()")
+    if message["inputs"] is not None:
+        return _run_batch(msgpack, message, main, source)
 
     try:
         has_input, value = _decode_input(msgpack, message)

@@ -49,7 +49,7 @@ def _prewarm(msgpack, policy):
     """
     from . import script
 
-    message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "input_format": "json",
+    message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "inputs": None, "input_format": "json",
                "limits": {}, "deny_imports": []}
     try:
         # Checked against the real policy too, so its patterns are compiled

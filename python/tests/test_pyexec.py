@@ -54,7 +54,7 @@ class ProtocolTest(unittest.TestCase):
 
 
 def execute(source, input_format="", raw=None):
-    message = {"type": "execute", "script": source, "input": raw, "input_format": input_format,
+    message = {"type": "execute", "script": source, "input": raw, "inputs": None, "input_format": input_format,
                "limits": {}, "deny_imports": []}
     return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
 
@@ -203,3 +203,18 @@ class DataScienceResultsTest(unittest.TestCase):
         self.assertIn("result['rows'][1]", message)
         self.assertIn("complex", message)
         self.assertIn("str(x)", message)
+
+
+class BatchTest(unittest.TestCase):
+    def test_main_once_per_input_with_its_own_output_and_errors(self):
+        message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
+                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "limits": {}, "deny_imports": []}
+        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+        protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
+        items = reply["items"]
+        self.assertEqual([set(i) for i in items], [set(protocol.BATCH_ITEM_KEYS)] * 3)
+        self.assertEqual(items[0]["result"], b"11")
+        self.assertEqual((items[1]["kind"], items[1]["result"]), ("script_error", None))
+        self.assertIn("ZeroDivisionError", items[1]["message"])
+        self.assertEqual(items[2]["result"], b"5")  # state is shared within the batch: calls has 3 entries
+        self.assertEqual([i["stdout"] for i in items], ["got 1\n", "got 0\n", "got 5\n"])
