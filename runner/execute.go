@@ -119,6 +119,13 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.usage, o.usageKnown = procUsage(s.PID())
 		s.kill()
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
+		// Output over the cap that fit in the pipe arrives before the
+		// reply: it is still output_limit.
+		if s.stdout.overflowed() {
+			o.overflowed, o.overflow = true, "stdout"
+		} else if s.stderr.overflowed() {
+			o.overflowed, o.overflow = true, "stderr"
+		}
 		o.exec = time.Since(start)
 		return o
 	}
