@@ -117,6 +117,10 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		// The fast path: the output is complete without waiting for the
 		// sandbox to die. What it used is read from /proc first.
 		o.usage, o.usageKnown = procUsage(s.PID())
+		// A sandbox that already exited (a script can end it right after
+		// writing a reply of its own) may have been reaped, and its pid
+		// reused: only figures read while it still ran are its own.
+		o.usageKnown = o.usageKnown && s.proc.alive()
 		s.kill()
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
 		// Output over the cap that fit in the pipe arrives before the

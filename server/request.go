@@ -39,6 +39,15 @@ const (
 	fieldMemoryMB  = "memory_mb"
 )
 
+// setInt stores the integer field key (timeout_ms or memory_mb).
+func (req *executeRequest) setInt(key string, n int64) {
+	if key == fieldTimeoutMS {
+		req.TimeoutMS = &n
+	} else {
+		req.MemoryMB = &n
+	}
+}
+
 func unknownField(key string) error {
 	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s)",
 		key, fieldScript, fieldInput, fieldInputs, fieldTimeoutMS, fieldMemoryMB))
@@ -104,11 +113,7 @@ func decodeJSON(body []byte) (executeRequest, error) {
 			if err != nil {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits, not %.40s", key, value))
 			}
-			if key == fieldTimeoutMS {
-				req.TimeoutMS = &n
-			} else {
-				req.MemoryMB = &n
-			}
+			req.setInt(key, n)
 		default:
 			return executeRequest{}, unknownField(key)
 		}
@@ -259,11 +264,7 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 			if !ok {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits", key))
 			}
-			if key == fieldTimeoutMS {
-				req.TimeoutMS = &n
-			} else {
-				req.MemoryMB = &n
-			}
+			req.setInt(key, n)
 		default:
 			return executeRequest{}, unknownField(key)
 		}
