@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -39,6 +40,11 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		return Output{}, ErrSandboxDead
 	}
 	limits := s.limits.limitsFor(req)
+	if s.cgroup != nil && limits.MemoryBytes != s.limits.MemoryBytes {
+		if err := s.cgroup.SetMemoryMax(limits.MemoryBytes); err != nil {
+			return Output{}, fmt.Errorf("cannot lower the sandbox's memory limit: %w", err)
+		}
+	}
 	o := s.run(ctx, req, limits)
 	return classify(o, limits)
 }
@@ -143,6 +149,10 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	s.kill()
 	if !o.exitKnown && !replied {
 		o.exit, o.exitKnown = s.awaitExit(drainTimeout)
+	}
+	if s.cgroup != nil && !replied {
+		kills, err := s.cgroup.OOMKills()
+		o.oomKilled = err == nil && kills > 0
 	}
 	o.deadlineHit = execCtx.Err() != nil && ctx.Err() == nil
 	o.abandoned = ctx.Err()

@@ -34,6 +34,9 @@ type outcome struct {
 	deadlineHit bool
 	abandoned   error
 	zygoteDied  bool
+	// oomKilled says the kernel's OOM killer ended the sandbox's cgroup
+	// (cgroup v2 accounting only).
+	oomKilled bool
 
 	stdout, stderr []byte
 	exec           time.Duration
@@ -87,6 +90,9 @@ func classify(o outcome, limits Limits) (Output, error) {
 		return out, protocolError("the sandbox sent a malformed reply: %v", o.channelErr)
 	case o.zygoteDied:
 		return out, fmt.Errorf("the zygote died during the execution: %w", ErrZygoteDied)
+	case o.oomKilled:
+		return out, &ScriptError{Kind: KindMemoryLimit,
+			Message: fmt.Sprintf("the sandbox's processes together used more than %d MiB (its cgroup's memory.max) and were killed", limits.MemoryBytes>>20)}
 	case o.exitKnown:
 		return out, classifyExit(o.exit.exitStatus(), o.exit.cpu(), limits.CPUTime)
 	default:

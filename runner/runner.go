@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
 	"github.com/sandbox-exec/pyexec/python"
 )
 
@@ -75,6 +78,11 @@ type Config struct {
 	// Policy is checked in every script before it runs. Zero (no name):
 	// SeedPolicy, the original service's.
 	Policy Policy
+	// Cgroups, where the host delegates cgroup v2 (see cgroupv2.Detect),
+	// gives every sandbox a group of its own: Limits.MemoryBytes bounds
+	// all its processes and the tmpfs pages they write together, and
+	// Limits.Processes its pids. Nil: rlimits alone bound a sandbox.
+	Cgroups *cgroupv2.Tree
 }
 
 // DefaultConfig returns the defaults: those of the original service where
@@ -245,6 +253,10 @@ type Runner struct {
 	next    atomic.Uint64
 	// zygoteRestarts counts zygotes that died and were replaced.
 	zygoteRestarts atomic.Int64
+	// groupPrefix and groups name the sandboxes' cgroups: a random prefix
+	// per Runner, as other instances of the service may share the subtree.
+	groupPrefix string
+	groups      atomic.Uint64
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -286,7 +298,11 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runner: cannot load the embedded Python program: %w", err)
 	}
-	r := &Runner{cfg: cfg, python: program}
+	var prefix [4]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	r := &Runner{cfg: cfg, python: program, groupPrefix: hex.EncodeToString(prefix[:])}
 	if os.Geteuid() == 0 {
 		// As root, start the jail as an unprivileged host uid: bwrap then
 		// maps the sandbox's uid to it, never to host root.
@@ -366,6 +382,15 @@ func (r *Runner) Policy() Policy { return r.cfg.Policy }
 
 // Mode is the mode in force, for /health.
 func (r *Runner) Mode() Mode { return r.cfg.Mode }
+
+// MemoryAccounting says what bounds a sandbox's memory: "cgroup2" (a
+// group per sandbox) or "rlimit" (per-process address-space limits).
+func (r *Runner) MemoryAccounting() string {
+	if r.cfg.Cgroups != nil {
+		return "cgroup2"
+	}
+	return "rlimit"
+}
 
 // Probe starts one sandbox and destroys it, to prove the jail works here.
 // Its error says what to fix.

@@ -2,10 +2,13 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
 )
 
 // drainTimeout bounds how long the runner waits, after killing a sandbox,
@@ -31,6 +34,9 @@ type Sandbox struct {
 	deny []string
 	// limits are the runner's; a request may lower some.
 	limits Limits
+	// cgroup is the sandbox's own cgroup v2 group, nil where the host
+	// delegates none (rlimits bound it then).
+	cgroup *cgroupv2.Group
 
 	used      sync.Mutex // held by the one Execute; TryLock refuses reuse
 	closeOnce sync.Once
@@ -120,6 +126,11 @@ func (s *Sandbox) Close() error {
 		s.stderr.drain(drainTimeout)
 		s.stdout.close()
 		s.stderr.close()
+		if s.cgroup != nil {
+			if err := s.cgroup.Remove(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
+		}
 		if s.ownsZygote {
 			s.zygote.close()
 		} else {
@@ -127,6 +138,22 @@ func (s *Sandbox) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// joinCgroup makes the sandbox's cgroup, named name below tree, with the
+// runner's limits, and moves the sandbox into it. It is called before the
+// sandbox says ready, so every process its script starts is born inside.
+func (s *Sandbox) joinCgroup(tree *cgroupv2.Tree, name string) error {
+	pid := s.PID()
+	if pid <= 0 {
+		return errors.New("cannot place the sandbox in its cgroup: its pid is unknown")
+	}
+	g, err := tree.New(name, cgroupv2.Limits{MemoryBytes: s.limits.MemoryBytes, Processes: s.limits.Processes})
+	if err != nil {
+		return err
+	}
+	s.cgroup = g
+	return g.Add(pid)
 }
 
 // stderrTail is the last bit of a pipe, for start errors.

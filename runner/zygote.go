@@ -401,6 +401,12 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 			return nil, got.err
 		}
 		sb.proc = &pidfdProc{fd: got.pidfd}
+		if r.cfg.Cgroups != nil {
+			name := fmt.Sprintf("sbx-%s-%d", r.groupPrefix, r.groups.Add(1))
+			if err := sb.joinCgroup(r.cfg.Cgroups, name); err != nil {
+				return nil, err
+			}
+		}
 	case <-z.gone:
 		return nil, fmt.Errorf("waiting for the sandbox: %w", ErrZygoteDied)
 	case <-ctx.Done():

@@ -6,6 +6,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -56,6 +57,9 @@ type Config struct {
 	AuthToken string
 	// Jail, Mode and Version are reported by /health.
 	Jail, Mode, Version string
+	// MemoryAccounting is what bounds a sandbox's memory, for /health:
+	// "cgroup2" or "rlimit". Zero: "rlimit".
+	MemoryAccounting string
 	// Policy names the validation policy in force; PolicyRefuses says
 	// whether it refuses any import or name (then /health lists
 	// "dangerous import blocking", as the original service did).
@@ -581,7 +585,7 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 		Jail:             s.cfg.Jail,
 		Mode:             s.cfg.Mode,
 		Version:          s.cfg.Version,
-		MemoryAccounting: "rlimit",
+		MemoryAccounting: cmp.Or(s.cfg.MemoryAccounting, "rlimit"),
 		Policy:           s.cfg.Policy,
 		NotReady:         append([]string{}, readiness(st, s.exec.Ready())...),
 		Pool: poolHealth{

@@ -260,7 +260,7 @@ func testService(t *testing.T, mode string, jail []string) {
 			t.Fatal(err)
 		}
 		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != s.jail || h.Mode != mode ||
-			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" || h.MemoryAccounting != "rlimit" {
+			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" || h.MemoryAccounting != expectedAccounting() {
 			t.Errorf("health %d %+v", resp.StatusCode, h)
 		}
 	})

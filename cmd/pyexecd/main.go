@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 
+	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
 	"github.com/sandbox-exec/pyexec/server"
@@ -63,6 +64,7 @@ type options struct {
 	nsjailConfig    string
 	mode            string
 	jail            string
+	cgroup          string
 	pool            pool.Config
 	server          server.Config
 }
@@ -84,6 +86,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.bwrapPath, "bwrap", "bwrap", "path of the bubblewrap binary")
 	fs.StringVar(&o.nsjailPath, "nsjail", "", "path of the nsjail binary (default: nsjail on PATH)")
 	fs.StringVar(&o.nsjailConfig, "nsjail-config", "nsjail.cfg", "the nsjail policy file")
+	fs.StringVar(&o.cgroup, "cgroup", "auto", "per-sandbox cgroup v2 (memory.max, pids.max, no swap): auto (where the host delegates a writable cgroup v2 subtree), required (refuse to start without one) or off")
 	// Every default below comes from its package's DefaultConfig.
 	o.runner, o.pool, o.server = runner.DefaultConfig(), pool.DefaultConfig(), server.DefaultConfig()
 	rd, sd := o.runner, o.server
@@ -153,6 +156,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 		return o, fmt.Errorf("--mode %q is not supported; use fork or exec", o.mode)
 	}
 	o.runner.Mode = runner.Mode(o.mode)
+	if o.cgroup != "auto" && o.cgroup != "required" && o.cgroup != "off" {
+		return o, fmt.Errorf("--cgroup %q is not supported; use auto, required or off", o.cgroup)
+	}
 	if *uid == 0 || *gid == 0 {
 		return o, errors.New("--sandbox-uid and --sandbox-gid must not be 0: sandboxes never run as host root")
 	}
@@ -173,6 +179,29 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.runner.DenyImports = splitList(*deny)
 	o.server.Mode, o.server.Version = o.mode, version
 	return o, nil
+}
+
+// sandboxCgroups sets up a cgroup v2 group per sandbox where the host
+// delegates a subtree (mode auto or required), and says why not otherwise.
+// Nothing is written on a host that does not: its cgroups are its own.
+func sandboxCgroups(mode, mount string, logger zerolog.Logger) (*cgroupv2.Tree, error) {
+	if mode == "off" {
+		return nil, nil
+	}
+	dir, err := cgroupv2.Detect(mount)
+	if err == nil {
+		var tree *cgroupv2.Tree
+		if tree, err = cgroupv2.Setup(dir); err == nil {
+			logger.Info().Str("cgroup", tree.Dir()).Msg("memory accounting: a cgroup v2 group per sandbox")
+			return tree, nil
+		}
+	}
+	if mode == "required" {
+		return nil, fmt.Errorf("refusing to start: --cgroup required, but %w", err)
+	}
+	logger.Info().Str("reason", err.Error()).
+		Msg("memory accounting: rlimits only (no per-sandbox cgroup); the README's security section gives the bound")
+	return nil, nil
 }
 
 // isLoopback says whether host (an IP literal) is a loopback address.
@@ -219,10 +248,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	o.runner.Jail = jail
 	o.server.Jail = jail.Name()
 	o.runner.Logger = logger
+	if o.runner.Cgroups, err = sandboxCgroups(o.cgroup, cgroupv2.DefaultMount, logger); err != nil {
+		return err
+	}
 	r, err := runner.New(o.runner)
 	if err != nil {
 		return err
 	}
+	o.server.MemoryAccounting = r.MemoryAccounting()
 	defer r.Close()
 	probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
 	err = r.Probe(probeCtx)

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
+)
+
+// expectedAccounting is what /health should report under --cgroup auto
+// on this host: cgroup2 where the host delegates a subtree, else rlimit.
+func expectedAccounting() string {
+	if _, err := cgroupv2.Detect(cgroupv2.DefaultMount); err == nil {
+		return "cgroup2"
+	}
+	return "rlimit"
+}
+
+// TestCgroupRequiredWithoutDelegation: on a host that delegates no cgroup
+// v2 subtree (the development machines are cgroup v1 hosts), --cgroup
+// required refuses to start, at once, and says why; nothing is written
+// to the host's cgroups (Detect only reads).
+func TestCgroupRequiredWithoutDelegation(t *testing.T) {
+	requireJail(t)
+	if _, err := cgroupv2.Detect(cgroupv2.DefaultMount); err == nil {
+		t.Skip("this host delegates cgroup v2; TestCgroupV2Sandboxes covers it")
+	}
+	var logs syncBuffer
+	start := time.Now()
+	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "bwrap", "--cgroup", "required"},
+		func(string) string { return "" }, &logs, nil)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "cgroup v2 is not delegated") {
+		t.Fatalf("err = %v, want a refusal naming the missing delegation", err)
+	}
+	// No zygote was started: the refusal comes before any jail runs.
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the refusal took %v", took)
+	}
+	if err := run(context.Background(), []string{"--cgroup", "sometimes"}, func(string) string { return "" }, &logs, nil); err == nil ||
+		!strings.Contains(err.Error(), "use auto, required or off") {
+		t.Errorf("a bad --cgroup value: err = %v", err)
+	}
+}
+
+// TestCgroupV2Sandboxes runs where the host delegates cgroup v2 (set
+// REQUIRE_CGROUP2=1 to make its absence a failure): every sandbox gets a
+// group of its own with the configured limits, memory held by all of a
+// sandbox's processes together is bounded by its memory limit, and a
+// used sandbox's group is removed.
+func TestCgroupV2Sandboxes(t *testing.T) {
+	if _, err := cgroupv2.Detect(cgroupv2.DefaultMount); err != nil {
+		if os.Getenv("REQUIRE_CGROUP2") == "1" {
+			t.Fatalf("REQUIRE_CGROUP2=1 but %v", err)
+		}
+		t.Skipf("needs a host that delegates cgroup v2: %v", err)
+	}
+	s := startServer(t, "", "--cgroup", "required", "--warm", "1", "--max-processes", "8", "--max-memory-mb", "512", "--tmp-mb", "512")
+
+	resp, err := http.Get(s.url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"memory_accounting":"cgroup2"`) {
+		t.Errorf("/health does not report cgroup2: %s", body)
+	}
+
+	own, err := cgroupv2.Detect(cgroupv2.DefaultMount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Detect now finds the test process in <own>/server.
+	sandboxes := filepath.Join(filepath.Dir(own), "sandboxes")
+	groups, _ := filepath.Glob(filepath.Join(sandboxes, "sbx-*"))
+	if len(groups) == 0 {
+		t.Fatalf("no sandbox group under %s (own cgroup %s)", sandboxes, own)
+	}
+	for _, g := range groups {
+		for file, want := range map[string]string{"memory.max": "536870912", "pids.max": "8", "memory.oom.group": "1"} {
+			got, err := os.ReadFile(filepath.Join(g, file))
+			if err != nil || strings.TrimSpace(string(got)) != want {
+				t.Errorf("%s/%s = %q (%v), want %s", g, file, got, err, want)
+			}
+		}
+		if got, err := os.ReadFile(filepath.Join(g, "memory.swap.max")); err == nil && strings.TrimSpace(string(got)) != "0" {
+			t.Errorf("%s/memory.swap.max = %q, want 0", g, got)
+		}
+	}
+
+	// Three children of 120 MiB each stay within their own address space
+	// (256 MiB) but not, together, within the sandbox's 256 MiB.
+	r := s.mustFail(t, `import os, time
+def main():
+    pids = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            held = b"\x01" * (120 << 20)
+            time.sleep(30)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return "all held"
+`, map[string]any{"memory_mb": 256, "timeout_ms": 20000}, "memory_limit", 422)
+	if !strings.Contains(r.Error.Message, "memory.max") {
+		t.Errorf("message %q does not name the cgroup limit", r.Error.Message)
+	}
+
+	// tmpfs pages count too: a scratch file of 300 MiB does not fit in a
+	// sandbox of 128 MiB.
+	r = s.execute(t, `def main():
+    n = 0
+    with open("/tmp/fill", "wb") as f:
+        try:
+            for _ in range(300):
+                f.write(b"x" * (1 << 20)); f.flush(); n += 1
+        except OSError:
+            pass
+    return n
+`, map[string]any{"memory_mb": 128, "timeout_ms": 20000})
+	switch written, _ := strconv.Atoi(string(r.Result)); {
+	case r.Status == 200 && written >= 128:
+		t.Errorf("wrote %d MiB to tmpfs in a sandbox of 128 MiB", written)
+	case r.Status != 200 && (r.Error == nil || r.Error.Type != "memory_limit"):
+		t.Errorf("tmpfs fill: status %d %+v", r.Status, r.Error)
+	}
+
+	// The groups of used sandboxes are gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, g := range groups {
+		for {
+			if _, err := os.Stat(g); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the group %s of a used sandbox is still there", g)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}

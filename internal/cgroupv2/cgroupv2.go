@@ -1,0 +1,278 @@
+// Package cgroupv2 gives each sandbox a cgroup v2 group of its own, with
+// memory.max, memory.swap.max=0 and pids.max, where the host delegates a
+// writable cgroup v2 subtree to the service (Kubernetes with a private
+// cgroup namespace and a writable /sys/fs/cgroup, systemd Delegate=yes).
+//
+// It only ever writes below the service's own cgroup, and only on a
+// cgroup2 file system: on a cgroup v1 or hybrid host Detect refuses, and
+// nothing is written anywhere (those hierarchies belong to the host).
+//
+// The layout below the service's cgroup is the one container runtimes use
+// for delegated subtrees, forced by cgroup v2's rule that a group with
+// controllers enabled for its children holds no processes itself:
+//
+//	<own>/server/         the service's processes (and its zygotes)
+//	<own>/sandboxes/      memory and pids enabled for its children
+//	<own>/sandboxes/sbx-N one per live sandbox
+package cgroupv2
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultMount is where the cgroup2 file system is mounted.
+const DefaultMount = "/sys/fs/cgroup"
+
+// ErrNotDelegated says the host gives the service no writable cgroup v2
+// subtree with the memory and pids controllers.
+var ErrNotDelegated = errors.New("cgroup v2 is not delegated to the service")
+
+// required are the controllers a sandbox's group must have.
+var required = []string{"memory", "pids"}
+
+// Detect returns the service's own cgroup directory when it is on a
+// cgroup2 file system mounted at mount, writable, and offers the memory
+// and pids controllers. Otherwise the error wraps ErrNotDelegated and
+// says why.
+func Detect(mount string) (string, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(mount, &fs); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrNotDelegated, mount, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return "", fmt.Errorf("%w: %s is not a cgroup2 file system (a cgroup v1 or hybrid host)", ErrNotDelegated, mount)
+	}
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNotDelegated, err)
+	}
+	return ownGroup(mount, self)
+}
+
+// ownGroup finds the service's cgroup v2 directory under mount from the
+// content of /proc/self/cgroup, and checks it can hold sandbox groups.
+func ownGroup(mount string, procSelfCgroup []byte) (string, error) {
+	var rel string
+	found := false
+	for _, line := range strings.Split(string(procSelfCgroup), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			rel, found = path, true
+		}
+	}
+	if !found {
+		return "", fmt.Errorf("%w: /proc/self/cgroup has no cgroup v2 entry", ErrNotDelegated)
+	}
+	// A path outside the cgroup namespace's root reads as "/..": not ours
+	// to write under.
+	if !strings.HasPrefix(rel, "/") || slices.Contains(strings.Split(rel, "/"), "..") {
+		return "", fmt.Errorf("%w: own cgroup %q is outside this cgroup namespace", ErrNotDelegated, rel)
+	}
+	dir := filepath.Join(mount, rel)
+	controllers, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNotDelegated, err)
+	}
+	have := strings.Fields(string(controllers))
+	for _, c := range required {
+		if !slices.Contains(have, c) {
+			return "", fmt.Errorf("%w: the %s controller is not available in %s (have %q)", ErrNotDelegated, c, dir, have)
+		}
+	}
+	for _, file := range []string{"", "cgroup.procs", "cgroup.subtree_control"} {
+		if err := unix.Access(filepath.Join(dir, file), unix.W_OK); err != nil {
+			return "", fmt.Errorf("%w: %s is not writable: %w", ErrNotDelegated, filepath.Join(dir, file), err)
+		}
+	}
+	return dir, nil
+}
+
+// Tree is the service's delegated subtree, set up for sandbox groups.
+type Tree struct {
+	own       string
+	sandboxes string
+}
+
+// Setup arranges dir (from Detect) for sandbox groups: it moves every
+// process of dir into dir/server, enables memory and pids for dir's
+// children, and creates dir/sandboxes with the same controllers for its
+// own children. Groups a previous run of the service left in
+// dir/sandboxes are removed when empty.
+func Setup(dir string) (*Tree, error) {
+	t := &Tree{own: dir, sandboxes: filepath.Join(dir, "sandboxes")}
+	server := filepath.Join(dir, "server")
+	if err := mkdir(server); err != nil {
+		return nil, err
+	}
+	// Each write of a pid moves that process with all its threads. A
+	// process that exits meanwhile is no error; the loop ends when dir is
+	// empty, as "no internal processes" requires.
+	for range 10 {
+		procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		pids := strings.Fields(string(procs))
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			if err := write(filepath.Join(server, "cgroup.procs"), pid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return nil, err
+			}
+		}
+	}
+	enable := "+" + strings.Join(required, " +")
+	if err := write(filepath.Join(dir, "cgroup.subtree_control"), enable); err != nil {
+		return nil, err
+	}
+	if err := mkdir(t.sandboxes); err != nil {
+		return nil, err
+	}
+	if err := write(filepath.Join(t.sandboxes, "cgroup.subtree_control"), enable); err != nil {
+		return nil, err
+	}
+	// Empty groups left by an earlier run go; a populated one may belong
+	// to another instance of the service sharing this cgroup, and stays.
+	stale, _ := filepath.Glob(filepath.Join(t.sandboxes, "sbx-*"))
+	for _, path := range stale {
+		_ = unix.Rmdir(path)
+	}
+	return t, nil
+}
+
+// Dir is the directory that holds the sandbox groups.
+func (t *Tree) Dir() string { return t.sandboxes }
+
+// Limits are what one sandbox's group allows, for all its processes and
+// the tmpfs pages they write together.
+type Limits struct {
+	MemoryBytes int64
+	Processes   int64
+}
+
+// Group is one sandbox's cgroup.
+type Group struct {
+	dir string
+}
+
+// New makes the group name below the sandboxes directory with limits, a
+// swap limit of zero where the kernel accounts swap, and memory.oom.group
+// set, so that the OOM killer ends the whole sandbox, not one of its
+// processes.
+func (t *Tree) New(name string, limits Limits) (*Group, error) {
+	if name == "" || strings.ContainsAny(name, "/.") {
+		return nil, fmt.Errorf("cgroup: bad group name %q", name)
+	}
+	g := &Group{dir: filepath.Join(t.sandboxes, name)}
+	if err := mkdir(g.dir); err != nil {
+		return nil, err
+	}
+	if err := g.apply(limits); err != nil {
+		g.Remove()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Group) apply(limits Limits) error {
+	if err := g.SetMemoryMax(limits.MemoryBytes); err != nil {
+		return err
+	}
+	// memory.swap.max exists only when the kernel accounts swap; without
+	// it there is no swap to limit.
+	if _, err := os.Stat(filepath.Join(g.dir, "memory.swap.max")); err == nil {
+		if err := write(filepath.Join(g.dir, "memory.swap.max"), "0"); err != nil {
+			return err
+		}
+	}
+	if err := write(filepath.Join(g.dir, "memory.oom.group"), "1"); err != nil {
+		return err
+	}
+	return write(filepath.Join(g.dir, "pids.max"), strconv.FormatInt(limits.Processes, 10))
+}
+
+// Dir is the group's directory.
+func (g *Group) Dir() string { return g.dir }
+
+// SetMemoryMax changes the group's memory limit; a request may lower it
+// before its script runs.
+func (g *Group) SetMemoryMax(bytes int64) error {
+	if bytes <= 0 {
+		return fmt.Errorf("cgroup: memory limit %d is not positive", bytes)
+	}
+	return write(filepath.Join(g.dir, "memory.max"), strconv.FormatInt(bytes, 10))
+}
+
+// Add moves the process pid, with all its threads, into the group. The
+// sandbox is moved before it runs anything of its script's, so every
+// process it starts is born inside.
+func (g *Group) Add(pid int) error {
+	return write(filepath.Join(g.dir, "cgroup.procs"), strconv.Itoa(pid))
+}
+
+// OOMKills is how many processes of the group the kernel's OOM killer
+// ended (memory.events' oom_kill).
+func (g *Group) OOMKills() (int, error) {
+	events, err := os.ReadFile(filepath.Join(g.dir, "memory.events"))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: %w", err)
+	}
+	for _, line := range bytes.Split(events, []byte("\n")) {
+		if value, ok := bytes.CutPrefix(line, []byte("oom_kill ")); ok {
+			return strconv.Atoi(string(bytes.TrimSpace(value)))
+		}
+	}
+	return 0, nil
+}
+
+// Remove kills whatever still runs in the group (cgroup.kill, Linux 5.14)
+// and removes it. A group empties only once its last process has exited,
+// so removal is retried for a short while.
+func (g *Group) Remove() error {
+	_ = write(filepath.Join(g.dir, "cgroup.kill"), "1")
+	var err error
+	for delay := time.Millisecond; delay < 512*time.Millisecond; delay *= 2 {
+		if err = unix.Rmdir(g.dir); err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+	}
+	return fmt.Errorf("cgroup: cannot remove %s: %w", g.dir, err)
+}
+
+func mkdir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	return nil
+}
+
+// write writes value to a cgroup control file in one write(2), as the
+// kernel expects.
+func write(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("cgroup: write %q to %s: %w", value, path, err)
+	}
+	return nil
+}

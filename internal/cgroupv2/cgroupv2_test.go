@@ -1,0 +1,150 @@
+package cgroupv2
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The end-to-end test of sandbox groups (memory and pids bounds enforced
+// by the kernel) is TestCgroupV2Sandboxes in cmd/pyexecd; it needs a host
+// that delegates cgroup v2. These tests check the pieces on a directory
+// laid out like a cgroup, which is all a cgroup v1 machine allows.
+
+func fakeGroup(t *testing.T, controllers string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"cgroup.controllers":     controllers,
+		"cgroup.procs":           "",
+		"cgroup.subtree_control": "",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestOwnGroup(t *testing.T) {
+	mount := t.TempDir()
+	own := filepath.Join(mount, "kubepods", "pod1")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n", "cgroup.procs": "", "cgroup.subtree_control": "",
+	} {
+		os.WriteFile(filepath.Join(own, name), []byte(content), 0o644)
+	}
+	got, err := ownGroup(mount, []byte("0::/kubepods/pod1\n"))
+	if err != nil || got != own {
+		t.Fatalf("ownGroup = %q, %v; want %q", got, err, own)
+	}
+
+	for _, tc := range []struct{ name, selfCgroup, want string }{
+		{"v1 only", "4:memory:/x\n1:cpu:/\n", "no cgroup v2 entry"},
+		{"outside the namespace", "0::/../../other\n", "outside this cgroup namespace"},
+		{"relative", "0::kubepods\n", "outside this cgroup namespace"},
+		{"missing directory", "0::/nowhere\n", "no such file"},
+	} {
+		_, err := ownGroup(mount, []byte(tc.selfCgroup))
+		if !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want ErrNotDelegated mentioning %q", tc.name, err, tc.want)
+		}
+	}
+
+	os.WriteFile(filepath.Join(own, "cgroup.controllers"), []byte("cpu io memory\n"), 0o644)
+	if _, err := ownGroup(mount, []byte("0::/kubepods/pod1\n")); !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "pids controller") {
+		t.Errorf("without pids: err = %v", err)
+	}
+}
+
+func TestDetectRefusesANonCgroup2Mount(t *testing.T) {
+	// A temporary directory is no cgroup2 file system, like the tmpfs at
+	// /sys/fs/cgroup of a cgroup v1 host.
+	_, err := Detect(t.TempDir())
+	if !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "not a cgroup2 file system") {
+		t.Fatalf("Detect = %v", err)
+	}
+}
+
+func TestSetupAndGroup(t *testing.T) {
+	own := fakeGroup(t, "memory pids")
+	os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte("4242\n"), 0o644)
+	// An empty group left by an earlier run is removed; a populated one
+	// (here: one that holds a file) may be another instance's, and stays.
+	stale := filepath.Join(own, "sandboxes", "sbx-old")
+	live := filepath.Join(own, "sandboxes", "sbx-other")
+	for _, dir := range []string{stale, live} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(live, "cgroup.kill"), nil, 0o644)
+	// On cgroupfs the kernel creates a group's files with the directory;
+	// here the test does.
+	os.Mkdir(filepath.Join(own, "server"), 0o755)
+	os.WriteFile(filepath.Join(own, "server", "cgroup.procs"), nil, 0o644)
+	os.WriteFile(filepath.Join(own, "sandboxes", "cgroup.subtree_control"), nil, 0o644)
+
+	tree, err := Setup(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := read(filepath.Join(own, "server", "cgroup.procs")); got != "4242" {
+		t.Errorf("the service's process was not moved to server/: %q", got)
+	}
+	if got := read(filepath.Join(own, "cgroup.subtree_control")); got != "+memory +pids" {
+		t.Errorf("own subtree_control = %q", got)
+	}
+	if got := read(filepath.Join(tree.Dir(), "cgroup.subtree_control")); got != "+memory +pids" {
+		t.Errorf("sandboxes subtree_control = %q", got)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the empty stale group was not removed: %v", err)
+	}
+	if got := read(filepath.Join(live, "cgroup.kill")); got != "" {
+		t.Errorf("a populated group of another instance was killed: cgroup.kill = %q", got)
+	}
+
+	dir := filepath.Join(tree.Dir(), "sbx-7")
+	os.Mkdir(dir, 0o755)
+	for _, name := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs", "cgroup.kill"} {
+		os.WriteFile(filepath.Join(dir, name), nil, 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "memory.events"), []byte("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 1\n"), 0o644)
+	g, err := tree.New("sbx-7", Limits{MemoryBytes: 256 << 20, Processes: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"memory.max": "268435456", "memory.swap.max": "0", "memory.oom.group": "1", "pids.max": "16"} {
+		if got := read(filepath.Join(dir, name)); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	if err := g.Add(31337); err != nil || read(filepath.Join(dir, "cgroup.procs")) != "31337" {
+		t.Errorf("Add: %v", err)
+	}
+	if n, err := g.OOMKills(); n != 2 || err != nil {
+		t.Errorf("OOMKills = %d, %v; want 2", n, err)
+	}
+	if err := g.SetMemoryMax(0); err == nil {
+		t.Error("a zero memory limit was accepted")
+	}
+	for _, bad := range []string{"", "../escape", "a/b", "."} {
+		if _, err := tree.New(bad, Limits{MemoryBytes: 1, Processes: 1}); err == nil {
+			t.Errorf("New(%q) was accepted", bad)
+		}
+	}
+}
