@@ -94,6 +94,16 @@ type Request struct {
 	// Timeout and MemoryMB, when positive, lower the server's limits.
 	Timeout  time.Duration
 	MemoryMB int
+	// Files are placed in the sandbox's working directory (/tmp) before
+	// main runs: name (relative) → content.
+	Files map[string][]byte
+}
+
+// File is one file the script left in /tmp/output.
+type File struct {
+	Content   []byte `json:"content" msgpack:"content"`
+	Size      int    `json:"size" msgpack:"size"`
+	MediaType string `json:"media_type" msgpack:"media_type"`
 }
 
 // Timing is the server's breakdown of one execution, in milliseconds.
@@ -110,6 +120,9 @@ type Result struct {
 	Timing         Timing
 	// Raw is the result as the server sent it (JSON or msgpack bytes).
 	Raw []byte
+	// Files are what the script left in /tmp/output, by name relative to
+	// it (nil when none).
+	Files map[string]File
 	// Attempts is how many requests the call took (1 without retries).
 	Attempts int
 }
@@ -208,6 +221,10 @@ func (c *Client) encode(req Request) ([]byte, string, error) {
 	if req.MemoryMB > 0 {
 		fields["memory_mb"] = req.MemoryMB
 	}
+	if req.Files != nil {
+		// []byte is base64 in JSON and bin in msgpack, as the API wants.
+		fields["files"] = req.Files
+	}
 	if c.opts.JSON {
 		b, err := json.Marshal(fields)
 		return b, "application/json", err
@@ -261,12 +278,14 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 			Result msgpack.RawMessage `msgpack:"result"`
 			Stdout string             `msgpack:"stdout"`
 			Stderr string             `msgpack:"stderr"`
+			Files  map[string]File    `msgpack:"files"`
 			Timing Timing             `msgpack:"timing"`
 		}
 		if err := msgpack.Unmarshal(raw, &answer); err != nil {
 			return nil, fmt.Errorf("pyexec: cannot decode the answer: %w", err)
 		}
 		res.Raw, res.Stdout, res.Stderr, res.Timing = answer.Result, answer.Stdout, answer.Stderr, answer.Timing
+		res.Files = answer.Files
 		if out != nil {
 			if err := msgpack.Unmarshal(answer.Result, out); err != nil {
 				return res, fmt.Errorf("pyexec: cannot decode the result into %T: %w", out, err)
@@ -278,12 +297,14 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 		Result json.RawMessage `json:"result"`
 		Stdout string          `json:"stdout"`
 		Stderr string          `json:"stderr"`
+		Files  map[string]File `json:"files"`
 		Timing Timing          `json:"timing"`
 	}
 	if err := json.Unmarshal(raw, &answer); err != nil {
 		return nil, fmt.Errorf("pyexec: cannot decode the answer: %w", err)
 	}
 	res.Raw, res.Stdout, res.Stderr, res.Timing = answer.Result, answer.Stdout, answer.Stderr, answer.Timing
+	res.Files = answer.Files
 	if out != nil {
 		if err := json.Unmarshal(answer.Result, out); err != nil {
 			return res, fmt.Errorf("pyexec: cannot decode the result into %T: %w", out, err)

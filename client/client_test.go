@@ -92,6 +92,14 @@ func TestClientAgainstTheServer(t *testing.T) {
 				t.Errorf("got %+v, result %+v", got, res)
 			}
 
+			res, err = c.Execute(ctx, client.Request{
+				Script: "from pathlib import Path\ndef main():\n    Path('output/upper.txt').write_bytes(Path('in/a.txt').read_bytes().upper())\n",
+				Files:  map[string][]byte{"in/a.txt": []byte("abc\x00")},
+			}, nil)
+			if f := res.Files["upper.txt"]; err != nil || string(f.Content) != "ABC\x00" || f.Size != 4 || f.MediaType != "text/plain" {
+				t.Errorf("files: %v %+v", err, res.Files)
+			}
+
 			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    print('before')\n    raise ValueError('boom')\n"}, nil)
 			var apiErr *client.Error
 			if !errors.As(err, &apiErr) || apiErr.Type != "script_error" || apiErr.Retryable() || apiErr.Stdout != "before\n" || apiErr.Status != 422 {

@@ -22,7 +22,13 @@ const (
 	KindTimeout               Kind = "timeout"
 	KindMemoryLimit           Kind = "memory_limit"
 	KindOutputLimit           Kind = "output_limit"
-	KindCrashed               Kind = "sandbox_crashed"
+	// KindOutputFilesLimit: the script left more files, or more bytes of
+	// them, in OutputDir than the caps allow.
+	KindOutputFilesLimit Kind = "output_files_limit"
+	// KindOutputFilesInvalid: a file in OutputDir has a name that cannot
+	// go back (see CheckFileName), or is nested too deep.
+	KindOutputFilesInvalid Kind = "output_files_invalid"
+	KindCrashed            Kind = "sandbox_crashed"
 	// KindProtocolError: the sandbox sent something malformed or over a
 	// cap on its channel. A script can write there, so it is the script's
 	// fault, never the service's.

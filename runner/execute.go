@@ -15,10 +15,11 @@ const eofWait = 200 * time.Millisecond
 // maxReplyFrame bounds a reply: the result cap, and for a batch of n
 // inputs the printed output and error texts of each item too.
 func maxReplyFrame(limits Limits, n int) int {
+	files := limits.FilesBytes + limits.MaxFiles*(maxFileNameBytes+16)
 	if n == 0 {
-		return limits.ResultBytes + maxReplyEnvelope
+		return limits.ResultBytes + files + maxReplyEnvelope
 	}
-	return limits.ResultBytes + 2*limits.OutputBytes + n*(maxErrorMessage+maxErrorTraceback+64) + maxReplyEnvelope
+	return limits.ResultBytes + files + 2*limits.OutputBytes + n*(maxErrorMessage+maxErrorTraceback+64) + maxReplyEnvelope
 }
 
 // exitGrace is how long a sandbox whose channel ended without a reply may
@@ -73,6 +74,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			FileSizeBytes: limits.FileSizeBytes,
 		},
 		DenyImports: s.deny,
+		Files:       toWire(req.Files),
+		OutputFiles: wireOutputFiles{MaxFiles: limits.MaxFiles, MaxBytes: limits.FilesBytes},
 	}
 	if s.deny == nil {
 		frame.DenyImports = []string{}

@@ -47,7 +47,7 @@ type outcome struct {
 // are the runner's findings, never the sandbox's word.
 var sandboxKinds = map[Kind]bool{
 	KindSyntaxError: true, KindMissingMain: true, KindForbiddenImport: true, KindForbiddenCall: true, KindScriptError: true,
-	KindResultNotSerializable: true, KindMemoryLimit: true,
+	KindResultNotSerializable: true, KindMemoryLimit: true, KindOutputFilesLimit: true, KindOutputFilesInvalid: true,
 }
 
 // classify judges an outcome: the one place that decides what an
@@ -112,6 +112,9 @@ func judgeResult(out Output, res *resultFrame, limits Limits) (Output, error) {
 		return out, protocolError("the sandbox's result is not strict JSON: %v", err)
 	}
 	out.Result = compact
+	if out.Files, err = judgeFiles(res.Files, limits); err != nil {
+		return out, err
+	}
 	return out, nil
 }
 
@@ -155,6 +158,11 @@ func judgeBatch(out Output, b *resultsFrame, n int, limits Limits) (Output, erro
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the batch's results are %d bytes, over the cap of %d bytes", total, limits.ResultBytes)}
 	}
+	files, err := judgeFiles(b.Files, limits)
+	if err != nil {
+		return out, err
+	}
+	out.Files = files
 	return out, nil
 }
 

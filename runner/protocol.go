@@ -153,6 +153,10 @@ type executeFrame struct {
 	Limits      wireLimits `msgpack:"limits"`
 	// DenyImports are top-level modules the script may not import.
 	DenyImports []string `msgpack:"deny_imports"`
+	// Files are placed in the working directory before the script runs.
+	Files []wireFile `msgpack:"files"`
+	// OutputFiles are the caps on what the script leaves in OutputDir.
+	OutputFiles wireOutputFiles `msgpack:"output_files"`
 }
 
 // resultFrame is a successful reply: the UTF-8 JSON text of what main
@@ -160,12 +164,16 @@ type executeFrame struct {
 type resultFrame struct {
 	Type   string `msgpack:"type"`
 	Result []byte `msgpack:"result"`
+	// Files are the regular files the script left in OutputDir.
+	Files []wireFile `msgpack:"files"`
 }
 
 // resultsFrame answers a batch: one item per input, in order.
 type resultsFrame struct {
 	Type  string      `msgpack:"type"`
 	Items []batchItem `msgpack:"items"`
+	// Files are the regular files the batch left in OutputDir.
+	Files []wireFile `msgpack:"files"`
 }
 
 // batchItem is one input's outcome: Result (UTF-8 JSON text) when Kind is

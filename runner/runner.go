@@ -111,6 +111,8 @@ func DefaultConfig() Config {
 			FileSizeBytes: 16 << 20,
 			OutputBytes:   1 << 20,
 			ResultBytes:   8 << 20,
+			MaxFiles:      32,
+			FilesBytes:    8 << 20,
 		},
 	}
 }
@@ -148,6 +150,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&l.FileSizeBytes, dl.FileSizeBytes)
 	setDefault(&l.OutputBytes, dl.OutputBytes)
 	setDefault(&l.ResultBytes, dl.ResultBytes)
+	setDefault(&l.MaxFiles, dl.MaxFiles)
+	setDefault(&l.FilesBytes, dl.FilesBytes)
 	return c
 }
 
@@ -168,6 +172,8 @@ type Limits struct {
 	FileSizeBytes int64         // RLIMIT_FSIZE
 	OutputBytes   int           // cap on stdout and on stderr, each
 	ResultBytes   int           // cap on the JSON result
+	MaxFiles      int           // cap on the count of output files (and, at the server, of a request's)
+	FilesBytes    int           // cap on the bytes of all output files together (and of a request's)
 }
 
 // InputFormat says how Request.Input is encoded.
@@ -192,6 +198,10 @@ type Request struct {
 	// is encoded as InputFormat; Input must then be nil.
 	Inputs      [][]byte
 	InputFormat InputFormat
+	// Files are placed in the working directory, /tmp, before the script
+	// runs. Their names must pass CheckFileName; the caller checks them
+	// against Limits.MaxFiles and FilesBytes.
+	Files []File
 	// Timeout and MemoryBytes, when positive, lower the configured wall
 	// clock and address-space limits for this request (never raise them).
 	Timeout     time.Duration
@@ -236,6 +246,9 @@ type Output struct {
 	Exec time.Duration
 	// Items are a batch's outcomes, one per input, in order.
 	Items []ItemOutput
+	// Files are what the script left in OutputDir, sorted by name
+	// (success only).
+	Files []File
 	// Usage is what the sandbox used, from the kernel: the zygote's wait4
 	// when the sandbox ended by itself, else its /proc just before the kill.
 	Usage Usage

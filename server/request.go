@@ -2,10 +2,13 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -28,6 +31,9 @@ type executeRequest struct {
 	InputFormat runner.InputFormat
 	TimeoutMS   *int64
 	MemoryMB    *int64
+	// Files are "files": name → content, base64 in JSON, bin in msgpack;
+	// in the order given.
+	Files []runner.File
 }
 
 // Fields of the request body. Keys are exact-case.
@@ -37,6 +43,7 @@ const (
 	fieldInputs    = "inputs"
 	fieldTimeoutMS = "timeout_ms"
 	fieldMemoryMB  = "memory_mb"
+	fieldFiles     = "files"
 )
 
 // setInt stores the integer field key (timeout_ms or memory_mb).
@@ -49,8 +56,8 @@ func (req *executeRequest) setInt(key string, n int64) {
 }
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldInputs, fieldTimeoutMS, fieldMemoryMB))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldTimeoutMS, fieldMemoryMB))
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
@@ -104,6 +111,10 @@ func decodeJSON(body []byte) (executeRequest, error) {
 				if value[j] == ',' {
 					j++
 				}
+			}
+		case fieldFiles:
+			if req.Files, err = decodeJSONFiles(value); err != nil {
+				return executeRequest{}, err
 			}
 		case fieldTimeoutMS, fieldMemoryMB:
 			if string(value) == "null" {
@@ -252,6 +263,10 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 				}
 				req.Inputs = append(req.Inputs, append([]byte(nil), raw...))
 			}
+		case fieldFiles:
+			if req.Files, err = decodeMsgpackFiles(dec); err != nil {
+				return executeRequest{}, err
+			}
 		case fieldTimeoutMS, fieldMemoryMB:
 			value, err := dec.DecodeInterface()
 			if err != nil {
@@ -278,6 +293,8 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 func isMsgpackMap(code byte) bool {
 	return code >= 0x80 && code <= 0x8f || code == 0xde || code == 0xdf
 }
+
+func isMsgpackBin(code byte) bool { return code >= 0xc4 && code <= 0xc6 }
 
 func isMsgpackStr(code byte) bool {
 	return code >= 0xa0 && code <= 0xbf || code >= 0xd9 && code <= 0xdb
@@ -328,6 +345,9 @@ func (req *executeRequest) validate(cfg *Config) error {
 		return &APIError{Type: TypePayloadTooLarge, Status: 413,
 			Message: fmt.Sprintf(`"script" is %d bytes, over the cap of %d`, len(req.Script), cfg.MaxScriptBytes)}
 	}
+	if err := req.validateFiles(cfg); err != nil {
+		return err
+	}
 	if req.TimeoutMS != nil {
 		maxMS := cfg.MaxTimeout.Milliseconds()
 		if *req.TimeoutMS < 1 || *req.TimeoutMS > maxMS {
@@ -339,6 +359,122 @@ func (req *executeRequest) validate(cfg *Config) error {
 			return invalidRequest(fmt.Sprintf(`"memory_mb" must be between 1 and %d`, cfg.MaxMemoryMB))
 		}
 	}
+	return nil
+}
+
+// decodeJSONFiles reads "files" of a JSON body (valid, compact JSON): an
+// object of name → standard base64 (with padding), or null for none.
+func decodeJSONFiles(value []byte) ([]runner.File, error) {
+	if string(value) == "null" {
+		return nil, nil
+	}
+	if value[0] != '{' {
+		return nil, invalidRequest(`"files" must be an object of file name to base64 content`)
+	}
+	files := []runner.File{}
+	for i := 1; value[i] != '}'; {
+		nameEnd := skipJSONString(value, i)
+		name, err := unquoteJSON(value[i:nameEnd])
+		if err != nil {
+			return nil, invalidRequest("cannot read a file name: " + err.Error())
+		}
+		contentEnd := skipJSONValue(value, nameEnd+1)
+		content := value[nameEnd+1 : contentEnd]
+		if content[0] != '"' {
+			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be a base64 string", name))
+		}
+		// Standard base64 has no characters JSON escapes.
+		decoded, err := base64.StdEncoding.Strict().DecodeString(string(content[1 : len(content)-1]))
+		if err != nil {
+			return nil, invalidRequest(fmt.Sprintf("file %q: the content is not standard base64: %v", name, err))
+		}
+		files = append(files, runner.File{Name: name, Content: decoded})
+		i = contentEnd
+		if value[i] == ',' {
+			i++
+		}
+	}
+	return files, nil
+}
+
+// decodeMsgpackFiles reads "files" of a msgpack body: a map of name (str)
+// → content (bin, or str for text), or nil for none. Keys were checked
+// unique by msgpackcheck.
+func decodeMsgpackFiles(dec *msgpack.Decoder) ([]runner.File, error) {
+	code, err := dec.PeekCode()
+	if err != nil {
+		return nil, invalidRequest(`cannot read "files": ` + err.Error())
+	}
+	if code == 0xc0 {
+		return nil, dec.Skip()
+	}
+	if !isMsgpackMap(code) {
+		return nil, invalidRequest(`"files" must be a map of file name to bin content`)
+	}
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return nil, invalidRequest(`cannot read "files": ` + err.Error())
+	}
+	files := make([]runner.File, 0, min(n, 1024))
+	for range n {
+		if code, err := dec.PeekCode(); err != nil || !isMsgpackStr(code) {
+			return nil, invalidRequest(`the file names in "files" must be strings`)
+		}
+		name, err := dec.DecodeString()
+		if err != nil {
+			return nil, invalidRequest("cannot read a file name: " + err.Error())
+		}
+		code, err := dec.PeekCode()
+		if err != nil || !(isMsgpackStr(code) || isMsgpackBin(code)) {
+			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str)", name))
+		}
+		content, err := dec.DecodeBytes()
+		if err != nil {
+			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str): %v", name, err))
+		}
+		files = append(files, runner.File{Name: name, Content: content})
+	}
+	return files, nil
+}
+
+// validateFiles checks "files" against the caps and the name rules. The
+// first part of a name may not be "output": the output directory is the
+// script's, and what is in it goes back.
+func (req *executeRequest) validateFiles(cfg *Config) error {
+	if len(req.Files) > cfg.MaxFiles {
+		return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf(`"files" has %d files, over the cap of %d`, len(req.Files), cfg.MaxFiles)}
+	}
+	names := make(map[string]bool, len(req.Files))
+	for _, f := range req.Files {
+		names[f.Name] = true
+	}
+	total := 0
+	for _, f := range req.Files {
+		if err := runner.CheckFileName(f.Name); err != nil {
+			return invalidRequest(`"files": ` + err.Error())
+		}
+		for dir := f.Name; strings.Contains(dir, "/"); {
+			dir = dir[:strings.LastIndexByte(dir, '/')]
+			if names[dir] {
+				return invalidRequest(fmt.Sprintf(`"files": %q is a file, so it cannot be the directory of %q`, dir, f.Name))
+			}
+		}
+		if first, _, _ := strings.Cut(f.Name, "/"); first == "output" {
+			return invalidRequest(fmt.Sprintf(`"files": %q is in the output directory, which belongs to the script's results`, f.Name))
+		}
+		if int64(len(f.Content)) > cfg.MaxFileBytes {
+			return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+				Message: fmt.Sprintf(`"files": %q is %d bytes, over the file size limit of %d`, f.Name, len(f.Content), cfg.MaxFileBytes)}
+		}
+		total += len(f.Content)
+	}
+	if total > cfg.MaxFilesBytes {
+		return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf(`"files" hold %d bytes together, over the cap of %d`, total, cfg.MaxFilesBytes)}
+	}
+	// Names are unique: JSON objects and msgpack maps with a key twice
+	// were refused by the strict decoders.
 	return nil
 }
 

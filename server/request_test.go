@@ -357,3 +357,58 @@ func FuzzDecodeMsgpack(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeFiles(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxFileBytes = 4
+	cfg.MaxFilesBytes = 6
+	cfg.MaxFiles = 2
+
+	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`))
+	if err != nil || req.validate(&cfg) != nil {
+		t.Fatalf("valid files: %v", err)
+	}
+	if len(req.Files) != 2 || req.Files[0].Name != "b.txt" || string(req.Files[0].Content) != "hi" || req.Files[1].Name != "dir/a.bin" {
+		t.Errorf("files = %+v, want them decoded in the order given", req.Files)
+	}
+	if req, err := decodeJSON([]byte(`{"script": "x", "files": null}`)); err != nil || req.Files != nil {
+		t.Errorf("null files: %+v %v", req.Files, err)
+	}
+
+	packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": map[string]any{"bin": []byte{0, 1}, "text": "é"}})
+	req, err = decodeMsgpack(packed)
+	if err != nil || req.validate(&cfg) != nil || len(req.Files) != 2 {
+		t.Fatalf("msgpack files: %+v %v", req.Files, err)
+	}
+
+	for _, tc := range []struct {
+		name, body string
+		wantType   string
+	}{
+		{"a file over the file size limit", `{"script": "x", "files": {"a": "aGVsbG8="}}`, TypePayloadTooLarge},
+		{"over the byte cap together", `{"script": "x", "files": {"a": "aGVs", "b": "aGVsbA=="}}`, TypePayloadTooLarge},
+		{"over the count cap", `{"script": "x", "files": {"a": "", "b": "", "c": ""}}`, TypePayloadTooLarge},
+		{"base64 without padding", `{"script": "x", "files": {"a": "aGk"}}`, TypeInvalidRequest},
+		{"URL-safe base64", `{"script": "x", "files": {"a": "_-8="}}`, TypeInvalidRequest},
+		{"content a number", `{"script": "x", "files": {"a": 1}}`, TypeInvalidRequest},
+		{"a name twice", `{"script": "x", "files": {"a": "", "a": ""}}`, TypeInvalidRequest},
+		{"escaping name", `{"script": "x", "files": {"a/../../b": ""}}`, TypeInvalidRequest},
+		{"name of 256 bytes", `{"script": "x", "files": {"` + strings.Repeat("n", 256) + `": ""}}`, TypeInvalidRequest},
+	} {
+		req, err := decodeJSON([]byte(tc.body))
+		if err == nil {
+			err = req.validate(&cfg)
+		}
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Type != tc.wantType {
+			t.Errorf("%s: err = %v, want %s", tc.name, err, tc.wantType)
+		}
+	}
+
+	for name, files := range map[string]any{"nil content": map[string]any{"a": nil}, "integer content": map[string]any{"a": 1}, "array": []string{"a"}} {
+		packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": files})
+		if _, err := decodeMsgpack(packed); err == nil {
+			t.Errorf("msgpack %s: accepted", name)
+		}
+	}
+}

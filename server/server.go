@@ -42,6 +42,12 @@ type Config struct {
 	MaxBodyBytes int
 	// MaxBatch caps the elements of "inputs". Default 100.
 	MaxBatch int
+	// MaxFiles and MaxFilesBytes cap a request's "files": their count and
+	// their decoded bytes together; MaxFileBytes caps each one (the
+	// sandbox's file size limit). Defaults: the runner's, which caps the
+	// files a script leaves in its output directory the same way.
+	MaxFiles, MaxFilesBytes int
+	MaxFileBytes            int64
 	// MaxTimeout is the longest wall-clock time a script may ask for, and
 	// the limit of a request that asks for none. Default: the runner's.
 	MaxTimeout time.Duration
@@ -80,6 +86,9 @@ func DefaultConfig() Config {
 		MaxScriptBytes: 1 << 20,
 		MaxBodyBytes:   8 << 20,
 		MaxBatch:       100,
+		MaxFiles:       limits.MaxFiles,
+		MaxFilesBytes:  limits.FilesBytes,
+		MaxFileBytes:   limits.FileSizeBytes,
 		MaxTimeout:     limits.Timeout,
 		MaxMemoryMB:    limits.MemoryBytes >> 20,
 		ReadTimeout:    10 * time.Second,
@@ -94,6 +103,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
 	setDefault(&c.MaxBatch, d.MaxBatch)
+	setDefault(&c.MaxFiles, d.MaxFiles)
+	setDefault(&c.MaxFilesBytes, d.MaxFilesBytes)
+	setDefault(&c.MaxFileBytes, d.MaxFileBytes)
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
@@ -249,11 +261,12 @@ type timingBody struct {
 }
 
 type successBody struct {
-	Result json.RawMessage `json:"result"`
-	Stdout string          `json:"stdout"`
-	Stderr string          `json:"stderr"`
-	Timing timingBody      `json:"timing"`
-	Usage  usageBody       `json:"usage"`
+	Result json.RawMessage     `json:"result"`
+	Stdout string              `json:"stdout"`
+	Stderr string              `json:"stderr"`
+	Files  map[string]fileBody `json:"files,omitempty"`
+	Timing timingBody          `json:"timing"`
+	Usage  usageBody           `json:"usage"`
 }
 
 // usageBody is what the sandbox used, from the kernel.
@@ -301,7 +314,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	}
 
 	execReq := runner.Request{Script: req.Script, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
-		Timeout: req.timeout(&s.cfg)}
+		Files: req.Files, Timeout: req.timeout(&s.cfg)}
 	if req.MemoryMB != nil {
 		execReq.MemoryBytes = *req.MemoryMB << 20
 	}
@@ -338,7 +351,8 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		s.writeMsgpackSuccess(ctx, out, timing)
 		return
 	}
-	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: timing, Usage: usageOf(out)})
+	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr),
+		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)})
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
@@ -358,10 +372,14 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 		s.writeError(ctx, fmt.Errorf("cannot decode sandbox result: %w", err), nil)
 		return
 	}
-	body, err := msgpack.Marshal(map[string]any{
+	answer := map[string]any{
 		"result": jsonNumbersToMsgpack(result),
 		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing, "usage": usageOf(out),
-	})
+	}
+	if files := filesBody(out.Files); files != nil {
+		answer["files"] = files
+	}
+	body, err := msgpack.Marshal(answer)
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
@@ -405,6 +423,9 @@ func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, 
 	}
 	answer := map[string]any{"results": items, "stdout": string(out.Stdout), "stderr": string(out.Stderr),
 		"timing": timing, "usage": usageOf(out)}
+	if files := filesBody(out.Files); files != nil {
+		answer["files"] = files
+	}
 	var body []byte
 	var err error
 	if asMsgpack {

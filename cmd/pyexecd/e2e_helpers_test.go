@@ -168,6 +168,11 @@ type response struct {
 	Result json.RawMessage `json:"result"`
 	Stdout string          `json:"stdout"`
 	Stderr string          `json:"stderr"`
+	Files  map[string]struct {
+		Content   []byte `json:"content"`
+		Size      int    `json:"size"`
+		MediaType string `json:"media_type"`
+	} `json:"files"`
 	Timing *struct {
 		QueueMS float64 `json:"queue_ms"`
 		ExecMS  float64 `json:"exec_ms"`

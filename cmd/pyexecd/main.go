@@ -121,6 +121,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.Int64Var(&limits.FileSizeBytes, "max-file-bytes", rd.Limits.FileSizeBytes, "largest file a script may write")
 	fs.IntVar(&limits.OutputBytes, "max-output-bytes", rd.Limits.OutputBytes, "cap on stdout and on stderr, each")
 	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the JSON result")
+	fs.IntVar(&limits.MaxFiles, "max-files", rd.Limits.MaxFiles, "cap on the count of a request's \"files\", and of the files a script leaves in /tmp/output")
+	fs.IntVar(&limits.FilesBytes, "max-files-bytes", rd.Limits.FilesBytes, "cap on the bytes of a request's \"files\" together, and of the files a script leaves in /tmp/output")
 	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	// Every flag can come from the environment (PYEXEC_<FLAG>); the command
@@ -169,6 +171,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
+	// The request's files must fit where the sandbox writes them.
+	if limits.MaxFiles < 1 || limits.MaxFiles > 1000 || limits.FilesBytes < 1 || int64(limits.FilesBytes) > o.runner.TmpBytes {
+		return o, fmt.Errorf("--max-files must be 1 to 1000 and --max-files-bytes 1 to --tmp-mb (%d MiB): a request's files are written to the sandbox's /tmp", o.runner.TmpBytes>>20)
+	}
+	o.server.MaxFiles, o.server.MaxFilesBytes, o.server.MaxFileBytes = limits.MaxFiles, limits.FilesBytes, limits.FileSizeBytes
 	p, err := runner.LoadPolicy(*policy)
 	if err != nil {
 		return o, err

@@ -116,6 +116,11 @@ func TestOpenAPI(t *testing.T) {
 	check("timeout", execute(map[string]any{"script": "import time\ndef main():\n    time.sleep(5)\n", "timeout_ms": 200}), 422, "timeout")
 	check("memory_limit", execute(map[string]any{"script": "def main():\n    return len(bytearray(400 << 20))\n", "memory_mb": 300}), 422, "memory_limit")
 	check("output_limit", execute(script("def main():\n    print('x' * 5000)\n")), 422, "output_limit")
+	check("files", execute(map[string]any{"script": "from pathlib import Path\ndef main():\n    Path('output/out.csv').write_text(Path('in.csv').read_text())\n",
+		"files": map[string]string{"in.csv": "YSxiCg=="}}), 200, "")
+	check("batch with files", execute(map[string]any{"script": "from pathlib import Path\ndef main(x):\n    Path('output/%d' % x).write_text('x')\n", "inputs": []int{1}}), 200, "")
+	check("output_files_limit", execute(script("from pathlib import Path\ndef main():\n    for i in range(40):\n        Path('output/%d' % i).write_text('x')\n")), 422, "output_files_limit")
+	check("output_files_invalid", execute(script("from pathlib import Path\ndef main():\n    Path('output/a\\tb').write_text('x')\n")), 422, "output_files_invalid")
 	check("sandbox_crashed", execute(script("import ctypes\ndef main():\n    ctypes.string_at(0)\n")), 422, "sandbox_crashed")
 	check("protocol_error", execute(script("import os, struct\ndef main():\n    os.write(4, struct.pack('>I', 2) + b'\\xc1\\xc1')\n    import time; time.sleep(5)\n")), 422, "protocol_error")
 	check("unauthorized", func() *http.Request { r := execute(script(helloScript)); r.Header.Del("Authorization"); return r }(), 401, "unauthorized")

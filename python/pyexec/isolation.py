@@ -251,6 +251,9 @@ def private_dev_and_tmp(libc, scratch_bytes):
     # The jail started us in its own /tmp; from now on relative paths must
     # resolve in the sandbox's.
     os.chdir("/tmp")
+    # Where the script leaves the files that go back with its result
+    # (files.py).
+    os.mkdir("output", 0o755)
 
 
 def private_proc(libc):

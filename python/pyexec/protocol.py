@@ -26,9 +26,10 @@ MAX_INBOUND_FRAME = 64 << 20
 # Messages on a sandbox's channel, by type: the exact keys each carries.
 CHANNEL_MESSAGES = {
     "ready": ("type",),
-    "execute": ("type", "script", "input", "inputs", "input_format", "limits", "deny_imports"),
-    "result": ("type", "result"),
-    "results": ("type", "items"),
+    "execute": ("type", "script", "input", "inputs", "input_format", "limits", "deny_imports", "files",
+                "output_files"),
+    "result": ("type", "result", "files"),
+    "results": ("type", "items", "files"),
     "error": ("type", "kind", "message", "traceback", "line", "offset"),
 }
 
@@ -53,6 +54,13 @@ BATCH_ITEM_KEYS = ("result", "kind", "message", "traceback", "line", "offset", "
 
 # Keys of the "limits" map of an execute message.
 LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")
+
+# Keys of one file, in "files" of an execute, result or results message.
+FILE_KEYS = ("name", "content")
+
+# Keys of "output_files" of an execute message: the caps on what a script
+# may leave in the output directory (the runner checks them again).
+OUTPUT_FILES_KEYS = ("max_files", "max_bytes")
 
 # Values of "input_format".
 INPUT_NONE, INPUT_JSON, INPUT_MSGPACK = "", "json", "msgpack"

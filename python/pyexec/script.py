@@ -102,7 +102,22 @@ def _run_batch(msgpack, message, main, source):
             sys.stdout, sys.stderr = saved
         item["stdout"], item["stderr"] = out.getvalue(), err.getvalue()
         items.append(item)
-    return {"type": "results", "items": items}
+    return {"type": "results", "items": items, "files": []}
+
+
+def _with_output_files(message, reply):
+    """reply with the files the script left in the output directory, or
+    the error that says why they cannot go back."""
+    from . import files
+
+    caps = message["output_files"]
+    try:
+        reply["files"] = files.collect(caps["max_files"], caps["max_bytes"])
+    except files.FilesError as exc:
+        return error(exc.kind, exc.message)
+    except OSError as exc:
+        return error("output_files_invalid", "cannot read the output directory: %s" % exc)
+    return reply
 
 
 def run(msgpack, message, policy):
@@ -114,7 +129,7 @@ def run(msgpack, message, policy):
     """
     import ast
 
-    from . import policy as validation, results
+    from . import files, policy as validation, results
 
     denied = message["deny_imports"]
     if denied:
@@ -150,6 +165,11 @@ def run(msgpack, message, policy):
             kind = "script_error"
         return error(kind, "%s %s: %s" % (while_doing, type(exc).__name__, exc), _script_traceback(exc, source))
 
+    # The request's files are in place before any of the script's code
+    # runs. They fit: the server checked them against the caps, which fit
+    # in the scratch tmpfs and under the file size limit.
+    files.place(message["files"])
+
     try:
         exec(code, module.__dict__)
     except BaseException as exc:
@@ -159,7 +179,7 @@ def run(msgpack, message, policy):
     if not callable(main):
         return error("missing_main", "the script defines no callable main()")
     if message["inputs"] is not None:
-        return _run_batch(msgpack, message, main, source)
+        return _with_output_files(message, _run_batch(msgpack, message, main, source))
 
     try:
         has_input, value = _decode_input(msgpack, message)
@@ -168,7 +188,7 @@ def run(msgpack, message, policy):
         return failure(exc, "main raised")
 
     try:
-        return {"type": "result", "result": results.encode(value)}
+        return _with_output_files(message, {"type": "result", "result": results.encode(value), "files": []})
     except results.NotSerializable as exc:
         return error("result_not_serializable", str(exc))
     except MemoryError:

@@ -50,7 +50,8 @@ def _prewarm(msgpack, policy):
     from . import script
 
     message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "inputs": None, "input_format": "json",
-               "limits": {}, "deny_imports": []}
+               "limits": {}, "deny_imports": [], "files": [],
+               "output_files": {"max_files": 0, "max_bytes": 0}}
     try:
         # Checked against the real policy too, so its patterns are compiled
         # here once (a refusal, with an operator's own policy, is harmless).

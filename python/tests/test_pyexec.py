@@ -10,7 +10,10 @@ import unittest
 import msgpack
 import numpy as np
 
-from pyexec import protocol, results, script
+import os
+import tempfile
+
+from pyexec import files, protocol, results, script
 
 
 class ResultsTest(unittest.TestCase):
@@ -49,19 +52,23 @@ class ProtocolTest(unittest.TestCase):
 
     def test_every_reply_script_makes_has_its_declared_shape(self):
         for message in (script.error("script_error", "m"),
-                        {"type": "result", "result": b"1"}):
+                        {"type": "result", "result": b"1", "files": []}):
             protocol.check_shape(message, protocol.CHANNEL_MESSAGES)
+
+
+NO_OUTPUT_FILES = {"max_files": 0, "max_bytes": 0}
 
 
 def execute(source, input_format="", raw=None):
     message = {"type": "execute", "script": source, "input": raw, "inputs": None, "input_format": input_format,
-               "limits": {}, "deny_imports": []}
+               "limits": {}, "deny_imports": [],
+               "files": [], "output_files": NO_OUTPUT_FILES}
     return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
 
 
 class ScriptTest(unittest.TestCase):
     def test_result(self):
-        self.assertEqual(execute("def main():\n    return [1, 'a']\n"), {"type": "result", "result": b'[1,"a"]'})
+        self.assertEqual(execute("def main():\n    return [1, 'a']\n"), {"type": "result", "result": b'[1,"a"]', "files": []})
 
     def test_json_and_msgpack_input(self):
         self.assertEqual(execute("def main(x):\n    return x\n", "json", b'{"n": 12345678901234567890}')["result"],
@@ -208,7 +215,8 @@ class DataScienceResultsTest(unittest.TestCase):
 class BatchTest(unittest.TestCase):
     def test_main_once_per_input_with_its_own_output_and_errors(self):
         message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
-                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "limits": {}, "deny_imports": []}
+                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "limits": {}, "deny_imports": [],
+               "files": [], "output_files": NO_OUTPUT_FILES}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
         items = reply["items"]
@@ -218,3 +226,75 @@ class BatchTest(unittest.TestCase):
         self.assertIn("ZeroDivisionError", items[1]["message"])
         self.assertEqual(items[2]["result"], b"5")  # state is shared within the batch: calls has 3 entries
         self.assertEqual([i["stdout"] for i in items], ["got 1\n", "got 0\n", "got 5\n"])
+
+
+class FilesTest(unittest.TestCase):
+    """Files in and out, in a temporary working directory standing in for
+    the sandbox's /tmp (whose output directory isolation.py makes)."""
+
+    def setUp(self):
+        self.saved = os.getcwd()
+        self.dir = tempfile.TemporaryDirectory()
+        os.chdir(self.dir.name)
+
+    def tearDown(self):
+        os.chdir(self.saved)
+        self.dir.cleanup()
+
+    def run_with(self, source, placed=(), max_files=4, max_bytes=100):
+        import shutil
+
+        shutil.rmtree(files.OUTPUT_DIR, ignore_errors=True)
+        if os.path.islink(files.OUTPUT_DIR):
+            os.unlink(files.OUTPUT_DIR)
+        os.mkdir(files.OUTPUT_DIR)
+        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "",
+                   "limits": {}, "deny_imports": [], "files": [{"name": n, "content": c} for n, c in placed],
+                   "output_files": {"max_files": max_files, "max_bytes": max_bytes}}
+        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+        protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
+        return reply
+
+    def test_in_and_out(self):
+        reply = self.run_with(
+            "import os\n"
+            "def main():\n"
+            "    with open('in/data.csv', 'rb') as f: data = f.read()\n"
+            "    os.makedirs('output/sub')\n"
+            "    with open('output/sub/copy.csv', 'wb') as f: f.write(data)\n"
+            "    with open('output/a.txt', 'w') as f: f.write('hi')\n"
+            "    os.symlink('/etc/passwd', 'output/link')\n"
+            "    os.mkfifo('output/fifo')\n"
+            "    return len(data)\n",
+            placed=[("in/data.csv", b"a,b\n1,2\n")])
+        self.assertEqual(reply["result"], b"8")
+        # Sorted by name; the link and the fifo are neither followed nor sent.
+        self.assertEqual(reply["files"], [{"name": "a.txt", "content": b"hi"},
+                                          {"name": "sub/copy.csv", "content": b"a,b\n1,2\n"}])
+
+    def test_caps(self):
+        many = "def main():\n    for i in range(5):\n        with open('output/%d' % i, 'w') as f: f.write('x')\n"
+        reply = self.run_with(many)
+        self.assertEqual((reply["type"], reply["kind"]), ("error", "output_files_limit"))
+        big = "def main():\n    with open('output/big', 'wb') as f: f.write(b'x' * 101)\n"
+        reply = self.run_with(big)
+        self.assertEqual((reply["type"], reply["kind"]), ("error", "output_files_limit"))
+        exact = "def main():\n    with open('output/a', 'wb') as f: f.write(b'x' * 60)\n    with open('output/b', 'wb') as f: f.write(b'x' * 40)\n"
+        self.assertEqual(len(self.run_with(exact)["files"]), 2)
+
+    def test_names(self):
+        bad = "def main():\n    with open('output/a\\nb', 'w') as f: f.write('x')\n"
+        reply = self.run_with(bad)
+        self.assertEqual((reply["type"], reply["kind"]), ("error", "output_files_invalid"))
+        deep = "import os\ndef main():\n    os.makedirs('output/' + '/'.join('d' * 9))\n"
+        reply = self.run_with(deep)
+        self.assertEqual((reply["type"], reply["kind"]), ("error", "output_files_invalid"))
+        for name in ("", "/etc/x", "../x", "a/../../x", "a//b", "./a", "a\x00b"):
+            self.assertIsNotNone(files.check_name(name), name)
+            with self.assertRaises(ValueError):
+                files.place([{"name": name, "content": b""}])
+        self.assertIsNone(files.check_name("plots/chart 1 é.png"))
+
+    def test_output_dir_replaced_by_a_link_sends_nothing(self):
+        reply = self.run_with("import os, shutil\ndef main():\n    os.rmdir('output')\n    os.symlink('/etc', 'output')\n")
+        self.assertEqual(reply["files"], [])
