@@ -35,8 +35,9 @@ type Sandbox interface {
 // Factory starts one sandbox. The context bounds the build; it is never a
 // request's context, so a client that goes away cannot kill a half-built
 // sandbox.
-// urgent says requests are waiting for a sandbox now: the factory may make
-// a plainer one faster (fork mode skips its warm-up run).
+// urgent says the pool is behind demand (requests are waiting, or fewer
+// sandboxes are idle than scripts run): the factory may make a plainer one
+// faster (fork mode skips its warm-up run).
 type Factory func(ctx context.Context, urgent bool) (Sandbox, error)
 
 // Config sets the pool's sizes and bounds. Zero fields take the defaults.
@@ -95,7 +96,7 @@ type Pool struct {
 	waiting  atomic.Int64
 	building atomic.Int64
 	created  atomic.Int64
-	// createdUrgent counts sandboxes built while requests were waiting.
+	// createdUrgent counts sandboxes built while the pool was behind.
 	createdUrgent atomic.Int64
 	executed      atomic.Int64
 	failures      atomic.Int64 // consecutive build failures; 0 after a success
@@ -163,8 +164,7 @@ func New(cfg Config) (*Pool, error) {
 func (p *Pool) build(context.Context) (Sandbox, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.BuildTimeout)
 	defer cancel()
-	// Behind demand, a sandbox now beats a faster sandbox later.
-	urgent := p.waiting.Load() > 0
+	urgent := p.behindDemand()
 	start := time.Now()
 	sb, err := p.cfg.New(ctx, urgent)
 	if p.cfg.OnBuild != nil {
@@ -184,6 +184,19 @@ func (p *Pool) build(context.Context) (Sandbox, error) {
 		p.createdUrgent.Add(1)
 	}
 	return sb, nil
+}
+
+// behindDemand says a build should be quick rather than warm: requests are
+// waiting, or the idle sandboxes no longer cover the scripts running now
+// (sustained load, where the CPU a warm-up run takes is the throughput it
+// costs). While the pool is ahead, at light load, builds are warm, so
+// requests find a sandbox that has paid its first-run costs.
+func (p *Pool) behindDemand() bool {
+	if p.waiting.Load() > 0 {
+		return true
+	}
+	running := len(p.busy)
+	return running > 0 && int(p.warm.Stat().IdleResources()) < running
 }
 
 // Timing is how long Execute spent waiting for a sandbox.
@@ -224,7 +237,14 @@ func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
 		p.waiting.Add(-1)
 		return nil, nil, fmt.Errorf("%d requests already waiting: %w", p.cfg.MaxWaiting, ErrOverloaded)
 	}
-	defer p.waiting.Add(-1)
+	// A request waits until it holds a sandbox; the refill it wakes must
+	// not count it as waiting any more.
+	waiting := true
+	defer func() {
+		if waiting {
+			p.waiting.Add(-1)
+		}
+	}()
 
 	waitCtx, cancel := context.WithTimeout(ctx, p.cfg.AcquireTimeout)
 	defer cancel()
@@ -257,9 +277,13 @@ func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
 		// slot is refilled while the script runs.
 		sb := res.Value()
 		res.Hijack()
+		p.waiting.Add(-1)
+		waiting = false
 		p.wakeRefill()
 		if !sb.Alive() {
 			_ = sb.Close()
+			p.waiting.Add(1)
+			waiting = true
 			continue
 		}
 		// Reaping happens off the request path; the running slot is
@@ -339,8 +363,8 @@ type Stats struct {
 	Warm, Idle, Building, Busy, Waiting int
 	MaxBusy                             int
 	Created, Executed                   int64
-	// CreatedUrgent were built while requests waited (fork mode: without
-	// the warm-up run).
+	// CreatedUrgent were built while the pool was behind demand (fork
+	// mode: without the warm-up run).
 	CreatedUrgent            int64
 	ConsecutiveBuildFailures int64
 	LastBuildError           string

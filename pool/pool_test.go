@@ -263,3 +263,34 @@ func TestBuildsWhileRequestsWaitAreUrgent(t *testing.T) {
 			f.urgent.Load(), p.Stats().CreatedUrgent)
 	}
 }
+
+// TestBuildsUnderSustainedLoadAreUrgent: while scripts run and fewer
+// sandboxes are idle than scripts run, builds are quick (no warm-up run,
+// whose CPU is throughput under load); while the pool is ahead, they are
+// warm.
+func TestBuildsUnderSustainedLoadAreUrgent(t *testing.T) {
+	release := make(chan struct{})
+	f := &fakeFactory{run: func(ctx context.Context) error { <-release; return nil }}
+	p := newTestPool(t, f, Config{Warm: 3, MaxBusy: 4, AcquireTimeout: 10 * time.Second})
+	eventually(t, "3 idle", func() bool { return p.Stats().Idle == 3 })
+	if f.urgent.Load() != 0 {
+		t.Fatalf("%d builds at start were urgent, want warm ones", f.urgent.Load())
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Execute(context.Background(), runner.Request{})
+		}()
+	}
+	// The three take the three idle sandboxes, so none waits: the refills
+	// are urgent because the pool is behind the running scripts.
+	eventually(t, "3 running", func() bool { return p.Stats().Busy == 3 })
+	eventually(t, "the refill", func() bool { return p.Stats().Idle == 3 })
+	if p.Stats().Waiting != 0 || f.urgent.Load() == 0 {
+		t.Errorf("%d urgent builds (%d waiting) while 3 scripts ran with fewer idle sandboxes", f.urgent.Load(), p.Stats().Waiting)
+	}
+	close(release)
+	wg.Wait()
+}
