@@ -1,6 +1,6 @@
 """Bootstrap of the sandbox's Python side, run with ``python3 -c``.
 
-The runner starts ``python3 -I -B -u -c <this file> <config JSON> <name>
+The runner starts ``python3 -s -P -B -u -c <this file> <config JSON> <name>
 <source> ...``: the package ``pyexec`` travels on the command line, so the
 Go binary embeds the one copy of it (python/embed.go) and nothing has to be
 written into the jail. This file installs a finder that serves those

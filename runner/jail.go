@@ -62,8 +62,20 @@ func pythonPaths(python string) []string {
 	if real, err := filepath.EvalSymlinks(python); err == nil && real != python {
 		paths = append(paths, real)
 	}
-	return append(paths, "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives")
+	return append(paths, "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives",
+		thpEnabled, thpPageSize)
 }
+
+// thpEnabled and thpPageSize are the two files through which glibc learns
+// whether and how large transparent huge pages are. Without them in the
+// jail, glibc.malloc.hugetlb=1 (sandboxEnv) does nothing: they are what
+// lets the zygote's heap live on huge pages, which halves the cost of
+// every clone and exit (bench/README.md). They hold the host's THP mode
+// and page size, nothing else.
+const (
+	thpEnabled  = "/sys/kernel/mm/transparent_hugepage/enabled"
+	thpPageSize = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+)
 
 // Name implements Jail.
 func (b *Bubblewrap) Name() string { return "bwrap" }

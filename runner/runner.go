@@ -284,11 +284,15 @@ func sandboxEnv() []string {
 		"OMP_NUM_THREADS=1",
 		"MKL_NUM_THREADS=1",
 		"PYTHONDONTWRITEBYTECODE=1",
-		// malloc's heap on transparent huge pages (where the kernel offers
-		// them on madvise): the zygote's page tables shrink, so each clone
-		// copies fewer entries and each sandbox exits faster (bench/README.md,
-		// "Phases": about 3 ms of CPU less per sandbox).
+		// Python's objects in malloc's heap, and that heap on transparent
+		// huge pages (where the kernel offers them on madvise; the jail
+		// shows glibc the two THP files it reads): the zygote's page
+		// tables shrink from some 10,000 entries to a few dozen, so each
+		// clone copies and each exit tears down far fewer (bench/README.md,
+		// "Phases": fork and exit of the zygote 8.7 → 4.7 ms of CPU).
+		// pymalloc's own 1 MiB arenas cannot be huge pages.
 		"GLIBC_TUNABLES=glibc.malloc.hugetlb=1",
+		"PYTHONMALLOC=malloc",
 	}
 }
 

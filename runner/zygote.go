@@ -165,7 +165,10 @@ func (r *Runner) zygoteArgv() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode zygote config: %w", err)
 	}
-	argv := []string{r.cfg.Python, "-I", "-B", "-u", "-c", r.python.Boot, string(config)}
+	// -s -P is -I without -E: the jail's environment is exactly
+	// sandboxEnv (no PYTHONPATH, PYTHONHOME or PYTHONSTARTUP can be in it),
+	// and its PYTHONMALLOC must apply.
+	argv := []string{r.cfg.Python, "-s", "-P", "-B", "-u", "-c", r.python.Boot, string(config)}
 	for _, m := range r.python.Modules {
 		argv = append(argv, m.Name, m.Source)
 	}
