@@ -106,7 +106,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			done <- answer{err: err}
 			return
 		}
-		r, err := readReply(s.fromSandbox, maxReplyFrame(limits, len(req.Inputs)))
+		r, err := readReply(s.fromSandbox, maxReplyFrame(limits, len(req.Inputs)),
+			replyShape{Batch: len(req.Inputs), MaxFiles: limits.MaxFiles})
 		done <- answer{r, err}
 	}()
 

@@ -305,39 +305,60 @@ type reply struct {
 	batch  *resultsFrame
 }
 
+// replyShape is what the runner expects of a reply: a batch's (Batch > 0
+// inputs) or a single script's, with at most MaxFiles output files.
+type replyShape struct {
+	Batch    int
+	MaxFiles int
+}
+
+// maxLen bounds every array and map of a reply with this shape: the
+// decoder allocates for a declared count before it reads the elements, so
+// a count within the frame's bytes (a nil takes one) could still cost the
+// server dozens of times the frame. Every map of the protocol has fewer
+// than 16 keys.
+func (s replyShape) maxLen() uint64 {
+	return uint64(max(s.Batch, s.MaxFiles, 16))
+}
+
 // readReply reads the one reply frame of a sandbox, or returns an error
 // wrapping errFrameTooLarge, errMalformed, or the read's own error (EOF,
-// deadline).
-func readReply(r io.Reader, maxSize int) (reply, error) {
+// deadline). A reply of the wrong kind for the request (a batch's answer
+// to a single script, or the reverse), and any array or map longer than
+// shape allows, are refused before anything is decoded.
+func readReply(r io.Reader, maxSize int, shape replyShape) (reply, error) {
 	payload, err := readFramePayload(r, maxSize)
 	if err != nil {
 		return reply{}, err
+	}
+	if err := msgpackcheck.CheckWith(payload, msgpackcheck.Options{MaxDepth: maxFrameDepth, MaxLen: shape.maxLen()}); err != nil {
+		return reply{}, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	typ, err := messageType(payload)
 	if err != nil {
 		return reply{}, err
 	}
-	switch typ {
-	case msgResult:
+	switch {
+	case typ == msgResult && shape.Batch == 0:
 		var res resultFrame
 		if err := decodeStrict(payload, &res); err != nil {
 			return reply{}, err
 		}
 		return reply{result: &res}, nil
-	case msgError:
+	case typ == msgError:
 		var e errorFrame
 		if err := decodeStrict(payload, &e); err != nil {
 			return reply{}, err
 		}
 		return reply{failed: &e}, nil
-	case msgResults:
+	case typ == msgResults && shape.Batch > 0:
 		var b resultsFrame
 		if err := decodeStrict(payload, &b); err != nil {
 			return reply{}, err
 		}
 		return reply{batch: &b}, nil
 	default:
-		return reply{}, fmt.Errorf("%w: a reply of type %q", errMalformed, clip(typ, 40))
+		return reply{}, fmt.Errorf("%w: a reply of type %q to a request of %d inputs", errMalformed, clip(typ, 40), shape.Batch)
 	}
 }
 

@@ -17,7 +17,7 @@ func TestReplyRoundTrip(t *testing.T) {
 	if err := writeFrame(&buf, &in); err != nil {
 		t.Fatal(err)
 	}
-	r, err := readReply(&buf, 1<<10)
+	r, err := readReply(&buf, 1<<10, replyShape{})
 	if err != nil || r.result != nil || r.failed == nil {
 		t.Fatalf("readReply = %+v, %v", r, err)
 	}
@@ -45,9 +45,11 @@ func TestReadReplyRefusesWhatTheProtocolDoesNotSay(t *testing.T) {
 		{"unknown type", frame(map[string]any{"type": "exit", "status": 9}), errMalformed},
 		{"unknown key", frame(map[string]any{"type": "result", "result": []byte("1"), "max_result_bytes": 0}), errMalformed},
 		{"ready as reply", frame(readyFrame{Type: msgReady}), errMalformed},
+		{"a batch's reply to a single script", frame(resultsFrame{Type: msgResults, Items: []batchItem{}}), errMalformed},
+		{"more files than the cap", frame(map[string]any{"type": "result", "result": []byte("1"), "files": make([]any, 17)}), errMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := readReply(bytes.NewReader(tc.bytes), 1<<10)
+			_, err := readReply(bytes.NewReader(tc.bytes), 1<<10, replyShape{MaxFiles: 4})
 			if !errors.Is(err, tc.want) {
 				t.Errorf("err = %v, want %v", err, tc.want)
 			}
@@ -63,7 +65,8 @@ func FuzzReadReply(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte("\x00\x00\x00\x07\xc9H\x13\x91t\xeb\x99"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = readReply(bytes.NewReader(b), 1<<16)
+		_, _ = readReply(bytes.NewReader(b), 1<<16, replyShape{MaxFiles: 4})
+		_, _ = readReply(bytes.NewReader(b), 1<<16, replyShape{Batch: 3, MaxFiles: 4})
 	})
 }
 

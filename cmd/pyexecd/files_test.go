@@ -141,6 +141,9 @@ def main():
 			{"one name twice", `[{"name": "a", "content": b"x"}, {"name": "a", "content": b"y"}]`, "protocol_error"},
 			{"over the count cap", `[{"name": str(i), "content": b"x"} for i in range(4)]`, "output_files_limit"},
 			{"over the byte cap", `[{"name": "a", "content": b"x" * 65537}]`, "output_files_limit"},
+			// A long array of nils costs the frame one byte each, and a
+			// decoder tens: refused before anything is decoded.
+			{"a million nils", `[None] * 1000000`, "protocol_error"},
 		} {
 			script := frameHelper + "def main():\n    send(frame({\"type\": \"result\", \"result\": b'1', \"files\": " + tc.files + "}))\n    time.sleep(5)\n"
 			r := s.execute(t, script, map[string]any{"timeout_ms": 10000})

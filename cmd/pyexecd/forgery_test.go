@@ -48,6 +48,7 @@ func testForgedFrames(t *testing.T, s *testServer) {
 		{"error message of 250 KB", `send(frame({"type": "error", "kind": "script_error", "message": "m" * 250000, "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
 		{"error message that is not UTF-8", `raw = msgpack.packb({"type": "error", "kind": "script_error", "message": b"\xff\xfe", "traceback": "", "line": 0, "offset": 0}, use_bin_type=False); send(struct.pack(">I", len(raw)) + raw)`, "protocol_error"},
 		{"garbage", `send(b"\x00\x00\x00\x04\xc1\xc1\xc1\xc1")`, "protocol_error"},
+		{"a batch's reply to a single script", `send(frame({"type": "results", "items": [None] * 100000, "files": []}))`, "protocol_error"},
 		{"header over the result cap", `send(struct.pack(">I", 1 << 30))`, "output_limit"},
 		{"a header that swallows the rest, then exit", `send(struct.pack(">I", 100)); os._exit(0)`, "script_error"},
 	}

@@ -32,6 +32,12 @@ type Options struct {
 	// keys by their bytes, a str never equals an integer; other keys are
 	// compared by their encoding.
 	UniqueKeys bool
+	// MaxLen, when positive, is the most elements an array and the most
+	// pairs a map may declare. A decoder allocates for the declared count
+	// before it reads the elements (a nil takes one byte, a decoded
+	// element tens), so a count within the bytes present can still cost
+	// dozens of times their size.
+	MaxLen uint64
 }
 
 // Check reports whether b holds exactly one msgpack value whose declared
@@ -171,6 +177,15 @@ func (c *checker) str(start, b []byte, n uint64) ([]byte, error) {
 // items checks n values nested one level deeper. Every value takes at
 // least one byte, so a count larger than the bytes left is refused at once.
 func (c *checker) items(b []byte, n uint64, depth int) ([]byte, error) {
+	if c.opts.MaxLen > 0 && n > c.opts.MaxLen {
+		return nil, fmt.Errorf("%w: an array of %d elements at byte %d, over the cap of %d", ErrMalformed, n, c.offset(b), c.opts.MaxLen)
+	}
+	return c.values(b, n, depth)
+}
+
+// values checks n values nested one level deeper (an array's elements, or
+// a map's keys and values alike).
+func (c *checker) values(b []byte, n uint64, depth int) ([]byte, error) {
 	if n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: %d items declared, %d bytes left", ErrMalformed, n, len(b))
 	}
@@ -185,11 +200,14 @@ func (c *checker) items(b []byte, n uint64, depth int) ([]byte, error) {
 
 // mapEntries checks n key-value pairs nested one level deeper.
 func (c *checker) mapEntries(b []byte, n uint64, depth int) ([]byte, error) {
+	if c.opts.MaxLen > 0 && n > c.opts.MaxLen {
+		return nil, fmt.Errorf("%w: a map of %d pairs at byte %d, over the cap of %d", ErrMalformed, n, c.offset(b), c.opts.MaxLen)
+	}
 	if n > uint64(len(b))/2 {
 		return nil, fmt.Errorf("%w: %d items declared, %d bytes left", ErrMalformed, 2*n, len(b))
 	}
 	if !c.opts.StrOrIntKeys && !c.opts.UniqueKeys {
-		return c.items(b, 2*n, depth)
+		return c.values(b, 2*n, depth)
 	}
 	firstKey, firstArena := len(c.keys), len(c.arena)
 	defer func() {

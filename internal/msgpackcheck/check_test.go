@@ -180,3 +180,24 @@ func FuzzCheckWith(f *testing.F) {
 		}
 	})
 }
+
+func TestMaxLen(t *testing.T) {
+	opts := Options{MaxDepth: 8, MaxLen: 3}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"array of 3", []byte{0x93, 0xc0, 0xc0, 0xc0}, true},
+		{"array of 4", []byte{0x94, 0xc0, 0xc0, 0xc0, 0xc0}, false},
+		{"map of 3 pairs", []byte{0x83, 1, 0xc0, 2, 0xc0, 3, 0xc0}, true},
+		{"map of 4 pairs", []byte{0x84, 1, 0xc0, 2, 0xc0, 3, 0xc0, 4, 0xc0}, false},
+		{"array32 declaring 2^32-1", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}, false},
+		{"nested array over the cap", []byte{0x91, 0x94, 0xc0, 0xc0, 0xc0, 0xc0}, false},
+	} {
+		err := CheckWith(tc.b, opts)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
