@@ -60,6 +60,26 @@ func unknownField(key string) error {
 		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldTimeoutMS, fieldMemoryMB))
 }
 
+// decodeCaps are the counts decoding stops at, before it allocates for
+// more: a body's declared or listed elements cost the server more than
+// their bytes. validate checks the rest of the limits after decoding.
+type decodeCaps struct {
+	MaxBatch, MaxFiles int
+}
+
+func capsOf(cfg *Config) decodeCaps {
+	return decodeCaps{MaxBatch: cfg.MaxBatch, MaxFiles: cfg.MaxFiles}
+}
+
+func batchTooLong(caps decodeCaps) error {
+	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, the cap`, caps.MaxBatch))
+}
+
+func filesTooMany(caps decodeCaps) error {
+	return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+		Message: fmt.Sprintf(`"files" has more than %d files, the cap`, caps.MaxFiles)}
+}
+
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
 // envelope counts as one level).
 const maxInputDepth = 512
@@ -67,7 +87,7 @@ const maxInputDepth = 512
 // decodeJSON parses a JSON body strictly: the whole body must be RFC 8259
 // JSON, UTF-8 throughout, with no lone surrogate escapes, no key twice in
 // any object; the top level is an object with exact-case known fields.
-func decodeJSON(body []byte) (executeRequest, error) {
+func decodeJSON(body []byte, caps decodeCaps) (executeRequest, error) {
 	doc, err := strictjson.Compact(make([]byte, 0, len(body)), body,
 		strictjson.Options{MaxDepth: maxInputDepth, RejectDuplicateKeys: true})
 	if err != nil {
@@ -105,6 +125,9 @@ func decodeJSON(body []byte) (executeRequest, error) {
 			}
 			req.Inputs = [][]byte{}
 			for j := 1; value[j] != ']'; {
+				if len(req.Inputs) == caps.MaxBatch {
+					return executeRequest{}, batchTooLong(caps)
+				}
 				end := skipJSONValue(value, j)
 				req.Inputs = append(req.Inputs, value[j:end])
 				j = end
@@ -113,7 +136,7 @@ func decodeJSON(body []byte) (executeRequest, error) {
 				}
 			}
 		case fieldFiles:
-			if req.Files, err = decodeJSONFiles(value); err != nil {
+			if req.Files, err = decodeJSONFiles(value, caps); err != nil {
 				return executeRequest{}, err
 			}
 		case fieldTimeoutMS, fieldMemoryMB:
@@ -208,7 +231,7 @@ var strictMsgpack = msgpackcheck.Options{
 // decodeMsgpack parses a msgpack body: a map with the same exact-case keys
 // as JSON. "input" is passed on as its msgpack bytes, so bin stays bytes
 // and integers stay exact (uint64 and negative int64 included).
-func decodeMsgpack(body []byte) (executeRequest, error) {
+func decodeMsgpack(body []byte, caps decodeCaps) (executeRequest, error) {
 	if err := msgpackcheck.CheckWith(body, strictMsgpack); err != nil {
 		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
 	}
@@ -255,6 +278,9 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 			if err != nil || n < 0 {
 				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
 			}
+			if n > caps.MaxBatch {
+				return executeRequest{}, batchTooLong(caps)
+			}
 			req.Inputs = make([][]byte, 0, n)
 			for range n {
 				raw, err := dec.DecodeRaw()
@@ -264,10 +290,15 @@ func decodeMsgpack(body []byte) (executeRequest, error) {
 				req.Inputs = append(req.Inputs, append([]byte(nil), raw...))
 			}
 		case fieldFiles:
-			if req.Files, err = decodeMsgpackFiles(dec); err != nil {
+			if req.Files, err = decodeMsgpackFiles(dec, caps); err != nil {
 				return executeRequest{}, err
 			}
 		case fieldTimeoutMS, fieldMemoryMB:
+			// Only scalars reach DecodeInterface: it would allocate for
+			// the declared length of an array or a map.
+			if code, err := dec.PeekCode(); err == nil && !isMsgpackScalar(code) {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits", key))
+			}
 			value, err := dec.DecodeInterface()
 			if err != nil {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
@@ -295,6 +326,11 @@ func isMsgpackMap(code byte) bool {
 }
 
 func isMsgpackBin(code byte) bool { return code >= 0xc4 && code <= 0xc6 }
+
+// isMsgpackScalar says code starts nil, a boolean, an integer or a float.
+func isMsgpackScalar(code byte) bool {
+	return code <= 0x7f || code >= 0xe0 || code == 0xc0 || code == 0xc2 || code == 0xc3 || code >= 0xca && code <= 0xd3
+}
 
 func isMsgpackStr(code byte) bool {
 	return code >= 0xa0 && code <= 0xbf || code >= 0xd9 && code <= 0xdb
@@ -364,7 +400,7 @@ func (req *executeRequest) validate(cfg *Config) error {
 
 // decodeJSONFiles reads "files" of a JSON body (valid, compact JSON): an
 // object of name → standard base64 (with padding), or null for none.
-func decodeJSONFiles(value []byte) ([]runner.File, error) {
+func decodeJSONFiles(value []byte, caps decodeCaps) ([]runner.File, error) {
 	if string(value) == "null" {
 		return nil, nil
 	}
@@ -373,6 +409,9 @@ func decodeJSONFiles(value []byte) ([]runner.File, error) {
 	}
 	files := []runner.File{}
 	for i := 1; value[i] != '}'; {
+		if len(files) == caps.MaxFiles {
+			return nil, filesTooMany(caps)
+		}
 		nameEnd := skipJSONString(value, i)
 		name, err := unquoteJSON(value[i:nameEnd])
 		if err != nil {
@@ -383,8 +422,11 @@ func decodeJSONFiles(value []byte) ([]runner.File, error) {
 		if content[0] != '"' {
 			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be a base64 string", name))
 		}
-		// Standard base64 has no characters JSON escapes.
-		decoded, err := base64.StdEncoding.Strict().DecodeString(string(content[1 : len(content)-1]))
+		text, err := unquoteJSON(content)
+		if err != nil {
+			return nil, invalidRequest(fmt.Sprintf("file %q: cannot read the content: %v", name, err))
+		}
+		decoded, err := base64.StdEncoding.Strict().DecodeString(text)
 		if err != nil {
 			return nil, invalidRequest(fmt.Sprintf("file %q: the content is not standard base64: %v", name, err))
 		}
@@ -400,7 +442,7 @@ func decodeJSONFiles(value []byte) ([]runner.File, error) {
 // decodeMsgpackFiles reads "files" of a msgpack body: a map of name (str)
 // → content (bin, or str for text), or nil for none. Keys were checked
 // unique by msgpackcheck.
-func decodeMsgpackFiles(dec *msgpack.Decoder) ([]runner.File, error) {
+func decodeMsgpackFiles(dec *msgpack.Decoder, caps decodeCaps) ([]runner.File, error) {
 	code, err := dec.PeekCode()
 	if err != nil {
 		return nil, invalidRequest(`cannot read "files": ` + err.Error())
@@ -415,7 +457,10 @@ func decodeMsgpackFiles(dec *msgpack.Decoder) ([]runner.File, error) {
 	if err != nil {
 		return nil, invalidRequest(`cannot read "files": ` + err.Error())
 	}
-	files := make([]runner.File, 0, min(n, 1024))
+	if n > caps.MaxFiles {
+		return nil, filesTooMany(caps)
+	}
+	files := make([]runner.File, 0, n)
 	for range n {
 		if code, err := dec.PeekCode(); err != nil || !isMsgpackStr(code) {
 			return nil, invalidRequest(`the file names in "files" must be strings`)

@@ -49,7 +49,7 @@ func TestDecodeJSON(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := decodeJSON([]byte(tc.body))
+			req, err := decodeJSON([]byte(tc.body), testCaps)
 			if err == nil {
 				err = req.validate(&cfg)
 			}
@@ -75,7 +75,7 @@ func TestDecodeMsgpack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := decodeMsgpack(body)
+	req, err := decodeMsgpack(body, testCaps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestDecodeMsgpack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeMsgpack(body); !isInvalidRequest(err) {
+		if _, err := decodeMsgpack(body, testCaps); !isInvalidRequest(err) {
 			t.Errorf("%s: err = %v, want invalid_request", name, err)
 		}
 	}
@@ -142,7 +142,7 @@ func TestDecodeJSONStrict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeJSON([]byte(tc.body))
+			_, err := decodeJSON([]byte(tc.body), testCaps)
 			if !isInvalidRequest(err) {
 				t.Fatalf("err = %v, want invalid_request", err)
 			}
@@ -199,7 +199,7 @@ func TestDecodeMsgpackStrict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeMsgpack(tc.body)
+			_, err := decodeMsgpack(tc.body, testCaps)
 			if !isInvalidRequest(err) {
 				t.Fatalf("err = %v, want invalid_request", err)
 			}
@@ -221,7 +221,7 @@ func TestDecodeMsgpackKeepsInputExact(t *testing.T) {
 	}
 	body := append(mp(byte(0x82), "input"), encodedInput...)
 	body = append(body, mp("script", "x")...)
-	req, err := decodeMsgpack(body)
+	req, err := decodeMsgpack(body, testCaps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,11 +254,11 @@ func TestDecodeMsgpackKeepsInputExact(t *testing.T) {
 }
 
 func TestDecodeMsgpackInputAbsentOrNil(t *testing.T) {
-	req, err := decodeMsgpack(mp(byte(0x81), "script", "x"))
+	req, err := decodeMsgpack(mp(byte(0x81), "script", "x"), testCaps)
 	if err != nil || req.Input != nil {
 		t.Fatalf("%+v, %v", req, err)
 	}
-	req, err = decodeMsgpack(mp(byte(0x82), "input", byte(0xc0), "script", "x"))
+	req, err = decodeMsgpack(mp(byte(0x82), "input", byte(0xc0), "script", "x"), testCaps)
 	if err != nil || !bytes.Equal(req.Input, []byte{0xc0}) {
 		t.Fatalf("%+v, %v", req, err)
 	}
@@ -301,7 +301,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte("{\"script\": \"\xff\"}"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeJSON(body)
+		req, err := decodeJSON(body, testCaps)
 		if err != nil {
 			if !isInvalidRequest(err) {
 				t.Fatalf("error %v is not invalid_request", err)
@@ -339,7 +339,7 @@ func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeMsgpack(body)
+		req, err := decodeMsgpack(body, testCaps)
 		if err != nil {
 			if !isInvalidRequest(err) {
 				t.Fatalf("error %v is not invalid_request", err)
@@ -364,19 +364,19 @@ func TestDecodeFiles(t *testing.T) {
 	cfg.MaxFilesBytes = 6
 	cfg.MaxFiles = 2
 
-	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`))
+	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`), testCaps)
 	if err != nil || req.validate(&cfg) != nil {
 		t.Fatalf("valid files: %v", err)
 	}
 	if len(req.Files) != 2 || req.Files[0].Name != "b.txt" || string(req.Files[0].Content) != "hi" || req.Files[1].Name != "dir/a.bin" {
 		t.Errorf("files = %+v, want them decoded in the order given", req.Files)
 	}
-	if req, err := decodeJSON([]byte(`{"script": "x", "files": null}`)); err != nil || req.Files != nil {
+	if req, err := decodeJSON([]byte(`{"script": "x", "files": null}`), testCaps); err != nil || req.Files != nil {
 		t.Errorf("null files: %+v %v", req.Files, err)
 	}
 
 	packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": map[string]any{"bin": []byte{0, 1}, "text": "é"}})
-	req, err = decodeMsgpack(packed)
+	req, err = decodeMsgpack(packed, testCaps)
 	if err != nil || req.validate(&cfg) != nil || len(req.Files) != 2 {
 		t.Fatalf("msgpack files: %+v %v", req.Files, err)
 	}
@@ -395,7 +395,7 @@ func TestDecodeFiles(t *testing.T) {
 		{"escaping name", `{"script": "x", "files": {"a/../../b": ""}}`, TypeInvalidRequest},
 		{"name of 256 bytes", `{"script": "x", "files": {"` + strings.Repeat("n", 256) + `": ""}}`, TypeInvalidRequest},
 	} {
-		req, err := decodeJSON([]byte(tc.body))
+		req, err := decodeJSON([]byte(tc.body), testCaps)
 		if err == nil {
 			err = req.validate(&cfg)
 		}
@@ -407,8 +407,52 @@ func TestDecodeFiles(t *testing.T) {
 
 	for name, files := range map[string]any{"nil content": map[string]any{"a": nil}, "integer content": map[string]any{"a": 1}, "array": []string{"a"}} {
 		packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": files})
-		if _, err := decodeMsgpack(packed); err == nil {
+		if _, err := decodeMsgpack(packed, testCaps); err == nil {
 			t.Errorf("msgpack %s: accepted", name)
 		}
+	}
+}
+
+// testCaps are the decoding caps of the default configuration.
+var testCaps = capsOf(&Config{MaxBatch: DefaultConfig().MaxBatch, MaxFiles: DefaultConfig().MaxFiles})
+
+// TestDecodingStopsAtTheCaps: counts over the caps are refused while they
+// are read, before the decoder allocates for them.
+func TestDecodingStopsAtTheCaps(t *testing.T) {
+	caps := decodeCaps{MaxBatch: 2, MaxFiles: 2}
+	wantType := func(name string, err error, typ string) {
+		t.Helper()
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Type != typ {
+			t.Errorf("%s: err = %v, want %s", name, err, typ)
+		}
+	}
+	_, err := decodeJSON([]byte(`{"script": "x", "inputs": [1, 2, 3]}`), caps)
+	wantType("JSON batch", err, TypeInvalidRequest)
+	_, err = decodeJSON([]byte(`{"script": "x", "files": {"a": "", "b": "", "c": ""}}`), caps)
+	wantType("JSON files", err, TypePayloadTooLarge)
+
+	// Declared counts: an array32 or map32 header claiming far more than
+	// the caps, with the elements (nils, one byte each) present.
+	long := func(code byte, n int) []byte {
+		b := []byte{code, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+		return append(b, bytes.Repeat([]byte{0xc0}, n)...)
+	}
+	body := func(key string, value []byte) []byte {
+		b := append([]byte{0x82, 0xa6}, "script"...)
+		b = append(b, 0xa1, 'x', 0xa0|byte(len(key)))
+		return append(append(b, key...), value...)
+	}
+	_, err = decodeMsgpack(body("inputs", long(0xdd, 100000)), caps)
+	wantType("msgpack batch", err, TypeInvalidRequest)
+	_, err = decodeMsgpack(body("files", long(0xdf, 100000)), caps)
+	wantType("msgpack files", err, TypeInvalidRequest) // a map of nil keys: refused by the body's key rules first
+	_, err = decodeMsgpack(body("timeout_ms", long(0xdd, 100000)), caps)
+	wantType("msgpack timeout_ms array", err, TypeInvalidRequest)
+
+	// Escaped slashes, as PHP's json_encode writes them, are base64 still.
+	req, err := decodeJSON([]byte(`{"script": "x", "files": {"a": "\/\/8="}}`), caps)
+	if err != nil || len(req.Files) != 1 || !bytes.Equal(req.Files[0].Content, []byte{0xff, 0xff}) {
+		t.Errorf("escaped base64: %+v %v", req.Files, err)
 	}
 }
