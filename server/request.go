@@ -72,12 +72,12 @@ func capsOf(cfg *Config) decodeCaps {
 }
 
 func batchTooLong(caps decodeCaps) error {
-	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, the cap`, caps.MaxBatch))
+	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, over the cap of %d`, caps.MaxBatch, caps.MaxBatch))
 }
 
 func filesTooMany(caps decodeCaps) error {
 	return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-		Message: fmt.Sprintf(`"files" has more than %d files, the cap`, caps.MaxFiles)}
+		Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, caps.MaxFiles, caps.MaxFiles)}
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
