@@ -77,8 +77,8 @@ func TestCgroupV2Sandboxes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Detect now finds the test process in <own>/server.
-	sandboxes := filepath.Join(filepath.Dir(own), "sandboxes")
+	// The test process is in <own>/server now; Detect names <own>.
+	sandboxes := filepath.Join(own, "sandboxes")
 	groups, _ := filepath.Glob(filepath.Join(sandboxes, "sbx-*"))
 	if len(groups) == 0 {
 		t.Fatalf("no sandbox group under %s (own cgroup %s)", sandboxes, own)

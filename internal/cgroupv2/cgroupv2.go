@@ -56,12 +56,42 @@ func Detect(mount string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrNotDelegated, err)
 	}
-	return ownGroup(mount, self)
+	return ownGroup(mount, self, delegatedByHost)
+}
+
+// initialCgroupNamespace is the inode of the host's own cgroup namespace
+// (the kernel's PROC_CGROUP_INIT_INO).
+const initialCgroupNamespace = 0xEFFFFFFB
+
+// delegatedByHost says whether the host handed the cgroup dir (path rel
+// in this cgroup namespace) to the service, and if not, why not. Being
+// able to write it is not enough: root can write every cgroup of a
+// cgroup v2 host, and those belong to systemd or the container runtime.
+// Two signs count: the root of a cgroup namespace of the service's own
+// (a container with a private cgroup namespace and a writable cgroupfs),
+// or systemd's delegation mark, the trusted.delegate or user.delegate
+// xattr (Delegate=yes).
+func delegatedByHost(dir, rel string) (bool, string) {
+	if rel == "/" {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/cgroup", &st); err == nil && st.Ino != initialCgroupNamespace {
+			return true, ""
+		}
+	}
+	for _, name := range []string{"trusted.delegate", "user.delegate"} {
+		buf := make([]byte, 8)
+		if n, err := unix.Getxattr(dir, name, buf); err == nil && string(buf[:n]) == "1" {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("%s is neither the root of a cgroup namespace of the service's own nor marked delegated (trusted.delegate or user.delegate, as systemd's Delegate=yes sets)", dir)
 }
 
 // ownGroup finds the service's cgroup v2 directory under mount from the
-// content of /proc/self/cgroup, and checks it can hold sandbox groups.
-func ownGroup(mount string, procSelfCgroup []byte) (string, error) {
+// content of /proc/self/cgroup, and checks it can hold sandbox groups and
+// was delegated to the service (delegated, given the directory and its
+// path in the cgroup namespace).
+func ownGroup(mount string, procSelfCgroup []byte, delegated func(dir, rel string) (bool, string)) (string, error) {
 	var rel string
 	found := false
 	for _, line := range strings.Split(string(procSelfCgroup), "\n") {
@@ -78,6 +108,16 @@ func ownGroup(mount string, procSelfCgroup []byte) (string, error) {
 		return "", fmt.Errorf("%w: own cgroup %q is outside this cgroup namespace", ErrNotDelegated, rel)
 	}
 	dir := filepath.Join(mount, rel)
+	// A service already set up (another server in the same process, as in
+	// tests) lives in <own>/server: its own group is the parent.
+	if filepath.Base(rel) == "server" {
+		parentRel := filepath.Dir(rel)
+		if ok, _ := delegated(filepath.Dir(dir), parentRel); ok {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "sandboxes")); err == nil {
+				dir, rel = filepath.Dir(dir), parentRel
+			}
+		}
+	}
 	controllers, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrNotDelegated, err)
@@ -93,6 +133,9 @@ func ownGroup(mount string, procSelfCgroup []byte) (string, error) {
 			return "", fmt.Errorf("%w: %s is not writable: %w", ErrNotDelegated, filepath.Join(dir, file), err)
 		}
 	}
+	if ok, why := delegated(dir, rel); !ok {
+		return "", fmt.Errorf("%w: %s", ErrNotDelegated, why)
+	}
 	return dir, nil
 }
 
@@ -102,8 +145,9 @@ type Tree struct {
 	sandboxes string
 }
 
-// Setup arranges dir (from Detect) for sandbox groups: it moves every
-// process of dir into dir/server, enables memory and pids for dir's
+// Setup arranges dir (from Detect) for sandbox groups: it moves the
+// service's process into dir/server (refusing when dir holds any other
+// process), enables memory and pids for dir's
 // children, and creates dir/sandboxes with the same controllers for its
 // own children. Groups a previous run of the service left in
 // dir/sandboxes are removed when empty.
@@ -113,22 +157,22 @@ func Setup(dir string) (*Tree, error) {
 	if err := mkdir(server); err != nil {
 		return nil, err
 	}
-	// Each write of a pid moves that process with all its threads. A
-	// process that exits meanwhile is no error; the loop ends when dir is
-	// empty, as "no internal processes" requires.
-	for range 10 {
-		procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-		if err != nil {
-			return nil, fmt.Errorf("cgroup: %w", err)
+	// The service moves only itself (with all its threads): a group with
+	// controllers enabled for its children may hold no process, and any
+	// other process here is not the service's to move.
+	procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for _, pid := range strings.Fields(string(procs)) {
+		if pid != self {
+			return nil, fmt.Errorf("%w: process %s shares the service's cgroup %s; run the service as the only process of its cgroup (a container's entrypoint, a unit of its own)", ErrNotDelegated, pid, dir)
 		}
-		pids := strings.Fields(string(procs))
-		if len(pids) == 0 {
-			break
-		}
-		for _, pid := range pids {
-			if err := write(filepath.Join(server, "cgroup.procs"), pid); err != nil && !errors.Is(err, unix.ESRCH) {
-				return nil, err
-			}
+	}
+	if strings.TrimSpace(string(procs)) == self {
+		if err := write(filepath.Join(server, "cgroup.procs"), self); err != nil {
+			return nil, err
 		}
 	}
 	enable := "+" + strings.Join(required, " +")

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The end-to-end test of sandbox groups (memory and pids bounds enforced
@@ -39,7 +42,8 @@ func TestOwnGroup(t *testing.T) {
 	} {
 		os.WriteFile(filepath.Join(own, name), []byte(content), 0o644)
 	}
-	got, err := ownGroup(mount, []byte("0::/kubepods/pod1\n"))
+	yes := func(string, string) (bool, string) { return true, "" }
+	got, err := ownGroup(mount, []byte("0::/kubepods/pod1\n"), yes)
 	if err != nil || got != own {
 		t.Fatalf("ownGroup = %q, %v; want %q", got, err, own)
 	}
@@ -50,15 +54,42 @@ func TestOwnGroup(t *testing.T) {
 		{"relative", "0::kubepods\n", "outside this cgroup namespace"},
 		{"missing directory", "0::/nowhere\n", "no such file"},
 	} {
-		_, err := ownGroup(mount, []byte(tc.selfCgroup))
+		_, err := ownGroup(mount, []byte(tc.selfCgroup), yes)
 		if !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want ErrNotDelegated mentioning %q", tc.name, err, tc.want)
 		}
 	}
 
+	// Set up already (another server of this process moved it into
+	// server/): its own group is still pod1.
+	os.MkdirAll(filepath.Join(own, "server"), 0o755)
+	os.MkdirAll(filepath.Join(own, "sandboxes"), 0o755)
+	if got, err := ownGroup(mount, []byte("0::/kubepods/pod1/server\n"), yes); err != nil || got != own {
+		t.Errorf("from server/: ownGroup = %q, %v; want %q", got, err, own)
+	}
+
+	// Writable is not delegated: a host's own cgroups are writable to root.
+	no := func(string, string) (bool, string) { return false, "not marked" }
+	if _, err := ownGroup(mount, []byte("0::/kubepods/pod1\n"), no); !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "not marked") {
+		t.Errorf("not delegated: err = %v", err)
+	}
+
 	os.WriteFile(filepath.Join(own, "cgroup.controllers"), []byte("cpu io memory\n"), 0o644)
-	if _, err := ownGroup(mount, []byte("0::/kubepods/pod1\n")); !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "pids controller") {
+	if _, err := ownGroup(mount, []byte("0::/kubepods/pod1\n"), yes); !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "pids controller") {
 		t.Errorf("without pids: err = %v", err)
+	}
+}
+
+func TestDelegationMarks(t *testing.T) {
+	dir := t.TempDir()
+	if ok, why := delegatedByHost(dir, "/system.slice/x.service"); ok || !strings.Contains(why, "trusted.delegate") {
+		t.Errorf("an unmarked directory counts as delegated (%v, %q)", ok, why)
+	}
+	if err := unix.Setxattr(dir, "trusted.delegate", []byte("1"), 0); err != nil {
+		t.Skipf("cannot set trusted.delegate here (%v)", err)
+	}
+	if ok, why := delegatedByHost(dir, "/system.slice/x.service"); !ok {
+		t.Errorf("a directory marked trusted.delegate=1 is refused: %s", why)
 	}
 }
 
@@ -73,7 +104,8 @@ func TestDetectRefusesANonCgroup2Mount(t *testing.T) {
 
 func TestSetupAndGroup(t *testing.T) {
 	own := fakeGroup(t, "memory pids")
-	os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte("4242\n"), 0o644)
+	self := strconv.Itoa(os.Getpid())
+	os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte(self+"\n"), 0o644)
 	// An empty group left by an earlier run is removed; a populated one
 	// (here: one that holds a file) may be another instance's, and stays.
 	stale := filepath.Join(own, "sandboxes", "sbx-old")
@@ -102,7 +134,7 @@ func TestSetupAndGroup(t *testing.T) {
 		}
 		return string(b)
 	}
-	if got := read(filepath.Join(own, "server", "cgroup.procs")); got != "4242" {
+	if got := read(filepath.Join(own, "server", "cgroup.procs")); got != self {
 		t.Errorf("the service's process was not moved to server/: %q", got)
 	}
 	if got := read(filepath.Join(own, "cgroup.subtree_control")); got != "+memory +pids" {
@@ -146,5 +178,18 @@ func TestSetupAndGroup(t *testing.T) {
 		if _, err := tree.New(bad, Limits{MemoryBytes: 1, Processes: 1}); err == nil {
 			t.Errorf("New(%q) was accepted", bad)
 		}
+	}
+}
+
+func TestSetupRefusesToMoveOtherProcesses(t *testing.T) {
+	own := fakeGroup(t, "memory pids")
+	os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n1\n"), 0o644)
+	os.Mkdir(filepath.Join(own, "server"), 0o755)
+	os.WriteFile(filepath.Join(own, "server", "cgroup.procs"), nil, 0o644)
+	if _, err := Setup(own); !errors.Is(err, ErrNotDelegated) || !strings.Contains(err.Error(), "process 1 shares") {
+		t.Fatalf("Setup = %v, want a refusal naming process 1", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(own, "server", "cgroup.procs")); len(b) != 0 {
+		t.Errorf("something was moved: %q", b)
 	}
 }
