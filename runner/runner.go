@@ -2,8 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -266,10 +264,6 @@ type Runner struct {
 	next    atomic.Uint64
 	// zygoteRestarts counts zygotes that died and were replaced.
 	zygoteRestarts atomic.Int64
-	// groupPrefix and groups name the sandboxes' cgroups: a random prefix
-	// per Runner, as other instances of the service may share the subtree.
-	groupPrefix string
-	groups      atomic.Uint64
 }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
@@ -315,11 +309,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runner: cannot load the embedded Python program: %w", err)
 	}
-	var prefix [4]byte
-	if _, err := rand.Read(prefix[:]); err != nil {
-		return nil, fmt.Errorf("runner: %w", err)
-	}
-	r := &Runner{cfg: cfg, python: program, groupPrefix: hex.EncodeToString(prefix[:])}
+	r := &Runner{cfg: cfg, python: program}
 	if os.Geteuid() == 0 {
 		// As root, start the jail as an unprivileged host uid: bwrap then
 		// maps the sandbox's uid to it, never to host root.

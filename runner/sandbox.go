@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -37,6 +39,10 @@ type Sandbox struct {
 	// cgroup is the sandbox's own cgroup v2 group, nil where the host
 	// delegates none (rlimits bound it then).
 	cgroup *cgroupv2.Group
+	// cgroupSuspect says the move may have taken another process (the
+	// sandbox died during it): Close then removes the group without
+	// killing what is in it.
+	cgroupSuspect bool
 
 	used      sync.Mutex // held by the one Execute; TryLock refuses reuse
 	closeOnce sync.Once
@@ -127,7 +133,11 @@ func (s *Sandbox) Close() error {
 		s.stdout.close()
 		s.stderr.close()
 		if s.cgroup != nil {
-			if err := s.cgroup.Remove(); err != nil && s.closeErr == nil {
+			remove := s.cgroup.Remove
+			if s.cgroupSuspect {
+				remove = s.cgroup.Release
+			}
+			if err := remove(); err != nil && s.closeErr == nil {
 				s.closeErr = err
 			}
 		}
@@ -153,7 +163,28 @@ func (s *Sandbox) joinCgroup(tree *cgroupv2.Tree, name string) error {
 		return err
 	}
 	s.cgroup = g
-	return g.Add(pid)
+	if err := g.Add(pid); err != nil {
+		return err
+	}
+	// The pid was read from the pidfd before the move: had the sandbox
+	// died in between, and its pid been reused, the move took another
+	// process. Never kill it then: the group is only released.
+	if !s.proc.alive() {
+		s.cgroupSuspect = true
+		return errors.New("the sandbox died while it was placed in its cgroup")
+	}
+	return nil
+}
+
+// randomGroupName names a sandbox's cgroup. A script can read its own
+// group's name (/proc/self/cgroup): a counter would tell it how many
+// sandboxes the service made.
+func randomGroupName() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("cannot name a cgroup: %w", err)
+	}
+	return "sbx-" + hex.EncodeToString(b[:]), nil
 }
 
 // stderrTail is the last bit of a pipe, for start errors.

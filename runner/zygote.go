@@ -405,7 +405,10 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 		}
 		sb.proc = &pidfdProc{fd: got.pidfd}
 		if r.cfg.Cgroups != nil {
-			name := fmt.Sprintf("sbx-%s-%d", r.groupPrefix, r.groups.Add(1))
+			name, err := randomGroupName()
+			if err != nil {
+				return nil, err
+			}
 			if err := sb.joinCgroup(r.cfg.Cgroups, name); err != nil {
 				return nil, err
 			}

@@ -218,8 +218,9 @@ func (t *Tree) New(name string, limits Limits) (*Group, error) {
 		return nil, fmt.Errorf("cgroup: bad group name %q", name)
 	}
 	g := &Group{dir: filepath.Join(t.sandboxes, name)}
-	if err := mkdir(g.dir); err != nil {
-		return nil, err
+	// A group of that name already there is not ours to adopt.
+	if err := os.Mkdir(g.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	if err := g.apply(limits); err != nil {
 		g.Remove()
@@ -284,6 +285,12 @@ func (g *Group) OOMKills() (int, error) {
 // so removal is retried for a short while.
 func (g *Group) Remove() error {
 	_ = write(filepath.Join(g.dir, "cgroup.kill"), "1")
+	return g.Release()
+}
+
+// Release removes the group without killing anything in it: it succeeds
+// once the group is empty.
+func (g *Group) Release() error {
 	var err error
 	for delay := time.Millisecond; delay < 512*time.Millisecond; delay *= 2 {
 		if err = unix.Rmdir(g.dir); err == nil || errors.Is(err, unix.ENOENT) {

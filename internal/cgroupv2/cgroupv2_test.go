@@ -152,12 +152,18 @@ func TestSetupAndGroup(t *testing.T) {
 
 	dir := filepath.Join(tree.Dir(), "sbx-7")
 	os.Mkdir(dir, 0o755)
+	if _, err := tree.New("sbx-7", Limits{MemoryBytes: 1, Processes: 1}); err == nil {
+		t.Error("New adopted a group that was already there")
+	}
+	// On cgroupfs the kernel makes a group's files with its directory;
+	// here New makes the directory and the files are made after it,
+	// so New writes to them through a group made by hand.
 	for _, name := range []string{"memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs", "cgroup.kill"} {
 		os.WriteFile(filepath.Join(dir, name), nil, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "memory.events"), []byte("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 1\n"), 0o644)
-	g, err := tree.New("sbx-7", Limits{MemoryBytes: 256 << 20, Processes: 16})
-	if err != nil {
+	g := &Group{dir: dir}
+	if err := g.apply(Limits{MemoryBytes: 256 << 20, Processes: 16}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"memory.max": "268435456", "memory.swap.max": "0", "memory.oom.group": "1", "pids.max": "16"} {
