@@ -57,8 +57,6 @@ def _steps(report_fd, first_steps, since):
     marks = []
 
     def mark(name):
-        # The wall clock: the sandbox's monotonic clock jumps when it
-        # enters its time namespace.
         marks.append((name, time.time(), time.process_time()))
 
     if since:
@@ -75,8 +73,6 @@ def _steps(report_fd, first_steps, since):
     mark("/dev, /tmp, /dev/shm")
     isolation.private_proc(libc)
     mark("/proc with host facts masked")
-    isolation.private_clocks(libc)
-    mark("time namespace")
     isolation.finish(libc, bpf)
     mark("hostname, reseed, caps, seccomp")
     zygote._prewarm(msgpack, {"name": "none", "deny_imports": [], "deny_calls": []})

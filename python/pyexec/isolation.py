@@ -5,9 +5,7 @@ network, IPC, UTS and cgroup namespaces (Cloner: one copy of the big
 interpreter per sandbox, not two). The sandbox, PID 1 of its namespaces,
 maps its uid (map_ids), makes its mounts private and brings up its
 loopback, builds its private file system (private_dev_and_tmp), mounts its
-own /proc with the host's facts masked (private_proc), moves into a time
-namespace whose monotonic and boot clocks start at a random point
-(private_clocks), drops every
+own /proc with the host's facts masked (private_proc), drops every
 capability, sets no_new_privs, becomes non-dumpable and loads the seccomp
 filter (finish). Only then does it say ready.
 
@@ -276,39 +274,6 @@ def private_proc(libc):
         if os.path.isdir(path):
             libc.mount(path, path, None, MS_BIND | MS_REC)
             libc.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SCRATCH_FLAGS)
-
-
-CLONE_NEWTIME = 0x00000080
-
-
-def private_clocks(libc):
-    """Enter a time namespace of the sandbox's own, whose CLOCK_MONOTONIC
-    and CLOCK_BOOTTIME read a random point between about 3 hours and 11
-    days instead of the host's uptime (a fact that tells when the host
-    booted and ties sandboxes of one host together). /proc/uptime is
-    masked already. The wall clock (CLOCK_REALTIME) stays the host's: time
-    namespaces do not virtualise it.
-
-    clone() cannot take CLONE_NEWTIME, and a new time namespace only holds
-    the children made after unshare(); so the sandbox unshares one, sets
-    its offsets while nothing is in it yet, and moves itself in with
-    setns(). It holds one thread here, as setns requires.
-    """
-    import random
-    import time
-
-    libc.check(libc.lib.unshare(CLONE_NEWTIME), "unshare(CLONE_NEWTIME)")
-    start = random.SystemRandom().randrange(10_000, 1_000_000)
-    offsets = []
-    for name, clock in (("monotonic", time.CLOCK_MONOTONIC), ("boottime", time.CLOCK_BOOTTIME)):
-        offsets.append("%s %d 0\n" % (name, start - int(time.clock_gettime(clock))))
-    with open("/proc/self/timens_offsets", "w") as f:
-        f.write("".join(offsets))
-    fd = os.open("/proc/self/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc.check(libc.lib.setns(fd, CLONE_NEWTIME), "setns(time namespace)")
-    finally:
-        os.close(fd)
 
 
 def finish(libc, bpf):

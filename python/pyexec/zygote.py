@@ -123,7 +123,6 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
         isolation.private_mounts_and_loopback(libc)
         isolation.private_dev_and_tmp(libc, config["scratch_bytes"])
         isolation.private_proc(libc)
-        isolation.private_clocks(libc)
         isolation.finish(libc, bpf)
         if prewarm:
             _prewarm(msgpack, config["policy"])
