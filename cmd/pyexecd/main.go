@@ -171,9 +171,17 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
-	// The request's files must fit where the sandbox writes them.
-	if limits.MaxFiles < 1 || limits.MaxFiles > 1000 || limits.FilesBytes < 1 || int64(limits.FilesBytes) > o.runner.TmpBytes {
-		return o, fmt.Errorf("--max-files must be 1 to 1000 and --max-files-bytes 1 to --tmp-mb (%d MiB): a request's files are written to the sandbox's /tmp", o.runner.TmpBytes>>20)
+	// The request's files must fit where the sandbox writes them: its
+	// scratch tmpfs of --tmp-mb and 4096 inodes (a file may need 8
+	// directories), each file rounded up to whole pages.
+	if limits.MaxFiles < 1 || limits.MaxFiles > maxFilesCap || limits.FilesBytes < 1 ||
+		int64(limits.FilesBytes)+int64(limits.MaxFiles)*4096 > o.runner.TmpBytes {
+		return o, fmt.Errorf("--max-files must be 1 to %d, and --max-files-bytes at least 1 and, with 4 KiB per file, at most --tmp-mb (%d MiB): a request's files are written to the sandbox's /tmp", maxFilesCap, o.runner.TmpBytes>>20)
+	}
+	// The sandbox reads one execute frame of at most 64 MiB, and the frame
+	// is at most the body (base64 decodes smaller).
+	if o.server.MaxBodyBytes > maxBodyCap {
+		return o, fmt.Errorf("--max-body-bytes must be at most %d", maxBodyCap)
 	}
 	o.server.MaxFiles, o.server.MaxFilesBytes, o.server.MaxFileBytes = limits.MaxFiles, limits.FilesBytes, limits.FileSizeBytes
 	p, err := runner.LoadPolicy(*policy)
@@ -187,6 +195,15 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.server.Mode, o.server.Version = o.mode, version
 	return o, nil
 }
+
+// maxFilesCap keeps a request's files, each in up to 8 directories,
+// within the 4096 inodes of a sandbox's scratch tmpfs.
+const maxFilesCap = 400
+
+// maxBodyCap keeps the execute frame under the 64 MiB the sandbox reads
+// (python/pyexec/protocol.py, MAX_INBOUND_FRAME), with room for the
+// envelope.
+const maxBodyCap = 63 << 20
 
 // sandboxCgroups sets up a cgroup v2 group per sandbox where the host
 // delegates a subtree (mode auto or required), and says why not otherwise.

@@ -168,7 +168,10 @@ def run(msgpack, message, policy):
     # The request's files are in place before any of the script's code
     # runs. They fit: the server checked them against the caps, which fit
     # in the scratch tmpfs and under the file size limit.
-    files.place(message["files"])
+    try:
+        files.place(message["files"])
+    except OSError as exc:
+        return error("script_error", "cannot place the request's files in /tmp: %s" % exc)
 
     try:
         exec(code, module.__dict__)

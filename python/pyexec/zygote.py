@@ -26,6 +26,7 @@ from . import protocol
 # Exit code of a sandbox that could not isolate itself; the
 # runner sees the spawn fail or the sandbox never say ready.
 EXIT_ISOLATION_FAILED = 71
+EXIT_SERVE_FAILED = 72
 
 # What prewarm runs: the protocol, the module machinery, numpy, pandas and
 # the JSON encoding, as a typical script would.
@@ -131,7 +132,15 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
             os.write(2, traceback.format_exc().encode()[-4096:])
         finally:
             os._exit(EXIT_ISOLATION_FAILED)
-    serve_one(msgpack, config["policy"])
+    try:
+        serve_one(msgpack, config["policy"])
+    except BaseException:
+        # Never unwind into the zygote's own frames: this process is a
+        # sandbox, whatever failed.
+        try:
+            os.write(2, traceback.format_exc().encode()[-4096:])
+        finally:
+            os._exit(EXIT_SERVE_FAILED)
     os._exit(0)
 
 
