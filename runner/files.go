@@ -27,16 +27,18 @@ const (
 
 // CheckFileName says why name cannot name a file of a request or of an
 // output, or returns nil: 1 to 255 bytes of UTF-8 without control
-// characters, a relative path of at most 8 parts, none of them empty, "."
-// or "..". So no name reaches outside its directory.
+// characters, backslashes or bidirectional controls, a relative path of at
+// most 8 parts, none of them empty, "." or "..". So no name reaches outside
+// its directory, here or on a client that saves files by name (a Windows
+// client reads "\" as a separator).
 func CheckFileName(name string) error {
 	switch {
 	case !utf8.ValidString(name):
 		return fmt.Errorf("file name %q is not UTF-8", name)
 	case name == "" || len(name) > maxFileNameBytes:
 		return fmt.Errorf("file name %q must be 1 to %d bytes", clip(name, 64), maxFileNameBytes)
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("file name %q holds a control character", name)
+	case strings.ContainsFunc(name, unsafeInName):
+		return fmt.Errorf("file name %q holds a control character, a backslash or a bidirectional control", name)
 	}
 	parts := strings.Split(name, "/")
 	if len(parts) > maxFileNameDepth {
@@ -48,6 +50,14 @@ func CheckFileName(name string) error {
 		}
 	}
 	return nil
+}
+
+// unsafeInName are the characters no file name may hold: C0 and C1
+// controls, DEL, the backslash, and the bidirectional controls that make
+// a name read otherwise than it is ("r\u202egnp.exe").
+func unsafeInName(r rune) bool {
+	return r < 0x20 || r >= 0x7f && r <= 0x9f || r == '\\' ||
+		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // wireFile is a File on the channel.

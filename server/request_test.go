@@ -393,6 +393,9 @@ func TestDecodeFiles(t *testing.T) {
 		{"content a number", `{"script": "x", "files": {"a": 1}}`, TypeInvalidRequest},
 		{"a name twice", `{"script": "x", "files": {"a": "", "a": ""}}`, TypeInvalidRequest},
 		{"escaping name", `{"script": "x", "files": {"a/../../b": ""}}`, TypeInvalidRequest},
+		{"backslash", `{"script": "x", "files": {"a\\..\\b": ""}}`, TypeInvalidRequest},
+		{"C1 control", `{"script": "x", "files": {"\u0085nel": ""}}`, TypeInvalidRequest},
+		{"bidirectional override", `{"script": "x", "files": {"r\u202egnp.exe": ""}}`, TypeInvalidRequest},
 		{"name of 256 bytes", `{"script": "x", "files": {"` + strings.Repeat("n", 256) + `": ""}}`, TypeInvalidRequest},
 	} {
 		req, err := decodeJSON([]byte(tc.body), testCaps)

@@ -131,6 +131,11 @@ def main():
 			t.Errorf("stdout %q, want what the script printed", r.Stdout)
 		}
 		s.mustFail(t, "def main():\n    open('output/big', 'wb').write(b'x' * 65537)\n", nil, "output_files_limit", http.StatusUnprocessableEntity)
+		r = s.mustFail(t, "def main(x):\n    print('item', x)\n    open('output/%d' % x, 'w').write('x')\n",
+			map[string]any{"inputs": []int{1, 2, 3, 4}}, "output_files_limit", http.StatusUnprocessableEntity)
+		if r.Stdout != "item 1\nitem 2\nitem 3\nitem 4\n" {
+			t.Errorf("a batch over the file cap lost what its items printed: stdout %q", r.Stdout)
+		}
 		s.mustFail(t, "def main():\n    open('output/a\\x01b', 'w').write('x')\n", nil, "output_files_invalid", http.StatusUnprocessableEntity)
 	})
 

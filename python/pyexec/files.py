@@ -25,6 +25,13 @@ class FilesError(Exception):
         self.message = message
 
 
+def _unsafe(code):
+    """C0 and C1 controls, DEL, the backslash and the bidirectional
+    controls, as runner/files.go unsafeInName."""
+    return (code < 0x20 or 0x7F <= code <= 0x9F or code == 0x5C or 0x202A <= code <= 0x202E
+            or 0x2066 <= code <= 0x2069 or code in (0x200E, 0x200F, 0x061C))
+
+
 def check_name(name):
     """The reason name is not a valid file name, or None."""
     try:
@@ -33,8 +40,8 @@ def check_name(name):
         return "is not UTF-8"
     if not encoded or len(encoded) > MAX_NAME_BYTES:
         return "must be 1 to %d bytes" % MAX_NAME_BYTES
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        return "holds a control character"
+    if any(_unsafe(ord(c)) for c in name):
+        return "holds a control character, a backslash or a bidirectional control"
     parts = name.split("/")
     if len(parts) > MAX_DEPTH:
         return "is nested deeper than %d" % MAX_DEPTH
@@ -67,54 +74,76 @@ def place(files):
 def collect(max_files, max_bytes):
     """The regular files under the output directory, as [{"name",
     "content"}] sorted by name. Links and other special files are neither
-    followed nor sent. Raises FilesError past max_files or max_bytes."""
-    found = []
-    total = 0
+    followed nor sent. Raises FilesError past max_files or max_bytes.
 
-    def walk(directory, prefix, depth):
-        nonlocal total
-        with os.scandir(directory) as entries:
-            entries = sorted(entries, key=lambda e: e.name)
-        for entry in entries:
-            name = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if depth >= MAX_DEPTH - 1:
-                    raise FilesError("output_files_invalid", "output/%s is nested deeper than %d" % (name, MAX_DEPTH))
-                walk(entry.path, name + "/", depth + 1)
-                continue
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            reason = check_name(name)
-            if reason is not None:
-                raise FilesError("output_files_invalid", "the output file name %r %s" % (name, reason))
-            if len(found) >= max_files:
-                raise FilesError("output_files_limit",
-                                 "the script left more than %d files in /tmp/output" % max_files)
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-            try:
-                chunks = []
-                budget = max_bytes - total + 1
-                while budget > 0:
-                    chunk = os.read(fd, min(budget, 1 << 20))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    budget -= len(chunk)
-            finally:
-                os.close(fd)
-            content = b"".join(chunks)
-            total += len(content)
-            if total > max_bytes:
-                raise FilesError("output_files_limit",
-                                 "the files in /tmp/output hold more than %d bytes together" % max_bytes)
-            found.append({"name": name, "content": content})
-
-    try:
-        info = os.lstat(OUTPUT_DIR)
-    except FileNotFoundError:
-        return found
+    The walk holds a descriptor of each directory and opens every entry
+    relative to it with O_NOFOLLOW, then asks the descriptor what it is: a
+    script's process that swaps an entry for a link while this runs finds
+    the link refused (ELOOP), never followed.
+    """
+    import errno
     import stat
 
-    if stat.S_ISDIR(info.st_mode):
-        walk(OUTPUT_DIR, "", 0)
+    found = []
+    total = 0
+    # Entries skipped when opened: a link (ELOOP), a socket (ENXIO), one
+    # removed meanwhile (ENOENT), a device on the nodev tmpfs (EACCES).
+    skipped = (errno.ELOOP, errno.ENXIO, errno.ENOENT, errno.EACCES)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+    def read_file(fd, name):
+        nonlocal total
+        reason = check_name(name)
+        if reason is not None:
+            raise FilesError("output_files_invalid", "the output file name %r %s" % (name, reason))
+        if len(found) >= max_files:
+            raise FilesError("output_files_limit", "the script left more than %d files in /tmp/output" % max_files)
+        chunks = []
+        budget = max_bytes - total + 1
+        while budget > 0:
+            chunk = os.read(fd, min(budget, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            budget -= len(chunk)
+        content = b"".join(chunks)
+        total += len(content)
+        if total > max_bytes:
+            raise FilesError("output_files_limit",
+                             "the files in /tmp/output hold more than %d bytes together" % max_bytes)
+        found.append({"name": name, "content": content})
+
+    def walk(dir_fd, prefix, depth):
+        with os.scandir(dir_fd) as entries:
+            names = sorted(entry.name for entry in entries)
+        for entry_name in names:
+            name = prefix + entry_name
+            try:
+                fd = os.open(entry_name, flags, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in skipped:
+                    continue
+                raise
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode):
+                    if depth >= MAX_DEPTH - 1:
+                        raise FilesError("output_files_invalid",
+                                         "output/%s is nested deeper than %d" % (name, MAX_DEPTH))
+                    walk(fd, name + "/", depth + 1)
+                elif stat.S_ISREG(mode):
+                    read_file(fd, name)
+            finally:
+                os.close(fd)
+
+    try:
+        root = os.open(OUTPUT_DIR, flags | os.O_DIRECTORY)
+    except OSError as exc:
+        if exc.errno in skipped + (errno.ENOTDIR,):
+            return found
+        raise
+    try:
+        walk(root, "", 0)
+    finally:
+        os.close(root)
     return found

@@ -113,11 +113,17 @@ def _with_output_files(message, reply):
     caps = message["output_files"]
     try:
         reply["files"] = files.collect(caps["max_files"], caps["max_bytes"])
+        return reply
     except files.FilesError as exc:
-        return error(exc.kind, exc.message)
+        failed = error(exc.kind, exc.message)
     except OSError as exc:
-        return error("output_files_invalid", "cannot read the output directory: %s" % exc)
-    return reply
+        failed = error("output_files_invalid", "cannot read the output directory: %s" % exc)
+    # A batch's items printed into buffers of their own: what they printed
+    # goes to the sandbox's stdout and stderr, so the error answer keeps it.
+    for item in reply.get("items", ()):
+        sys.stdout.write(item["stdout"])
+        sys.stderr.write(item["stderr"])
+    return failed
 
 
 def run(msgpack, message, policy):

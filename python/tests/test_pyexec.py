@@ -289,7 +289,7 @@ class FilesTest(unittest.TestCase):
         deep = "import os\ndef main():\n    os.makedirs('output/' + '/'.join('d' * 9))\n"
         reply = self.run_with(deep)
         self.assertEqual((reply["type"], reply["kind"]), ("error", "output_files_invalid"))
-        for name in ("", "/etc/x", "../x", "a/../../x", "a//b", "./a", "a\x00b"):
+        for name in ("", "/etc/x", "../x", "a/../../x", "a//b", "./a", "a\x00b", "a\\..\\b", "\x85nel", "r\u202egnp.exe"):
             self.assertIsNotNone(files.check_name(name), name)
             with self.assertRaises(ValueError):
                 files.place([{"name": name, "content": b""}])
@@ -298,3 +298,48 @@ class FilesTest(unittest.TestCase):
     def test_output_dir_replaced_by_a_link_sends_nothing(self):
         reply = self.run_with("import os, shutil\ndef main():\n    os.rmdir('output')\n    os.symlink('/etc', 'output')\n")
         self.assertEqual(reply["files"], [])
+
+
+class CollectRaceTest(unittest.TestCase):
+    """A process of the script's may swap an output entry for a link while
+    the sandbox collects: the link is refused, never followed."""
+
+    def test_an_entry_swapped_for_a_link_after_the_listing_is_not_followed(self):
+        saved = os.getcwd()
+        real_scandir = os.scandir
+        with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as outside:
+            with open(os.path.join(outside, "secret.txt"), "w") as f:
+                f.write("outside")
+            os.chdir(work)
+            os.makedirs("output/z")
+            with open("output/z/inside.txt", "w") as f:
+                f.write("inside")
+            swapped = []
+
+            def scandir_then_swap(path):
+                # The listing sees z as a directory; right after it, z
+                # becomes a link to a directory outside.
+                listing = list(real_scandir(path))
+                if not swapped:
+                    swapped.append(True)
+                    os.unlink("output/z/inside.txt")
+                    os.rmdir("output/z")
+                    os.symlink(outside, "output/z")
+
+                class Listing(list):
+                    def __enter__(self):
+                        return self
+
+                    def __exit__(self, *exc):
+                        return False
+
+                return Listing(listing)
+
+            os.scandir = scandir_then_swap
+            try:
+                got = files.collect(10, 1000)
+            finally:
+                os.scandir = real_scandir
+                os.chdir(saved)
+            self.assertEqual(swapped, [True])
+            self.assertEqual(got, [], "the link that replaced output/z was followed")
