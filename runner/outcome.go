@@ -85,7 +85,7 @@ func classify(o outcome, limits Limits) (Output, error) {
 			Message: fmt.Sprintf("the script ran longer than %v; the sandbox was killed", limits.Timeout)}
 	case errors.Is(o.channelErr, errFrameTooLarge):
 		return out, &ScriptError{Kind: KindOutputLimit,
-			Message: fmt.Sprintf("the result is over the cap of %d bytes", limits.ResultBytes)}
+			Message: fmt.Sprintf("the reply is over its cap: a result of at most %d bytes and output files of at most %d", limits.ResultBytes, limits.FilesBytes)}
 	case errors.Is(o.channelErr, errMalformed):
 		return out, protocolError("the sandbox sent a malformed reply: %v", o.channelErr)
 	case o.zygoteDied:
