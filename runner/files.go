@@ -76,7 +76,7 @@ type wireOutputFiles struct {
 func toWire(files []File) []wireFile {
 	out := make([]wireFile, len(files))
 	for i, f := range files {
-		out[i] = wireFile{Name: f.Name, Content: f.Content}
+		out[i] = wireFile(f)
 	}
 	return out
 }
