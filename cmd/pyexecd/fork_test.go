@@ -251,7 +251,8 @@ def main():
 				Name    string
 			}
 			r := s.mustSucceed(t, probe, nil, &got)
-			if len(got.Modules) != 1 || got.Modules[0] != "__script__" || len(got.Tmp) != 0 || got.Name != "__script__" {
+			// /tmp holds only the (empty) output directory.
+			if len(got.Modules) != 1 || got.Modules[0] != "__script__" || len(got.Tmp) != 1 || got.Tmp[0] != "output" || got.Name != "__script__" {
 				t.Errorf("the script sees %+v", got)
 			}
 			if r.Stdout != "" || r.Stderr != "" {

@@ -173,7 +173,14 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
 	// The request's files must fit where the sandbox writes them: its
 	// scratch tmpfs of --tmp-mb and 4096 inodes (a file may need 8
-	// directories), each file rounded up to whole pages.
+	// directories), each file rounded up to whole pages. Unless the
+	// operator set it, the byte cap shrinks to half of what a smaller
+	// --tmp-mb leaves, keeping the rest for the script.
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if room := o.runner.TmpBytes - int64(limits.MaxFiles)*4096; !explicit["max-files-bytes"] && int64(limits.FilesBytes) > room {
+		limits.FilesBytes = int(max(room/2, 0))
+	}
 	if limits.MaxFiles < 1 || limits.MaxFiles > maxFilesCap || limits.FilesBytes < 1 ||
 		int64(limits.FilesBytes)+int64(limits.MaxFiles)*4096 > o.runner.TmpBytes {
 		return o, fmt.Errorf("--max-files must be 1 to %d, and --max-files-bytes at least 1 and, with 4 KiB per file, at most --tmp-mb (%d MiB): a request's files are written to the sandbox's /tmp", maxFilesCap, o.runner.TmpBytes>>20)

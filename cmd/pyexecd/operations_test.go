@@ -25,6 +25,20 @@ func TestOptionsFromEnvironmentAndFlags(t *testing.T) {
 		t.Errorf("max-busy %d (want 3 from the environment), warm %d (want 2: the flag wins), policy %q, token set %v",
 			o.pool.MaxBusy, o.pool.Warm, o.runner.Policy.Name, o.server.AuthToken != "")
 	}
+	// The file caps fit in the scratch tmpfs: an unset byte cap shrinks
+	// with --tmp-mb, a set one that cannot fit is refused.
+	none := func(string) string { return "" }
+	if o, err := parseOptions([]string{"--tmp-mb", "8"}, none, io.Discard); err != nil || o.runner.Limits.FilesBytes != (8<<20-32*4096)/2 {
+		t.Errorf("--tmp-mb 8: files bytes %d, %v", o.runner.Limits.FilesBytes, err)
+	}
+	if o, err := parseOptions(nil, none, io.Discard); err != nil || o.runner.Limits.FilesBytes != 8<<20 || o.server.MaxFilesBytes != 8<<20 {
+		t.Errorf("defaults: files bytes %d/%d, %v", o.runner.Limits.FilesBytes, o.server.MaxFilesBytes, err)
+	}
+	for _, args := range [][]string{{"--tmp-mb", "8", "--max-files-bytes", "8388608"}, {"--max-files", "401"}, {"--max-body-bytes", "104857600"}} {
+		if _, err := parseOptions(args, none, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
 	for _, args := range [][]string{{"--warm", "0"}, {"--warm", "-1"}, {"--max-busy", "-2"}} {
 		if _, err := parseOptions(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
