@@ -78,6 +78,11 @@ def serve_one(msgpack, policy):
         reply = script.run(msgpack, message, policy)
     except MemoryError:
         reply = script.error("memory_limit", "out of memory")
+    except BaseException as exc:
+        # script.run answers for everything the script does; this is the
+        # sandbox's own code failing where the script left it (out of
+        # descriptors, say). Say what, rather than die unexplained.
+        reply = script.error("script_error", "the sandbox failed after the script: %s: %s" % (type(exc).__name__, exc))
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -86,11 +91,19 @@ def serve_one(msgpack, policy):
     # Close stdout and stderr before the reply, so the runner sees their EOF
     # right after it and knows the output is complete (unless the script
     # kept a copy, in which case the runner kills the sandbox and drains).
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    protocol.send_frame(msgpack, reply)
+    # Closing them is enough where no descriptor is left for /dev/null.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        os.close(1)
+        os.close(2)
+    try:
+        protocol.send_frame(msgpack, reply)
+    except MemoryError:
+        protocol.send_frame(msgpack, script.error("memory_limit", "out of memory while sending the reply"))
     # Stay alive, idle, until the runner has read what this process used
     # from /proc and kills it (it closes the channel only after the kill);
     # then exit, whatever threads the script left running.
