@@ -8,9 +8,12 @@
 package msgpackcheck
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -49,7 +52,7 @@ func Check(b []byte, maxDepth int) error {
 // CheckWith is Check with the further rules of opts. Its errors say at
 // which byte of b the fault is.
 func CheckWith(b []byte, opts Options) error {
-	c := checker{opts: opts, size: len(b)}
+	c := checker{opts: opts, input: b, size: len(b)}
 	rest, err := c.value(b, opts.MaxDepth)
 	if err != nil {
 		return err
@@ -62,15 +65,20 @@ func CheckWith(b []byte, opts Options) error {
 
 type checker struct {
 	opts Options
-	// size is len of the whole input: size-len(b) is the offset of b.
-	size int
-	// keys and arena hold the normalised keys of the open maps (with
-	// UniqueKeys): a map's keys are keys[its start:], each a span of arena.
-	keys  []span
-	arena []byte
+	// input is the whole input, size its length: size-len(b) is the
+	// offset of b in it.
+	input []byte
+	size  int
+	// keys are the keys of the open maps (with UniqueKeys), as offsets
+	// and lengths in input: a map's keys are keys[its start:]. Eight bytes
+	// a key, whatever the key: a map of a million one-byte keys costs a
+	// few times its body, not the hundred megabytes a Go map of strings
+	// took.
+	keys []keyRef
 }
 
-type span struct{ start, end int }
+// keyRef is a map key's encoding in the input.
+type keyRef struct{ at, n uint32 }
 
 // linearKeys is how many keys of one map are compared one by one before
 // they move into a Go map.
@@ -209,11 +217,13 @@ func (c *checker) mapEntries(b []byte, n uint64, depth int) ([]byte, error) {
 	if !c.opts.StrOrIntKeys && !c.opts.UniqueKeys {
 		return c.values(b, 2*n, depth)
 	}
-	firstKey, firstArena := len(c.keys), len(c.arena)
-	defer func() {
-		c.keys, c.arena = c.keys[:firstKey], c.arena[:firstArena]
-	}()
-	var set map[string]struct{}
+	firstKey := len(c.keys)
+	defer func() { c.keys = c.keys[:firstKey] }()
+	if c.opts.UniqueKeys && n > linearKeys {
+		// Once, for the count declared (at most a pair per two bytes
+		// left, checked above), rather than grown step by step.
+		c.keys = slices.Grow(c.keys, int(n))
+	}
 	var err error
 	for ; n > 0; n-- {
 		key, at := b, c.offset(b)
@@ -226,7 +236,7 @@ func (c *checker) mapEntries(b []byte, n uint64, depth int) ([]byte, error) {
 			return nil, fmt.Errorf("%w: map key at byte %d is not a str or an integer", ErrMalformed, at)
 		}
 		if c.opts.UniqueKeys {
-			if set, err = c.addKey(key, at, kind, set, firstKey); err != nil {
+			if err = c.addKey(keyRef{at: uint32(at), n: uint32(len(key))}, firstKey); err != nil {
 				return nil, err
 			}
 		}
@@ -234,7 +244,29 @@ func (c *checker) mapEntries(b []byte, n uint64, depth int) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if c.opts.UniqueKeys && len(c.keys)-firstKey > linearKeys {
+		if err := c.sortedUnique(c.keys[firstKey:]); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// sortedUnique refuses a big map with a key twice: its keys are sorted
+// by their normal form and neighbours compared, without a copy of any key.
+func (c *checker) sortedUnique(keys []keyRef) error {
+	slices.SortFunc(keys, func(a, b keyRef) int {
+		if d := compareKeys(c.norm(a), c.norm(b)); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.at, b.at)
+	})
+	for i := 1; i < len(keys); i++ {
+		if compareKeys(c.norm(keys[i-1]), c.norm(keys[i])) == 0 {
+			return c.duplicate(keys[i])
+		}
+	}
+	return nil
 }
 
 type kind int
@@ -255,51 +287,59 @@ func keyKind(key []byte) kind {
 	return keyOther
 }
 
-// addKey normalises a map key (encoded as key at byte at, checked) into c.arena and
-// refuses it if the map, whose keys start at c.keys[firstKey], has it.
-// Past linearKeys keys the map's keys move into set, which it returns.
-func (c *checker) addKey(key []byte, at int, k kind, set map[string]struct{}, firstKey int) (map[string]struct{}, error) {
-	start := len(c.arena)
-	switch k {
-	case keyStr:
-		c.arena = append(c.arena, 's')
-		c.arena = append(c.arena, strBytes(key)...)
-	case keyInt:
-		c.arena = appendInt(c.arena, key)
-	default:
-		c.arena = append(c.arena, 'x')
-		c.arena = append(c.arena, key...)
-	}
-	norm := c.arena[start:]
-	dup := false
-	if set != nil {
-		_, dup = set[string(norm)]
-	} else {
-		for _, sp := range c.keys[firstKey:] {
-			if string(c.arena[sp.start:sp.end]) == string(norm) {
-				dup = true
-				break
+// addKey records a map key (checked) for its map, whose keys start at
+// c.keys[firstKey]. The first linearKeys keys of a map are compared one by
+// one as they come; a bigger map is checked once, sorted, at its end
+// (sortedUnique).
+func (c *checker) addKey(key keyRef, firstKey int) error {
+	if len(c.keys)-firstKey < linearKeys {
+		k := c.norm(key)
+		for _, other := range c.keys[firstKey:] {
+			if compareKeys(c.norm(other), k) == 0 {
+				return c.duplicate(key)
 			}
 		}
 	}
-	if dup {
-		return nil, fmt.Errorf("%w: map key %s at byte %d appears twice in its map", ErrMalformed, describeKey(key, k), at)
-	}
-	if set != nil {
-		set[string(norm)] = struct{}{}
-		c.arena = c.arena[:start]
-		return set, nil
-	}
-	c.keys = append(c.keys, span{start, len(c.arena)})
-	if len(c.keys)-firstKey > linearKeys {
-		set = make(map[string]struct{}, 2*linearKeys)
-		for _, sp := range c.keys[firstKey:] {
-			set[string(c.arena[sp.start:sp.end])] = struct{}{}
+	c.keys = append(c.keys, key)
+	return nil
+}
+
+func (c *checker) duplicate(key keyRef) error {
+	return fmt.Errorf("%w: map key %s at byte %d appears twice in its map", ErrMalformed, describeKey(c.norm(key)), key.at)
+}
+
+// normKey is a key in a form where equal values are equal whatever their
+// encoding: an integer by sign and value (1 as fixint and as uint16 are
+// one key), a str by its bytes, anything else by its encoding.
+type normKey struct {
+	tag byte // 'i' (negative integer), 'u' (integer at least zero), 's' (str), 'x' (other)
+	n   uint64
+	b   []byte // a slice of the input: no copy
+}
+
+func (c *checker) norm(r keyRef) normKey {
+	key := c.input[r.at : r.at+r.n]
+	switch keyKind(key) {
+	case keyStr:
+		return normKey{tag: 's', b: strBytes(key)}
+	case keyInt:
+		neg, n := intKey(key)
+		if neg {
+			return normKey{tag: 'i', n: n}
 		}
-		c.arena = c.arena[:c.keys[firstKey].start]
-		c.keys = c.keys[:firstKey]
+		return normKey{tag: 'u', n: n}
 	}
-	return set, nil
+	return normKey{tag: 'x', b: key}
+}
+
+func compareKeys(a, b normKey) int {
+	if a.tag != b.tag {
+		return cmp.Compare(a.tag, b.tag)
+	}
+	if a.tag == 'i' || a.tag == 'u' {
+		return cmp.Compare(a.n, b.n)
+	}
+	return bytes.Compare(a.b, b.b)
 }
 
 // strBytes is the content of a checked str.
@@ -311,59 +351,48 @@ func strBytes(key []byte) []byte {
 	return key[1+(1<<(code-0xd9)):]
 }
 
-// appendInt appends a checked integer key as 'u' and 8 big-endian bytes
-// when it is at least zero, 'i' and its int64 bytes when negative, so that
-// equal values have equal forms whatever their encoding.
-func appendInt(dst, key []byte) []byte {
+// intKey is a checked integer key's sign and value (its bits as an
+// int64 when negative).
+func intKey(key []byte) (neg bool, u uint64) {
 	code := key[0]
-	var u uint64
-	neg := false
 	switch {
 	case code <= 0x7f:
-		u = uint64(code)
+		return false, uint64(code)
 	case code >= 0xe0:
-		u, neg = uint64(int64(int8(code))), true
+		return true, uint64(int64(int8(code)))
 	case code == 0xcc:
-		u = uint64(key[1])
+		return false, uint64(key[1])
 	case code == 0xcd:
-		u = uint64(binary.BigEndian.Uint16(key[1:]))
+		return false, uint64(binary.BigEndian.Uint16(key[1:]))
 	case code == 0xce:
-		u = uint64(binary.BigEndian.Uint32(key[1:]))
+		return false, uint64(binary.BigEndian.Uint32(key[1:]))
 	case code == 0xcf:
-		u = binary.BigEndian.Uint64(key[1:])
-	default: // 0xd0-0xd3: int8, int16, int32, int64
-		var v int64
-		switch code {
-		case 0xd0:
-			v = int64(int8(key[1]))
-		case 0xd1:
-			v = int64(int16(binary.BigEndian.Uint16(key[1:])))
-		case 0xd2:
-			v = int64(int32(binary.BigEndian.Uint32(key[1:])))
-		default:
-			v = int64(binary.BigEndian.Uint64(key[1:]))
-		}
-		u, neg = uint64(v), v < 0
+		return false, binary.BigEndian.Uint64(key[1:])
 	}
-	tag := byte('u')
-	if neg {
-		tag = 'i'
+	var v int64 // 0xd0-0xd3: int8, int16, int32, int64
+	switch code {
+	case 0xd0:
+		v = int64(int8(key[1]))
+	case 0xd1:
+		v = int64(int16(binary.BigEndian.Uint16(key[1:])))
+	case 0xd2:
+		v = int64(int32(binary.BigEndian.Uint32(key[1:])))
+	default:
+		v = int64(binary.BigEndian.Uint64(key[1:]))
 	}
-	return binary.BigEndian.AppendUint64(append(dst, tag), u)
+	return v < 0, uint64(v)
 }
 
-func describeKey(key []byte, k kind) string {
-	switch k {
-	case keyStr:
-		return fmt.Sprintf("%q", strBytes(key))
-	case keyInt:
-		norm := appendInt(nil, key)
-		if norm[0] == 'i' {
-			return fmt.Sprint(int64(binary.BigEndian.Uint64(norm[1:])))
-		}
-		return fmt.Sprint(binary.BigEndian.Uint64(norm[1:]))
+func describeKey(k normKey) string {
+	switch k.tag {
+	case 's':
+		return fmt.Sprintf("%q", k.b)
+	case 'u':
+		return fmt.Sprint(k.n)
+	case 'i':
+		return fmt.Sprint(int64(k.n))
 	}
-	return fmt.Sprintf("(encoded % x)", key)
+	return fmt.Sprintf("(encoded % x)", k.b)
 }
 
 // skipSized skips a length field of size bytes, extra bytes, then the data.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -199,5 +200,33 @@ func TestMaxLen(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestManyKeysCostLittle: checking a map of a million one-byte keys costs
+// a few times the body, not a Go map of strings (over a hundred MB for
+// this body), and finds an integer key repeated in another encoding.
+func TestManyKeysCostLittle(t *testing.T) {
+	const n = 1 << 20
+	b := []byte{0xdf, 0, 0x10, 0, 0} // map32 of n pairs
+	for i := 0; i < n; i++ {
+		b = append(b, 0xce, byte(i>>24), byte(i>>16), byte(i>>8), byte(i), 0xc0) // uint32 key, nil value
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := CheckWith(b, strict); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*uint64(len(b)) {
+		t.Errorf("checking %d bytes allocated %d", len(b), alloc)
+	}
+	// The last key, 1048575, again as a uint32 would be caught by the
+	// encoder; as an int64 it is the same key in another encoding.
+	b[4]++ // n+1 pairs
+	b = append(b, 0xd3, 0, 0, 0, 0, 0, 0x0f, 0xff, 0xff, 0xc0)
+	if err := CheckWith(b, strict); err == nil || !strings.Contains(err.Error(), "1048575") {
+		t.Fatalf("a repeated key in another encoding: err = %v", err)
 	}
 }
