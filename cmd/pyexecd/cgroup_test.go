@@ -61,7 +61,7 @@ func TestCgroupV2Sandboxes(t *testing.T) {
 		}
 		t.Skipf("needs a host that delegates cgroup v2: %v", err)
 	}
-	s := startServer(t, "", "--cgroup", "required", "--warm", "1", "--max-processes", "8", "--max-memory-mb", "512", "--tmp-mb", "512")
+	s := startServer(t, "", "--cgroup", "required", "--warm", "1", "--max-processes", "8", "--max-memory-mb", "512", "--tmp-mb", "512", "--max-timeout", "2m")
 
 	resp, err := http.Get(s.url + "/health")
 	if err != nil {
@@ -79,7 +79,17 @@ func TestCgroupV2Sandboxes(t *testing.T) {
 	}
 	// The test process is in <own>/server now; Detect names <own>.
 	sandboxes := filepath.Join(own, "sandboxes")
-	groups, _ := filepath.Glob(filepath.Join(sandboxes, "sbx-*"))
+	// /health answers before the pool has built its warm sandbox: wait
+	// for it (in an emulated VM its zygote takes a minute to start).
+	var groups []string
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if p, ok := s.poolFigures(); ok && p.Idle > 0 {
+			groups, _ = filepath.Glob(filepath.Join(sandboxes, "sbx-*"))
+		}
+		if len(groups) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(groups) == 0 {
 		t.Fatalf("no sandbox group under %s (own cgroup %s)", sandboxes, own)
 	}
@@ -95,43 +105,65 @@ func TestCgroupV2Sandboxes(t *testing.T) {
 		}
 	}
 
-	// Three children of 120 MiB each stay within their own address space
-	// (256 MiB) but not, together, within the sandbox's 256 MiB.
-	r := s.mustFail(t, `import os, time
+	// Children that each stay within their own address space (RLIMIT_AS,
+	// also memory_mb) but not, together, within the sandbox's memory.max.
+	// The preloaded numpy and pandas already take a good part of the
+	// address space (some 256 MiB here): each child takes half of what is
+	// left, and there are enough of them to exceed memory_mb together.
+	// Only the pages they write are charged to the sandbox's group: those
+	// shared with the zygote were charged to the zygote's. The children
+	// sleep long enough for the OOM kill to come even in an emulated VM
+	// (some 16 s there), and less than timeout_ms: without a kill, the
+	// script returns and the test says so.
+	began := time.Now()
+	r := s.mustFail(t, `import os, resource, time
 def main():
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    size = next(int(l.split()[1]) << 10 for l in open("/proc/self/status") if l.startswith("VmSize:"))
+    chunk = (limit - size) // 2
+    if chunk < (32 << 20):
+        return {"address space left": limit - size}
     pids = []
-    for _ in range(3):
+    for _ in range(limit // chunk + 1):
         pid = os.fork()
         if pid == 0:
-            held = b"\x01" * (120 << 20)
-            time.sleep(30)
+            held = b"\x01" * chunk
+            time.sleep(60)
             os._exit(0)
         pids.append(pid)
     for pid in pids:
         os.waitpid(pid, 0)
-    return "all held"
-`, map[string]any{"memory_mb": 256, "timeout_ms": 20000}, "memory_limit", 422)
+    return {"children": len(pids), "each": chunk}
+`, map[string]any{"memory_mb": 512, "timeout_ms": 120000}, "memory_limit", 422)
 	if !strings.Contains(r.Error.Message, "memory.max") {
-		t.Errorf("message %q does not name the cgroup limit", r.Error.Message)
+		t.Errorf("message %q does not name the cgroup limit (stderr %q)", r.Error.Message, r.Stderr)
 	}
+	t.Logf("children over a sandbox's 512 MiB together, after %v: %s: %s", time.Since(began).Round(time.Millisecond), r.Error.Type, r.Error.Message)
+	began = time.Now()
 
-	// tmpfs pages count too: a scratch file of 300 MiB does not fit in a
-	// sandbox of 128 MiB.
+	// tmpfs pages count too: 480 MiB of scratch files (each under the
+	// file size limit, in a tmpfs of 512 MiB) do not fit in a sandbox of
+	// 384 MiB.
 	r = s.execute(t, `def main():
-    n = 0
-    with open("/tmp/fill", "wb") as f:
-        try:
-            for _ in range(300):
-                f.write(b"x" * (1 << 20)); f.flush(); n += 1
-        except OSError:
-            pass
+    chunk, n = b"x" * (1 << 20), 0
+    try:
+        for i in range(60):
+            with open("/tmp/fill%d" % i, "wb") as f:
+                for _ in range(8):
+                    f.write(chunk); f.flush(); n += 1
+    except OSError:
+        pass
     return n
-`, map[string]any{"memory_mb": 128, "timeout_ms": 20000})
-	switch written, _ := strconv.Atoi(string(r.Result)); {
-	case r.Status == 200 && written >= 128:
-		t.Errorf("wrote %d MiB to tmpfs in a sandbox of 128 MiB", written)
-	case r.Status != 200 && (r.Error == nil || r.Error.Type != "memory_limit"):
-		t.Errorf("tmpfs fill: status %d %+v", r.Status, r.Error)
+`, map[string]any{"memory_mb": 384, "timeout_ms": 120000})
+	written, _ := strconv.Atoi(string(r.Result))
+	t.Logf("480 MiB of tmpfs files in a sandbox of 384 MiB, after %v: status %d, %d MiB written, error %+v", time.Since(began).Round(time.Millisecond), r.Status, written, r.Error)
+	switch {
+	case r.Status == 200 && written >= 384:
+		t.Errorf("wrote %d MiB to tmpfs in a sandbox of 384 MiB", written)
+	case r.Status == 200 && written < 64:
+		t.Errorf("wrote only %d MiB to tmpfs: something other than the sandbox's memory.max stopped it", written)
+	case r.Status != 200 && (r.Error == nil || r.Error.Type != "memory_limit" || !strings.Contains(r.Error.Message, "memory.max")):
+		t.Errorf("tmpfs fill: status %d %+v, want success or the cgroup's memory_limit", r.Status, r.Error)
 	}
 
 	// The groups of used sandboxes are gone.

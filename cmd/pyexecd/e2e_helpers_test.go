@@ -92,6 +92,19 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
 	env := map[string]string{"AUTH_TOKEN": token}
+	// On a very slow machine (an emulated VM: scripts/cgroup2-vm-test.sh)
+	// PYEXEC_TEST_START_TIMEOUT gives the zygotes longer to import the
+	// preload modules, and the waits below grow with it.
+	startWait := 60 * time.Second
+	if v := os.Getenv("PYEXEC_TEST_START_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			cancel()
+			t.Fatalf("PYEXEC_TEST_START_TIMEOUT: %v", err)
+		}
+		env["PYEXEC_START_TIMEOUT"] = v
+		startWait += 2 * d
+	}
 	getenv := func(k string) string { return env[k] }
 	// The jail, not the validation policy, is what the security tests show:
 	// every server runs with --policy none unless a test names one.
@@ -103,9 +116,9 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 	case err := <-done:
 		cancel()
 		t.Fatalf("server did not start: %v\n%s", err, logs.String())
-	case <-time.After(60 * time.Second):
+	case <-time.After(startWait):
 		cancel()
-		t.Fatalf("server did not start in 60s\n%s", logs.String())
+		t.Fatalf("server did not start in %v\n%s", startWait, logs.String())
 	}
 	var once sync.Once
 	var stopErr error
@@ -145,7 +158,7 @@ func startServer(t *testing.T, token string, args ...string) *testServer {
 			t.Errorf("server stopped with error: %v", err)
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(startWait)
 	for {
 		resp, err := http.Get(ts.url + "/health")
 		if err == nil {
