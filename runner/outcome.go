@@ -80,6 +80,9 @@ func classify(o outcome, limits Limits) (Output, error) {
 		return out, judgeFailure(o.failed)
 	case o.abandoned != nil:
 		return out, fmt.Errorf("execution abandoned: %w", o.abandoned)
+	case o.oomKilled:
+		return out, &ScriptError{Kind: KindMemoryLimit,
+			Message: fmt.Sprintf("the sandbox's processes together used more than %d MiB (its cgroup's memory.max) and were killed", limits.MemoryBytes>>20)}
 	case o.deadlineHit:
 		return out, &ScriptError{Kind: KindTimeout,
 			Message: fmt.Sprintf("the script ran longer than %v; the sandbox was killed", limits.Timeout)}
@@ -90,9 +93,6 @@ func classify(o outcome, limits Limits) (Output, error) {
 		return out, protocolError("the sandbox sent a malformed reply: %v", o.channelErr)
 	case o.zygoteDied:
 		return out, fmt.Errorf("the zygote died during the execution: %w", ErrZygoteDied)
-	case o.oomKilled:
-		return out, &ScriptError{Kind: KindMemoryLimit,
-			Message: fmt.Sprintf("the sandbox's processes together used more than %d MiB (its cgroup's memory.max) and were killed", limits.MemoryBytes>>20)}
 	case o.exitKnown:
 		return out, classifyExit(o.exit.exitStatus(), o.exit.cpu(), limits.CPUTime)
 	default:

@@ -49,6 +49,7 @@ func TestClassify(t *testing.T) {
 		{name: "killed after its whole CPU allowance", o: outcome{channelErr: io.EOF, exit: cpuSpent, exitKnown: true}, wantKind: KindTimeout},
 		{name: "killed before its CPU allowance", o: outcome{channelErr: io.EOF, exit: killed, exitKnown: true}, wantKind: KindCrashed},
 		{name: "killed by the OOM killer of its cgroup", o: outcome{channelErr: io.EOF, exit: killed, exitKnown: true, oomKilled: true}, wantKind: KindMemoryLimit},
+		{name: "killed by the OOM killer, then the deadline passed", o: outcome{deadlineHit: true, exit: killed, exitKnown: true, oomKilled: true}, wantKind: KindMemoryLimit},
 		{name: "SIGXCPU", o: outcome{channelErr: io.EOF, exit: exitReport{Status: int(syscall.SIGXCPU)}, exitKnown: true}, wantKind: KindTimeout},
 		{name: "exit before main returned", o: outcome{channelErr: io.EOF, exit: exited3, exitKnown: true}, wantKind: KindScriptError},
 		{name: "nothing known", o: outcome{channelErr: os.ErrDeadlineExceeded}, wantErr: os.ErrDeadlineExceeded},

@@ -156,11 +156,12 @@ cat >"$VM_DIR/guest-run.sh" <<EOF
 OUT=$VM_DIR/out
 echo "guest: kernel \$(uname -r), \$(nproc) cpus, \$(grep MemTotal /proc/meminfo)"
 echo "guest: cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
-# A delegated subtree, as a container or a systemd Delegate=yes unit has.
+# A delegated subtree, as a systemd Delegate=yes unit has: its own group,
+# marked trusted.delegate, holding the service's process alone.
 echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
 mkdir /sys/fs/cgroup/pyexec
-echo \$\$ >/sys/fs/cgroup/pyexec/cgroup.procs
-echo "guest: running in \$(cat /proc/self/cgroup), controllers there: \$(cat /sys/fs/cgroup/pyexec/cgroup.controllers)"
+/usr/bin/python3 -c "import os; os.setxattr('/sys/fs/cgroup/pyexec', 'trusted.delegate', b'1')"
+echo "guest: /sys/fs/cgroup/pyexec made, controllers there: \$(cat /sys/fs/cgroup/pyexec/cgroup.controllers)"
 [ -e /proc/sys/kernel/unprivileged_userns_clone ] && echo 1 >/proc/sys/kernel/unprivileged_userns_clone
 echo 65536 >/proc/sys/user/max_user_namespaces
 cd $repo/cmd/pyexecd
@@ -170,8 +171,12 @@ while read -r RUN; do
 	[ -n "\$RUN" ] || continue
 	n=\$((n + 1))
 	START=\$(date +%s)
-	env -i PATH=\$PATH HOME=/root TMPDIR=/tmp REQUIRE_JAIL=1 REQUIRE_CGROUP2=1 PYEXEC_TEST_START_TIMEOUT=$START_TIMEOUT \\
-		$VM_DIR/pyexecd.test -test.v -test.run "\$RUN" -test.timeout 30m >\$OUT/test-\$n.log 2>&1
+	# The test process alone in the service's group; once a run has set
+	# the group up, the next starts where the service then lives, in its
+	# server/ group (as a restarted service would).
+	CG=/sys/fs/cgroup/pyexec
+	[ -s \$CG/cgroup.subtree_control ] && CG=\$CG/server
+	sh -c "echo \\\$\\\$ >\$CG/cgroup.procs && exec env -i PATH=\$PATH HOME=/root TMPDIR=/tmp REQUIRE_JAIL=1 REQUIRE_CGROUP2=1 PYEXEC_TEST_START_TIMEOUT=$START_TIMEOUT $VM_DIR/pyexecd.test -test.v -test.run '\$RUN' -test.timeout 30m" >\$OUT/test-\$n.log 2>&1
 	rc=\$?
 	[ \$rc -eq 0 ] || RC=\$rc
 	echo "guest: run \$n (\$RUN) exited \$rc after \$((\$(date +%s) - START))s"
