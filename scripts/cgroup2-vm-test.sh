@@ -175,7 +175,7 @@ while read -r RUN; do
 	# the group up, the next starts where the service then lives, in its
 	# server/ group (as a restarted service would).
 	CG=/sys/fs/cgroup/pyexec
-	[ -s \$CG/cgroup.subtree_control ] && CG=\$CG/server
+	grep -q . \$CG/cgroup.subtree_control && CG=\$CG/server  # cgroupfs files all have size 0: read them
 	sh -c "echo \\\$\\\$ >\$CG/cgroup.procs && exec env -i PATH=\$PATH HOME=/root TMPDIR=/tmp REQUIRE_JAIL=1 REQUIRE_CGROUP2=1 PYEXEC_TEST_START_TIMEOUT=$START_TIMEOUT $VM_DIR/pyexecd.test -test.v -test.run '\$RUN' -test.timeout 30m" >\$OUT/test-\$n.log 2>&1
 	rc=\$?
 	[ \$rc -eq 0 ] || RC=\$rc
