@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -135,6 +136,7 @@ func stderrTail(p *cappedPipe) string {
 	if len(b) > 2048 {
 		b = b[len(b)-2048:]
 	}
+	b = bytes.TrimRight(b, "\n")
 	if len(b) == 0 {
 		return "no stderr"
 	}
