@@ -376,7 +376,7 @@ func (r *Runner) Probe(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot start a %s sandbox: %w; likely causes, most likely first: "+
 			"unprivileged user namespaces are off (sysctl user.max_user_namespaces must be > 0, and kernel.unprivileged_userns_clone 1 where it exists); "+
-			"a seccomp profile refuses the namespace calls (in a container: --security-opt seccomp=unconfined); "+
+			"a seccomp profile refuses the namespace calls or sethostname (in a container: --security-opt seccomp=unconfined); "+
 			"/proc is masked, so the jail cannot mount its own (podman: --security-opt unmask=/proc/*, docker: --security-opt systempaths=unconfined, Kubernetes: procMount: Unmasked); "+
 			"%s lacks python3-numpy, python3-pandas, python3-msgpack or python3-seccomp (scripts/install-deps.sh)",
 			r.JailName(), err, r.cfg.Python)
