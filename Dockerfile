@@ -1,42 +1,79 @@
-# syntax=docker/dockerfile:1
-# The production image: the Go binary, nsjail built from its upstream
-# release tag, Debian's python3 with numpy, pandas and msgpack, and the
-# repository's nsjail.cfg. No Docker engine runs on the development
-# machines, so every step but the nsjail build calls what `make run`,
-# `make test` and CI run there: `make binary` and scripts/install-deps.sh.
-# The nsjail build needs the upstream repository, which those machines
-# cannot reach; its result is tested by `make test` when nsjail is on PATH
-# (REQUIRE_NSJAIL=1 makes its absence a failure).
+# The production image: the Go binary, the jail, Debian's python3 with
+# numpy, pandas and msgpack, and the repository's nsjail.cfg. Built and run
+# by `make image-test` (scripts/image-test.sh), which proves it works.
+#
+# Build arguments and contexts (every one has a default):
+#   JAIL=nsjail|bwrap   nsjail (the default, built from source) or Debian's
+#                       bubblewrap only: no nsjail stage is built or copied.
+#   VERSION=...         what /health and --version report (default "dev").
+#   NSJAIL_VERSION=3.6  the upstream tag cloned when no source is given.
+#   --build-context nsjail-src=DIR
+#                       nsjail's source instead of the clone: a checkout of
+#                       github.com/google/nsjail at NSJAIL_VERSION with its
+#                       kafel submodule (DIR/kafel) checked out too.
+#   --secret id=build-ca,src=FILE
+#                       a CA bundle the Go build stage trusts for the module
+#                       proxy (a TLS-intercepting egress); it is mounted for
+#                       that one step and never stored in a layer.
+# No step reaches a registry but for the base images of the FROM lines; the
+# steps fetch from Debian's mirror, the Go module proxy and, for the
+# default nsjail source only, GitHub.
 
+ARG JAIL=nsjail
 ARG NSJAIL_VERSION=3.6
 
 FROM golang:1.26-bookworm AS binary
+ARG VERSION=dev
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export SSL_CERT_FILE=/run/secrets/build-ca; fi; \
+    go mod download
 COPY . .
-RUN make binary BIN=/out/pyexecd
+RUN make binary BIN=/out/pyexecd VERSION="$VERSION"
+
+# nsjail's source: the pinned upstream tag, unless --build-context
+# nsjail-src=DIR replaces this stage.
+FROM debian:bookworm AS nsjail-clone
+ARG NSJAIL_VERSION
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates git \
+ && git clone --depth 1 --branch "$NSJAIL_VERSION" --recurse-submodules --shallow-submodules \
+      https://github.com/google/nsjail.git /nsjail
+FROM scratch AS nsjail-src
+COPY --from=nsjail-clone /nsjail /
 
 FROM debian:bookworm AS nsjail
-ARG NSJAIL_VERSION
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      autoconf bison ca-certificates flex g++ gcc git libnl-route-3-dev libprotobuf-dev libtool make \
-      pkg-config protobuf-compiler \
- && git clone --depth 1 --branch "$NSJAIL_VERSION" --recurse-submodules --shallow-submodules \
-      https://github.com/google/nsjail.git /nsjail \
- && make -C /nsjail -j"$(nproc)" \
+      autoconf bison flex g++ gcc libnl-route-3-dev libprotobuf-dev libtool make pkg-config protobuf-compiler
+COPY --from=nsjail-src / /nsjail
+# clean first: a source directory may hold objects of another build.
+RUN make -C /nsjail clean >/dev/null && make -C /nsjail -j"$(nproc)" \
  && install -D -m 0755 /nsjail/nsjail /out/nsjail
 
-FROM debian:bookworm-slim
+# What both variants run: Debian's python3 with numpy, pandas, msgpack and
+# seccomp, bubblewrap, and (nsjail variant) nsjail's shared libraries.
+FROM debian:bookworm-slim AS runtime
+ARG JAIL
 COPY scripts/install-deps.sh /tmp/install-deps.sh
-RUN NSJAIL_RUNTIME=1 /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh
+RUN if [ "$JAIL" = nsjail ]; then export NSJAIL_RUNTIME=1; fi; \
+    /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh
 COPY --from=binary /out/pyexecd /usr/local/bin/pyexecd
-COPY --from=nsjail /out/nsjail /usr/local/bin/nsjail
 COPY nsjail.cfg /etc/pyexec/nsjail.cfg
-# Everything runs as nobody; nsjail maps the sandbox to that same uid.
+
+FROM runtime AS with-bwrap
+
+FROM runtime AS with-nsjail
+COPY --from=nsjail /out/nsjail /usr/local/bin/nsjail
+
+# The variant JAIL names; the other's stages are not built.
+FROM with-${JAIL}
+ARG JAIL
+# Everything runs as nobody; the jail maps the sandbox to that same uid.
 USER 65534:65534
-ENV PORT=8080
+ENV PORT=8080 PYEXEC_JAIL=${JAIL} PYEXEC_NSJAIL_CONFIG=/etc/pyexec/nsjail.cfg
 EXPOSE 8080
+# Kept by podman and buildah only with --format docker (OCI images have no
+# health check).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD ["/usr/bin/python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=2)"]
-ENTRYPOINT ["/usr/local/bin/pyexecd", "--jail", "nsjail", "--nsjail-config", "/etc/pyexec/nsjail.cfg"]
+ENTRYPOINT ["/usr/local/bin/pyexecd"]

@@ -5,7 +5,7 @@ BIN     := bin/pyexecd
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 ARGS    ?=
 
-.PHONY: run test deps build binary vet bench clean
+.PHONY: run test deps build binary vet bench clean image-test
 
 deps:
 	./scripts/install-deps.sh
@@ -34,6 +34,12 @@ vet:
 test: deps vet
 	REQUIRE_JAIL=1 $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# image-test builds the Dockerfile with podman (rootless, from local base
+# images) and proves the image works; NSJAIL_SRC=DIR tests the nsjail
+# variant built from that source. Needs root on Debian 12 (README).
+image-test:
+	NSJAIL_SRC="$(NSJAIL_SRC)" ./scripts/image-test.sh
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 40x ./runner/

@@ -38,8 +38,11 @@ func (n *Nsjail) Name() string { return "nsjail" }
 
 // Command implements Jail. The /tmp size comes from nsjail.cfg for the
 // jail; in fork mode each sandbox mounts its own /tmp of spec.TmpBytes.
+// --quiet keeps nsjail's warnings and errors (why a jail could not start)
+// on its stderr, which the runner reports when the jail dies, and drops
+// its per-process information lines.
 func (n *Nsjail) Command(spec JailSpec) (string, []string) {
-	args := []string{"--config", n.ConfigPath, "--really_quiet", "--pass_fd", "3"}
+	args := []string{"--config", n.ConfigPath, "--quiet", "--pass_fd", "3"}
 	for _, kv := range spec.Env {
 		args = append(args, "--env", kv)
 	}

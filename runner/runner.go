@@ -329,6 +329,8 @@ type StartOptions struct {
 	// though Config.Prewarm is set: faster to make, slower to answer. The
 	// pool asks for it while requests are waiting.
 	SkipPrewarm bool
+	// failFast gives up at the first failed zygote start (Probe).
+	failFast bool
 }
 
 // Start starts one sandbox and waits until it says ready. ctx bounds the
@@ -340,7 +342,7 @@ func (r *Runner) Start(ctx context.Context, opts StartOptions) (*Sandbox, error)
 	}
 	prewarm := r.cfg.Prewarm && !opts.SkipPrewarm
 	for {
-		z, err := r.zygotes[r.next.Add(1)%uint64(len(r.zygotes))].get(ctx)
+		z, err := r.zygotes[r.next.Add(1)%uint64(len(r.zygotes))].get(ctx, opts.failFast)
 		if err != nil {
 			return nil, err
 		}
@@ -402,12 +404,14 @@ func (r *Runner) MemoryAccounting() string {
 // Probe starts one sandbox and destroys it, to prove the jail works here.
 // Its error says what to fix.
 func (r *Runner) Probe(ctx context.Context) error {
-	sb, err := r.Start(ctx, StartOptions{})
+	sb, err := r.Start(ctx, StartOptions{failFast: true})
 	if err != nil {
-		return fmt.Errorf("cannot start a %s sandbox (the jail needs unprivileged user namespaces: "+
-			"check that sysctl user.max_user_namespaces > 0 and kernel.unprivileged_userns_clone=1 where it exists, "+
-			"and that %s and python3-numpy, python3-pandas, python3-msgpack are installed): %w",
-			r.JailName(), r.cfg.Python, err)
+		return fmt.Errorf("cannot start a %s sandbox: %w; likely causes, most likely first: "+
+			"unprivileged user namespaces are off (sysctl user.max_user_namespaces must be > 0, and kernel.unprivileged_userns_clone 1 where it exists); "+
+			"a seccomp profile refuses the namespace calls or sethostname (in a container: --security-opt seccomp=unconfined); "+
+			"/proc is masked, so the jail cannot mount its own (podman: --security-opt unmask=/proc/*, docker: --security-opt systempaths=unconfined, Kubernetes: procMount: Unmasked); "+
+			"%s lacks python3-numpy, python3-pandas, python3-msgpack or python3-seccomp (scripts/install-deps.sh)",
+			r.JailName(), err, r.cfg.Python)
 	}
 	return sb.Close()
 }

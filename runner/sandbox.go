@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -193,6 +194,7 @@ func stderrTail(p *cappedPipe) string {
 	if len(b) > 2048 {
 		b = b[len(b)-2048:]
 	}
+	b = bytes.TrimRight(b, "\n")
 	if len(b) == 0 {
 		return "no stderr"
 	}

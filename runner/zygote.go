@@ -140,9 +140,13 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		err = fmt.Errorf("zygote sent %q instead of ready", clip(ready.Type, 40))
 	}
 	if err != nil {
+		// Its stderr up to EOF (the jail's own error lines), then close,
+		// which would cut the pipe short.
+		z.proc.kill()
+		tail := stderrTail(z.stderr)
 		close(z.readerEnd) // no reader was started
 		z.close()
-		return nil, fmt.Errorf("zygote did not say ready: %w (%s)", err, stderrTail(z.stderr))
+		return nil, fmt.Errorf("zygote did not say ready: %w (%s)", err, tail)
 	}
 	control.SetReadDeadline(time.Time{})
 	go z.readLoop()
@@ -475,8 +479,11 @@ func (s *zygoteSupervisor) start() *zygote {
 		if err == nil {
 			return z
 		}
+		// Waiters see the failure at once: a probe gives up on it.
 		s.mu.Lock()
 		s.lastErr = err
+		close(s.changed)
+		s.changed = make(chan struct{})
 		s.mu.Unlock()
 		s.r.cfg.Logger.Error().Err(err).Dur("retry_in", backoff).Msg("cannot start zygote")
 		select {
@@ -557,12 +564,17 @@ func liveZygotes(zs []*zygote) []*zygote {
 	return out
 }
 
-// get returns the serving zygote, waiting for one until ctx ends.
-func (s *zygoteSupervisor) get(ctx context.Context) (*zygote, error) {
+// get returns the serving zygote, waiting for one until ctx ends. With
+// failFast it returns the last start's error as soon as a start failed
+// and no zygote serves, instead of waiting for the next attempt.
+func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, error) {
 	for {
 		s.mu.Lock()
 		z, changed, lastErr := s.current, s.changed, s.lastErr
 		s.mu.Unlock()
+		if z == nil && lastErr != nil && failFast {
+			return nil, fmt.Errorf("cannot start the zygote: %w", lastErr)
+		}
 		if z != nil {
 			forks := z.forkCount()
 			if forks+1 >= s.r.cfg.ZygoteMaxForks {

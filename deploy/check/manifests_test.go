@@ -66,6 +66,19 @@ func TestDeployment(t *testing.T) {
 	if spec.HostUsers == nil || *spec.HostUsers {
 		t.Error("procMount Unmasked needs hostUsers: false")
 	}
+	// What `make image-test` runs the image with, and no more: nothing
+	// writable, seccomp and AppArmor unconfined, /proc unmasked.
+	if sc != nil && (sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.ProcMount == nil || *sc.ProcMount != corev1.UnmaskedProcMount) {
+		t.Error("the container must have a read-only root and procMount Unmasked")
+	}
+	if pod == nil || pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined ||
+		pod.AppArmorProfile == nil || pod.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Error("the pod's seccomp and AppArmor profiles must be Unconfined (the jail's namespace, sethostname and mount calls)")
+	}
+	if spec.HostPID || spec.HostNetwork || spec.HostIPC || len(c.VolumeMounts) != 0 {
+		t.Error("the pod needs no host namespace and no volume")
+	}
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/ready" {
 		t.Error("readiness must be GET /ready")
 	}
