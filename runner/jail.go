@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
+		"strings"
 )
 
 // Jail turns the sandbox's command line into one that runs it jailed.
@@ -32,7 +31,7 @@ type Bubblewrap struct {
 	// Path is the bwrap binary.
 	Path string
 	// ReadOnlyPaths are bound read-only at the same place inside the jail
-	// when they exist on the host: what Python, numpy and pandas need.
+	// when they exist on the host (see ResolveReadOnlyPaths).
 	ReadOnlyPaths []string
 }
 
@@ -40,7 +39,7 @@ type Bubblewrap struct {
 var ErrJailMissing = errors.New("jail binary not found")
 
 // NewBubblewrap finds bwrap on PATH (or at path, when given) and returns the
-// jail with the default read-only paths for python.
+// jail with the default read-only paths for python (DefaultReadOnlyPaths).
 func NewBubblewrap(path, python string) (*Bubblewrap, error) {
 	if path == "" {
 		path = "bwrap"
@@ -49,20 +48,7 @@ func NewBubblewrap(path, python string) (*Bubblewrap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot find %q (install it with: apt-get install bubblewrap): %w", path, ErrJailMissing)
 	}
-	return &Bubblewrap{Path: found, ReadOnlyPaths: pythonPaths(python)}, nil
-}
-
-// pythonPaths lists what the interpreter at python and Debian's numpy and
-// pandas read: the interpreter itself, the shared libraries and Python
-// packages under /usr/lib, the time zone database, and /etc/alternatives,
-// through which Debian reaches libblas.so.3. Nothing else of the host is
-// visible, so there is no shell and no other program to run.
-func pythonPaths(python string) []string {
-	paths := []string{python}
-	if real, err := filepath.EvalSymlinks(python); err == nil && real != python {
-		paths = append(paths, real)
-	}
-	return append(paths, "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives")
+	return &Bubblewrap{Path: found, ReadOnlyPaths: DefaultReadOnlyPaths(python)}, nil
 }
 
 // Name implements Jail.
