@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-		"strings"
+	"strings"
 )
 
 // Jail turns the sandbox's command line into one that runs it jailed.
