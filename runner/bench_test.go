@@ -90,10 +90,11 @@ type benchConfig struct {
 }
 
 // benchConfigs are fork mode with and without prewarm (the default is
-// with), and exec mode.
+// with), the default with matplotlib preloaded too, and exec mode.
 func benchConfigs() []benchConfig {
 	return []benchConfig{
 		{"fork-prewarm", Config{Mode: ModeFork, Prewarm: true}},
+		{"fork-prewarm-mpl", Config{Mode: ModeFork, Prewarm: true, Preload: []string{"numpy", "pandas", "matplotlib"}}},
 		{"fork", Config{Mode: ModeFork}},
 		{"exec", Config{Mode: ModeExec}},
 	}
