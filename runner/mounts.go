@@ -124,8 +124,13 @@ func ResolveReadOnlyPaths(defaults, extras []string) (paths, skipped []string, e
 			}
 			continue
 		}
+		// The jail binds what a link leads to: check below that too.
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			real = p
+		}
 		for _, m := range mountPoints {
-			if m != p && within(m, p) {
+			if (m != p && within(m, p)) || (m != real && within(m, real)) {
 				return nil, nil, fmt.Errorf("%w: %s has a file system mounted below it at %s; name the paths beside that mount instead", ErrPathRefused, p, m)
 			}
 		}

@@ -11,9 +11,21 @@ import (
 )
 
 func TestCheckReadOnlyPath(t *testing.T) {
-	dir := t.TempDir() // under /tmp, so itself refused: links below are what count
-	link := filepath.Join(dir, "link-to-proc")
+	// Links outside /tmp (which is itself refused): what one leads to is
+	// checked too.
+	dir, err := os.MkdirTemp(".", "ro-path-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if dir, err = filepath.Abs(dir); err != nil {
+		t.Fatal(err)
+	}
+	link, fine := filepath.Join(dir, "link-to-proc"), filepath.Join(dir, "link-to-usr-lib")
 	if err := os.Symlink("/proc/self", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/usr/lib", fine); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -49,6 +61,7 @@ func TestCheckReadOnlyPath(t *testing.T) {
 		{"/data:/etc", false},
 		{"/a,b", false},
 		{link, false},
+		{fine, true},
 	} {
 		err := CheckReadOnlyPath(tc.path)
 		if tc.ok && err != nil {
