@@ -100,14 +100,21 @@ func within(path, dir string) bool {
 // extras, each checked (CheckReadOnlyPath), without duplicates. A path
 // that does not exist on this host is left out: silently for a default
 // (/usr/lib64 exists only on some systems), in skipped for an extra, so
-// that the caller can warn about it. A path with other mounts below it is
-// refused: nsjail binds it recursively but makes only its top read-only,
-// so a writable file system mounted below would reach the sandboxes.
+// that the caller can warn about it. A path with a writable mount below it
+// is refused: nsjail binds it recursively but makes only its top
+// read-only, so that file system would reach the sandboxes writable.
+// (Read-only mounts below, such as the driver libraries a container
+// runtime binds into /usr/lib, stay read-only and are allowed.)
 func ResolveReadOnlyPaths(defaults, extras []string) (paths, skipped []string, err error) {
 	mountPoints, err := hostMountPoints()
 	if err != nil {
 		return nil, nil, err
 	}
+	return resolveReadOnlyPaths(defaults, extras, mountPoints)
+}
+
+// resolveReadOnlyPaths is ResolveReadOnlyPaths against the given mounts.
+func resolveReadOnlyPaths(defaults, extras []string, mountPoints []mountPoint) (paths, skipped []string, err error) {
 	seen := map[string]bool{}
 	for i, p := range append(append([]string{}, defaults...), extras...) {
 		isDefault := i < len(defaults)
@@ -130,8 +137,8 @@ func ResolveReadOnlyPaths(defaults, extras []string) (paths, skipped []string, e
 			real = p
 		}
 		for _, m := range mountPoints {
-			if (m != p && within(m, p)) || (m != real && within(m, real)) {
-				return nil, nil, fmt.Errorf("%w: %s has a file system mounted below it at %s; name the paths beside that mount instead", ErrPathRefused, p, m)
+			if m.writable && ((m.point != p && within(m.point, p)) || (m.point != real && within(m.point, real))) {
+				return nil, nil, fmt.Errorf("%w: %s has a writable file system mounted below it at %s; name the paths beside that mount instead", ErrPathRefused, p, m.point)
 			}
 		}
 		paths = append(paths, p)
@@ -139,22 +146,29 @@ func ResolveReadOnlyPaths(defaults, extras []string) (paths, skipped []string, e
 	return paths, skipped, nil
 }
 
-// hostMountPoints lists the mount points of this process's mount
-// namespace, from /proc/self/mountinfo (field 5, with the kernel's octal
-// escapes of space, tab, newline and backslash undone).
-func hostMountPoints() ([]string, error) {
+// mountPoint is one mount of this process's mount namespace.
+type mountPoint struct {
+	point    string
+	writable bool
+}
+
+// hostMountPoints lists the mounts of this process's mount namespace, from
+// /proc/self/mountinfo: the mount point (field 5, with the kernel's octal
+// escapes of space, tab, newline and backslash undone) and whether the
+// mount is writable (field 6, its per-mount options, starts rw or ro).
+func hostMountPoints() ([]mountPoint, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("cannot list mounts to check the read-only paths: %w", err)
 	}
 	defer f.Close()
-	var points []string
+	var points []mountPoint
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			points = append(points, unescapeMountinfo(fields[4]))
+		if len(fields) > 5 {
+			points = append(points, mountPoint{point: unescapeMountinfo(fields[4]), writable: !strings.HasPrefix(fields[5], "ro")})
 		}
 	}
 	if err := sc.Err(); err != nil {
