@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 )
 
@@ -32,7 +31,7 @@ type Bubblewrap struct {
 	// Path is the bwrap binary.
 	Path string
 	// ReadOnlyPaths are bound read-only at the same place inside the jail
-	// when they exist on the host: what Python, numpy and pandas need.
+	// when they exist on the host (see ResolveReadOnlyPaths).
 	ReadOnlyPaths []string
 }
 
@@ -40,7 +39,7 @@ type Bubblewrap struct {
 var ErrJailMissing = errors.New("jail binary not found")
 
 // NewBubblewrap finds bwrap on PATH (or at path, when given) and returns the
-// jail with the default read-only paths for python.
+// jail with the default read-only paths for python (DefaultReadOnlyPaths).
 func NewBubblewrap(path, python string) (*Bubblewrap, error) {
 	if path == "" {
 		path = "bwrap"
@@ -49,33 +48,21 @@ func NewBubblewrap(path, python string) (*Bubblewrap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot find %q (install it with: apt-get install bubblewrap): %w", path, ErrJailMissing)
 	}
-	return &Bubblewrap{Path: found, ReadOnlyPaths: pythonPaths(python)}, nil
+	return &Bubblewrap{Path: found, ReadOnlyPaths: DefaultReadOnlyPaths(python)}, nil
 }
 
-// pythonPaths lists what the interpreter at python and Debian's numpy and
-// pandas read: the interpreter itself, the shared libraries and Python
-// packages under /usr/lib, the time zone database, and /etc/alternatives,
-// through which Debian reaches libblas.so.3. Nothing else of the host is
-// visible, so there is no shell and no other program to run.
-func pythonPaths(python string) []string {
-	paths := []string{python}
-	if real, err := filepath.EvalSymlinks(python); err == nil && real != python {
-		paths = append(paths, real)
-	}
-	return append(paths, "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives",
-		thpEnabled, thpPageSize)
+// hugePageFiles are the two files through which glibc learns whether and
+// how large transparent huge pages are. Without them in the jail,
+// glibc.malloc.hugetlb=1 (sandboxEnv) does nothing: they are what lets the
+// zygote's heap live on huge pages, which makes every clone and exit
+// cheaper (bench/README.md). They hold the host's THP mode and page size,
+// nothing else. Both jails bind them read-only where they exist; they are
+// part of the jail's fixed layout, like the device nodes, not of the
+// operator's list (which refuses /sys as a whole).
+var hugePageFiles = []string{
+	"/sys/kernel/mm/transparent_hugepage/enabled",
+	"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
 }
-
-// thpEnabled and thpPageSize are the two files through which glibc learns
-// whether and how large transparent huge pages are. Without them in the
-// jail, glibc.malloc.hugetlb=1 (sandboxEnv) does nothing: they are what
-// lets the zygote's heap live on huge pages, which halves the cost of
-// every clone and exit (bench/README.md). They hold the host's THP mode
-// and page size, nothing else.
-const (
-	thpEnabled  = "/sys/kernel/mm/transparent_hugepage/enabled"
-	thpPageSize = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
-)
 
 // Name implements Jail.
 func (b *Bubblewrap) Name() string { return "bwrap" }
@@ -107,7 +94,7 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 		"--symlink", "usr/lib", "/lib",
 		"--symlink", "usr/lib64", "/lib64",
 	}
-	for _, p := range b.ReadOnlyPaths {
+	for _, p := range append(append([]string{}, b.ReadOnlyPaths...), hugePageFiles...) {
 		if _, err := os.Lstat(p); err == nil {
 			args = append(args, "--ro-bind", p, p)
 		}

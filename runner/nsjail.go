@@ -8,18 +8,23 @@ import (
 
 // Nsjail is the nsjail(1) jail, configured by the repository's nsjail.cfg:
 // the production backend. The policy (namespaces, uid maps, mounts,
-// rlimits, seccomp, cgroups) lives in that file; the command line adds only
-// what the runner varies: the environment and the channel on fd 3.
+// rlimits, seccomp, cgroups) lives in that file; the command line adds
+// the host paths shown read-only (the list both jails share, see
+// ResolveReadOnlyPaths), the environment and the channel on fd 3.
 type Nsjail struct {
 	// Path is the nsjail binary.
 	Path string
 	// ConfigPath is the nsjail.cfg file.
 	ConfigPath string
+	// ReadOnlyPaths are bound read-only at the same place inside the jail
+	// (--bindmount_ro) when they exist on the host.
+	ReadOnlyPaths []string
 }
 
 // NewNsjail finds nsjail (on PATH, or at path when given) and checks that
-// the config file can be read.
-func NewNsjail(path, configPath string) (*Nsjail, error) {
+// the config file can be read. It shows readOnly (nil: the defaults for
+// /usr/bin/python3).
+func NewNsjail(path, configPath string, readOnly []string) (*Nsjail, error) {
 	if path == "" {
 		path = "nsjail"
 	}
@@ -30,7 +35,10 @@ func NewNsjail(path, configPath string) (*Nsjail, error) {
 	if _, err := os.Stat(configPath); err != nil {
 		return nil, fmt.Errorf("cannot read the nsjail policy (--nsjail-config): %w", err)
 	}
-	return &Nsjail{Path: found, ConfigPath: configPath}, nil
+	if readOnly == nil {
+		readOnly = DefaultReadOnlyPaths("/usr/bin/python3")
+	}
+	return &Nsjail{Path: found, ConfigPath: configPath, ReadOnlyPaths: readOnly}, nil
 }
 
 // Name implements Jail.
@@ -43,6 +51,12 @@ func (n *Nsjail) Name() string { return "nsjail" }
 // its per-process information lines.
 func (n *Nsjail) Command(spec JailSpec) (string, []string) {
 	args := []string{"--config", n.ConfigPath, "--quiet", "--pass_fd", "3"}
+	// After --config, so these mounts come after the config's root tmpfs.
+	for _, p := range append(append([]string{}, n.ReadOnlyPaths...), hugePageFiles...) {
+		if _, err := os.Lstat(p); err == nil {
+			args = append(args, "--bindmount_ro", p)
+		}
+	}
 	for _, kv := range spec.Env {
 		args = append(args, "--env", kv)
 	}
@@ -51,28 +65,59 @@ func (n *Nsjail) Command(spec JailSpec) (string, []string) {
 	return n.Path, args
 }
 
-// ChooseJail picks the backend for name: "nsjail", "bwrap", or "auto"
-// (nsjail when nsjailPath is given or nsjail is on PATH, else bwrap). It
-// never falls back silently from a backend that was asked for by name.
-func ChooseJail(name, nsjailPath, nsjailConfig, bwrapPath, python string) (Jail, error) {
-	switch name {
+// JailOptions choose and configure the jail backend.
+type JailOptions struct {
+	// Name is "nsjail", "bwrap", or "auto" (nsjail when NsjailPath is
+	// given or nsjail is on PATH, else bwrap).
+	Name string
+	// NsjailPath, NsjailConfig and BwrapPath locate the binaries and the
+	// nsjail policy; empty paths mean the binary on PATH.
+	NsjailPath, NsjailConfig, BwrapPath string
+	// ReadOnlyPaths are the host paths the jail shows read-only, the same
+	// list for either backend (see ResolveReadOnlyPaths). Nil: the
+	// defaults for Python.
+	ReadOnlyPaths []string
+	// Python is the interpreter inside the jail, for the default paths.
+	Python string
+}
+
+// ChooseJail picks the backend o names. It never falls back silently from
+// a backend that was asked for by name.
+func ChooseJail(o JailOptions) (Jail, error) {
+	readOnly := o.ReadOnlyPaths
+	if readOnly == nil {
+		python := o.Python
+		if python == "" {
+			python = "/usr/bin/python3"
+		}
+		readOnly = DefaultReadOnlyPaths(python)
+	}
+	bwrap := func() (Jail, error) {
+		b, err := NewBubblewrap(o.BwrapPath, o.Python)
+		if err != nil {
+			return nil, err
+		}
+		b.ReadOnlyPaths = readOnly
+		return b, nil
+	}
+	switch o.Name {
 	case "nsjail":
-		return NewNsjail(nsjailPath, nsjailConfig)
+		return NewNsjail(o.NsjailPath, o.NsjailConfig, readOnly)
 	case "bwrap":
-		return NewBubblewrap(bwrapPath, python)
+		return bwrap()
 	case "auto":
-		if nsjailPath != "" {
-			return NewNsjail(nsjailPath, nsjailConfig)
+		if o.NsjailPath != "" {
+			return NewNsjail(o.NsjailPath, o.NsjailConfig, readOnly)
 		}
 		if _, err := exec.LookPath("nsjail"); err == nil {
-			return NewNsjail("nsjail", nsjailConfig)
+			return NewNsjail("nsjail", o.NsjailConfig, readOnly)
 		}
-		jail, err := NewBubblewrap(bwrapPath, python)
+		jail, err := bwrap()
 		if err != nil {
 			return nil, fmt.Errorf("no jail: nsjail is not on PATH and %w", err)
 		}
 		return jail, nil
 	default:
-		return nil, fmt.Errorf("unknown jail %q: use auto, nsjail or bwrap", name)
+		return nil, fmt.Errorf("unknown jail %q: use auto, nsjail or bwrap", o.Name)
 	}
 }

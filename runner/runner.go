@@ -278,6 +278,11 @@ func sandboxEnv() []string {
 		"OMP_NUM_THREADS=1",
 		"MKL_NUM_THREADS=1",
 		"PYTHONDONTWRITEBYTECODE=1",
+		// matplotlib draws to files and buffers only (no display), and
+		// keeps its config and font cache in the sandbox's own /tmp (it
+		// refuses to import without a writable one).
+		"MPLBACKEND=Agg",
+		"MPLCONFIGDIR=/tmp/matplotlib",
 		// Python's objects in malloc's heap, and that heap on transparent
 		// huge pages (where the kernel offers them on madvise; the jail
 		// shows glibc the two THP files it reads): the zygote's page

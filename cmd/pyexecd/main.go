@@ -62,6 +62,7 @@ type options struct {
 	bwrapPath       string
 	nsjailPath      string
 	nsjailConfig    string
+	roPaths         pathList
 	mode            string
 	jail            string
 	cgroup          string
@@ -87,6 +88,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.nsjailPath, "nsjail", "", "path of the nsjail binary (default: nsjail on PATH)")
 	fs.StringVar(&o.nsjailConfig, "nsjail-config", "nsjail.cfg", "the nsjail policy file")
 	fs.StringVar(&o.cgroup, "cgroup", "auto", "per-sandbox cgroup v2 (memory.max, pids.max, no swap): auto (where the host delegates a writable cgroup v2 subtree), required (refuse to start without one) or off")
+	fs.Var(&o.roPaths, "ro-paths", "comma-separated host paths every jail shows read-only, besides the defaults (Python, numpy, pandas, matplotlib); repeatable")
 	// Every default below comes from its package's DefaultConfig.
 	o.runner, o.pool, o.server = runner.DefaultConfig(), pool.DefaultConfig(), server.DefaultConfig()
 	rd, sd := o.runner, o.server
@@ -138,6 +140,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if envErr != nil {
 		return o, envErr
 	}
+	// A list named on the command line replaces the variable's, as any
+	// other flag's value does, rather than adding to it.
+	o.roPaths.replaceOnSet = true
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -248,6 +253,24 @@ func envOr(getenv func(string) string, key, fallback string) string {
 	return fallback
 }
 
+// pathList is a repeatable flag of comma-separated paths.
+type pathList struct {
+	paths []string
+	// replaceOnSet makes the next Set drop what came before (the
+	// environment's value, once the command line is parsed).
+	replaceOnSet bool
+}
+
+func (l *pathList) String() string { return strings.Join(l.paths, ",") }
+
+func (l *pathList) Set(value string) error {
+	if l.replaceOnSet {
+		l.paths, l.replaceOnSet = nil, false
+	}
+	l.paths = append(l.paths, splitList(value)...)
+	return nil
+}
+
 func splitList(s string) []string {
 	out := []string{}
 	for _, item := range strings.Split(s, ",") {
@@ -272,7 +295,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	logger := zerolog.New(logOut).Level(level).With().Timestamp().Logger()
 
-	jail, err := runner.ChooseJail(o.jail, o.nsjailPath, o.nsjailConfig, o.bwrapPath, o.runner.Python)
+	readOnly, skipped, err := runner.ResolveReadOnlyPaths(runner.DefaultReadOnlyPaths(o.runner.Python), o.roPaths.paths)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	for _, p := range skipped {
+		logger.Warn().Str("path", p).Msg("--ro-paths names a path that does not exist here; sandboxes will not see it")
+	}
+	jail, err := runner.ChooseJail(runner.JailOptions{
+		Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
+		ReadOnlyPaths: readOnly, Python: o.runner.Python,
+	})
 	if err != nil {
 		return fmt.Errorf("refusing to start without a jail: %w", err)
 	}

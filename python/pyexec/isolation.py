@@ -179,6 +179,39 @@ class Libc:
         self.check(self.lib.capset(header, data), "capset")
 
 
+CLONE_NEWUSER_NEWNS = CLONE_NEWUSER | CLONE_NEWNS
+
+
+def scratch_for_imports(libc, scratch_bytes):
+    """Give the zygote a /tmp of its own for its imports (sealed afterwards).
+
+    Some libraries write while they are imported or first used: matplotlib
+    needs a writable config and cache directory (MPLCONFIGDIR, under /tmp)
+    even to import, and builds its font list there (half a second). The
+    jail's /tmp is read-only, and nothing writable may be shared between
+    sandboxes, so the zygote, still single-threaded, enters a user and
+    mount namespace of its own, maps its ids to themselves and mounts a
+    tmpfs on /tmp that only it sees. seal_imports_scratch then makes that
+    tmpfs read-only and drops the capabilities the new user namespace gave;
+    every sandbox mounts its own /tmp over it.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    libc.check(libc.lib.unshare(CLONE_NEWUSER_NEWNS), "unshare")
+    map_ids(uid, gid)
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    libc.mount("tmpfs", "/tmp", "tmpfs", SCRATCH_FLAGS,
+               "size=%d,nr_inodes=%d,mode=0755" % (scratch_bytes, SCRATCH_INODES))
+    os.chdir("/tmp")
+
+
+def seal_imports_scratch(libc):
+    """After the imports: the zygote's /tmp read-only, its capabilities gone
+    (it needs none: a sandbox's namespaces come from clone's own new user
+    namespace)."""
+    libc.mount(None, "/tmp", None, MS_REMOUNT | MS_RDONLY | SCRATCH_FLAGS)
+    libc.drop_capabilities()
+
+
 def place_descriptors(fds):
     """Make fds[i] descriptor i, for every i, and close everything else."""
     import fcntl

@@ -62,6 +62,28 @@ def _prewarm(msgpack, policy):
     sys.modules.pop(script.SCRIPT_MODULE_NAME, None)
 
 
+def _warm_matplotlib():
+    """When the preload imported matplotlib, make what every plot needs once,
+    here, rather than in each sandbox: pyplot (on the Agg backend that
+    MPLBACKEND names) and pandas' plotting module imported, the font list
+    built (matplotlib builds it at first use, about half a second here), and
+    one small chart drawn to PNG, which loads the default font and fills the
+    caches of the text layout (bench/README.md, "matplotlib").
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        pd.Series([0.0, 1.0]).plot(ax=ax, title="warm-up")
+    else:
+        ax.plot([0.0, 1.0])
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close("all")
+
+
 def serve_one(msgpack, policy):
     """Say ready, run the one execute message, reply, exit."""
     from . import limits, script
@@ -137,6 +159,10 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
         isolation.private_mounts_and_loopback(libc)
         isolation.private_dev_and_tmp(libc, config["scratch_bytes"])
         isolation.private_proc(libc)
+        if "matplotlib" in sys.modules:
+            # The zygote fixed matplotlib's config and cache directory at
+            # this path of its own /tmp; make it in the sandbox's.
+            os.mkdir(os.environ["MPLCONFIGDIR"])
         isolation.finish(libc, bpf)
         if prewarm:
             _prewarm(msgpack, config["policy"])
@@ -157,7 +183,7 @@ def _become_sandbox(libc, msgpack, fds, config, bpf, ids, prewarm):
     os._exit(0)
 
 
-def zygote(config):
+def zygote(config, libc):
     """Import once, then clone one sandbox per spawn message, until EOF.
 
     One loop waits on the control socket and on a pidfd per live sandbox:
@@ -173,7 +199,6 @@ def zygote(config):
 
     from . import isolation, syscalls
 
-    libc = isolation.Libc()
     cloner = isolation.Cloner(libc)
     bpf = syscalls.build_bpf()
     ids = (os.getuid(), os.getgid())
@@ -194,6 +219,9 @@ def zygote(config):
     # (its prewarm, or the request's) writes, and so copies, fewer pages
     # (bench/README.md, "Phases": about 3 ms of CPU less per sandbox).
     _prewarm(msgpack, config["policy"])
+    if "matplotlib" in sys.modules:
+        _warm_matplotlib()
+    isolation.seal_imports_scratch(libc)
     # Objects that exist now are shared copy-on-write with every clone;
     # keep the collector from touching (and so copying) them.
     gc.freeze()
@@ -246,6 +274,10 @@ def main(config_json):
     if set(config) != set(protocol.ZYGOTE_CONFIG_KEYS) or set(config["policy"]) != set(protocol.POLICY_KEYS):
         raise SystemExit("zygote config has keys %s (policy %s), want %s (policy %s)" % (
             sorted(config), sorted(config.get("policy", {})), sorted(protocol.ZYGOTE_CONFIG_KEYS), sorted(protocol.POLICY_KEYS)))
+    from . import isolation
+
+    libc = isolation.Libc()
+    isolation.scratch_for_imports(libc, config["scratch_bytes"])
     for name in config["preload"]:
         __import__(name)
-    zygote(config)
+    zygote(config, libc)

@@ -1,0 +1,151 @@
+package runner
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCheckReadOnlyPath(t *testing.T) {
+	// Links outside /tmp (which is itself refused): what one leads to is
+	// checked too.
+	dir, err := os.MkdirTemp(".", "ro-path-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if dir, err = filepath.Abs(dir); err != nil {
+		t.Fatal(err)
+	}
+	link, fine := filepath.Join(dir, "link-to-proc"), filepath.Join(dir, "link-to-usr-lib")
+	if err := os.Symlink("/proc/self", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/usr/lib", fine); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/usr/lib", true},
+		{"/usr/share/fonts", true},
+		{"/etc/alternatives", true},
+		{"/etc/matplotlibrc", true},
+		{"/srv/data", true},
+		{"/home/alice/data", true},
+		{"/", false},
+		{"/proc", false},
+		{"/proc/1/root", false},
+		{"/sys/fs/cgroup", false},
+		{"/dev", false},
+		{"/dev/sda", false},
+		{"/tmp", false},
+		{"/tmp/x", false},
+		{"/var", false}, // above /var/tmp and /var/run
+		{"/var/run/docker.sock", false},
+		{"/run/secrets", false},
+		{"/etc", false},
+		{"/etc/shadow", false},
+		{"/etc/ssl/private/key.pem", false},
+		{"/etc/ssh", false},
+		{"/home", false},
+		{"/root", false},
+		{"usr/lib", false},
+		{"/usr/lib/", false},
+		{"/usr/../proc", false},
+		{"/data:/etc", false},
+		{"/a,b", false},
+		{link, false},
+		{fine, true},
+	} {
+		err := CheckReadOnlyPath(tc.path)
+		if tc.ok && err != nil {
+			t.Errorf("%q refused: %v", tc.path, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrPathRefused) {
+			t.Errorf("%q: got %v, want ErrPathRefused", tc.path, err)
+		}
+	}
+}
+
+func TestResolveReadOnlyPaths(t *testing.T) {
+	paths, skipped, err := ResolveReadOnlyPaths(
+		[]string{"/usr/lib", "/usr/lib-not-here"},
+		[]string{"/usr/share", "/usr/lib", "/srv/not-here"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/usr/lib", "/usr/share"}; !slices.Equal(paths, want) {
+		t.Errorf("paths %v, want %v", paths, want)
+	}
+	if want := []string{"/srv/not-here"}; !slices.Equal(skipped, want) {
+		t.Errorf("skipped %v, want %v (a missing default is left out silently)", skipped, want)
+	}
+	if _, _, err := ResolveReadOnlyPaths(nil, []string{"/etc"}); !errors.Is(err, ErrPathRefused) {
+		t.Errorf("/etc: got %v, want ErrPathRefused", err)
+	}
+	// A directory with a writable file system mounted below it: nsjail
+	// would make only its top read-only. A read-only one is fine.
+	mounts := []mountPoint{{"/", true}, {"/usr/lib/x86_64-linux-gnu/libcuda.so.1", false}, {"/usr/share/data/cache", true}}
+	if _, _, err := resolveReadOnlyPaths([]string{"/usr/lib"}, nil, mounts); err != nil {
+		t.Errorf("a read-only mount below /usr/lib: %v", err)
+	}
+	if _, _, err := resolveReadOnlyPaths(nil, []string{"/usr/share"}, mounts); !errors.Is(err, ErrPathRefused) || !strings.Contains(err.Error(), "/usr/share/data/cache") {
+		t.Errorf("a writable mount below /usr/share: got %v", err)
+	}
+}
+
+// TestDefaultReadOnlyPathsAreAllowed: the defaults pass the same checks as
+// an operator's paths.
+func TestDefaultReadOnlyPathsAreAllowed(t *testing.T) {
+	if _, _, err := ResolveReadOnlyPaths(DefaultReadOnlyPaths("/usr/bin/python3"), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNsjailConfigBindsNoHostPaths keeps the read-only paths one list:
+// nsjail.cfg may bind only the device nodes and the /lib aliases of
+// /usr/lib; every other host path comes from the runner's list.
+func TestNsjailConfigBindsNoHostPaths(t *testing.T) {
+	cfg, err := os.ReadFile("../nsjail.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]string{"/lib": "/usr/lib", "/lib64": "/usr/lib64"}
+	mount := regexp.MustCompile(`(?m)^mount\s*\{[^}]*\}`)
+	src := regexp.MustCompile(`\bsrc:\s*"([^"]*)"`)
+	dst := regexp.MustCompile(`\bdst:\s*"([^"]*)"`)
+	n := 0
+	for _, m := range mount.FindAllString(string(cfg), -1) {
+		s := src.FindStringSubmatch(m)
+		if s == nil {
+			continue // a tmpfs or proc, not a host path
+		}
+		n++
+		d := dst.FindStringSubmatch(m)
+		if strings.HasPrefix(s[1], "/dev/") || (d != nil && allowed[d[1]] == s[1]) {
+			continue
+		}
+		t.Errorf("nsjail.cfg binds the host path %s; add it to DefaultReadOnlyPaths (runner/mounts.go) instead", s[1])
+	}
+	if n == 0 {
+		t.Fatal("found no bind mount in nsjail.cfg: the parser is out of date")
+	}
+}
+
+func TestNsjailCommandBindsTheList(t *testing.T) {
+	n := &Nsjail{Path: "/nsjail", ConfigPath: "nsjail.cfg", ReadOnlyPaths: []string{"/usr/lib", "/usr/lib-not-here"}}
+	_, args := n.Command(JailSpec{Argv: []string{"/usr/bin/python3"}})
+	got := strings.Join(args, " ")
+	if !strings.Contains(got, "--bindmount_ro /usr/lib ") || strings.Contains(got, "lib-not-here") {
+		t.Errorf("args %q: want /usr/lib bound and the missing path left out", got)
+	}
+	if strings.Index(got, "--config") > strings.Index(got, "--bindmount_ro") {
+		t.Errorf("args %q: the binds must come after --config (its root tmpfs first)", got)
+	}
+}
