@@ -99,11 +99,22 @@ def _read_exact(fd, n):
     return b"".join(chunks)
 
 
-def send_frame(msgpack, message, fd=CHANNEL_OUT_FD):
-    """Send one channel message; its keys must match CHANNEL_MESSAGES."""
+def encode_frame(msgpack, message):
+    """One channel message as the bytes of its frame; its keys must match
+    CHANNEL_MESSAGES."""
     check_shape(message, CHANNEL_MESSAGES)
     payload = msgpack.packb(message, use_bin_type=True)
-    _write_all(fd, struct.pack(">I", len(payload)) + payload)
+    return struct.pack(">I", len(payload)) + payload
+
+
+def write_frame(frame, fd=CHANNEL_OUT_FD):
+    """Write an encoded frame."""
+    _write_all(fd, frame)
+
+
+def send_frame(msgpack, message, fd=CHANNEL_OUT_FD):
+    """Send one channel message; its keys must match CHANNEL_MESSAGES."""
+    write_frame(encode_frame(msgpack, message), fd)
 
 
 def receive_frame(msgpack, fd=CHANNEL_IN_FD):

@@ -95,16 +95,23 @@ def serve_one(msgpack, policy):
         os._exit(0)
     if message["type"] != "execute":
         os._exit(2)
+    # Encoded before the limits apply: with the address space used up, the
+    # sandbox may not even build its reply, but it can still write this.
+    out_of_memory = protocol.encode_frame(msgpack, script.error(
+        "memory_limit", "out of memory: the sandbox could not build its reply under the memory limit"))
     try:
         limits.apply(message["limits"])
         reply = script.run(msgpack, message, policy)
     except MemoryError:
-        reply = script.error("memory_limit", "out of memory")
+        reply = None
     except BaseException as exc:
         # script.run answers for everything the script does; this is the
         # sandbox's own code failing where the script left it (out of
         # descriptors, say). Say what, rather than die unexplained.
-        reply = script.error("script_error", "the sandbox failed after the script: %s: %s" % (type(exc).__name__, exc))
+        try:
+            reply = script.error("script_error", "the sandbox failed after the script: %s: %s" % (type(exc).__name__, exc))
+        except MemoryError:
+            reply = None
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -123,9 +130,10 @@ def serve_one(msgpack, policy):
         os.close(1)
         os.close(2)
     try:
-        protocol.send_frame(msgpack, reply)
+        frame = protocol.encode_frame(msgpack, reply) if reply is not None else out_of_memory
     except MemoryError:
-        protocol.send_frame(msgpack, script.error("memory_limit", "out of memory while sending the reply"))
+        frame = out_of_memory
+    protocol.write_frame(frame)
     # Stay alive, idle, until the runner has read what this process used
     # from /proc and kills it (it closes the channel only after the kill);
     # then exit, whatever threads the script left running.
