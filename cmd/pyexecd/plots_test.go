@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,18 +20,16 @@ import (
 )
 
 // plotScript is README's plot example: a chart drawn with pandas and
-// matplotlib, returned as base64 PNG.
-const plotScript = `import base64, io
-import matplotlib.pyplot as plt
+// matplotlib, saved to the output directory, so it comes back as a file.
+const plotScript = `import matplotlib.pyplot as plt
 import pandas as pd
 
 def main():
     df = pd.DataFrame({"month": ["Jan", "Feb", "Mar", "Apr"], "sales": [120, 135, 160, 150]})
     ax = df.plot(x="month", y="sales", kind="bar", title="Sales by month", legend=False)
-    buf = io.BytesIO()
-    ax.figure.savefig(buf, format="png", dpi=100)
+    ax.figure.savefig("output/chart.png", dpi=100)
     plt.close("all")
-    return {"png": base64.b64encode(buf.getvalue()).decode()}
+    return {"months": len(df)}
 `
 
 // TestPlot renders a chart in a sandbox through the whole path, with and
@@ -52,14 +51,18 @@ func TestPlot(t *testing.T) {
 			t.Run(jail[1]+"/"+v.name, func(t *testing.T) {
 				args := append([]string{"--mode", v.mode, "--warm", "1", "--preload", v.preload, "--acquire-timeout", "60s"}, jail...)
 				s := startServer(t, "", args...)
-				var got struct{ PNG string }
+				var got struct{ Months int }
 				start := time.Now()
 				r := s.mustSucceed(t, plotScript, map[string]any{"timeout_ms": 30000}, &got)
 				t.Logf("%s: chart in %v (exec %.0f ms)", v.name, time.Since(start).Round(time.Millisecond), r.Timing.ExecMS)
 				if r.Stderr != "" {
 					t.Errorf("stderr %q", r.Stderr)
 				}
-				checkPNG(t, got.PNG, 640, 480)
+				chart, ok := r.Files["chart.png"]
+				if got.Months != 4 || !ok || chart.MediaType != "image/png" || chart.Size != len(chart.Content) {
+					t.Fatalf("result %+v, files %v: want the chart back as output/chart.png", got, slices.Collect(maps.Keys(r.Files)))
+				}
+				checkPNG(t, base64.StdEncoding.EncodeToString(chart.Content), 640, 480)
 				if v.preload == "numpy,pandas,matplotlib" && v.mode == "fork" {
 					// The zygote imported with a /tmp of its own; the
 					// sandbox must still write only to its own /tmp and
