@@ -10,17 +10,32 @@ import (
 	"testing"
 )
 
+// showableTempDir makes a temporary directory where a jail may show it:
+// not under /tmp (refused as the host's scratch space), so beside the
+// test if the checkout is not under /tmp itself, else under /var/lib, /srv
+// or /opt. It is removed at the end of the test.
+func showableTempDir(t *testing.T) string {
+	t.Helper()
+	for _, base := range []string{".", "/var/lib", "/srv", "/opt"} {
+		abs, err := filepath.Abs(base)
+		if err != nil || CheckReadOnlyPath(abs) != nil {
+			continue
+		}
+		dir, err := os.MkdirTemp(abs, "ro-path-test-")
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	t.Skip("no directory outside /tmp to make a test directory in")
+	return ""
+}
+
 func TestCheckReadOnlyPath(t *testing.T) {
 	// Links outside /tmp (which is itself refused): what one leads to is
 	// checked too.
-	dir, err := os.MkdirTemp(".", "ro-path-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if dir, err = filepath.Abs(dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := showableTempDir(t)
 	link, fine := filepath.Join(dir, "link-to-proc"), filepath.Join(dir, "link-to-usr-lib")
 	if err := os.Symlink("/proc/self", link); err != nil {
 		t.Fatal(err)
