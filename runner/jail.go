@@ -64,6 +64,18 @@ var hugePageFiles = []string{
 	"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
 }
 
+// readOnlyBinds is what a jail binds read-only: the paths of its list and
+// the huge-page files, those that exist on this host.
+func readOnlyBinds(paths []string) []string {
+	var binds []string
+	for _, p := range append(append([]string{}, paths...), hugePageFiles...) {
+		if _, err := os.Lstat(p); err == nil {
+			binds = append(binds, p)
+		}
+	}
+	return binds
+}
+
 // Name implements Jail.
 func (b *Bubblewrap) Name() string { return "bwrap" }
 
@@ -94,10 +106,8 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 		"--symlink", "usr/lib", "/lib",
 		"--symlink", "usr/lib64", "/lib64",
 	}
-	for _, p := range append(append([]string{}, b.ReadOnlyPaths...), hugePageFiles...) {
-		if _, err := os.Lstat(p); err == nil {
-			args = append(args, "--ro-bind", p, p)
-		}
+	for _, p := range readOnlyBinds(b.ReadOnlyPaths) {
+		args = append(args, "--ro-bind", p, p)
 	}
 	// The root is bwrap's own tmpfs: make it read-only once the mount points
 	// exist, so only the size-capped /tmp and /dev/shm are writable.

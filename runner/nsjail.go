@@ -52,10 +52,8 @@ func (n *Nsjail) Name() string { return "nsjail" }
 func (n *Nsjail) Command(spec JailSpec) (string, []string) {
 	args := []string{"--config", n.ConfigPath, "--quiet", "--pass_fd", "3"}
 	// After --config, so these mounts come after the config's root tmpfs.
-	for _, p := range append(append([]string{}, n.ReadOnlyPaths...), hugePageFiles...) {
-		if _, err := os.Lstat(p); err == nil {
-			args = append(args, "--bindmount_ro", p)
-		}
+	for _, p := range readOnlyBinds(n.ReadOnlyPaths) {
+		args = append(args, "--bindmount_ro", p)
 	}
 	for _, kv := range spec.Env {
 		args = append(args, "--env", kv)

@@ -273,10 +273,10 @@ func readFramePayload(r io.Reader, maxSize int) ([]byte, error) {
 	return payload, nil
 }
 
-// messageType returns the "type" of one msgpack map, checked first so a
-// malformed message never reaches the decoder's allocations.
-func messageType(payload []byte) (string, error) {
-	if err := msgpackcheck.Check(payload, maxFrameDepth); err != nil {
+// messageType returns the "type" of one msgpack map, checked first (with
+// opts) so a malformed message never reaches the decoder's allocations.
+func messageType(payload []byte, opts msgpackcheck.Options) (string, error) {
+	if err := msgpackcheck.CheckWith(payload, opts); err != nil {
 		return "", fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	var head struct {
@@ -331,10 +331,7 @@ func readReply(r io.Reader, maxSize int, shape replyShape) (reply, error) {
 	if err != nil {
 		return reply{}, err
 	}
-	if err := msgpackcheck.CheckWith(payload, msgpackcheck.Options{MaxDepth: maxFrameDepth, MaxLen: shape.maxLen()}); err != nil {
-		return reply{}, fmt.Errorf("%w: %w", errMalformed, err)
-	}
-	typ, err := messageType(payload)
+	typ, err := messageType(payload, msgpackcheck.Options{MaxDepth: maxFrameDepth, MaxLen: shape.maxLen()})
 	if err != nil {
 		return reply{}, err
 	}

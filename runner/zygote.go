@@ -13,6 +13,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 )
 
 // ErrZygoteDied means the zygote that forked a sandbox died; the sandbox
@@ -160,8 +162,8 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 	return z, nil
 }
 
-// zygoteArgv is the zygote's command line inside the jail: -I isolates the
-// interpreter from the environment and user site, -B writes no bytecode,
+// zygoteArgv is the zygote's command line inside the jail: -s and -P keep
+// the user site and the working directory off sys.path, -B writes no bytecode,
 // -u makes stdout and stderr unbuffered so print() and os.write() reach
 // the pipes in order. python/boot.py loads the embedded package.
 func (r *Runner) zygoteArgv() ([]string, error) {
@@ -233,7 +235,7 @@ func receivedFDs(oob []byte) []int {
 // deliver hands one control packet to its sandbox; it reports whether the
 // packet's descriptors were taken.
 func (z *zygote) deliver(packet []byte, fds []int) bool {
-	typ, err := messageType(packet)
+	typ, err := messageType(packet, msgpackcheck.Options{MaxDepth: maxFrameDepth})
 	if err != nil {
 		return false
 	}

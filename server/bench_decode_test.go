@@ -11,7 +11,7 @@ func BenchmarkDecodeJSON8MiB(b *testing.B) {
 	src := []byte(body)
 	b.SetBytes(int64(len(src)))
 	for b.Loop() {
-		if _, err := decodeJSON(src, testCaps); err != nil {
+		if _, err := decodeJSON(src, testConfig()); err != nil {
 			b.Fatal(err)
 		}
 	}

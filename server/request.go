@@ -60,24 +60,16 @@ func unknownField(key string) error {
 		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldTimeoutMS, fieldMemoryMB))
 }
 
-// decodeCaps are the counts decoding stops at, before it allocates for
-// more: a body's declared or listed elements cost the server more than
-// their bytes. validate checks the rest of the limits after decoding.
-type decodeCaps struct {
-	MaxBatch, MaxFiles int
+// batchTooLong and filesTooMany refuse counts over the caps while they are
+// read, before decoding allocates for more: a body's listed or declared
+// elements cost the server more than their bytes.
+func batchTooLong(cfg *Config) error {
+	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, over the cap of %d`, cfg.MaxBatch, cfg.MaxBatch))
 }
 
-func capsOf(cfg *Config) decodeCaps {
-	return decodeCaps{MaxBatch: cfg.MaxBatch, MaxFiles: cfg.MaxFiles}
-}
-
-func batchTooLong(caps decodeCaps) error {
-	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, over the cap of %d`, caps.MaxBatch, caps.MaxBatch))
-}
-
-func filesTooMany(caps decodeCaps) error {
+func filesTooMany(cfg *Config) error {
 	return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-		Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, caps.MaxFiles, caps.MaxFiles)}
+		Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, cfg.MaxFiles, cfg.MaxFiles)}
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
@@ -87,7 +79,7 @@ const maxInputDepth = 512
 // decodeJSON parses a JSON body strictly: the whole body must be RFC 8259
 // JSON, UTF-8 throughout, with no lone surrogate escapes, no key twice in
 // any object; the top level is an object with exact-case known fields.
-func decodeJSON(body []byte, caps decodeCaps) (executeRequest, error) {
+func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
 	doc, err := strictjson.Compact(make([]byte, 0, len(body)), body,
 		strictjson.Options{MaxDepth: maxInputDepth, RejectDuplicateKeys: true})
 	if err != nil {
@@ -125,8 +117,8 @@ func decodeJSON(body []byte, caps decodeCaps) (executeRequest, error) {
 			}
 			req.Inputs = [][]byte{}
 			for j := 1; value[j] != ']'; {
-				if len(req.Inputs) == caps.MaxBatch {
-					return executeRequest{}, batchTooLong(caps)
+				if len(req.Inputs) == cfg.MaxBatch {
+					return executeRequest{}, batchTooLong(cfg)
 				}
 				end := skipJSONValue(value, j)
 				req.Inputs = append(req.Inputs, value[j:end])
@@ -136,7 +128,7 @@ func decodeJSON(body []byte, caps decodeCaps) (executeRequest, error) {
 				}
 			}
 		case fieldFiles:
-			if req.Files, err = decodeJSONFiles(value, caps); err != nil {
+			if req.Files, err = decodeJSONFiles(value, cfg); err != nil {
 				return executeRequest{}, err
 			}
 		case fieldTimeoutMS, fieldMemoryMB:
@@ -231,7 +223,7 @@ var strictMsgpack = msgpackcheck.Options{
 // decodeMsgpack parses a msgpack body: a map with the same exact-case keys
 // as JSON. "input" is passed on as its msgpack bytes, so bin stays bytes
 // and integers stay exact (uint64 and negative int64 included).
-func decodeMsgpack(body []byte, caps decodeCaps) (executeRequest, error) {
+func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 	if err := msgpackcheck.CheckWith(body, strictMsgpack); err != nil {
 		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
 	}
@@ -278,8 +270,8 @@ func decodeMsgpack(body []byte, caps decodeCaps) (executeRequest, error) {
 			if err != nil || n < 0 {
 				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
 			}
-			if n > caps.MaxBatch {
-				return executeRequest{}, batchTooLong(caps)
+			if n > cfg.MaxBatch {
+				return executeRequest{}, batchTooLong(cfg)
 			}
 			req.Inputs = make([][]byte, 0, n)
 			for range n {
@@ -290,7 +282,7 @@ func decodeMsgpack(body []byte, caps decodeCaps) (executeRequest, error) {
 				req.Inputs = append(req.Inputs, append([]byte(nil), raw...))
 			}
 		case fieldFiles:
-			if req.Files, err = decodeMsgpackFiles(dec, caps); err != nil {
+			if req.Files, err = decodeMsgpackFiles(dec, cfg); err != nil {
 				return executeRequest{}, err
 			}
 		case fieldTimeoutMS, fieldMemoryMB:
@@ -370,8 +362,6 @@ func (req *executeRequest) validate(cfg *Config) error {
 			return invalidRequest(`give "input" or "inputs", not both`)
 		case len(req.Inputs) == 0:
 			return invalidRequest(`"inputs" must not be empty`)
-		case len(req.Inputs) > cfg.MaxBatch:
-			return invalidRequest(fmt.Sprintf(`"inputs" has %d elements, over the cap of %d`, len(req.Inputs), cfg.MaxBatch))
 		}
 	}
 	if !utf8.ValidString(req.Script) {
@@ -400,7 +390,7 @@ func (req *executeRequest) validate(cfg *Config) error {
 
 // decodeJSONFiles reads "files" of a JSON body (valid, compact JSON): an
 // object of name → standard base64 (with padding), or null for none.
-func decodeJSONFiles(value []byte, caps decodeCaps) ([]runner.File, error) {
+func decodeJSONFiles(value []byte, cfg *Config) ([]runner.File, error) {
 	if string(value) == "null" {
 		return nil, nil
 	}
@@ -409,8 +399,8 @@ func decodeJSONFiles(value []byte, caps decodeCaps) ([]runner.File, error) {
 	}
 	files := []runner.File{}
 	for i := 1; value[i] != '}'; {
-		if len(files) == caps.MaxFiles {
-			return nil, filesTooMany(caps)
+		if len(files) == cfg.MaxFiles {
+			return nil, filesTooMany(cfg)
 		}
 		nameEnd := skipJSONString(value, i)
 		name, err := unquoteJSON(value[i:nameEnd])
@@ -442,7 +432,7 @@ func decodeJSONFiles(value []byte, caps decodeCaps) ([]runner.File, error) {
 // decodeMsgpackFiles reads "files" of a msgpack body: a map of name (str)
 // → content (bin, or str for text), or nil for none. Keys were checked
 // unique by msgpackcheck.
-func decodeMsgpackFiles(dec *msgpack.Decoder, caps decodeCaps) ([]runner.File, error) {
+func decodeMsgpackFiles(dec *msgpack.Decoder, cfg *Config) ([]runner.File, error) {
 	code, err := dec.PeekCode()
 	if err != nil {
 		return nil, invalidRequest(`cannot read "files": ` + err.Error())
@@ -457,8 +447,8 @@ func decodeMsgpackFiles(dec *msgpack.Decoder, caps decodeCaps) ([]runner.File, e
 	if err != nil {
 		return nil, invalidRequest(`cannot read "files": ` + err.Error())
 	}
-	if n > caps.MaxFiles {
-		return nil, filesTooMany(caps)
+	if n > cfg.MaxFiles {
+		return nil, filesTooMany(cfg)
 	}
 	files := make([]runner.File, 0, n)
 	for range n {
@@ -486,10 +476,6 @@ func decodeMsgpackFiles(dec *msgpack.Decoder, caps decodeCaps) ([]runner.File, e
 // first part of a name may not be "output": the output directory is the
 // script's, and what is in it goes back.
 func (req *executeRequest) validateFiles(cfg *Config) error {
-	if len(req.Files) > cfg.MaxFiles {
-		return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf(`"files" has %d files, over the cap of %d`, len(req.Files), cfg.MaxFiles)}
-	}
 	names := make(map[string]bool, len(req.Files))
 	for _, f := range req.Files {
 		names[f.Name] = true

@@ -49,7 +49,7 @@ func TestDecodeJSON(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := decodeJSON([]byte(tc.body), testCaps)
+			req, err := decodeJSON([]byte(tc.body), testConfig())
 			if err == nil {
 				err = req.validate(&cfg)
 			}
@@ -75,7 +75,7 @@ func TestDecodeMsgpack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := decodeMsgpack(body, testCaps)
+	req, err := decodeMsgpack(body, testConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestDecodeMsgpack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeMsgpack(body, testCaps); !isInvalidRequest(err) {
+		if _, err := decodeMsgpack(body, testConfig()); !isInvalidRequest(err) {
 			t.Errorf("%s: err = %v, want invalid_request", name, err)
 		}
 	}
@@ -142,7 +142,7 @@ func TestDecodeJSONStrict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeJSON([]byte(tc.body), testCaps)
+			_, err := decodeJSON([]byte(tc.body), testConfig())
 			if !isInvalidRequest(err) {
 				t.Fatalf("err = %v, want invalid_request", err)
 			}
@@ -199,7 +199,7 @@ func TestDecodeMsgpackStrict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeMsgpack(tc.body, testCaps)
+			_, err := decodeMsgpack(tc.body, testConfig())
 			if !isInvalidRequest(err) {
 				t.Fatalf("err = %v, want invalid_request", err)
 			}
@@ -221,7 +221,7 @@ func TestDecodeMsgpackKeepsInputExact(t *testing.T) {
 	}
 	body := append(mp(byte(0x82), "input"), encodedInput...)
 	body = append(body, mp("script", "x")...)
-	req, err := decodeMsgpack(body, testCaps)
+	req, err := decodeMsgpack(body, testConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,11 +254,11 @@ func TestDecodeMsgpackKeepsInputExact(t *testing.T) {
 }
 
 func TestDecodeMsgpackInputAbsentOrNil(t *testing.T) {
-	req, err := decodeMsgpack(mp(byte(0x81), "script", "x"), testCaps)
+	req, err := decodeMsgpack(mp(byte(0x81), "script", "x"), testConfig())
 	if err != nil || req.Input != nil {
 		t.Fatalf("%+v, %v", req, err)
 	}
-	req, err = decodeMsgpack(mp(byte(0x82), "input", byte(0xc0), "script", "x"), testCaps)
+	req, err = decodeMsgpack(mp(byte(0x82), "input", byte(0xc0), "script", "x"), testConfig())
 	if err != nil || !bytes.Equal(req.Input, []byte{0xc0}) {
 		t.Fatalf("%+v, %v", req, err)
 	}
@@ -301,7 +301,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte("{\"script\": \"\xff\"}"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeJSON(body, testCaps)
+		req, err := decodeJSON(body, testConfig())
 		if err != nil {
 			if !isInvalidRequest(err) {
 				t.Fatalf("error %v is not invalid_request", err)
@@ -339,7 +339,7 @@ func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeMsgpack(body, testCaps)
+		req, err := decodeMsgpack(body, testConfig())
 		if err != nil {
 			if !isInvalidRequest(err) {
 				t.Fatalf("error %v is not invalid_request", err)
@@ -364,19 +364,19 @@ func TestDecodeFiles(t *testing.T) {
 	cfg.MaxFilesBytes = 6
 	cfg.MaxFiles = 2
 
-	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`), testCaps)
+	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`), &cfg)
 	if err != nil || req.validate(&cfg) != nil {
 		t.Fatalf("valid files: %v", err)
 	}
 	if len(req.Files) != 2 || req.Files[0].Name != "b.txt" || string(req.Files[0].Content) != "hi" || req.Files[1].Name != "dir/a.bin" {
 		t.Errorf("files = %+v, want them decoded in the order given", req.Files)
 	}
-	if req, err := decodeJSON([]byte(`{"script": "x", "files": null}`), testCaps); err != nil || req.Files != nil {
+	if req, err := decodeJSON([]byte(`{"script": "x", "files": null}`), &cfg); err != nil || req.Files != nil {
 		t.Errorf("null files: %+v %v", req.Files, err)
 	}
 
 	packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": map[string]any{"bin": []byte{0, 1}, "text": "é"}})
-	req, err = decodeMsgpack(packed, testCaps)
+	req, err = decodeMsgpack(packed, &cfg)
 	if err != nil || req.validate(&cfg) != nil || len(req.Files) != 2 {
 		t.Fatalf("msgpack files: %+v %v", req.Files, err)
 	}
@@ -398,7 +398,7 @@ func TestDecodeFiles(t *testing.T) {
 		{"bidirectional override", `{"script": "x", "files": {"r\u202egnp.exe": ""}}`, TypeInvalidRequest},
 		{"name of 256 bytes", `{"script": "x", "files": {"` + strings.Repeat("n", 256) + `": ""}}`, TypeInvalidRequest},
 	} {
-		req, err := decodeJSON([]byte(tc.body), testCaps)
+		req, err := decodeJSON([]byte(tc.body), &cfg)
 		if err == nil {
 			err = req.validate(&cfg)
 		}
@@ -410,19 +410,23 @@ func TestDecodeFiles(t *testing.T) {
 
 	for name, files := range map[string]any{"nil content": map[string]any{"a": nil}, "integer content": map[string]any{"a": 1}, "array": []string{"a"}} {
 		packed, _ := msgpack.Marshal(map[string]any{"script": "x", "files": files})
-		if _, err := decodeMsgpack(packed, testCaps); err == nil {
+		if _, err := decodeMsgpack(packed, &cfg); err == nil {
 			t.Errorf("msgpack %s: accepted", name)
 		}
 	}
 }
 
-// testCaps are the decoding caps of the default configuration.
-var testCaps = capsOf(&Config{MaxBatch: DefaultConfig().MaxBatch, MaxFiles: DefaultConfig().MaxFiles})
+// testConfig is the default configuration, for decoding.
+func testConfig() *Config {
+	cfg := DefaultConfig()
+	return &cfg
+}
 
 // TestDecodingStopsAtTheCaps: counts over the caps are refused while they
 // are read, before the decoder allocates for them.
 func TestDecodingStopsAtTheCaps(t *testing.T) {
-	caps := decodeCaps{MaxBatch: 2, MaxFiles: 2}
+	caps := testConfig()
+	caps.MaxBatch, caps.MaxFiles = 2, 2
 	wantType := func(name string, err error, typ string) {
 		t.Helper()
 		var apiErr *APIError

@@ -301,9 +301,9 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	var req executeRequest
 	var err error
 	if asMsgpack {
-		req, err = decodeMsgpack(ctx.PostBody(), capsOf(&s.cfg))
+		req, err = decodeMsgpack(ctx.PostBody(), &s.cfg)
 	} else {
-		req, err = decodeJSON(ctx.PostBody(), capsOf(&s.cfg))
+		req, err = decodeJSON(ctx.PostBody(), &s.cfg)
 	}
 	if err == nil {
 		err = req.validate(&s.cfg)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -382,6 +383,38 @@ def main():
 		for name, errno := range got {
 			if errno != 1 {
 				t.Errorf("%s: errno %d, want EPERM", name, errno)
+			}
+		}
+	})
+
+	t.Run("the huge-page files glibc reads are shown read-only", func(t *testing.T) {
+		var got map[string][]any
+		s.mustSucceed(t, `import os
+def main():
+    out = {}
+    for path in ["/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"]:
+        if not os.path.exists(path):
+            continue
+        try:
+            with open(path, "w") as f:
+                f.write("always")
+            written = True
+        except OSError:
+            written = False
+        out[path] = [written, sorted(os.listdir(os.path.dirname(path)))]
+    return out
+`, nil, &got)
+		for _, path := range []string{"/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"} {
+			if _, err := os.Stat(path); err == nil && got[path] == nil {
+				t.Errorf("the host has %s but the sandbox does not see it (glibc then puts no heap on huge pages)", path)
+			}
+		}
+		for path, v := range got {
+			if v[0] != false {
+				t.Errorf("%s is writable", path)
+			}
+			if entries, _ := v[1].([]any); len(entries) > 2 {
+				t.Errorf("the sandbox sees %v beside %s, want only the two files", entries, path)
 			}
 		}
 	})
