@@ -121,6 +121,9 @@ func TestAccessLogAndShutdown(t *testing.T) {
 		t.Errorf("%d access-log lines with %d distinct ids, want one per request (the 401 included)", lines, len(ids))
 	}
 
+	// The earlier requests' sandboxes hold their slots until reaped: wait
+	// for them, so that the one busy slot below is this script's.
+	s.waitFor(t, func(busy int) bool { return busy == 0 })
 	answer := make(chan response, 1)
 	go func() { answer <- s.execute(t, "import time\ndef main():\n    time.sleep(20)\n", nil) }()
 	s.waitFor(t, func(busy int) bool { return busy == 1 })
