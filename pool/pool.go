@@ -101,14 +101,19 @@ type Pool struct {
 	executed      atomic.Int64
 	failures      atomic.Int64 // consecutive build failures; 0 after a success
 
-	mu           sync.Mutex // guards lastBuildErr
+	mu           sync.Mutex // guards lastBuildErr and closed
 	lastBuildErr error
+	// closed is set by Close before it waits for leased: no lease is
+	// counted after it, so leased.Add never races with leased.Wait.
+	closed bool
 
 	ctx    context.Context // cancelled by Close; parent of every build
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the refill loop and every background build
-	// reaping counts sandboxes being closed after their execution.
-	reaping sync.WaitGroup
+	// leased counts sandboxes out of the pool, from their lease until they
+	// are closed after their execution: Close waits for them, also for a
+	// request the server gave up on at shutdown.
+	leased sync.WaitGroup
 }
 
 // New starts the pool and its background refill; it returns at once, before
@@ -286,13 +291,21 @@ func (p *Pool) lease(ctx context.Context) (Sandbox, func(), error) {
 			waiting = true
 			continue
 		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			_ = sb.Close()
+			<-p.busy
+			return nil, nil, ErrClosed
+		}
+		p.leased.Add(1)
+		p.mu.Unlock()
 		// Reaping happens off the request path; the running slot is
 		// given back once the sandbox is gone, so MaxBusy bounds live
 		// sandbox processes, not only running scripts.
 		release := func() {
-			p.reaping.Add(1)
 			go func() {
-				defer p.reaping.Done()
+				defer p.leased.Done()
 				_ = sb.Close()
 				<-p.busy
 			}()
@@ -404,11 +417,16 @@ func (p *Pool) Ready() bool {
 }
 
 // Close stops the refill, waits for builds in flight, destroys every warm
-// sandbox and waits until used ones are reaped. Call it after the server
-// has drained its requests: a lease still running is not waited for.
+// sandbox and waits until every leased one is reaped, including those of
+// requests still running (the server cancels them at the end of its
+// shutdown grace, which kills their sandboxes). A lease asked for after
+// Close began gets ErrClosed.
 func (p *Pool) Close() {
 	p.cancel()
 	p.wg.Wait()
 	p.warm.Close()
-	p.reaping.Wait()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.leased.Wait()
 }
