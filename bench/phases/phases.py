@@ -34,7 +34,7 @@ from pyexec import isolation, script, syscalls, zygote  # noqa: E402
 
 libc = isolation.Libc()
 cloner = isolation.Cloner(libc)
-bpf = syscalls.build_bpf()
+program = syscalls.Program(libc, syscalls.build_bpf())
 ids = (os.getuid(), os.getgid())
 SCRATCH = 64 << 20
 
@@ -73,7 +73,7 @@ def _steps(report_fd, first_steps, since):
     mark("/dev, /tmp, /dev/shm")
     isolation.private_proc(libc)
     mark("/proc with host facts masked")
-    isolation.finish(libc, bpf)
+    isolation.finish(libc, program)
     mark("hostname, reseed, caps, seccomp")
     zygote._prewarm(msgpack, {"name": "none", "deny_imports": [], "deny_calls": []})
     mark("prewarm")

@@ -67,8 +67,8 @@ MASKED_PROC_DIRS_EXTRA = ("/proc/pressure",)
 # memory is the kernel's, outside every rlimit (SO_SNDBUF and SO_RCVBUF,
 # which could raise them, are refused by seccomp).
 TCP_BUFFER_SYSCTLS = {
-    "/proc/sys/net/ipv4/tcp_rmem": "4096 65536 131072",
-    "/proc/sys/net/ipv4/tcp_wmem": "4096 65536 131072",
+    "/proc/sys/net/ipv4/tcp_rmem": b"4096 65536 131072",
+    "/proc/sys/net/ipv4/tcp_wmem": b"4096 65536 131072",
 }
 # /proc directories that are read-only inside the sandbox.
 READONLY_PROC_DIRS = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
@@ -229,12 +229,22 @@ def map_ids(uid, gid):
     holds every capability in its new user namespace until finish drops
     them; then makes every mount private and brings up its loopback.
     """
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write("%d %d 1" % (uid, uid))
-    with open("/proc/self/gid_map", "w") as f:
-        f.write("%d %d 1" % (gid, gid))
+    _write_file("/proc/self/setgroups", b"deny")
+    _write_file("/proc/self/uid_map", b"%d %d 1" % (uid, uid))
+    _write_file("/proc/self/gid_map", b"%d %d 1" % (gid, gid))
+
+
+def _write_file(path, data):
+    """Write data to the existing file path in one write, as /proc wants.
+
+    Plain descriptors rather than open(): the text-file machinery would
+    copy-on-write pages of the interpreter in every sandbox."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError("short write to %s" % path)
+    finally:
+        os.close(fd)
 
 
 def private_mounts_and_loopback(libc):
@@ -295,8 +305,7 @@ def private_proc(libc):
     """
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path, value in TCP_BUFFER_SYSCTLS.items():
-        with open(path, "w") as f:
-            f.write(value)
+        _write_file(path, value)
     for path in MASKED_PROC_FILES:
         if os.path.exists(path):
             libc.mount("/dev/null", path, None, MS_BIND)
@@ -309,16 +318,14 @@ def private_proc(libc):
             libc.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SCRATCH_FLAGS)
 
 
-def finish(libc, bpf):
+def finish(libc, program):
     """The sandbox's last steps before ready (after private_proc): after
     these it holds no capability, cannot gain one, cannot be traced, and
-    runs under the filter."""
+    runs under the filter (program, a syscalls.Program)."""
     import random
     import signal
     import socket
     import sys
-
-    from . import syscalls
 
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     socket.sethostname("sandbox")
@@ -335,4 +342,4 @@ def finish(libc, bpf):
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
     # Not dumpable: no ptrace, no /proc/<pid>/mem or environ for anyone.
     libc.prctl(PR_SET_DUMPABLE, 0)
-    syscalls.load_bpf(libc, bpf)
+    program.load(libc)

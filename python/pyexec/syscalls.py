@@ -82,7 +82,7 @@ def build_bpf():
     """Return the filter as raw BPF (struct sock_filter[]) for this machine.
 
     Built with libseccomp (python3-seccomp) once per zygote; every sandbox
-    then loads the same bytes with load_bpf, which costs one prctl.
+    then loads the same bytes (Program), which costs one prctl.
     """
     import os
 
@@ -125,15 +125,26 @@ def build_bpf():
     return b"".join(chunks)
 
 
-def load_bpf(libc, bpf):
-    """Install bpf as this process's seccomp filter (no_new_privs must be set)."""
-    ctypes = libc.ctypes
+class Program:
+    """The filter as a struct sock_fprog, made once in the zygote.
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    Every sandbox then installs it with one prctl: the structure and the
+    program it points to are shared with the zygote, read by the kernel,
+    never written, so loading it copies no page.
+    """
 
-    program = ctypes.create_string_buffer(bpf, len(bpf))
-    fprog = SockFprog(len(bpf) // 8, ctypes.cast(program, ctypes.c_void_p))
-    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-    libc.check(libc.lib.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0),
-               "prctl(PR_SET_SECCOMP)")
+    def __init__(self, libc, bpf):
+        ctypes = libc.ctypes
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        self.bpf = bpf
+        self._instructions = ctypes.create_string_buffer(bpf, len(bpf))
+        self._fprog = SockFprog(len(bpf) // 8, ctypes.cast(self._instructions, ctypes.c_void_p))
+        self._pointer = ctypes.byref(self._fprog)
+        self._args = (ctypes.c_ulong(22), ctypes.c_ulong(2))  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+
+    def load(self, libc):
+        """Install the filter on this process (no_new_privs must be set)."""
+        libc.check(libc.lib.prctl(self._args[0], self._args[1], self._pointer, 0, 0), "prctl(PR_SET_SECCOMP)")

@@ -13,7 +13,7 @@ import numpy as np
 import os
 import tempfile
 
-from pyexec import files, protocol, results, script
+from pyexec import files, protocol, results, script, zygote
 
 
 class ResultsTest(unittest.TestCase):
@@ -343,3 +343,47 @@ class CollectRaceTest(unittest.TestCase):
                 os.chdir(saved)
             self.assertEqual(swapped, [True])
             self.assertEqual(got, [], "the link that replaced output/z was followed")
+
+
+class SandboxImportsTest(unittest.TestCase):
+    """A module first imported in a sandbox is compiled there, in every
+    sandbox: the zygote imports every module the sandbox's code imports
+    inside its functions (zygote.SANDBOX_MODULES)."""
+
+    # Functions that run only in the zygote (or the runner's boot), never
+    # in a sandbox.
+    ZYGOTE_ONLY = {"zygote", "main", "_warm_matplotlib", "import_sandbox_modules", "build_bpf", "__init__",
+                   "_tid_address", "scratch_for_imports", "seal_imports_scratch"}
+
+    def function_level_imports(self):
+        import ast
+        import pathlib
+
+        found = {}
+        package = pathlib.Path(zygote.__file__).parent
+        for path in sorted(package.glob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for function in ast.walk(tree):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or function.name in self.ZYGOTE_ONLY:
+                    continue
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Import):
+                        names = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                        names = ["pyexec." + (node.module + "." if node.module else "") + alias.name for alias in node.names]
+                    else:
+                        continue
+                    for name in names:
+                        found.setdefault(name, "%s:%s" % (path.name, function.name))
+        return found
+
+    def test_the_zygote_imports_every_module_a_sandbox_uses(self):
+        found = self.function_level_imports()
+        self.assertIn("pyexec.limits", found)  # the walk sees serve_one's imports
+        # sys is the interpreter's own, loaded before any code runs.
+        missing = {name: where for name, where in found.items() if name not in zygote.SANDBOX_MODULES and name != "sys"}
+        self.assertEqual(missing, {}, "imported in a sandbox but not by the zygote (add to zygote.SANDBOX_MODULES)")
+        zygote.import_sandbox_modules()
+        import sys
+
+        self.assertEqual([name for name in zygote.SANDBOX_MODULES if name not in sys.modules], [])
