@@ -341,9 +341,10 @@ def main():
             routes[addr] = e.strerror
         finally:
             s.close()
-    # /proc/net/dev lists the interfaces of the sandbox's network namespace
-    # (socket.if_nameindex would need netlink, which seccomp refuses).
-    with open("/proc/net/dev") as f:
+    # /proc/self/net/dev lists the interfaces of the sandbox's network
+    # namespace (socket.if_nameindex would need netlink, which seccomp
+    # refuses; /proc/net is not in the sandbox's processes-only /proc).
+    with open("/proc/self/net/dev") as f:
         interfaces = [line.split(":")[0].strip() for line in f.readlines()[2:]]
     return {"Interfaces": interfaces, "Routes": routes}
 `, nil, &got)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"sort"
@@ -324,43 +325,57 @@ def main():
 	})
 
 	t.Run("host facts are masked and /proc is the sandbox's own", func(t *testing.T) {
+		// The sandbox's /proc is a subset=pid procfs: the host-wide files
+		// and /proc/sys do not exist in it. Empty would do as well; any
+		// content fails.
 		var got map[string]any
-		s.mustSucceed(t, `import os
+		s.mustSucceed(t, `import os, socket
 def main():
-    out = {}
+    out = {"files": {}}
     for path in ["/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list",
-                 "/proc/meminfo", "/proc/vmstat", "/proc/interrupts", "/proc/diskstats", "/proc/sys/fs/file-nr"]:
+                 "/proc/meminfo", "/proc/vmstat", "/proc/interrupts", "/proc/diskstats", "/proc/sys/fs/file-nr", "/proc/kallsyms",
+                 "/proc/sysrq-trigger", "/proc/pressure/cpu", "/proc/self/../stat", "/proc/1/../cmdline"]:
         try:
-            out[path] = open(path).read()
+            out["files"][path] = open(path).read()
         except OSError as e:
-            out[path] = ""
+            out["files"][path] = ""
     out["pids"] = sorted(int(n) for n in os.listdir("/proc") if n.isdigit())
-    out["pressure"] = os.listdir("/proc/pressure") if os.path.isdir("/proc/pressure") else []
-    out["tcp_wmem"] = open("/proc/sys/net/ipv4/tcp_wmem").read().split()
+    out["top"] = sorted(n for n in os.listdir("/proc") if not n.isdigit())
+    out["own"] = os.path.exists("/proc/self/status") and os.path.exists("/proc/self/fd/0") and os.path.exists("/proc/self/net/tcp")
     try:
         open("/proc/sys/kernel/hostname", "w").write("x")
         out["proc_sys_writable"] = True
     except OSError:
         out["proc_sys_writable"] = False
+    # tcp_wmem's default (its middle value) is a new TCP socket's send
+    # buffer: 65536 in the sandbox's namespace, 16384 on a stock host.
+    with socket.socket() as s:
+        out["sndbuf"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     return out
 `, nil, &got)
-		for _, path := range []string{"/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/keys", "/proc/timer_list",
-			"/proc/meminfo", "/proc/vmstat", "/proc/interrupts", "/proc/diskstats", "/proc/sys/fs/file-nr"} {
-			if got[path] != "" {
-				t.Errorf("%s reads %q, want it masked", path, got[path])
+		files, _ := got["files"].(map[string]any)
+		if len(files) != 17 {
+			t.Fatalf("read %d files, want 17: %v", len(files), got)
+		}
+		for path, content := range files {
+			if content != "" {
+				t.Errorf("%s reads %q, want it absent or empty", path, content)
 			}
 		}
 		if pids, _ := got["pids"].([]any); len(pids) != 1 || pids[0] != 1.0 {
 			t.Errorf("/proc lists pids %v, want only the sandbox itself (1)", got["pids"])
 		}
+		if top := fmt.Sprint(got["top"]); top != "[self thread-self]" {
+			t.Errorf("/proc holds %s beside the pids, want only [self thread-self]", top)
+		}
+		if got["own"] != true {
+			t.Error("/proc/self/status, fd or net is missing: the sandbox's own entries must stay")
+		}
 		if got["proc_sys_writable"] != false {
 			t.Error("/proc/sys is writable")
 		}
-		if pressure, _ := got["pressure"].([]any); len(pressure) != 0 {
-			t.Errorf("/proc/pressure shows %v", pressure)
-		}
-		if wmem, _ := got["tcp_wmem"].([]any); len(wmem) != 3 || wmem[2] != "131072" {
-			t.Errorf("tcp_wmem %v, want the sandbox's small buffers", got["tcp_wmem"])
+		if got["sndbuf"] != 65536.0 {
+			t.Errorf("a new TCP socket's send buffer is %v, want 65536 (the sandbox's tcp_wmem)", got["sndbuf"])
 		}
 	})
 

@@ -5,7 +5,7 @@ network, IPC, UTS and cgroup namespaces (Cloner: one copy of the big
 interpreter per sandbox, not two). The sandbox, PID 1 of its namespaces,
 maps its uid (map_ids), makes its mounts private and brings up its
 loopback, builds its private file system (private_dev_and_tmp), mounts its
-own /proc with the host's facts masked (private_proc), drops every
+own /proc, processes only (private_proc), drops every
 capability, sets no_new_privs, becomes non-dumpable and loads the seccomp
 filter (finish). Only then does it say ready.
 
@@ -48,21 +48,6 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 SCRATCH_INODES = 4096
 SCRATCH_TMP_DIR = "/dev/.tmp"
 
-# /proc entries that tell about the host rather than the sandbox, read as
-# empty: what container runtimes mask, plus the kernel command line, the
-# boot id, and the host-wide load, pressure, memory, interrupt, disk,
-# process, open-file and uptime figures (side channels on what concurrent
-# sandboxes do).
-MASKED_PROC_FILES = (
-    "/proc/cmdline", "/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/kcore", "/proc/keys",
-    "/proc/key-users", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",
-    "/proc/config.gz", "/proc/vmallocinfo", "/proc/sysrq-trigger", "/proc/sys/kernel/random/boot_id",
-    "/proc/meminfo", "/proc/vmstat", "/proc/zoneinfo", "/proc/interrupts", "/proc/softirqs", "/proc/diskstats",
-    "/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/slabinfo", "/proc/sys/fs/file-nr", "/proc/sys/fs/inode-nr",
-    "/proc/sys/fs/dentry-state",
-)
-# Directories hidden the same way (an empty read-only tmpfs).
-MASKED_PROC_DIRS_EXTRA = ("/proc/pressure",)
 # The sandbox's own network namespace gets small TCP buffers: its sockets'
 # memory is the kernel's, outside every rlimit (SO_SNDBUF and SO_RCVBUF,
 # which could raise them, are refused by seccomp).
@@ -70,12 +55,6 @@ TCP_BUFFER_SYSCTLS = {
     "/proc/sys/net/ipv4/tcp_rmem": b"4096 65536 131072",
     "/proc/sys/net/ipv4/tcp_wmem": b"4096 65536 131072",
 }
-# /proc directories that are read-only inside the sandbox.
-READONLY_PROC_DIRS = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
-# /proc directories hidden behind an empty read-only tmpfs.
-MASKED_PROC_DIRS = ("/proc/acpi", "/proc/scsi", "/proc/asound")
-
-
 class Cloner:
     """clone(2) into new namespaces, from Python, as os.fork does a fork.
 
@@ -300,22 +279,23 @@ def private_dev_and_tmp(libc, scratch_bytes):
 
 
 def private_proc(libc):
-    """Mount a /proc of the sandbox's own PID namespace, host facts masked.
+    """Mount a /proc of the sandbox's own PID namespace that shows its
+    processes and nothing of the host.
 
+    A full procfs first, only to set the TCP buffer sizes of the sandbox's
+    network namespace; then a procfs with subset=pid over it (Linux 5.8):
+    only /proc/<pid>, /proc/self and /proc/thread-self exist in it. None of
+    the host-wide files (cmdline, stat, loadavg, uptime, meminfo, vmstat,
+    interrupts, diskstats, pressure, keys, kallsyms, sysrq-trigger, ...)
+    exists, and no /proc/sys: nothing to mask one by one, and no mount per
+    masked entry to make and tear down in every sandbox. The full procfs
+    stays below, unreachable: no path leads to it, and unmounting needs the
+    capabilities and system calls a sandbox gives up in finish.
     """
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path, value in TCP_BUFFER_SYSCTLS.items():
         _write_file(path, value)
-    for path in MASKED_PROC_FILES:
-        if os.path.exists(path):
-            libc.mount("/dev/null", path, None, MS_BIND)
-    for path in MASKED_PROC_DIRS + MASKED_PROC_DIRS_EXTRA:
-        if os.path.isdir(path):
-            libc.mount("tmpfs", path, "tmpfs", MS_RDONLY | SCRATCH_FLAGS, "size=4096,mode=0555")
-    for path in READONLY_PROC_DIRS:
-        if os.path.isdir(path):
-            libc.mount(path, path, None, MS_BIND | MS_REC)
-            libc.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SCRATCH_FLAGS)
+    libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid")
 
 
 def finish(libc, program):
