@@ -232,3 +232,23 @@ func TestBenchAgainstRealServer(t *testing.T) {
 		}
 	}
 }
+
+func TestParseConfig(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig("fork=--mode fork --warm 8")
+	if err != nil || cfg.Name != "fork" || cfg.Binary != "" || strings.Join(cfg.Args, " ") != "--mode fork --warm 8" {
+		t.Errorf("parseConfig(fork=...) = %+v, %v", cfg, err)
+	}
+	cfg, err = parseConfig("base@" + self + "=--mode fork")
+	if err != nil || cfg.Name != "base" || cfg.Binary != self || strings.Join(cfg.Args, " ") != "--mode fork" {
+		t.Errorf("parseConfig(base@binary=...) = %+v, %v", cfg, err)
+	}
+	for _, bad := range []string{"noflags", "=--mode fork", "@" + self + "=x", "base@/nonexistent/pyexecd=x", "base@" + t.TempDir() + "=x"} {
+		if cfg, err := parseConfig(bad); err == nil {
+			t.Errorf("parseConfig(%q) = %+v, want an error", bad, cfg)
+		}
+	}
+}

@@ -5,13 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/runner"
 )
 
 // ceilingPython is the interpreter the fork ceiling forks: the one the
@@ -50,9 +51,10 @@ sys.stdout.flush()
 `
 
 // forkCeiling is the machine's fork ceiling: how fast the zygote
-// interpreter (numpy and pandas imported) can be forked, exit and be
-// reaped, by plain processes outside any jail. A server that forks one
-// sandbox per request cannot answer faster than this.
+// interpreter (numpy and pandas imported, and allocating as the zygote
+// does: runner.AllocatorEnv) can be forked, exit and be reaped, by plain
+// processes outside any jail. A server that forks one sandbox per request
+// cannot answer faster than this.
 type forkCeiling struct {
 	ForksPerSec float64 `json:"forks_per_s"` // all copies together
 	Processes   int     `json:"processes"`   // copies run at once: runtime.NumCPU()
@@ -63,27 +65,49 @@ type forkCeiling struct {
 	Seconds               float64   `json:"seconds"`
 	Interpreter           string    `json:"interpreter"`
 	Imports               string    `json:"imports"`
+	Env                   []string  `json:"env"` // the allocator settings the copies ran with
+	// PlainAllocator is the same measurement with Python's default
+	// allocator (pymalloc, no huge pages): the definition of the ceiling
+	// before the zygote allocated on huge pages, for comparison with
+	// earlier figures. Ratios are against ForksPerSec.
+	PlainAllocator *forkCeiling `json:"plain_allocator,omitempty"`
 }
 
 func (c *forkCeiling) String() string {
-	return fmt.Sprintf("fork ceiling %.1f forks/s with %d processes (single core %.1f forks/s): %s with %s imported, fork+exit+waitpid for %.1f s, no jail",
-		c.ForksPerSec, c.Processes, c.SingleCoreForksPerSec, c.Interpreter, c.Imports, c.Seconds)
+	s := fmt.Sprintf("fork ceiling %.1f forks/s with %d processes (single core %.1f forks/s): %s with %s imported and %s, fork+exit+waitpid for %.1f s, no jail",
+		c.ForksPerSec, c.Processes, c.SingleCoreForksPerSec, c.Interpreter, c.Imports, strings.Join(c.Env, " "), c.Seconds)
+	if p := c.PlainAllocator; p != nil {
+		s += fmt.Sprintf("; with the plain allocator %.1f forks/s (single core %.1f)", p.ForksPerSec, p.SingleCoreForksPerSec)
+	}
+	return s
 }
 
-// measureCeiling measures the fork ceiling: one copy pinned to one CPU,
-// then runtime.NumCPU() copies at once, each for d.
+// measureCeiling measures the fork ceiling with the zygote's allocator and
+// with the plain one: each time one copy pinned to one CPU, then
+// runtime.NumCPU() copies at once, each for d.
 func measureCeiling(ctx context.Context, d time.Duration) (*forkCeiling, error) {
-	single, err := forkLoops(ctx, 1, d, true)
+	c, err := measureCeilingWith(ctx, d, runner.AllocatorEnv())
+	if err != nil {
+		return nil, err
+	}
+	if c.PlainAllocator, err = measureCeilingWith(ctx, d, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func measureCeilingWith(ctx context.Context, d time.Duration, env []string) (*forkCeiling, error) {
+	single, err := forkLoops(ctx, 1, d, true, env)
 	if err != nil {
 		return nil, err
 	}
 	n := runtime.NumCPU()
-	all, err := forkLoops(ctx, n, d, false)
+	all, err := forkLoops(ctx, n, d, false, env)
 	if err != nil {
 		return nil, err
 	}
 	c := &forkCeiling{Processes: n, SingleCoreForksPerSec: single[0].rate(), Seconds: d.Seconds(),
-		Interpreter: ceilingPython, Imports: "numpy, pandas"}
+		Interpreter: ceilingPython, Imports: "numpy, pandas", Env: env}
 	for _, l := range all {
 		c.ForksPerSec += l.rate()
 		c.PerProcess = append(c.PerProcess, l.rate())
@@ -125,7 +149,7 @@ type ceilingCopy struct {
 // forkLoops starts n copies of the script, waits until every one has
 // imported its modules, starts all their loops at once and returns what
 // each reported.
-func forkLoops(ctx context.Context, n int, d time.Duration, pin bool) ([]forkLoop, error) {
+func forkLoops(ctx context.Context, n int, d time.Duration, pin bool, env []string) ([]forkLoop, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+5*time.Minute)
 	defer cancel()
 	pinArg := "0"
@@ -141,8 +165,10 @@ func forkLoops(ctx context.Context, n int, d time.Duration, pin bool) ([]forkLoo
 		}
 	}()
 	for range n {
-		cmd := exec.CommandContext(ctx, ceilingPython, "-I", "-c", ceilingScript, strconv.FormatFloat(d.Seconds(), 'f', -1, 64), pinArg)
-		cmd.Env = append(os.Environ(), "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1")
+		// -s -P as the zygote, not -I, which would ignore PYTHONMALLOC; the
+		// environment is exactly this list, nothing of bench's own.
+		cmd := exec.CommandContext(ctx, ceilingPython, "-s", "-P", "-c", ceilingScript, strconv.FormatFloat(d.Seconds(), 'f', -1, 64), pinArg)
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"}, env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stderr := &strings.Builder{}
 		cmd.Stderr = stderr

@@ -58,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var configs multiFlag
 	fs.StringVar(&o.url, "url", "", "drive this running server (e.g. http://127.0.0.1:8080) instead of starting one")
 	fs.StringVar(&o.token, "token", os.Getenv("AUTH_TOKEN"), "bearer token for the server (env AUTH_TOKEN)")
-	fs.Var(&configs, "config", `start the repository's server with these flags, as name=flags (repeat to compare), e.g. -config "fork=--mode fork --warm 8"`)
+	fs.Var(&configs, "config", `start the repository's server with these flags, as name=flags (repeat to compare), e.g. -config "fork=--mode fork --warm 8"; name@binary=flags starts that binary instead (another commit's build)`)
 	scenarios := fs.String("scenario", "hello", "comma-separated scenarios: hello, numpy, pandas, cpu, sleep, mix, syntax_error, exception, timeout, or file:PATH (JSON)")
 	clients := fs.String("c", "1", "comma-separated client counts (closed loop), or the in-flight cap with -rate")
 	rates := fs.String("rate", "", "comma-separated arrival rates in requests/s: open loop instead of closed")
@@ -150,7 +150,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// competes with nothing this harness started.
 	var ceiling *forkCeiling
 	if o.ceilingDur > 0 {
-		fmt.Fprintf(stderr, "measuring the fork ceiling (%v, then %v with %d processes)\n", o.ceilingDur, o.ceilingDur, runtime.NumCPU())
+		fmt.Fprintf(stderr, "measuring the fork ceiling (%v, then %v with %d processes; with the zygote's allocator, then the plain one)\n", o.ceilingDur, o.ceilingDur, runtime.NumCPU())
 		if ceiling, err = measureCeiling(ctx, o.ceilingDur); err != nil {
 			return fmt.Errorf("%w (-ceiling-d 0 skips it)", err)
 		}

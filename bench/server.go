@@ -16,20 +16,29 @@ import (
 	"time"
 )
 
-// serverConfig is one configuration to compare: a name and the flags the
-// repository's binary is started with.
+// serverConfig is one configuration to compare: a name, the flags the
+// server is started with and, when it is not the repository's own, the
+// binary (another commit's build, to compare side by side).
 type serverConfig struct {
-	Name string
-	Args []string
+	Name   string
+	Args   []string
+	Binary string // empty: the repository's ./cmd/pyexecd, built by bench
 }
 
-// parseConfig reads "name=flags", e.g. "fork=--mode fork --warm 8".
+// parseConfig reads "name=flags", e.g. "fork=--mode fork --warm 8", or
+// "name@binary=flags", e.g. "base@/tmp/pyexecd-base=--mode fork".
 func parseConfig(s string) (serverConfig, error) {
 	name, args, ok := strings.Cut(s, "=")
+	name, binary, _ := strings.Cut(name, "@")
 	if !ok || name == "" {
-		return serverConfig{}, fmt.Errorf("config %q: want name=flags", s)
+		return serverConfig{}, fmt.Errorf("config %q: want name=flags or name@binary=flags", s)
 	}
-	return serverConfig{Name: name, Args: strings.Fields(args)}, nil
+	if binary != "" {
+		if info, err := os.Stat(binary); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+			return serverConfig{}, fmt.Errorf("config %q: %s is not an executable file", s, binary)
+		}
+	}
+	return serverConfig{Name: name, Args: strings.Fields(args), Binary: binary}, nil
 }
 
 // buildServer compiles the module's ./cmd/pyexecd into dir and returns its
@@ -61,6 +70,9 @@ type startedServer struct {
 // startServer starts bin with cfg's flags on a free loopback port and waits
 // until /health answers 200 with its warm pool full.
 func startServer(ctx context.Context, bin string, cfg serverConfig) (*startedServer, error) {
+	if cfg.Binary != "" {
+		bin = cfg.Binary
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

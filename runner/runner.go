@@ -270,7 +270,7 @@ type Runner struct {
 // thread counts are pinned to one so an idle sandbox has no helper threads
 // and numpy imports within small address-space limits.
 func sandboxEnv() []string {
-	return []string{
+	return append([]string{
 		"PATH=/usr/bin:/bin",
 		"HOME=/tmp",
 		"LANG=C.UTF-8",
@@ -283,16 +283,20 @@ func sandboxEnv() []string {
 		// refuses to import without a writable one).
 		"MPLBACKEND=Agg",
 		"MPLCONFIGDIR=/tmp/matplotlib",
-		// Python's objects in malloc's heap, and that heap on transparent
-		// huge pages (where the kernel offers them on madvise; the jail
-		// shows glibc the two THP files it reads): the zygote's page
-		// tables shrink from some 10,000 entries to a few dozen, so each
-		// clone copies and each exit tears down far fewer (bench/README.md,
-		// "Phases": fork and exit of the zygote 8.7 → 4.7 ms of CPU).
-		// pymalloc's own 1 MiB arenas cannot be huge pages.
-		"GLIBC_TUNABLES=glibc.malloc.hugetlb=1",
-		"PYTHONMALLOC=malloc",
-	}
+	}, AllocatorEnv()...)
+}
+
+// AllocatorEnv is how the zygote's interpreter allocates: Python's objects
+// in malloc's heap, and that heap in 2 MiB transparent huge pages where the
+// kernel offers them on madvise (the jail shows glibc the two THP files it
+// reads). The zygote's heap is then a few dozen large folios: even once its
+// own writes have split their mappings (as they do while sandboxes share
+// them), fork copies and exit tears down their entries in batches, not
+// page by page (bench/README.md, "Phases": fork and exit of a numpy+pandas
+// interpreter 6.4 → 3.7 ms of CPU). pymalloc's own 1 MiB arenas cannot be
+// huge pages. bench measures the fork ceiling with the same settings.
+func AllocatorEnv() []string {
+	return []string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=1", "PYTHONMALLOC=malloc"}
 }
 
 // New checks cfg and returns a Runner. It does not start anything; call
