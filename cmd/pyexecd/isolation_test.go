@@ -347,10 +347,11 @@ def main():
         out["proc_sys_writable"] = True
     except OSError:
         out["proc_sys_writable"] = False
-    # tcp_wmem's default (its middle value) is a new TCP socket's send
-    # buffer: 65536 in the sandbox's namespace, 16384 on a stock host.
+    # tcp_wmem's and tcp_rmem's defaults (their middle values) are a new
+    # TCP socket's buffers: 65536 in the sandbox's namespace, 16384 and
+    # 131072 on a stock host.
     with socket.socket() as s:
-        out["sndbuf"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        out["bufs"] = [s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)]
     return out
 `, nil, &got)
 		files, _ := got["files"].(map[string]any)
@@ -374,8 +375,8 @@ def main():
 		if got["proc_sys_writable"] != false {
 			t.Error("/proc/sys is writable")
 		}
-		if got["sndbuf"] != 65536.0 {
-			t.Errorf("a new TCP socket's send buffer is %v, want 65536 (the sandbox's tcp_wmem)", got["sndbuf"])
+		if bufs := fmt.Sprint(got["bufs"]); bufs != "[65536 65536]" {
+			t.Errorf("a new TCP socket's send and receive buffers are %s, want [65536 65536] (the sandbox's tcp_wmem and tcp_rmem)", bufs)
 		}
 	})
 

@@ -280,7 +280,7 @@ def private_dev_and_tmp(libc, scratch_bytes):
 
 def private_proc(libc):
     """Mount a /proc of the sandbox's own PID namespace that shows its
-    processes and nothing of the host.
+    processes and none of the host-wide files at its top.
 
     A full procfs first, only to set the TCP buffer sizes of the sandbox's
     network namespace; then a procfs with subset=pid over it (Linux 5.8):
@@ -288,7 +288,9 @@ def private_proc(libc):
     the host-wide files (cmdline, stat, loadavg, uptime, meminfo, vmstat,
     interrupts, diskstats, pressure, keys, kallsyms, sysrq-trigger, ...)
     exists, and no /proc/sys: nothing to mask one by one, and no mount per
-    masked entry to make and tear down in every sandbox. The full procfs
+    masked entry to make and tear down in every sandbox. (/proc/<pid>/net
+    is the sandbox's network namespace, but a few of its files count for
+    the whole host: README, "Host facts masked".) The full procfs
     stays below, unreachable: no path leads to it, and unmounting needs the
     capabilities and system calls a sandbox gives up in finish.
     """
