@@ -43,9 +43,16 @@ SCRATCH = 64 << 20
 
 libc = isolation.Libc()
 cloner = isolation.Cloner(libc)
-bpf = syscalls.build_bpf()
-# What the zygote builds once; an older tree loads the raw bytes instead.
-program = syscalls.Program(libc, bpf) if hasattr(syscalls, "Program") else bpf
+# What the zygote builds once: this tree's zygote runs under its own filter
+# and each sandbox adds a layer; older trees load the whole filter in each
+# sandbox (from a Program, or from the raw bytes).
+if hasattr(syscalls, "build_sandbox_layer"):
+    zygote_filter = syscalls.Program(libc, syscalls.build_bpf(for_zygote=True))
+    sandbox_filter = syscalls.Program(libc, syscalls.build_sandbox_layer())
+elif hasattr(syscalls, "Program"):
+    zygote_filter, sandbox_filter = None, syscalls.Program(libc, syscalls.build_bpf())
+else:
+    zygote_filter, sandbox_filter = None, syscalls.build_bpf()
 ids = (os.getuid(), os.getgid())
 
 
@@ -74,7 +81,7 @@ def sandbox(report_fd, go_fd):
         mark("/dev, /tmp, /dev/shm (one tmpfs)")
         isolation.private_proc(libc)
         mark("/proc")
-        isolation.finish(libc, program) if program is not bpf else _finish_old()
+        isolation.finish(libc, sandbox_filter)
         mark("hostname, reseed, capabilities, seccomp")
         os.read(go_fd, 1)  # idle in the pool until "the request" comes
         marks.append(("(idle in the pool)",) + usage())
@@ -97,16 +104,15 @@ def sandbox(report_fd, go_fd):
     os._exit(0)
 
 
-def _finish_old():
-    isolation.finish(libc, bpf)
-
-
 def main():
     import gc
 
     zygote._prewarm(msgpack, POLICY)  # as the zygote does
     if hasattr(zygote, "import_sandbox_modules"):
         zygote.import_sandbox_modules()
+    if zygote_filter is not None:
+        libc.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
+        zygote_filter.load(libc)
     gc.freeze()
     live, rows = [], []
     for i in range(COUNT + HOLD):

@@ -441,7 +441,11 @@ def main():
 }
 
 // refusedSyscalls calls, with harmless arguments, each system call and
-// socket family the filter refuses, and returns the errno of each.
+// socket family the filter refuses, and returns the errno of each. Among
+// them, everything the zygote's own filter allows and each sandbox's layer
+// takes back (python/pyexec/syscalls.py): clone into namespaces, mount,
+// sethostname, capset, pidfd_open and prctl's dumpable and capability
+// options (the dumpable and ambient calls would succeed if allowed).
 const refusedSyscalls = `import ctypes, socket, errno as E
 libc = ctypes.CDLL(None, use_errno=True)
 def call(nr, *args):
@@ -468,6 +472,12 @@ def main():
         "unshare(user)": call(272, 0x10000000),
         "setns": call(308, 0, 0),
         "clone(newuser)": call(56, 0x10000000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newnet)": call(56, 0x10000000 | 0x40000000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newpid)": call(56, 0x10000000 | 0x20000000 | 17, 0, 0, 0, 0),
+        "sethostname": call(170, 0, 0),
+        "prctl(PR_SET_DUMPABLE, 1)": call(157, 4, 1, 0, 0, 0),
+        "prctl(PR_CAPBSET_DROP)": call(157, 24, 0, 0, 0, 0),
+        "prctl(PR_CAP_AMBIENT, CLEAR_ALL)": call(157, 47, 4, 0, 0, 0),
         "clone3": call(435, 0, 0),
         "chroot": call(161, 0),
         "pivot_root": call(155, 0, 0),

@@ -300,10 +300,11 @@ def private_proc(libc):
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid")
 
 
-def finish(libc, program):
+def finish(libc, sandbox_layer):
     """The sandbox's last steps before ready (after private_proc): after
     these it holds no capability, cannot gain one, cannot be traced, and
-    runs under the filter (program, a syscalls.Program)."""
+    runs under the sandbox's filter: the zygote's, inherited, and
+    sandbox_layer (a syscalls.Program of build_sandbox_layer) on top."""
     import random
     import signal
     import socket
@@ -324,4 +325,4 @@ def finish(libc, program):
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
     # Not dumpable: no ptrace, no /proc/<pid>/mem or environ for anyone.
     libc.prctl(PR_SET_DUMPABLE, 0)
-    program.load(libc)
+    sandbox_layer.load(libc)

@@ -9,8 +9,11 @@ were imported; then narrowed by hand. See README "Security model".
 
 Everything not listed fails with EPERM, except clone3, which fails with
 ENOSYS so that glibc falls back to clone (whose flags a filter can see).
-The policy is the same under both jails and in both modes: every sandbox
-loads it itself, after its isolation steps and before it says ready.
+The policy is the same under both jails and in both modes. It is loaded in
+two layers: the zygote runs under the allow list plus what it and the
+isolation steps need (build_bpf(for_zygote=True)), every sandbox inherits
+that and, after its isolation steps and before it says ready, adds a small
+layer that refuses those extras again (build_sandbox_layer).
 """
 
 import errno
@@ -78,23 +81,40 @@ CLONE_NAMESPACE_FLAGS = 0x7E020080
 PERSONALITY_ALLOWED = (0, 0xFFFFFFFF)
 
 
-def build_bpf():
+# What the zygote may do beyond a sandbox, and what a fresh sandbox does to
+# isolate itself before it adds its own layer (build_sandbox_layer): clone
+# into new namespaces and pidfd_open (the zygote); mount, sethostname,
+# capset, and prctl's PR_SET_DUMPABLE, PR_CAPBSET_DROP and PR_CAP_AMBIENT
+# (isolation.py).
+ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open")
+ISOLATION_PRCTL_OPTIONS = (4, 24, 47)
+
+
+def build_bpf(for_zygote=False):
     """Return the filter as raw BPF (struct sock_filter[]) for this machine.
 
-    Built with libseccomp (python3-seccomp) once per zygote; every sandbox
-    then loads the same bytes (Program), which costs one prctl.
+    The sandbox's allow list; for_zygote adds what the zygote and the
+    isolation steps need (ISOLATION_CALLS, ISOLATION_PRCTL_OPTIONS, clone
+    with namespace flags). The zygote loads that one on itself, so every
+    sandbox starts under it, shared, and adds build_sandbox_layer once
+    isolated: the two together allow exactly what the sandbox's list
+    allows (python/tests checks this by running both programs), and the
+    kernel checks and compiles only the small layer per sandbox (0.1
+    instead of 0.7 ms here). Built with libseccomp (python3-seccomp), once
+    per zygote.
     """
-    import os
-
     import seccomp
 
     f = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
-    for name in ALLOWED:
+    for name in ALLOWED + (ISOLATION_CALLS if for_zygote else ()):
         try:
             f.add_rule(seccomp.ALLOW, name)
         except (RuntimeError, ValueError, OSError):
             pass  # not a system call on this architecture
-    f.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0))
+    if for_zygote:
+        f.add_rule(seccomp.ALLOW, "clone")
+    else:
+        f.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     for family in SOCKET_FAMILIES:
         f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
@@ -105,10 +125,36 @@ def build_bpf():
     f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.NE, SOL_SOCKET))
     for optname in SOL_SOCKET_OPTIONS:
         f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, SOL_SOCKET), seccomp.Arg(2, seccomp.EQ, optname))
-    for option in PRCTL_OPTIONS:
+    for option in PRCTL_OPTIONS + (ISOLATION_PRCTL_OPTIONS if for_zygote else ()):
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:
         f.add_rule(seccomp.ALLOW, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, persona))
+    return _export(f)
+
+
+def build_sandbox_layer():
+    """The filter a sandbox adds on top of the zygote's (build_bpf with
+    for_zygote) once it has isolated itself: it refuses, with EPERM, what
+    the zygote's filter allows beyond the sandbox's list, and passes
+    everything else on to the zygote's."""
+    import seccomp
+
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in ISOLATION_CALLS:
+        f.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    for option in ISOLATION_PRCTL_OPTIONS:
+        f.add_rule(seccomp.ERRNO(errno.EPERM), "prctl", seccomp.Arg(0, seccomp.EQ, option))
+    # Any namespace flag: one rule per flag (rules of one call are or-ed).
+    for bit in range(32):
+        flag = 1 << bit
+        if CLONE_NAMESPACE_FLAGS & flag:
+            f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    return _export(f)
+
+
+def _export(f):
+    """The raw BPF of a libseccomp filter."""
+    import os
 
     read_end, write_end = os.pipe()
     try:

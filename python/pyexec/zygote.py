@@ -166,7 +166,7 @@ def serve_one(msgpack, policy):
     os._exit(0)
 
 
-def _become_sandbox(libc, msgpack, fds, config, program, ids, prewarm):
+def _become_sandbox(libc, msgpack, fds, config, sandbox_layer, ids, prewarm):
     """In the fresh clone: isolate, say ready, run the one script, exit."""
     import signal
     import traceback
@@ -193,7 +193,7 @@ def _become_sandbox(libc, msgpack, fds, config, program, ids, prewarm):
             # The zygote fixed matplotlib's config and cache directory at
             # this path of its own /tmp; make it in the sandbox's.
             os.mkdir(os.environ["MPLCONFIGDIR"])
-        isolation.finish(libc, program)
+        isolation.finish(libc, sandbox_layer)
         if prewarm:
             _prewarm(msgpack, config["policy"])
     except BaseException:
@@ -231,7 +231,8 @@ def zygote(config, libc):
 
     import_sandbox_modules()
     cloner = isolation.Cloner(libc)
-    program = syscalls.Program(libc, syscalls.build_bpf())
+    zygote_filter = syscalls.Program(libc, syscalls.build_bpf(for_zygote=True))
+    sandbox_layer = syscalls.Program(libc, syscalls.build_sandbox_layer())
     ids = (os.getuid(), os.getgid())
     control = socket.socket(fileno=protocol.CONTROL_FD)
     poller = select.poll()
@@ -253,6 +254,10 @@ def zygote(config, libc):
     if "matplotlib" in sys.modules:
         _warm_matplotlib()
     isolation.seal_imports_scratch(libc)
+    # From here on the zygote, and every sandbox until it adds its layer,
+    # runs under the allow list plus what cloning and isolating need.
+    libc.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
+    zygote_filter.load(libc)
     # Objects that exist now are shared copy-on-write with every clone;
     # keep the collector from touching (and so copying) them.
     gc.freeze()
@@ -290,7 +295,7 @@ def zygote(config, libc):
                 report({"type": "spawn_failed", "id": message["id"], "message": str(exc)})
                 continue
             if pid == 0:
-                _become_sandbox(libc, msgpack, fds, config, program, ids, message["prewarm"])
+                _become_sandbox(libc, msgpack, fds, config, sandbox_layer, ids, message["prewarm"])
             for received in fds:
                 os.close(received)
             pidfd = os.pidfd_open(pid)
