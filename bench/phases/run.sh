@@ -2,9 +2,16 @@
 # Runs phases.py in the same bubblewrap jail, with the same environment, as
 # the server runs its zygote, as uid 65534 (what the server does when it
 # runs as root). Usage: bench/phases/run.sh [sandboxes [held [python dir]]]
-# (the python dir of another checkout measures that commit's sandbox code).
+# (the python dir of another checkout measures that commit's sandbox code),
+# or bench/phases/run.sh namespaces [clones per set] for namespaces.py.
 set -eu
 cd "$(dirname "$0")/../.."
+script=phases.py
+if [ "${1:-}" = namespaces ]; then
+	script=namespaces.py
+	shift
+	set -- "${1:-100}" "" python
+fi
 n="${1:-60}"
 held="${2:-4}"
 pydir="$(cd "${3:-python}" && pwd)"
@@ -23,4 +30,4 @@ exec $as_nobody bwrap --unshare-all --unshare-user --die-with-parent --new-sessi
 	--setenv PATH /usr/bin:/bin --setenv LANG C.UTF-8 \
 	--setenv OPENBLAS_NUM_THREADS 1 --setenv OMP_NUM_THREADS 1 --setenv MKL_NUM_THREADS 1 \
 	--setenv GLIBC_TUNABLES glibc.malloc.hugetlb=1 --setenv PYTHONMALLOC malloc \
-	-- /usr/bin/python3 -s -P -B /phases/phases.py /python "$n" "$held"
+	-- /usr/bin/python3 -s -P -B "/phases/$script" /python "$n" ${held:+"$held"}
