@@ -445,7 +445,11 @@ def main():
 // them, everything the zygote's own filter allows and each sandbox's layer
 // takes back (python/pyexec/syscalls.py): clone into namespaces, mount,
 // sethostname, capset, pidfd_open and prctl's dumpable and capability
-// options (the dumpable and ambient calls would succeed if allowed).
+// options. Most would succeed if the filter allowed them (the clones with
+// a new user namespace, capset, pidfd_open, mount's EFAULT, the dumpable
+// and ambient prctls); sethostname and PR_CAPBSET_DROP fail for want of a
+// capability anyway, so python/tests' SeccompLayersTest, which runs the
+// filters themselves, is what guards those.
 const refusedSyscalls = `import ctypes, socket, errno as E
 libc = ctypes.CDLL(None, use_errno=True)
 def call(nr, *args):
@@ -474,6 +478,10 @@ def main():
         "clone(newuser)": call(56, 0x10000000 | 17, 0, 0, 0, 0),
         "clone(newuser|newnet)": call(56, 0x10000000 | 0x40000000 | 17, 0, 0, 0, 0),
         "clone(newuser|newpid)": call(56, 0x10000000 | 0x20000000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newns)": call(56, 0x10000000 | 0x00020000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newipc)": call(56, 0x10000000 | 0x08000000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newuts)": call(56, 0x10000000 | 0x04000000 | 17, 0, 0, 0, 0),
+        "clone(newuser|newcgroup)": call(56, 0x10000000 | 0x02000000 | 17, 0, 0, 0, 0),
         "sethostname": call(170, 0, 0),
         "prctl(PR_SET_DUMPABLE, 1)": call(157, 4, 1, 0, 0, 0),
         "prctl(PR_CAPBSET_DROP)": call(157, 24, 0, 0, 0, 0),

@@ -475,6 +475,9 @@ class SeccompLayersTest(unittest.TestCase):
         first_args = {0, 17, ns, ns | 17, 0xFFFFFFFF, 1 << 32, (1 << 32) | 38}
         first_args |= {(1 << bit) | 17 for bit in range(32)}
         first_args |= set(syscalls.PRCTL_OPTIONS) | set(syscalls.ISOLATION_PRCTL_OPTIONS) | {5, 99, 0x40000}
+        # The kernel reads prctl's option as an int: high bits must not
+        # slip an option past a rule that looks at all 64.
+        first_args |= {(1 << 32) | option for option in syscalls.PRCTL_OPTIONS + syscalls.ISOLATION_PRCTL_OPTIONS}
         first_args |= set(syscalls.SOCKET_FAMILIES) | {16, 17, 40} | set(syscalls.PERSONALITY_ALLOWED) | {8}
         vectors = [(first, 0, 0, 0, 0, 0) for first in sorted(first_args)]
         vectors += [(3, level, option, 0, 0, 0) for level in (1, 6) for option in syscalls.SOL_SOCKET_OPTIONS + (7, 8, 32, 33)]
