@@ -6,8 +6,9 @@ interpreter per sandbox, not two). The sandbox, PID 1 of its namespaces,
 maps its uid (map_ids), makes its mounts private and brings up its
 loopback, builds its private file system (private_dev_and_tmp), mounts its
 own /proc, processes only (private_proc), drops every
-capability, sets no_new_privs, becomes non-dumpable and loads the seccomp
-filter (finish). Only then does it say ready.
+capability, sets no_new_privs, becomes non-dumpable and adds its layer of
+the seccomp filter to the zygote's it inherited (finish). Only then does
+it say ready.
 
 Every writable place a sandbox can reach lives in one tmpfs of its own,
 capped as a whole (size and inodes), nosuid, nodev and noexec, and gone with
@@ -55,6 +56,8 @@ TCP_BUFFER_SYSCTLS = {
     "/proc/sys/net/ipv4/tcp_rmem": b"4096 65536 131072",
     "/proc/sys/net/ipv4/tcp_wmem": b"4096 65536 131072",
 }
+
+
 class Cloner:
     """clone(2) into new namespaces, from Python, as os.fork does a fork.
 

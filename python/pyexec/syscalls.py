@@ -172,11 +172,12 @@ def _export(f):
 
 
 class Program:
-    """The filter as a struct sock_fprog, made once in the zygote.
+    """A filter as a struct sock_fprog, made once in the zygote.
 
-    Every sandbox then installs it with one prctl: the structure and the
-    program it points to are shared with the zygote, read by the kernel,
-    never written, so loading it copies no page.
+    Installing it is one prctl (the zygote's filter in the zygote, the
+    sandbox layer in every sandbox): the structure and the program it
+    points to are shared with the zygote, read by the kernel, never
+    written, so a sandbox loading its layer copies no page.
     """
 
     def __init__(self, libc, bpf):
@@ -185,7 +186,6 @@ class Program:
         class SockFprog(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-        self.bpf = bpf
         self._instructions = ctypes.create_string_buffer(bpf, len(bpf))
         self._fprog = SockFprog(len(bpf) // 8, ctypes.cast(self._instructions, ctypes.c_void_p))
         self._pointer = ctypes.byref(self._fprog)
