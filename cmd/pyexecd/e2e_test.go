@@ -488,9 +488,11 @@ func processTests(t *testing.T, s *testServer) {
 		s.mustSucceed(t, `import resource
 def main():
     return {name: list(resource.getrlimit(getattr(resource, name))) for name in
-            ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE"]}
+            ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE",
+             "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_MEMLOCK"]}
 `, nil, &got)
-		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 64, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0}
+		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 64, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0,
+			"RLIMIT_SIGPENDING": 128, "RLIMIT_MSGQUEUE": 0, "RLIMIT_MEMLOCK": 0}
 		for name, v := range want {
 			if len(got[name]) != 2 || got[name][0] != v || got[name][1] != v {
 				t.Errorf("%s = %v, want soft and hard %d", name, got[name], v)
@@ -503,6 +505,32 @@ def main():
 	if !limitsOK {
 		t.Fatal("limits are not in force: not running the fork bomb")
 	}
+
+	t.Run("queued signals stay within the sandbox's own budget", func(t *testing.T) {
+		// Real-time signals queue one entry each while blocked; the count
+		// is kept per host user, which every sandbox shares. One sandbox
+		// must stop at its own RLIMIT_SIGPENDING, not at the host's.
+		var got struct {
+			Queued int `json:"queued"`
+			Errno  int `json:"errno"`
+		}
+		// tgkill, unlike kill, fails with EAGAIN when the queue is full.
+		s.mustSucceed(t, `import signal, threading
+def main():
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+    n = 0
+    while n < 200000:
+        try:
+            signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+        except OSError as e:
+            return {"queued": n, "errno": e.errno}
+        n += 1
+    return {"queued": n, "errno": 0}
+`, nil, &got)
+		if got.Queued > 128 || got.Queued < 100 || got.Errno != 11 {
+			t.Errorf("queued %d real-time signals, then errno %d: want at most 128, then EAGAIN", got.Queued, got.Errno)
+		}
+	})
 
 	t.Run("fork bomb is contained and gone afterwards", func(t *testing.T) {
 		r := s.execute(t, `import os

@@ -255,7 +255,7 @@ def main():
 
 	t.Run("what scripts do need still works under the filter", func(t *testing.T) {
 		var got map[string]any
-		s.mustSucceed(t, `import os, socket, threading, json, concurrent.futures as cf, tempfile, sqlite3
+		s.mustSucceed(t, `import os, socket, threading, json, concurrent.futures as cf, tempfile, sqlite3, fcntl
 import numpy as np, pandas as pd
 def main():
     out = {}
@@ -274,12 +274,23 @@ def main():
         open(os.path.join(d, "f"), "w").write("x")
         out["tmpfile"] = os.listdir(d)
     out["sqlite"] = sqlite3.connect(":memory:").execute("select 41 + 1").fetchone()[0]
+    # A database file in /tmp: sqlite takes record locks on it (fcntl
+    # F_SETLK), as dbm and lockf do.
+    db = sqlite3.connect("/tmp/t.db"); db.execute("create table t (x)"); db.execute("insert into t values (5)"); db.commit()
+    out["sqlite_file"] = db.execute("select x from t").fetchone()[0]
+    with open("/tmp/lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.lockf(f, fcntl.LOCK_UN)
+    r, w = os.pipe(); os.set_blocking(r, False); out["pipe_size"] = fcntl.fcntl(r, 1032) > 0  # F_GETPIPE_SZ
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s6 = socket.socket(socket.AF_INET6); s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); s6.close()
+    out["sockopts"] = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     out["numpy"] = float(np.linalg.inv(np.eye(3) * 2)[0, 0])
     out["pandas"] = int(pd.DataFrame({"a": [1, 2, 3]}).groupby("a").size().sum())
     out["cpus"] = os.cpu_count() or 0
     return out
 `, nil, &got)
-		want := map[string]any{"threads": 285.0, "fork": 7.0, "unix": "hi", "tcp": "ok", "sqlite": 42.0, "numpy": 0.5, "pandas": 3.0}
+		want := map[string]any{"threads": 285.0, "fork": 7.0, "unix": "hi", "tcp": "ok", "sqlite": 42.0, "sqlite_file": 5.0,
+			"pipe_size": true, "sockopts": true, "numpy": 0.5, "pandas": 3.0}
 		for k, v := range want {
 			if got[k] != v {
 				t.Errorf("%s = %v, want %v", k, got[k], v)
@@ -512,6 +523,13 @@ def main():
         "capset": call(126, 0, 0),
         "setsockopt(SO_SNDBUF)": call(54, 0, 1, 7, 0, 4),
         "setsockopt(SO_RCVBUFFORCE)": call(54, 0, 1, 33, 0, 4),
+        "setsockopt(SOL_SOCKET | 1 << 32, SO_SNDBUF)": call(54, 0, 1 | 1 << 32, 7, 0, 4),
+        "setsockopt(SOL_SOCKET | 1 << 32, SO_RCVBUF)": call(54, 0, 1 | 1 << 32, 8, 0, 4),
+        "setsockopt(SOL_TLS)": call(54, 0, 282, 1, 0, 4),
+        "fcntl(F_SETPIPE_SZ)": call(72, 0, 1031, 1 << 20),
+        "fcntl(F_SETPIPE_SZ | 1 << 32)": call(72, 0, 1031 | 1 << 32, 1 << 20),
+        "fcntl(F_NOTIFY)": call(72, 0, 1026, 0),
+        "fcntl(F_SETLEASE)": call(72, 0, 1024, 0),
     }
     for family, name in [(40, "vsock"), (16, "netlink"), (17, "packet"), (38, "alg"), (31, "bluetooth"), (4, "ipx"), (3, "ax25"), (9, "x25"), (5, "appletalk")]:
         try:

@@ -32,3 +32,16 @@ def apply(limits):
     resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
     # No locked memory: mlock is refused by seccomp as well.
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+    # Queued signals are counted per host user, and every sandbox runs as
+    # the same one: without a budget of its own, a script that queues
+    # real-time signals to itself would use up the quota of every sandbox
+    # (timer_create then fails in all of them) and hold kernel memory
+    # outside every other limit. The kernel charges each sandbox's own
+    # user namespace against this, and the host user only with what that
+    # let through.
+    resource.setrlimit(resource.RLIMIT_SIGPENDING, (SIGNALS_PENDING, SIGNALS_PENDING))
+
+
+# Signals a sandbox may have queued at once (RLIMIT_SIGPENDING): each POSIX
+# timer holds one, and nothing a script needs queues more.
+SIGNALS_PENDING = 128

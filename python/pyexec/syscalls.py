@@ -22,7 +22,7 @@ import errno
 ALLOWED = (
     # descriptors and files
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
-    "open", "openat", "openat2", "creat", "close", "close_range", "lseek", "dup", "dup2", "dup3", "fcntl",
+    "open", "openat", "openat2", "creat", "close", "close_range", "lseek", "dup", "dup2", "dup3",
     "ioctl", "stat", "fstat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
     "readlink", "readlinkat", "getdents", "getdents64", "getcwd", "chdir", "fchdir",
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
@@ -68,6 +68,25 @@ AF_UNIX = 1
 # FORCE variants (7, 8, 32, 33).
 SOL_SOCKET = 1
 SOL_SOCKET_OPTIONS = (1, 2, 5, 6, 9, 10, 13, 15, 16, 18, 19, 20, 21, 29)
+
+# The other levels setsockopt may use, with any option: IPPROTO_IP,
+# IPPROTO_TCP, IPPROTO_UDP, IPPROTO_IPV6 (TCP_NODELAY, IPV6_V6ONLY, IP_TOS,
+# multicast...). A list, not "anything but SOL_SOCKET": the kernel reads
+# the level as a 32-bit int, and a filter compares all 64 bits of the
+# register, so "level != SOL_SOCKET" let SOL_SOCKET | 1 << 32 through to
+# the buffer sizes. Every rule here compares for equality, which fails
+# closed when high bits are set.
+SETSOCKOPT_LEVELS = (0, 6, 17, 41)
+
+# fcntl commands a script may use: F_DUPFD, F_GETFD, F_SETFD, F_GETFL,
+# F_SETFL, the record locks (F_GETLK, F_SETLK, F_SETLKW and their OFD
+# forms 36-38: sqlite and dbm lock their files in /tmp), F_DUPFD_CLOEXEC
+# and F_GETPIPE_SZ. Not F_SETPIPE_SZ (1031), which charges pipe buffers to
+# the host user every sandbox runs as (its 64 MiB soft quota, shared), nor
+# F_NOTIFY (1026), which would tell a script when anything reads a file in
+# a directory it shares with the host and other sandboxes, nor leases,
+# F_SETOWN or F_SETSIG.
+FCNTL_COMMANDS = (0, 1, 2, 3, 4, 5, 6, 7, 36, 37, 38, 1030, 1032)
 
 # prctl options a script may use: PDEATHSIG get/set, DUMPABLE get, NAME
 # set/get, SECCOMP get/set (filters can only be added), CAPBSET_READ,
@@ -119,12 +138,15 @@ def build_bpf(for_zygote=False):
     for family in SOCKET_FAMILIES:
         f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
     f.add_rule(seccomp.ALLOW, "socketpair", seccomp.Arg(0, seccomp.EQ, AF_UNIX))
-    # setsockopt: any level but SOL_SOCKET, and at SOL_SOCKET the listed
-    # options only. Socket buffer sizes stay the namespace's small defaults:
-    # raising them would let a script hold kernel memory outside every rlimit.
-    f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.NE, SOL_SOCKET))
+    # setsockopt: the listed levels, and at SOL_SOCKET the listed options
+    # only. Socket buffer sizes stay the namespace's small defaults: raising
+    # them would let a script hold kernel memory outside every rlimit.
+    for level in SETSOCKOPT_LEVELS:
+        f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, level))
     for optname in SOL_SOCKET_OPTIONS:
         f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, SOL_SOCKET), seccomp.Arg(2, seccomp.EQ, optname))
+    for command in FCNTL_COMMANDS:
+        f.add_rule(seccomp.ALLOW, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
     for option in PRCTL_OPTIONS + (ISOLATION_PRCTL_OPTIONS if for_zygote else ()):
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:

@@ -465,6 +465,29 @@ class SeccompLayersTest(unittest.TestCase):
                 result = ret
         return result
 
+    def test_int_arguments_with_high_bits_do_not_slip_through(self):
+        """The kernel reads setsockopt's level and option and fcntl's
+        command as 32-bit ints; a filter sees all 64 bits of the register.
+        With the high bits set, SOL_SOCKET/SO_SNDBUF and F_SETPIPE_SZ must be
+        refused like their plain forms, and the plain allowed forms pass."""
+        from pyexec import syscalls
+
+        for program in (syscalls.build_bpf(), syscalls.build_bpf(for_zygote=True)):
+            def verdict(nr, *args):
+                ret = self.run_bpf(program, nr, self.AUDIT_ARCH_X86_64, args + (0,) * (6 - len(args)))
+                return "allow" if ret == self.RET_ALLOW else "refuse"
+
+            high = 1 << 32
+            for level, option in [(1, 7), (1, 8), (1, 32), (1, 33), (1 | high, 7), (1 | high, 8), (1 | high, 33),
+                                  (1, 7 | high), (1 | high, 12), (282, 1), (-1 & 0xFFFFFFFFFFFFFFFF, 7)]:
+                self.assertEqual(verdict(54, 3, level, option), "refuse", "setsockopt(level %#x, option %#x)" % (level, option))
+            for level, option in [(1, 2), (6, 1), (0, 1), (41, 26), (17, 1)]:
+                self.assertEqual(verdict(54, 3, level, option), "allow", "setsockopt(level %d, option %d)" % (level, option))
+            for command in (1031, 1031 | high, 1026, 1024, 8, 10, 4 | high):
+                self.assertEqual(verdict(72, 3, command), "refuse", "fcntl(%#x)" % command)
+            for command in syscalls.FCNTL_COMMANDS:
+                self.assertEqual(verdict(72, 3, command), "allow", "fcntl(%d)" % command)
+
     def test_zygote_filter_and_sandbox_layer_equal_the_sandbox_filter(self):
         from pyexec import syscalls
 
@@ -481,10 +504,12 @@ class SeccompLayersTest(unittest.TestCase):
         first_args |= set(syscalls.SOCKET_FAMILIES) | {16, 17, 40} | set(syscalls.PERSONALITY_ALLOWED) | {8}
         vectors = [(first, 0, 0, 0, 0, 0) for first in sorted(first_args)]
         vectors += [(3, level, option, 0, 0, 0) for level in (1, 6) for option in syscalls.SOL_SOCKET_OPTIONS + (7, 8, 32, 33)]
+        vectors += [(3, level, 7, 0, 0, 0) for level in syscalls.SETSOCKOPT_LEVELS + (1 | 1 << 32, 6 | 1 << 32, 282)]
+        vectors += [(3, command, 0, 0, 0, 0) for command in syscalls.FCNTL_COMMANDS + (8, 1024, 1026, 1031, 1031 | 1 << 32)]
         vectors.append((0xFFFFFFFFFFFFFFFF,) * 6)
         checked, refused_by_layer = 0, set()
         for nr in list(range(0, 460)) + [0x40000000 | n for n in (0, 56, 165)] + [-1]:
-            for args in vectors if nr in (56, 157, 41, 53, 54, 135) else vectors[:3] + vectors[-1:]:
+            for args in vectors if nr in (56, 157, 41, 53, 54, 72, 135) else vectors[:3] + vectors[-1:]:
                 for arch in (self.AUDIT_ARCH_X86_64, self.AUDIT_ARCH_I386):
                     want = self.run_bpf(alone, nr, arch, args)
                     got = self.stacked([zygote_filter, layer], nr, arch, args)
