@@ -123,15 +123,25 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.overflow = "stderr"
 	}
 	replied := o.result != nil || o.failed != nil || o.batch != nil
-	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) {
+	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
+		!hasChildren(s.PID()) {
 		// The fast path: the output is complete without waiting for the
-		// sandbox to die. What it used is read from /proc first.
+		// sandbox to die, and its first process is the only one left, so
+		// its /proc figures (its own and its reaped children's) are all the
+		// sandbox used. With another process alive, what that one used
+		// would be lost in the kill: the slow path below waits for the
+		// zygote's wait4 instead, which counts every process of the
+		// namespace.
 		o.usage, o.usageKnown = procUsage(s.PID())
 		// A sandbox that already exited (a script can end it right after
 		// writing a reply of its own) may have been reaped, and its pid
 		// reused: only figures read while it still ran are its own.
 		o.usageKnown = o.usageKnown && s.proc.alive()
 		s.kill()
+		if !o.usageKnown {
+			// It had ended already: its exit report has the figures.
+			o.exit, o.exitKnown = s.awaitExit(exitGrace)
+		}
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
 		// Output over the cap that fit in the pipe arrives before the
 		// reply: it is still output_limit.
@@ -150,8 +160,16 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		// exit status would only say SIGKILL.
 		o.exit, o.exitKnown = s.awaitExit(exitGrace)
 	}
+	if !o.exitKnown {
+		// Other processes may be alive: what they used is lost in the kill
+		// (treeUsage says why), so it is read first.
+		o.usage, o.usageKnown = treeUsage(s.PID())
+		o.usageKnown = o.usageKnown && s.proc.alive()
+	}
 	s.kill()
-	if !o.exitKnown && !replied {
+	if !o.exitKnown {
+		// Also after a reply: what the first process used up to its end
+		// (and its children it reaped) comes with its exit.
 		o.exit, o.exitKnown = s.awaitExit(drainTimeout)
 	}
 	if s.cgroup != nil && !replied {

@@ -58,11 +58,15 @@ func classify(o outcome, limits Limits) (Output, error) {
 		Stderr: truncate(o.stderr, limits.OutputBytes),
 		Exec:   o.exec,
 	}
-	switch {
-	case o.exitKnown:
-		out.Usage = Usage{CPU: o.exit.cpu(), MaxRSSKB: o.exit.MaxRSSKB}
-	case o.usageKnown:
+	// The exit report counts the first process to its end; the reading
+	// before the kill also counts the processes the kill took with it.
+	// Each can be the larger: take the larger of each figure.
+	if o.usageKnown {
 		out.Usage = o.usage
+	}
+	if o.exitKnown {
+		out.Usage.CPU = max(out.Usage.CPU, o.exit.cpu())
+		out.Usage.MaxRSSKB = max(out.Usage.MaxRSSKB, o.exit.MaxRSSKB)
 	}
 	switch {
 	case o.overflowed:

@@ -161,6 +161,11 @@ func procUsage(pid int) (Usage, bool) {
 	if len(fields) < 15 {
 		return Usage{}, false
 	}
+	if fields[0] == "Z" || fields[0] == "X" {
+		// Ended: its memory figures are gone, and its exit report (or its
+		// parent's children's times) will carry the rest.
+		return Usage{}, false
+	}
 	var ticks int64
 	for _, f := range fields[11:15] {
 		n, err := strconv.ParseInt(f, 10, 64)
@@ -170,15 +175,95 @@ func procUsage(pid int) (Usage, bool) {
 		ticks += n
 	}
 	u := Usage{CPU: time.Duration(ticks) * time.Second / clockTicks}
-	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(status), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				u.MaxRSSKB = kb
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Usage{}, false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return Usage{}, false
+			}
+			u.MaxRSSKB = kb
+			return u, true
+		}
+	}
+	// No memory figures: the process is exiting (its memory already
+	// released); its exit report will say what it used.
+	return Usage{}, false
+}
+
+// treeUsage adds up procUsage over process pid and every descendant alive
+// now (found through the children files), for a sandbox about to be
+// killed: the kernel reaps the rest of a PID namespace with SIGCHLD
+// ignored when its first process dies, so what those processes used never
+// reaches anyone's rusage after the kill. MaxRSSKB is the largest of them.
+// A process that ends between two readings is missed only if nobody waits
+// for it (its parent, if alive, counts it in its children's times).
+func treeUsage(pid int) (Usage, bool) {
+	total, ok := procUsage(pid)
+	if !ok {
+		return Usage{}, false
+	}
+	// Bounded: a sandbox has at most --max-processes processes, but a
+	// listing may race with forks; never walk more than this.
+	const maxProcesses = 4096
+	queue := childrenOf(pid)
+	for seen := 0; len(queue) > 0 && seen < maxProcesses; seen++ {
+		child := queue[0]
+		queue = queue[1:]
+		u, ok := procUsage(child)
+		if !ok {
+			continue // gone since it was listed: counted by its parent, if anyone's
+		}
+		total.CPU += u.CPU
+		total.MaxRSSKB = max(total.MaxRSSKB, u.MaxRSSKB)
+		queue = append(queue, childrenOf(child)...)
+	}
+	return total, true
+}
+
+// childrenOf lists the children of every thread of process pid.
+func childrenOf(pid int) []int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil
+	}
+	var children []int
+	for _, task := range tasks {
+		list, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, field := range strings.Fields(string(list)) {
+			if child, err := strconv.Atoi(field); err == nil {
+				children = append(children, child)
 			}
 		}
 	}
-	return u, true
+	return children
+}
+
+// hasChildren says whether any thread of process pid has a child alive (or
+// not yet reaped), from /proc/<pid>/task/<tid>/children: a child belongs to
+// the thread that made it. A process that cannot be read counts as having
+// children, so that the caller takes the careful path.
+func hasChildren(pid int) bool {
+	if pid <= 0 {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, task := range tasks {
+		children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil || len(strings.TrimSpace(string(children))) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on

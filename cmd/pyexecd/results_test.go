@@ -59,6 +59,55 @@ func TestUsageIsReported(t *testing.T) {
 	if err := json.Unmarshal(failed, &usage); err != nil || usage.Usage.MaxRSSKB < 10_000 {
 		t.Errorf("a crashed sandbox's usage: %s", failed)
 	}
+
+	// Children left running when main returns are killed with the
+	// sandbox; what they used must still count, whether they keep the
+	// output pipes (the runner waits for their end of file in vain) or
+	// let go of them (the output is complete at once). Each spins, never
+	// waited for; main returns once its own /proc shows them at 300 ms of
+	// CPU together, and returns that figure.
+	for name, letGo := range map[string]string{"keeping the pipes": "pass", "letting go of the pipes": "os.dup2(os.open(os.devnull, os.O_WRONLY), 1); os.dup2(1, 2)"} {
+		script := fmt.Sprintf(`import os, time
+def cpu_ms(pid):
+    fields = open("/proc/%%d/stat" %% pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 10
+def main():
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            %s
+            while True:
+                pass
+        children.append(pid)
+    while sum(map(cpu_ms, children)) < 300:
+        time.sleep(0.02)
+    return sum(map(cpu_ms, children))
+`, letGo)
+		var answer struct {
+			Result float64 `json:"result"`
+			Usage  struct {
+				CPUMS float64 `json:"cpu_ms"`
+			} `json:"usage"`
+		}
+		body := s.rawExecute(t, script)
+		if err := json.Unmarshal(body, &answer); err != nil || answer.Result < 300 || answer.Usage.CPUMS < answer.Result {
+			t.Errorf("children %s: %s: want usage.cpu_ms at least the children's CPU the script saw", name, body)
+		}
+	}
+
+	// A script that writes a reply of its own and ends at once: its
+	// figures come from its exit report.
+	ended := s.rawExecute(t, frameHelper+`
+def main():
+    x = bytearray(30 << 20)
+    send(frame({"type": "result", "result": b"1"}))
+    os._exit(0)
+`)
+	usage.Usage.MaxRSSKB = 0
+	if err := json.Unmarshal(ended, &usage); err != nil || usage.Usage.MaxRSSKB < 40_000 {
+		t.Errorf("a sandbox that ended after its own reply: %s: want its peak resident set (over 40 MB)", ended)
+	}
 }
 
 // TestBatches: one sandbox, the script once, main once per input in order,
