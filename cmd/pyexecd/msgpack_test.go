@@ -172,7 +172,7 @@ func TestMsgpackAnswers(t *testing.T) {
 // closing is not supported, and the README and OpenAPI say so.
 func TestHalfClosedClientGets499(t *testing.T) {
 	s := startServer(t, "", "--mode", "fork", "--warm", "1")
-	status, body := halfCloseExecute(t, s.url, "import time\ndef main():\n    print('working')\n    time.sleep(5)\n    return 'finished'\n")
+	status, _, body := halfCloseExecute(t, s.url, "", "import time\ndef main():\n    print('working')\n    time.sleep(5)\n    return 'finished'\n")
 	var answer struct {
 		Error  struct{ Type string }
 		Stdout string
@@ -182,9 +182,9 @@ func TestHalfClosedClientGets499(t *testing.T) {
 	}
 }
 
-// halfCloseExecute sends script to /execute over a connection whose write
-// side it then shuts, and reads the answer.
-func halfCloseExecute(t *testing.T, url, script string) (int, []byte) {
+// halfCloseExecute sends script to /execute (with token, if any) over a
+// connection whose write side it then shuts, and reads the answer.
+func halfCloseExecute(t *testing.T, url, token, script string) (int, http.Header, []byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
@@ -194,6 +194,9 @@ func halfCloseExecute(t *testing.T, url, script string) (int, []byte) {
 	body, _ := json.Marshal(map[string]any{"script": script})
 	req, _ := http.NewRequest(http.MethodPost, url+"/execute", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	if err := req.Write(conn); err != nil {
 		t.Fatal(err)
 	}
@@ -207,5 +210,5 @@ func halfCloseExecute(t *testing.T, url, script string) (int, []byte) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw
+	return resp.StatusCode, resp.Header, raw
 }
