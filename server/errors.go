@@ -18,12 +18,17 @@ const (
 	TypeNotFound        = "not_found"
 	TypeMethod          = "method_not_allowed"
 	TypeShuttingDown    = "shutting_down"
-	// TypeClientGone is only logged: the caller hung up and reads nothing.
+	// TypeClientGone answers a request whose connection's read side closed
+	// while its script ran; the script was killed. A caller that hung up
+	// reads nothing, but one that only half-closed (shutdown(SHUT_WR) after
+	// its request) cannot be told from it without writing (watchHangup),
+	// and reads this answer: half-closing is not supported.
 	TypeClientGone = "client_gone"
 )
 
-// statusClientGone is the status logged for a caller that hung up
-// (nginx's 499: no response reaches it).
+// statusClientGone is TypeClientGone's status, nginx's 499 ("client
+// closed request"): in the log for a caller that hung up, in the answer a
+// half-closed caller reads.
 const statusClientGone = 499
 
 // APIError is an error the client is meant to read: its type, message and

@@ -29,6 +29,15 @@ func filesBody(files []runner.File) map[string]fileBody {
 	return out
 }
 
+// filesSize is the bytes of files' contents together.
+func filesSize(files []runner.File) int {
+	n := 0
+	for _, f := range files {
+		n += len(f.Content) + len(f.Name) + 64
+	}
+	return n
+}
+
 // mediaTypes are the types of the files data-science scripts write, by
 // extension. A fixed table, so the answer does not depend on the host's
 // mime.types.

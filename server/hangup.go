@@ -19,6 +19,12 @@ var errClientGone = errors.New("the client closed the connection")
 // so a goroutine polls a duplicate of the socket for POLLRDHUP, which
 // reads nothing, and an eventfd that stop writes to wake it at once. It
 // does nothing for connections that are not sockets.
+//
+// A peer that only shut its write side after the request (a FIN) raises
+// POLLRDHUP too, and no read tells it from one that closed the socket:
+// only a write would (a closed peer answers it with a reset), and the
+// answer is not ready. Such a client is taken as gone, and half-closing is
+// not supported (README, OpenAPI: 499 client_gone).
 func watchHangup(conn net.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {

@@ -19,7 +19,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
@@ -351,7 +350,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		s.writeMsgpackSuccess(ctx, out, timing)
 		return
 	}
-	body, err := marshalJSON(successBody{Result: out.Result, Stdout: string(out.Stdout), Stderr: string(out.Stderr),
+	body, err := marshalJSON(successBody{Result: out.Result, Stdout: validUTF8(string(out.Stdout)), Stderr: validUTF8(string(out.Stderr)),
 		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)})
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
@@ -362,31 +361,33 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(body)
 }
 
-// writeMsgpackSuccess answers a msgpack request in msgpack; the result,
-// JSON text from the sandbox, becomes the equivalent msgpack value.
+// msgpackSuccessBody is successBody in msgpack: the result, JSON text
+// from the sandbox, becomes the equivalent msgpack value as it is written.
+type msgpackSuccessBody struct {
+	Result jsonAsMsgpack       `msgpack:"result"`
+	Stdout string              `msgpack:"stdout"`
+	Stderr string              `msgpack:"stderr"`
+	Files  map[string]fileBody `msgpack:"files,omitempty"`
+	Timing timingBody          `msgpack:"timing"`
+	Usage  usageBody           `msgpack:"usage"`
+}
+
+// writeMsgpackSuccess answers a msgpack request in msgpack.
 func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody) {
-	dec := json.NewDecoder(bytes.NewReader(out.Result))
-	dec.UseNumber()
-	var result any
-	if err := dec.Decode(&result); err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot decode sandbox result: %w", err), nil)
-		return
-	}
-	answer := map[string]any{
-		"result": jsonNumbersToMsgpack(result),
-		"stdout": string(out.Stdout), "stderr": string(out.Stderr), "timing": timing, "usage": usageOf(out),
-	}
-	if files := filesBody(out.Files); files != nil {
-		answer["files"] = files
-	}
-	body, err := msgpack.Marshal(answer)
+	answer := msgpackSuccessBody{Result: jsonAsMsgpack(out.Result),
+		Stdout: validUTF8(string(out.Stdout)), Stderr: validUTF8(string(out.Stderr)),
+		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)}
+	// The JSON text's length is a close bound of its msgpack: only floats
+	// grow (a 9-byte float64 for "0.0").
+	body, err := marshalMsgpack(&answer, len(out.Result)+len(answer.Stdout)+len(answer.Stderr)+filesSize(out.Files)+256)
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/msgpack")
-	ctx.SetBody(body)
+	// Nothing else holds body: fasthttp may keep it without a copy.
+	ctx.Response.SetBodyRaw(body)
 }
 
 // itemBody is one input's outcome in a batch answer.
@@ -402,44 +403,44 @@ type itemBody struct {
 // own output, timing and usage.
 func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, asMsgpack bool) {
 	items := make([]itemBody, len(out.Items))
+	size := len(out.Stdout) + len(out.Stderr) + filesSize(out.Files) + 256
 	for i, item := range out.Items {
-		items[i] = itemBody{Stdout: string(item.Stdout), Stderr: string(item.Stderr)}
+		items[i] = itemBody{Stdout: validUTF8(string(item.Stdout)), Stderr: validUTF8(string(item.Stderr))}
+		size += len(item.Result) + len(item.Stdout) + len(item.Stderr) + 64
 		switch {
 		case item.Err != nil:
 			_, body, _ := toErrorBody(item.Err)
+			body = validError(body)
 			items[i].Error = &body
 		case asMsgpack:
-			dec := json.NewDecoder(bytes.NewReader(item.Result))
-			dec.UseNumber()
-			var v any
-			if err := dec.Decode(&v); err != nil {
-				s.writeError(ctx, fmt.Errorf("cannot decode a batch result: %w", err), nil)
-				return
-			}
-			items[i].Result = jsonNumbersToMsgpack(v)
+			items[i].Result = jsonAsMsgpack(item.Result)
 		default:
 			items[i].Result = json.RawMessage(item.Result)
 		}
 	}
-	answer := map[string]any{"results": items, "stdout": string(out.Stdout), "stderr": string(out.Stderr),
+	answer := map[string]any{"results": items, "stdout": validUTF8(string(out.Stdout)), "stderr": validUTF8(string(out.Stderr)),
 		"timing": timing, "usage": usageOf(out)}
 	if files := filesBody(out.Files); files != nil {
 		answer["files"] = files
 	}
-	var body []byte
-	var err error
 	if asMsgpack {
-		body, err = msgpack.Marshal(answer)
+		body, err := marshalMsgpack(answer, size)
+		if err != nil {
+			s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
+			return
+		}
+		ctx.SetStatusCode(http.StatusOK)
 		ctx.SetContentType("application/msgpack")
-	} else {
-		body, err = marshalJSON(answer)
-		ctx.SetContentType("application/json")
+		ctx.Response.SetBodyRaw(body)
+		return
 	}
+	body, err := marshalJSON(answer)
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
 		return
 	}
 	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/json")
 	ctx.SetBody(body)
 }
 
@@ -454,28 +455,6 @@ func marshalJSON(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
-// jsonNumbersToMsgpack turns json.Numbers into int64 where they are whole
-// and fit, float64 otherwise.
-func jsonNumbersToMsgpack(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case []any:
-		for i := range x {
-			x[i] = jsonNumbersToMsgpack(x[i])
-		}
-	case map[string]any:
-		for k := range x {
-			x[k] = jsonNumbersToMsgpack(x[k])
-		}
-	}
-	return v
 }
 
 func isMsgpack(contentType []byte) bool {
@@ -495,7 +474,10 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failur
 	if partial != nil {
 		resp = *partial
 	}
-	resp.Error = body
+	// What a script printed is raw bytes, and an error's text may quote
+	// the request's: both answers carry it as valid UTF-8, the same text.
+	resp.Error = validError(body)
+	resp.Stdout, resp.Stderr = validUTF8(resp.Stdout), validUTF8(resp.Stderr)
 	if internal {
 		resp.Error.RequestID = requestID
 		s.cfg.Logger.Error().Err(err).Str("request_id", requestID).Msg("internal error")
@@ -505,7 +487,7 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failur
 	}
 	var encoded []byte
 	if isMsgpack(ctx.Request.Header.ContentType()) {
-		encoded, err = msgpack.Marshal(&resp)
+		encoded, err = marshalMsgpack(&resp, len(resp.Stdout)+len(resp.Stderr)+len(resp.Error.Message)+len(resp.Error.Traceback)+256)
 		ctx.SetContentType("application/msgpack")
 	} else {
 		encoded, err = marshalJSON(&resp)
