@@ -144,6 +144,18 @@ func TestBatches(t *testing.T) {
 	if answer.Usage == nil {
 		t.Error("no usage")
 	}
+	// An item that prints a lone surrogate: its bytes arrive as U+FFFD, as
+	// in a single request, and the other items keep their answers.
+	raw = s.rawExecuteBody(t, map[string]any{"script": "def main(x):\n    print('odd \\udcff', x)\n    return x\n", "inputs": []int{1, 2}})
+	var odd struct {
+		Results []struct {
+			Result int
+			Stdout string
+		}
+	}
+	if err := json.Unmarshal(raw, &odd); err != nil || len(odd.Results) != 2 || odd.Results[1].Result != 2 || odd.Results[0].Stdout != "odd \ufffd 1\n" {
+		t.Errorf("a batch whose items print a lone surrogate: %s", raw)
+	}
 	for _, body := range []map[string]any{
 		{"script": script, "inputs": []int{}},
 		{"script": script, "inputs": []int{1, 2, 3, 4, 5, 6}},

@@ -100,9 +100,22 @@ def _run_batch(msgpack, message, main, source):
                         traceback=_clip(_script_traceback(exc, source), MAX_TRACEBACK_CHARS))
         finally:
             sys.stdout, sys.stderr = saved
-        item["stdout"], item["stderr"] = out.getvalue(), err.getvalue()
+        item["stdout"], item["stderr"] = _printed(out.getvalue()), _printed(err.getvalue())
         items.append(item)
     return {"type": "results", "items": items, "files": []}
+
+
+def _printed(text):
+    """An item's printed text as valid UTF-8, as its bytes would have
+    reached the real stdout: a surrogate escape is the byte it stands for,
+    any other lone surrogate a "?", and the runner then shows each byte that
+    is not UTF-8 as U+FFFD. Without this, one lone surrogate printed by one
+    item made the whole batch's reply impossible to encode."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 def _with_output_files(message, reply):

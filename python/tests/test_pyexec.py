@@ -227,6 +227,15 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(items[2]["result"], b"5")  # state is shared within the batch: calls has 3 entries
         self.assertEqual([i["stdout"] for i in items], ["got 1\n", "got 0\n", "got 5\n"])
 
+    def test_lone_surrogates_printed_by_an_item_still_encode(self):
+        message = {"type": "execute", "script": "import sys\ndef main(x):\n    print('a\\udcff', x)\n    print('b\\ud800', file=sys.stderr)\n    return x\n",
+                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "limits": {}, "deny_imports": [],
+                   "files": [], "output_files": NO_OUTPUT_FILES}
+        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+        msgpack.packb(reply, use_bin_type=True)  # the whole reply encodes
+        self.assertEqual([i["stdout"] for i in reply["items"]], ["a\ufffd 1\n", "a\ufffd 2\n"])
+        self.assertEqual(reply["items"][0]["stderr"], "b?\n")
+
 
 class FilesTest(unittest.TestCase):
     """Files in and out, in a temporary working directory standing in for
