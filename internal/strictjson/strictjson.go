@@ -9,8 +9,13 @@
 package strictjson
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
+	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -25,6 +30,13 @@ type Options struct {
 	MaxDepth int
 	// RejectDuplicateKeys refuses an object with the same key twice. Keys
 	// are compared after unescaping, so "a" and "\u0061" are the same key.
+	// The error's offset is that of the first key in the text that repeats
+	// an earlier one of its object. An object's first linearKeys keys are
+	// compared as they come; a bigger object's other keys are checked when
+	// it closes, so an error further in it (in a later value, or a repeat
+	// in a nested object) is the one reported. The check costs 16 bytes a
+	// key of the open objects, plus the unescaped form of keys written
+	// with escapes, and refuses src of 4 GiB or more.
 	RejectDuplicateKeys bool
 }
 
@@ -48,7 +60,15 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
+	if opts.RejectDuplicateKeys && uint64(len(src)) >= math.MaxUint32 {
+		// keyRef's offsets are 32 bits: half the memory of ints.
+		return dst, &SyntaxError{Offset: math.MaxUint32 - 1,
+			Msg: fmt.Sprintf("input of %d bytes is over the 4 GiB that the duplicate key check handles", len(src))}
+	}
 	s := scanner{src: src, dst: dst, opts: opts}
+	if opts.RejectDuplicateKeys {
+		s.seed = maphash.MakeSeed()
+	}
 	if err := s.run(); err != nil {
 		return dst, err
 	}
@@ -59,14 +79,14 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 type frame struct {
 	object bool
 	// keys is this object's first key in scanner.keys, arena where its
-	// unescaped keys start in scanner.arena; set holds them once the
-	// object has more than linearKeys keys.
+	// unescaped keys start in scanner.arena.
 	keys, arena int
-	set         map[string]struct{}
 }
 
-// linearKeys is how many keys of one object are compared one by one before
-// they move into a map.
+// linearKeys is how many keys of one object are compared one by one as
+// they come. The keys of a bigger object are sorted when it closes and
+// neighbours compared: no copy of a key, no map (a Go map of strings cost
+// a hundred bytes a key, eleven times a body of short keys).
 const linearKeys = 16
 
 type scanner struct {
@@ -77,13 +97,33 @@ type scanner struct {
 	// outside strings ends a run.
 	copied int
 	stack  []frame
-	// keys and arena hold the unescaped keys of the open objects (only
-	// with RejectDuplicateKeys).
-	keys  []keySpan
+	// keys are the keys of the open objects and arena the unescaped form
+	// of those written with escapes (only with RejectDuplicateKeys).
+	keys  []keyRef
 	arena []byte
+	// seed is the keys' hash seed, new for each text so that no text
+	// can choose keys whose hashes collide.
+	seed maphash.Seed
 }
 
-type keySpan struct{ start, end int }
+// keyRef is an object key: where it is in src and where its unescaped
+// bytes are, in src itself when it has no escapes.
+type keyRef struct {
+	// hash is a hash of the unescaped form: a big object's keys are
+	// sorted by it first, so that comparing two keys seldom reads them
+	// (reading keys scattered over src took most of the time).
+	hash uint32
+	// at is the offset of the key's opening quote in src, n the length of
+	// its unescaped form.
+	at, n uint32
+	// arena is where the unescaped form starts in scanner.arena, or inSrc
+	// for a key without escapes, which is src[at+1:][:n].
+	arena uint32
+}
+
+// inSrc is keyRef.arena of a key without escapes. The arena never reaches
+// it: it holds at most the keys' bytes, and src is shorter (Compact).
+const inSrc = math.MaxUint32
 
 func (s *scanner) fail(offset int, format string, args ...any) error {
 	return &SyntaxError{Offset: int64(offset), Msg: fmt.Sprintf(format, args...)}
@@ -155,7 +195,9 @@ func (s *scanner) run() error {
 			}
 			if top.object && c == '}' || !top.object && c == ']' {
 				s.pos++
-				s.pop()
+				if err := s.pop(); err != nil {
+					return err
+				}
 				continue
 			}
 			if top.object {
@@ -182,7 +224,8 @@ func (s *scanner) value() (opened bool, err error) {
 	}
 	switch c := s.src[s.pos]; c {
 	case '"':
-		return false, s.str(nil)
+		_, err := s.str(false)
+		return false, err
 	case '{', '[':
 		if len(s.stack) >= s.opts.MaxDepth {
 			return false, s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
@@ -196,8 +239,7 @@ func (s *scanner) value() (opened bool, err error) {
 		}
 		if s.pos < len(s.src) && s.src[s.pos] == end {
 			s.pos++
-			s.pop()
-			return false, nil
+			return false, s.pop()
 		}
 		if c == '{' {
 			return true, s.key(&s.stack[len(s.stack)-1])
@@ -230,16 +272,21 @@ func (s *scanner) key(f *frame) error {
 	if s.src[s.pos] != '"' {
 		return s.fail(s.pos, "unexpected %s, expected an object key (a string)", s.describe(s.pos))
 	}
-	start := s.pos
 	if s.opts.RejectDuplicateKeys {
-		unescaped := len(s.arena)
-		if err := s.str(f); err != nil {
+		at, unescaped := s.pos, len(s.arena)
+		escaped, err := s.str(true)
+		if err != nil {
 			return err
 		}
-		if err := s.addKey(f, start, unescaped); err != nil {
+		key := keyRef{at: uint32(at), n: uint32(s.pos - at - 2), arena: inSrc}
+		if escaped {
+			key.n, key.arena = uint32(len(s.arena)-unescaped), uint32(unescaped)
+		}
+		key.hash = uint32(maphash.Bytes(s.seed, s.keyBytes(key)))
+		if err := s.addKey(f, key); err != nil {
 			return err
 		}
-	} else if err := s.str(nil); err != nil {
+	} else if _, err := s.str(false); err != nil {
 		return err
 	}
 	s.skipSpace()
@@ -251,42 +298,84 @@ func (s *scanner) key(f *frame) error {
 	return nil
 }
 
-// addKey checks the key just unescaped into s.arena[start:] against the
-// object's other keys; offset is where it is in src.
-func (s *scanner) addKey(f *frame, offset, start int) error {
-	k := s.arena[start:]
-	if f.set != nil {
-		if _, dup := f.set[string(k)]; dup {
-			return s.fail(offset, "duplicate key %q", k)
-		}
-		f.set[string(k)] = struct{}{}
-		s.arena = s.arena[:start]
-		return nil
+// keyBytes is a key's unescaped form.
+func (s *scanner) keyBytes(k keyRef) []byte {
+	if k.arena == inSrc {
+		return s.src[k.at+1:][:k.n]
 	}
-	for _, span := range s.keys[f.keys:] {
-		if string(s.arena[span.start:span.end]) == string(k) {
-			return s.fail(offset, "duplicate key %q", k)
+	return s.arena[k.arena:][:k.n]
+}
+
+// addKey records a key of the object f. The first linearKeys keys of an
+// object are compared with the others as they come, so a small object
+// costs no sort; a bigger one is checked once, when it closes (pop).
+func (s *scanner) addKey(f *frame, key keyRef) error {
+	if len(s.keys)-f.keys < linearKeys {
+		k := s.keyBytes(key)
+		for _, other := range s.keys[f.keys:] {
+			if other.hash == key.hash && bytes.Equal(s.keyBytes(other), k) {
+				return s.duplicate(key)
+			}
 		}
 	}
-	s.keys = append(s.keys, keySpan{start, len(s.arena)})
-	if len(s.keys)-f.keys > linearKeys {
-		f.set = make(map[string]struct{}, 2*linearKeys)
-		for _, span := range s.keys[f.keys:] {
-			f.set[string(s.arena[span.start:span.end])] = struct{}{}
+	if len(s.keys) == cap(s.keys) {
+		// Double, where append adds a quarter to a big slice: the copies
+		// left behind come to about the final size, not four times it.
+		// No more than the rest of src can hold, at five bytes a key
+		// (`,"":0`).
+		more := max(cap(s.keys), linearKeys)
+		more = min(more, (len(s.src)-s.pos)/5+1)
+		s.keys = slices.Grow(s.keys, more)
+	}
+	s.keys = append(s.keys, key)
+	return nil
+}
+
+func (s *scanner) duplicate(key keyRef) error {
+	return s.fail(int(key.at), "duplicate key %q", s.keyBytes(key))
+}
+
+// sortedUnique refuses a big object with a key twice: its keys are sorted
+// by hash, then by their unescaped bytes, then by place, and neighbours
+// compared. Of the keys that repeat an earlier one it reports the first
+// in the text, as comparing each key on arrival would.
+func (s *scanner) sortedUnique(keys []keyRef) error {
+	slices.SortFunc(keys, func(a, b keyRef) int {
+		if a.hash != b.hash {
+			return cmp.Compare(a.hash, b.hash)
 		}
-		s.keys = s.keys[:f.keys]
-		s.arena = s.arena[:f.arena]
+		if d := bytes.Compare(s.keyBytes(a), s.keyBytes(b)); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.at, b.at)
+	})
+	first := -1
+	for i := 1; i < len(keys); i++ {
+		if (first < 0 || keys[i].at < keys[first].at) && keys[i-1].hash == keys[i].hash &&
+			bytes.Equal(s.keyBytes(keys[i-1]), s.keyBytes(keys[i])) {
+			first = i
+		}
+	}
+	if first >= 0 {
+		return s.duplicate(keys[first])
 	}
 	return nil
 }
 
-func (s *scanner) pop() {
+// pop closes the innermost array or object, checking a big object's keys.
+func (s *scanner) pop() error {
 	f := s.stack[len(s.stack)-1]
 	s.stack = s.stack[:len(s.stack)-1]
-	if f.object && s.opts.RejectDuplicateKeys {
-		s.keys = s.keys[:f.keys]
-		s.arena = s.arena[:f.arena]
+	if !f.object || !s.opts.RejectDuplicateKeys {
+		return nil
 	}
+	var err error
+	if len(s.keys)-f.keys > linearKeys {
+		err = s.sortedUnique(s.keys[f.keys:])
+	}
+	s.keys = s.keys[:f.keys]
+	s.arena = s.arena[:f.arena]
+	return err
 }
 
 func (s *scanner) literal(word string) error {
@@ -378,9 +467,10 @@ func special(w uint64) bool {
 	return ((w-0x20*lows)|(q-lows)|(b-lows)|w)&highs != 0
 }
 
-// str scans a string at s.pos. With f set (a key to be compared), its
-// unescaped bytes are appended to s.arena.
-func (s *scanner) str(f *frame) error {
+// str scans a string at s.pos. With decode set (a key to be compared), the
+// unescaped bytes of a string with escapes are appended to s.arena and
+// escaped says so; a string without is compared where it is in src.
+func (s *scanner) str(decode bool) (escaped bool, err error) {
 	src := s.src
 	start := s.pos
 	i := s.pos + 1
@@ -395,32 +485,35 @@ func (s *scanner) str(f *frame) error {
 			i++
 		}
 		if i >= len(src) {
-			return s.fail(start, "unterminated string")
+			return false, s.fail(start, "unterminated string")
 		}
 		c := src[i]
 		switch {
 		case c == '"':
-			if f != nil {
+			if decode && escaped {
 				s.arena = append(s.arena, src[run:i]...)
 			}
 			s.pos = i + 1
-			return nil
+			return escaped, nil
 		case c == '\\':
-			if f != nil {
+			// Before the first escape, run is the string's start: the
+			// arena gets the whole string so far.
+			if decode {
 				s.arena = append(s.arena, src[run:i]...)
 			}
-			n, err := s.escape(i, f != nil)
+			escaped = true
+			n, err := s.escape(i, decode)
 			if err != nil {
-				return err
+				return false, err
 			}
 			i += n
 			run = i
 		case c < 0x20:
-			return s.fail(i, "control character U+%04X in string must be escaped", c)
+			return false, s.fail(i, "control character U+%04X in string must be escaped", c)
 		default:
 			r, size := utf8.DecodeRune(src[i:])
 			if r == utf8.RuneError && size <= 1 {
-				return s.fail(i, "invalid UTF-8 in string")
+				return false, s.fail(i, "invalid UTF-8 in string")
 			}
 			i += size
 		}
