@@ -40,6 +40,7 @@ func testForgedFrames(t *testing.T, s *testServer) {
 		{"result with a lone surrogate", `send(frame({"type": "result", "result": b'"\\ud800"'}))`, "protocol_error"},
 		{"result that is not JSON", `send(frame({"type": "result", "result": b'{"a": '}))`, "protocol_error"},
 		{"result NaN", `send(frame({"type": "result", "result": b'[NaN]'}))`, "protocol_error"},
+		{"result with a key twice", `send(frame({"type": "result", "result": b'{"approved":false,"approved":true}', "files": []}))`, "protocol_error"},
 		{"result with an extra key", `send(frame({"type": "result", "result": b'1', "max_result_bytes": 0}))`, "protocol_error"},
 		{"error of an unknown kind", `send(frame({"type": "error", "kind": "internal", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
 		{"forged crash verdict", `send(frame({"type": "error", "kind": "sandbox_crashed", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
