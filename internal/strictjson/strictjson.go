@@ -10,7 +10,6 @@ package strictjson
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
@@ -34,9 +33,8 @@ type Options struct {
 	// an earlier one of its object. An object's first linearKeys keys are
 	// compared as they come; a bigger object's other keys are checked when
 	// it closes, so an error further in it (in a later value, or a repeat
-	// in a nested object) is the one reported. The check costs 16 bytes a
-	// key of the open objects, plus the unescaped form of keys written
-	// with escapes, and refuses src of 4 GiB or more.
+	// in a nested object) is the one reported. The check costs 8 bytes a
+	// key of the open objects and refuses src of 4 GiB or more.
 	RejectDuplicateKeys bool
 }
 
@@ -61,7 +59,7 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 		opts.MaxDepth = DefaultMaxDepth
 	}
 	if opts.RejectDuplicateKeys && uint64(len(src)) >= math.MaxUint32 {
-		// keyRef's offsets are 32 bits: half the memory of ints.
+		// A key's offset is 32 bits (keyRef).
 		return dst, &SyntaxError{Offset: math.MaxUint32 - 1,
 			Msg: fmt.Sprintf("input of %d bytes is over the 4 GiB that the duplicate key check handles", len(src))}
 	}
@@ -78,15 +76,14 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 // frame is one open array or object.
 type frame struct {
 	object bool
-	// keys is this object's first key in scanner.keys, arena where its
-	// unescaped keys start in scanner.arena.
-	keys, arena int
+	// keys is this object's first key in scanner.keys.
+	keys int
 }
 
 // linearKeys is how many keys of one object are compared one by one as
-// they come. The keys of a bigger object are sorted when it closes and
-// neighbours compared: no copy of a key, no map (a Go map of strings cost
-// a hundred bytes a key, eleven times a body of short keys).
+// they come. The keys of a bigger object are sorted when it closes
+// (sortedUnique): no copy of a key, no map (a Go map of strings cost a
+// hundred bytes a key, eleven times a body of short keys).
 const linearKeys = 16
 
 type scanner struct {
@@ -97,33 +94,28 @@ type scanner struct {
 	// outside strings ends a run.
 	copied int
 	stack  []frame
-	// keys are the keys of the open objects and arena the unescaped form
-	// of those written with escapes (only with RejectDuplicateKeys).
-	keys  []keyRef
-	arena []byte
+	// keys are the keys of the open objects (only with
+	// RejectDuplicateKeys).
+	keys []keyRef
 	// seed is the keys' hash seed, new for each text so that no text
 	// can choose keys whose hashes collide.
 	seed maphash.Seed
+	// unescaped and other hold the unescaped form of a key or two while
+	// they are hashed or compared; reused, never kept.
+	unescaped, other []byte
 }
 
-// keyRef is an object key: where it is in src and where its unescaped
-// bytes are, in src itself when it has no escapes.
-type keyRef struct {
-	// hash is a hash of the unescaped form: a big object's keys are
-	// sorted by it first, so that comparing two keys seldom reads them
-	// (reading keys scattered over src took most of the time).
-	hash uint32
-	// at is the offset of the key's opening quote in src, n the length of
-	// its unescaped form.
-	at, n uint32
-	// arena is where the unescaped form starts in scanner.arena, or inSrc
-	// for a key without escapes, which is src[at+1:][:n].
-	arena uint32
-}
+// keyRef is an object key: a hash of its unescaped form in the high 32
+// bits, the offset of its opening quote in src in the low 32. Sorted as
+// numbers, a big object's keys come in runs of equal hash, each run in
+// the order of the text; only keys of equal hash are read again (reading
+// keys scattered over src took most of the time of a sort by their
+// bytes). The hash is 32 bits: keys that collide cost a comparison, not
+// a wrong answer.
+type keyRef uint64
 
-// inSrc is keyRef.arena of a key without escapes. The arena never reaches
-// it: it holds at most the keys' bytes, and src is shorter (Compact).
-const inSrc = math.MaxUint32
+func (k keyRef) hash() uint32 { return uint32(k >> 32) }
+func (k keyRef) at() int      { return int(uint32(k)) }
 
 func (s *scanner) fail(offset int, format string, args ...any) error {
 	return &SyntaxError{Offset: int64(offset), Msg: fmt.Sprintf(format, args...)}
@@ -231,7 +223,7 @@ func (s *scanner) value() (opened bool, err error) {
 			return false, s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
 		}
 		s.pos++
-		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys), arena: len(s.arena)})
+		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys)})
 		s.skipSpace()
 		end := byte(']')
 		if c == '{' {
@@ -273,17 +265,18 @@ func (s *scanner) key(f *frame) error {
 		return s.fail(s.pos, "unexpected %s, expected an object key (a string)", s.describe(s.pos))
 	}
 	if s.opts.RejectDuplicateKeys {
-		at, unescaped := s.pos, len(s.arena)
+		at := s.pos
+		s.unescaped = s.unescaped[:0]
 		escaped, err := s.str(true)
 		if err != nil {
 			return err
 		}
-		key := keyRef{at: uint32(at), n: uint32(s.pos - at - 2), arena: inSrc}
+		k := s.src[at+1 : s.pos-1]
 		if escaped {
-			key.n, key.arena = uint32(len(s.arena)-unescaped), uint32(unescaped)
+			k = s.unescaped
 		}
-		key.hash = uint32(maphash.Bytes(s.seed, s.keyBytes(key)))
-		if err := s.addKey(f, key); err != nil {
+		key := keyRef(uint64(uint32(maphash.Bytes(s.seed, k)))<<32 | uint64(at))
+		if err := s.addKey(f, key, k); err != nil {
 			return err
 		}
 	} else if _, err := s.str(false); err != nil {
@@ -298,22 +291,40 @@ func (s *scanner) key(f *frame) error {
 	return nil
 }
 
-// keyBytes is a key's unescaped form.
-func (s *scanner) keyBytes(k keyRef) []byte {
-	if k.arena == inSrc {
-		return s.src[k.at+1:][:k.n]
+// keyBytes appends the unescaped form of the key at (checked) to buf.
+func (s *scanner) keyBytes(buf []byte, at int) []byte {
+	i := at + 1
+	for {
+		n := bytes.IndexAny(s.src[i:], "\"\\")
+		buf = append(buf, s.src[i:i+n]...)
+		i += n
+		if s.src[i] == '"' {
+			return buf
+		}
+		var escape int
+		escape, buf, _ = s.escape(i, true, buf)
+		i += escape
 	}
-	return s.arena[k.arena:][:k.n]
 }
 
-// addKey records a key of the object f. The first linearKeys keys of an
-// object are compared with the others as they come, so a small object
-// costs no sort; a bigger one is checked once, when it closes (pop).
-func (s *scanner) addKey(f *frame, key keyRef) error {
+// sameKey says whether the keys at a and b are the same once unescaped.
+func (s *scanner) sameKey(a, b keyRef) bool {
+	s.unescaped = s.keyBytes(s.unescaped[:0], a.at())
+	s.other = s.keyBytes(s.other[:0], b.at())
+	return bytes.Equal(s.unescaped, s.other)
+}
+
+// addKey records key, whose unescaped form is k, for the object f. The
+// first linearKeys keys of an object are compared with the others as
+// they come, so a small object costs no sort; a bigger one is checked
+// once, when it closes (pop).
+func (s *scanner) addKey(f *frame, key keyRef, k []byte) error {
 	if len(s.keys)-f.keys < linearKeys {
-		k := s.keyBytes(key)
 		for _, other := range s.keys[f.keys:] {
-			if other.hash == key.hash && bytes.Equal(s.keyBytes(other), k) {
+			if other.hash() != key.hash() {
+				continue
+			}
+			if s.other = s.keyBytes(s.other[:0], other.at()); bytes.Equal(s.other, k) {
 				return s.duplicate(key)
 			}
 		}
@@ -332,29 +343,38 @@ func (s *scanner) addKey(f *frame, key keyRef) error {
 }
 
 func (s *scanner) duplicate(key keyRef) error {
-	return s.fail(int(key.at), "duplicate key %q", s.keyBytes(key))
+	s.unescaped = s.keyBytes(s.unescaped[:0], key.at())
+	return s.fail(key.at(), "duplicate key %q", s.unescaped)
 }
 
 // sortedUnique refuses a big object with a key twice: its keys are sorted
-// by hash, then by their unescaped bytes, then by place, and neighbours
-// compared. Of the keys that repeat an earlier one it reports the first
-// in the text, as comparing each key on arrival would.
+// by hash, then by place, and the keys of each run of equal hash compared.
+// Of the keys that repeat an earlier one it reports the first in the
+// text, as comparing each key on arrival would.
 func (s *scanner) sortedUnique(keys []keyRef) error {
-	slices.SortFunc(keys, func(a, b keyRef) int {
-		if a.hash != b.hash {
-			return cmp.Compare(a.hash, b.hash)
-		}
-		if d := bytes.Compare(s.keyBytes(a), s.keyBytes(b)); d != 0 {
-			return d
-		}
-		return cmp.Compare(a.at, b.at)
-	})
+	slices.Sort(keys)
 	first := -1
-	for i := 1; i < len(keys); i++ {
-		if (first < 0 || keys[i].at < keys[first].at) && keys[i-1].hash == keys[i].hash &&
-			bytes.Equal(s.keyBytes(keys[i-1]), s.keyBytes(keys[i])) {
-			first = i
+	for lo := 0; lo < len(keys); {
+		hi := lo + 1
+		for hi < len(keys) && keys[hi].hash() == keys[lo].hash() {
+			hi++
 		}
+		// The first key of the run that repeats an earlier one of it. A
+		// run holds one key and its repeats but for a collision of
+		// hashes, so this loop seldom goes past its first turn.
+	run:
+		for i := lo + 1; i < hi; i++ {
+			if first >= 0 && keys[i].at() > keys[first].at() {
+				break
+			}
+			for j := lo; j < i; j++ {
+				if s.sameKey(keys[j], keys[i]) {
+					first = i
+					break run
+				}
+			}
+		}
+		lo = hi
 	}
 	if first >= 0 {
 		return s.duplicate(keys[first])
@@ -374,7 +394,6 @@ func (s *scanner) pop() error {
 		err = s.sortedUnique(s.keys[f.keys:])
 	}
 	s.keys = s.keys[:f.keys]
-	s.arena = s.arena[:f.arena]
 	return err
 }
 
@@ -468,13 +487,13 @@ func special(w uint64) bool {
 }
 
 // str scans a string at s.pos. With decode set (a key to be compared), the
-// unescaped bytes of a string with escapes are appended to s.arena and
-// escaped says so; a string without is compared where it is in src.
+// unescaped bytes of a string with escapes are appended to s.unescaped
+// and escaped says so; a string without is hashed where it is in src.
 func (s *scanner) str(decode bool) (escaped bool, err error) {
 	src := s.src
 	start := s.pos
 	i := s.pos + 1
-	// run is where the bytes not yet copied into the arena start.
+	// run is where the bytes not yet copied into s.unescaped start.
 	run := i
 	for {
 		// Eight plain bytes at a time, then one at a time.
@@ -491,18 +510,19 @@ func (s *scanner) str(decode bool) (escaped bool, err error) {
 		switch {
 		case c == '"':
 			if decode && escaped {
-				s.arena = append(s.arena, src[run:i]...)
+				s.unescaped = append(s.unescaped, src[run:i]...)
 			}
 			s.pos = i + 1
 			return escaped, nil
 		case c == '\\':
 			// Before the first escape, run is the string's start: the
-			// arena gets the whole string so far.
+			// string so far is copied.
 			if decode {
-				s.arena = append(s.arena, src[run:i]...)
+				s.unescaped = append(s.unescaped, src[run:i]...)
 			}
 			escaped = true
-			n, err := s.escape(i, decode)
+			var n int
+			n, s.unescaped, err = s.escape(i, decode, s.unescaped)
 			if err != nil {
 				return false, err
 			}
@@ -521,11 +541,11 @@ func (s *scanner) str(decode bool) (escaped bool, err error) {
 }
 
 // escape checks the escape at i (the backslash) and returns its length.
-// With decode set, it appends what it stands for to s.arena.
-func (s *scanner) escape(i int, decode bool) (int, error) {
+// With decode set, it appends what it stands for to dst.
+func (s *scanner) escape(i int, decode bool, dst []byte) (int, []byte, error) {
 	src := s.src
 	if i+1 >= len(src) {
-		return 0, s.fail(i, "unterminated escape")
+		return 0, dst, s.fail(i, "unterminated escape")
 	}
 	var b byte
 	switch src[i+1] {
@@ -544,38 +564,38 @@ func (s *scanner) escape(i int, decode bool) (int, error) {
 	case 'u':
 		r, err := s.hex4(i)
 		if err != nil {
-			return 0, err
+			return 0, dst, err
 		}
 		n := 6
 		switch {
 		case r >= 0xDC00 && r <= 0xDFFF:
-			return 0, s.fail(i, `lone low surrogate \u%04X`, r)
+			return 0, dst, s.fail(i, `lone low surrogate \u%04X`, r)
 		case r >= 0xD800 && r <= 0xDBFF:
 			j := i + 6
 			if j+1 >= len(src) || src[j] != '\\' || src[j+1] != 'u' {
-				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+				return 0, dst, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
 			}
 			lo, err := s.hex4(j)
 			if err != nil {
-				return 0, err
+				return 0, dst, err
 			}
 			if lo < 0xDC00 || lo > 0xDFFF {
-				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+				return 0, dst, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
 			}
 			r = 0x10000 + (r-0xD800)<<10 + (lo - 0xDC00)
 			n = 12
 		}
 		if decode {
-			s.arena = utf8.AppendRune(s.arena, r)
+			dst = utf8.AppendRune(dst, r)
 		}
-		return n, nil
+		return n, dst, nil
 	default:
-		return 0, s.fail(i, "invalid escape \\%s", printable(src[i+1]))
+		return 0, dst, s.fail(i, "invalid escape \\%s", printable(src[i+1]))
 	}
 	if decode {
-		s.arena = append(s.arena, b)
+		dst = append(dst, b)
 	}
-	return 2, nil
+	return 2, dst, nil
 }
 
 func printable(c byte) string {

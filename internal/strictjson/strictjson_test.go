@@ -540,3 +540,34 @@ func BenchmarkCompactManyKeys(b *testing.B) {
 		}
 	}
 }
+
+// Keys whose hashes collide are told apart by their bytes: every key of
+// this object is given one hash, so each comparison reads the keys.
+func TestSortedUniqueWithCollidingHashes(t *testing.T) {
+	tests := []struct {
+		src    string
+		offset int // of the reported key; -1: none
+	}{
+		{`{"a":0,"b":0,"c":0}`, -1},
+		{`{"a":0,"b":0,"\u0062":0,"a":0}`, 13},
+		{`{"x":0,"a":0,"b":0,"a":0,"b":0}`, 19},
+		{`{"\/":0,"é":0,"/":0,"\u00e9":0}`, 15},
+	}
+	for _, tc := range tests {
+		s := scanner{src: []byte(tc.src)}
+		for i := 0; i < len(tc.src); i++ {
+			// Each key follows '{' or ','.
+			if tc.src[i] == '"' && (tc.src[i-1] == '{' || tc.src[i-1] == ',') {
+				s.keys = append(s.keys, keyRef(uint64(7)<<32|uint64(i)))
+			}
+		}
+		err := s.sortedUnique(s.keys)
+		var se *SyntaxError
+		switch {
+		case tc.offset < 0 && err != nil:
+			t.Errorf("%s: %v, want no error", tc.src, err)
+		case tc.offset >= 0 && (!errors.As(err, &se) || se.Offset != int64(tc.offset)):
+			t.Errorf("%s: %v, want a duplicate key at byte %d", tc.src, err, tc.offset)
+		}
+	}
+}
