@@ -104,14 +104,18 @@ func classify(o outcome, limits Limits) (Output, error) {
 	}
 }
 
-// judgeResult checks a result frame: strict JSON within the cap, passed on
-// in compact form without HTML escaping.
+// judgeResult checks a result frame: strict JSON within the cap, no key
+// twice in an object, passed on in compact form without HTML escaping.
+// results.py never writes a key twice; a script writing its own frame
+// could, and JSON parsers disagree on which value such an object holds
+// (the last, the first, an error), as the msgpack answer, built from the
+// last, would disagree with the JSON one.
 func judgeResult(out Output, res *resultFrame, limits Limits) (Output, error) {
 	if limits.ResultBytes > 0 && len(res.Result) > limits.ResultBytes {
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the result is %d bytes, over the cap of %d bytes", len(res.Result), limits.ResultBytes)}
 	}
-	compact, err := strictjson.Compact(make([]byte, 0, len(res.Result)), res.Result, strictjson.Options{})
+	compact, err := strictjson.Compact(make([]byte, 0, len(res.Result)), res.Result, strictjson.Options{RejectDuplicateKeys: true})
 	if err != nil {
 		return out, protocolError("the sandbox's result is not strict JSON: %v", err)
 	}

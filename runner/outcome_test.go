@@ -33,6 +33,8 @@ func TestClassify(t *testing.T) {
 		{name: "result not UTF-8", o: outcome{result: &resultFrame{Result: []byte("\"\xff\"")}}, wantKind: KindProtocolError},
 		{name: "result with a lone surrogate", o: outcome{result: &resultFrame{Result: []byte(`"\ud800"`)}}, wantKind: KindProtocolError},
 		{name: "result NaN", o: outcome{result: &resultFrame{Result: []byte(`NaN`)}}, wantKind: KindProtocolError},
+		{name: "result with a key twice", o: outcome{result: &resultFrame{Result: []byte(`{"a":false,"a":true}`)}}, wantKind: KindProtocolError},
+		{name: "batch item with a key twice", o: outcome{batchSize: 2, batch: &resultsFrame{Items: []batchItem{{Result: []byte(`1`)}, {Result: []byte(`[{"a":1,"\u0061":2}]`)}}}}, wantKind: KindProtocolError},
 		{name: "script error", o: outcome{failed: failure("script_error")}, wantKind: KindScriptError},
 		{name: "memory error raised in the script", o: outcome{failed: failure("memory_limit")}, wantKind: KindMemoryLimit},
 		{name: "kind the sandbox may not report", o: outcome{failed: failure("sandbox_crashed")}, wantKind: KindProtocolError},

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // frameHelper lets a script write frames of its own on the sandbox's
@@ -40,6 +44,7 @@ func testForgedFrames(t *testing.T, s *testServer) {
 		{"result with a lone surrogate", `send(frame({"type": "result", "result": b'"\\ud800"'}))`, "protocol_error"},
 		{"result that is not JSON", `send(frame({"type": "result", "result": b'{"a": '}))`, "protocol_error"},
 		{"result NaN", `send(frame({"type": "result", "result": b'[NaN]'}))`, "protocol_error"},
+		{"result with a key twice", `send(frame({"type": "result", "result": b'{"approved":false,"approved":true}', "files": []}))`, "protocol_error"},
 		{"result with an extra key", `send(frame({"type": "result", "result": b'1', "max_result_bytes": 0}))`, "protocol_error"},
 		{"error of an unknown kind", `send(frame({"type": "error", "kind": "internal", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
 		{"forged crash verdict", `send(frame({"type": "error", "kind": "sandbox_crashed", "message": "x", "traceback": "", "line": 0, "offset": 0}))`, "protocol_error"},
@@ -110,6 +115,77 @@ def main():
 				t.Errorf("a log line of %d bytes: %.200s…", len(line), line)
 			}
 		}
+		s.mustSucceed(t, helloScript, nil, nil)
+	})
+}
+
+// TestResultWithAKeyTwice: an object with a key twice has no one meaning
+// (JSON parsers keep the first, the last, or refuse it; the msgpack answer
+// kept the last), so no answer carries one. A forged result frame with a
+// key twice is a protocol_error over JSON and msgpack, in a batch too; a
+// dict whose keys become one JSON key (1 and "1") is
+// result_not_serializable, not a value silently dropped. What the script
+// printed comes back either way.
+func TestResultWithAKeyTwice(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--warm", "2")
+	forged := frameHelper + `def main(x=None):
+    print('before', flush=True)
+    send(frame(FRAME))
+    os._exit(0)
+`
+	single := strings.Replace(forged, "FRAME", `{"type": "result", "result": b'{"approved":false,"approved":true}', "files": []}`, 1)
+	batch := strings.Replace(forged, "FRAME", `{"type": "results", "files": [], "items": [
+        {"result": r, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0, "stdout": "", "stderr": ""}
+        for r in (b'1', b'{"a":1,"\\u0061":2}')]}`, 1)
+
+	t.Run("forged result over JSON", func(t *testing.T) {
+		r := s.mustFail(t, single, nil, "protocol_error", http.StatusUnprocessableEntity)
+		if !strings.Contains(r.Error.Message, `duplicate key "approved"`) || r.Stdout != "before\n" {
+			t.Errorf("message %q, stdout %q; want the duplicate key named and what the script printed", r.Error.Message, r.Stdout)
+		}
+	})
+	t.Run("forged result over msgpack", func(t *testing.T) {
+		body, err := msgpack.Marshal(map[string]any{"script": single})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(s.url+"/execute", "application/msgpack", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answer struct {
+			Result any    `msgpack:"result"`
+			Stdout string `msgpack:"stdout"`
+			Error  struct {
+				Type string `msgpack:"type"`
+			} `msgpack:"error"`
+		}
+		if err := msgpack.Unmarshal(raw, &answer); err != nil {
+			t.Fatalf("answer %q: %v", raw, err)
+		}
+		if resp.StatusCode != http.StatusUnprocessableEntity || answer.Error.Type != "protocol_error" || answer.Result != nil || answer.Stdout != "before\n" {
+			t.Errorf("status %d, answer %+v; want a 422 protocol_error, no result, what the script printed", resp.StatusCode, answer)
+		}
+	})
+	t.Run("forged batch result", func(t *testing.T) {
+		r := s.mustFail(t, batch, map[string]any{"inputs": []int{1, 2}}, "protocol_error", http.StatusUnprocessableEntity)
+		if !strings.Contains(r.Error.Message, `duplicate key "a"`) {
+			t.Errorf("message %q, want the duplicate key named", r.Error.Message)
+		}
+	})
+	t.Run("dict keys that become one JSON key", func(t *testing.T) {
+		r := s.mustFail(t, "def main():\n    print('before')\n    return {'ok': {1: 'int-key', '1': 'str-key'}}\n", nil,
+			"result_not_serializable", http.StatusUnprocessableEntity)
+		if !strings.Contains(r.Error.Message, `result['ok']: dict keys 1 and '1' both become the JSON key "1"`) || r.Stdout != "before\n" {
+			t.Errorf("message %q, stdout %q; want the colliding keys named and what the script printed", r.Error.Message, r.Stdout)
+		}
+	})
+	t.Run("the server stays healthy", func(t *testing.T) {
 		s.mustSucceed(t, helloScript, nil, nil)
 	})
 }

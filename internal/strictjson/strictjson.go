@@ -9,8 +9,12 @@
 package strictjson
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
+	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -25,6 +29,12 @@ type Options struct {
 	MaxDepth int
 	// RejectDuplicateKeys refuses an object with the same key twice. Keys
 	// are compared after unescaping, so "a" and "\u0061" are the same key.
+	// The error's offset is that of the first key in the text that repeats
+	// an earlier one of its object. An object's first linearKeys keys are
+	// compared as they come; a bigger object's other keys are checked when
+	// it closes, so an error further in it (in a later value, or a repeat
+	// in a nested object) is the one reported. The check costs 8 bytes a
+	// key of the open objects and refuses src of 4 GiB or more.
 	RejectDuplicateKeys bool
 }
 
@@ -48,7 +58,15 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
+	if opts.RejectDuplicateKeys && uint64(len(src)) >= math.MaxUint32 {
+		// A key's offset is 32 bits (keyRef).
+		return dst, &SyntaxError{Offset: math.MaxUint32 - 1,
+			Msg: fmt.Sprintf("input of %d bytes is over the 4 GiB that the duplicate key check handles", len(src))}
+	}
 	s := scanner{src: src, dst: dst, opts: opts}
+	if opts.RejectDuplicateKeys {
+		s.seed = maphash.MakeSeed()
+	}
 	if err := s.run(); err != nil {
 		return dst, err
 	}
@@ -58,15 +76,14 @@ func Compact(dst, src []byte, opts Options) ([]byte, error) {
 // frame is one open array or object.
 type frame struct {
 	object bool
-	// keys is this object's first key in scanner.keys, arena where its
-	// unescaped keys start in scanner.arena; set holds them once the
-	// object has more than linearKeys keys.
-	keys, arena int
-	set         map[string]struct{}
+	// keys is this object's first key in scanner.keys.
+	keys int
 }
 
-// linearKeys is how many keys of one object are compared one by one before
-// they move into a map.
+// linearKeys is how many keys of one object are compared one by one as
+// they come. The keys of a bigger object are sorted when it closes
+// (sortedUnique): no copy of a key, no map (a Go map of strings cost a
+// hundred bytes a key, eleven times a body of short keys).
 const linearKeys = 16
 
 type scanner struct {
@@ -77,13 +94,28 @@ type scanner struct {
 	// outside strings ends a run.
 	copied int
 	stack  []frame
-	// keys and arena hold the unescaped keys of the open objects (only
-	// with RejectDuplicateKeys).
-	keys  []keySpan
-	arena []byte
+	// keys are the keys of the open objects (only with
+	// RejectDuplicateKeys).
+	keys []keyRef
+	// seed is the keys' hash seed, new for each text so that no text
+	// can choose keys whose hashes collide.
+	seed maphash.Seed
+	// unescaped and other hold the unescaped form of a key or two while
+	// they are hashed or compared; reused, never kept.
+	unescaped, other []byte
 }
 
-type keySpan struct{ start, end int }
+// keyRef is an object key: a hash of its unescaped form in the high 32
+// bits, the offset of its opening quote in src in the low 32. Sorted as
+// numbers, a big object's keys come in runs of equal hash, each run in
+// the order of the text; only keys of equal hash are read again (reading
+// keys scattered over src took most of the time of a sort by their
+// bytes). The hash is 32 bits: keys that collide cost a comparison, not
+// a wrong answer.
+type keyRef uint64
+
+func (k keyRef) hash() uint32 { return uint32(k >> 32) }
+func (k keyRef) at() int      { return int(uint32(k)) }
 
 func (s *scanner) fail(offset int, format string, args ...any) error {
 	return &SyntaxError{Offset: int64(offset), Msg: fmt.Sprintf(format, args...)}
@@ -155,7 +187,9 @@ func (s *scanner) run() error {
 			}
 			if top.object && c == '}' || !top.object && c == ']' {
 				s.pos++
-				s.pop()
+				if err := s.pop(); err != nil {
+					return err
+				}
 				continue
 			}
 			if top.object {
@@ -182,13 +216,14 @@ func (s *scanner) value() (opened bool, err error) {
 	}
 	switch c := s.src[s.pos]; c {
 	case '"':
-		return false, s.str(nil)
+		_, err := s.str(false)
+		return false, err
 	case '{', '[':
 		if len(s.stack) >= s.opts.MaxDepth {
 			return false, s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
 		}
 		s.pos++
-		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys), arena: len(s.arena)})
+		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys)})
 		s.skipSpace()
 		end := byte(']')
 		if c == '{' {
@@ -196,8 +231,7 @@ func (s *scanner) value() (opened bool, err error) {
 		}
 		if s.pos < len(s.src) && s.src[s.pos] == end {
 			s.pos++
-			s.pop()
-			return false, nil
+			return false, s.pop()
 		}
 		if c == '{' {
 			return true, s.key(&s.stack[len(s.stack)-1])
@@ -230,16 +264,22 @@ func (s *scanner) key(f *frame) error {
 	if s.src[s.pos] != '"' {
 		return s.fail(s.pos, "unexpected %s, expected an object key (a string)", s.describe(s.pos))
 	}
-	start := s.pos
 	if s.opts.RejectDuplicateKeys {
-		unescaped := len(s.arena)
-		if err := s.str(f); err != nil {
+		at := s.pos
+		s.unescaped = s.unescaped[:0]
+		escaped, err := s.str(true)
+		if err != nil {
 			return err
 		}
-		if err := s.addKey(f, start, unescaped); err != nil {
+		k := s.src[at+1 : s.pos-1]
+		if escaped {
+			k = s.unescaped
+		}
+		key := keyRef(uint64(uint32(maphash.Bytes(s.seed, k)))<<32 | uint64(at))
+		if err := s.addKey(f, key, k); err != nil {
 			return err
 		}
-	} else if err := s.str(nil); err != nil {
+	} else if _, err := s.str(false); err != nil {
 		return err
 	}
 	s.skipSpace()
@@ -251,42 +291,110 @@ func (s *scanner) key(f *frame) error {
 	return nil
 }
 
-// addKey checks the key just unescaped into s.arena[start:] against the
-// object's other keys; offset is where it is in src.
-func (s *scanner) addKey(f *frame, offset, start int) error {
-	k := s.arena[start:]
-	if f.set != nil {
-		if _, dup := f.set[string(k)]; dup {
-			return s.fail(offset, "duplicate key %q", k)
+// keyBytes appends the unescaped form of the key at (checked) to buf.
+func (s *scanner) keyBytes(buf []byte, at int) []byte {
+	i := at + 1
+	for {
+		n := bytes.IndexAny(s.src[i:], "\"\\")
+		buf = append(buf, s.src[i:i+n]...)
+		i += n
+		if s.src[i] == '"' {
+			return buf
 		}
-		f.set[string(k)] = struct{}{}
-		s.arena = s.arena[:start]
-		return nil
+		var escape int
+		escape, buf, _ = s.escape(i, true, buf)
+		i += escape
 	}
-	for _, span := range s.keys[f.keys:] {
-		if string(s.arena[span.start:span.end]) == string(k) {
-			return s.fail(offset, "duplicate key %q", k)
+}
+
+// sameKey says whether the keys at a and b are the same once unescaped.
+func (s *scanner) sameKey(a, b keyRef) bool {
+	s.unescaped = s.keyBytes(s.unescaped[:0], a.at())
+	s.other = s.keyBytes(s.other[:0], b.at())
+	return bytes.Equal(s.unescaped, s.other)
+}
+
+// addKey records key, whose unescaped form is k, for the object f. The
+// first linearKeys keys of an object are compared with the others as
+// they come, so a small object costs no sort; a bigger one is checked
+// once, when it closes (pop).
+func (s *scanner) addKey(f *frame, key keyRef, k []byte) error {
+	if len(s.keys)-f.keys < linearKeys {
+		for _, other := range s.keys[f.keys:] {
+			if other.hash() != key.hash() {
+				continue
+			}
+			if s.other = s.keyBytes(s.other[:0], other.at()); bytes.Equal(s.other, k) {
+				return s.duplicate(key)
+			}
 		}
 	}
-	s.keys = append(s.keys, keySpan{start, len(s.arena)})
-	if len(s.keys)-f.keys > linearKeys {
-		f.set = make(map[string]struct{}, 2*linearKeys)
-		for _, span := range s.keys[f.keys:] {
-			f.set[string(s.arena[span.start:span.end])] = struct{}{}
+	if len(s.keys) == cap(s.keys) {
+		// Double, where append adds a quarter to a big slice: the copies
+		// left behind come to about the final size, not four times it.
+		// No more than the rest of src can hold, at five bytes a key
+		// (`,"":0`).
+		more := max(cap(s.keys), linearKeys)
+		more = min(more, (len(s.src)-s.pos)/5+1)
+		s.keys = slices.Grow(s.keys, more)
+	}
+	s.keys = append(s.keys, key)
+	return nil
+}
+
+func (s *scanner) duplicate(key keyRef) error {
+	s.unescaped = s.keyBytes(s.unescaped[:0], key.at())
+	return s.fail(key.at(), "duplicate key %q", s.unescaped)
+}
+
+// sortedUnique refuses a big object with a key twice: its keys are sorted
+// by hash, then by place, and the keys of each run of equal hash compared.
+// Of the keys that repeat an earlier one it reports the first in the
+// text, as comparing each key on arrival would.
+func (s *scanner) sortedUnique(keys []keyRef) error {
+	slices.Sort(keys)
+	first := -1
+	for lo := 0; lo < len(keys); {
+		hi := lo + 1
+		for hi < len(keys) && keys[hi].hash() == keys[lo].hash() {
+			hi++
 		}
-		s.keys = s.keys[:f.keys]
-		s.arena = s.arena[:f.arena]
+		// The first key of the run that repeats an earlier one of it. A
+		// run holds one key and its repeats but for a collision of
+		// hashes, so this loop seldom goes past its first turn.
+	run:
+		for i := lo + 1; i < hi; i++ {
+			if first >= 0 && keys[i].at() > keys[first].at() {
+				break
+			}
+			for j := lo; j < i; j++ {
+				if s.sameKey(keys[j], keys[i]) {
+					first = i
+					break run
+				}
+			}
+		}
+		lo = hi
+	}
+	if first >= 0 {
+		return s.duplicate(keys[first])
 	}
 	return nil
 }
 
-func (s *scanner) pop() {
+// pop closes the innermost array or object, checking a big object's keys.
+func (s *scanner) pop() error {
 	f := s.stack[len(s.stack)-1]
 	s.stack = s.stack[:len(s.stack)-1]
-	if f.object && s.opts.RejectDuplicateKeys {
-		s.keys = s.keys[:f.keys]
-		s.arena = s.arena[:f.arena]
+	if !f.object || !s.opts.RejectDuplicateKeys {
+		return nil
 	}
+	var err error
+	if len(s.keys)-f.keys > linearKeys {
+		err = s.sortedUnique(s.keys[f.keys:])
+	}
+	s.keys = s.keys[:f.keys]
+	return err
 }
 
 func (s *scanner) literal(word string) error {
@@ -378,13 +486,14 @@ func special(w uint64) bool {
 	return ((w-0x20*lows)|(q-lows)|(b-lows)|w)&highs != 0
 }
 
-// str scans a string at s.pos. With f set (a key to be compared), its
-// unescaped bytes are appended to s.arena.
-func (s *scanner) str(f *frame) error {
+// str scans a string at s.pos. With decode set (a key to be compared), the
+// unescaped bytes of a string with escapes are appended to s.unescaped
+// and escaped says so; a string without is hashed where it is in src.
+func (s *scanner) str(decode bool) (escaped bool, err error) {
 	src := s.src
 	start := s.pos
 	i := s.pos + 1
-	// run is where the bytes not yet copied into the arena start.
+	// run is where the bytes not yet copied into s.unescaped start.
 	run := i
 	for {
 		// Eight plain bytes at a time, then one at a time.
@@ -395,32 +504,36 @@ func (s *scanner) str(f *frame) error {
 			i++
 		}
 		if i >= len(src) {
-			return s.fail(start, "unterminated string")
+			return false, s.fail(start, "unterminated string")
 		}
 		c := src[i]
 		switch {
 		case c == '"':
-			if f != nil {
-				s.arena = append(s.arena, src[run:i]...)
+			if decode && escaped {
+				s.unescaped = append(s.unescaped, src[run:i]...)
 			}
 			s.pos = i + 1
-			return nil
+			return escaped, nil
 		case c == '\\':
-			if f != nil {
-				s.arena = append(s.arena, src[run:i]...)
+			// Before the first escape, run is the string's start: the
+			// string so far is copied.
+			if decode {
+				s.unescaped = append(s.unescaped, src[run:i]...)
 			}
-			n, err := s.escape(i, f != nil)
+			escaped = true
+			var n int
+			n, s.unescaped, err = s.escape(i, decode, s.unescaped)
 			if err != nil {
-				return err
+				return false, err
 			}
 			i += n
 			run = i
 		case c < 0x20:
-			return s.fail(i, "control character U+%04X in string must be escaped", c)
+			return false, s.fail(i, "control character U+%04X in string must be escaped", c)
 		default:
 			r, size := utf8.DecodeRune(src[i:])
 			if r == utf8.RuneError && size <= 1 {
-				return s.fail(i, "invalid UTF-8 in string")
+				return false, s.fail(i, "invalid UTF-8 in string")
 			}
 			i += size
 		}
@@ -428,11 +541,11 @@ func (s *scanner) str(f *frame) error {
 }
 
 // escape checks the escape at i (the backslash) and returns its length.
-// With decode set, it appends what it stands for to s.arena.
-func (s *scanner) escape(i int, decode bool) (int, error) {
+// With decode set, it appends what it stands for to dst.
+func (s *scanner) escape(i int, decode bool, dst []byte) (int, []byte, error) {
 	src := s.src
 	if i+1 >= len(src) {
-		return 0, s.fail(i, "unterminated escape")
+		return 0, dst, s.fail(i, "unterminated escape")
 	}
 	var b byte
 	switch src[i+1] {
@@ -451,38 +564,38 @@ func (s *scanner) escape(i int, decode bool) (int, error) {
 	case 'u':
 		r, err := s.hex4(i)
 		if err != nil {
-			return 0, err
+			return 0, dst, err
 		}
 		n := 6
 		switch {
 		case r >= 0xDC00 && r <= 0xDFFF:
-			return 0, s.fail(i, `lone low surrogate \u%04X`, r)
+			return 0, dst, s.fail(i, `lone low surrogate \u%04X`, r)
 		case r >= 0xD800 && r <= 0xDBFF:
 			j := i + 6
 			if j+1 >= len(src) || src[j] != '\\' || src[j+1] != 'u' {
-				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+				return 0, dst, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
 			}
 			lo, err := s.hex4(j)
 			if err != nil {
-				return 0, err
+				return 0, dst, err
 			}
 			if lo < 0xDC00 || lo > 0xDFFF {
-				return 0, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
+				return 0, dst, s.fail(i, `high surrogate \u%04X not followed by a low surrogate escape`, r)
 			}
 			r = 0x10000 + (r-0xD800)<<10 + (lo - 0xDC00)
 			n = 12
 		}
 		if decode {
-			s.arena = utf8.AppendRune(s.arena, r)
+			dst = utf8.AppendRune(dst, r)
 		}
-		return n, nil
+		return n, dst, nil
 	default:
-		return 0, s.fail(i, "invalid escape \\%s", printable(src[i+1]))
+		return 0, dst, s.fail(i, "invalid escape \\%s", printable(src[i+1]))
 	}
 	if decode {
-		s.arena = append(s.arena, b)
+		dst = append(dst, b)
 	}
-	return 2, nil
+	return 2, dst, nil
 }
 
 func printable(c byte) string {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -278,7 +280,15 @@ func FuzzCompact(f *testing.F) {
 			if !errors.As(err, &se) || se.Offset < 0 || se.Offset > int64(len(src)) {
 				t.Fatalf("error %v is not a *SyntaxError within src", err)
 			}
+			if dups {
+				if _, plainErr := Compact(nil, src, Options{MaxDepth: 64}); plainErr == nil && !hasDuplicateKey(t, src) {
+					t.Fatalf("refused %q (%v), whose objects repeat no key", src, err)
+				}
+			}
 			return
+		}
+		if dups && hasDuplicateKey(t, src) {
+			t.Fatalf("accepted %q, which repeats a key", src)
 		}
 		if !json.Valid(out) {
 			t.Fatalf("output %q of %q is not valid JSON", out, src)
@@ -296,6 +306,59 @@ func FuzzCompact(f *testing.F) {
 			t.Fatalf("compact form %q is not a fixed point: %q, %v", out, again, err)
 		}
 	})
+}
+
+// hasDuplicateKey says whether an object of src, which Compact accepts
+// without RejectDuplicateKeys, repeats a key: encoding/json's tokens, with
+// a set of keys for each open object.
+func hasDuplicateKey(t *testing.T, src []byte) bool {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	// An open object has a set of its keys; an open array has nil.
+	type object struct {
+		keys    map[string]bool
+		wantKey bool
+	}
+	var stack []*object
+	valueDone := func() {
+		if len(stack) > 0 && stack[len(stack)-1] != nil {
+			stack[len(stack)-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("encoding/json cannot read %q: %v", src, err)
+		}
+		if len(stack) > 0 && stack[len(stack)-1] != nil && stack[len(stack)-1].wantKey {
+			top := stack[len(stack)-1]
+			if key, ok := tok.(string); ok {
+				if top.keys[key] {
+					return true
+				}
+				top.keys[key], top.wantKey = true, false
+				continue
+			}
+			stack = stack[:len(stack)-1] // the object's '}'
+			valueDone()
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 // eightMiBOfAngles is an array of strings full of '<', about 8 MiB.
@@ -337,5 +400,174 @@ func TestCompact8MiBKeepsAngles(t *testing.T) {
 	}
 	if len(out) != len(src)-bytes.Count(src, []byte(" ")) {
 		t.Errorf("compact length %d", len(out))
+	}
+}
+
+// shortKeys is an object of n distinct keys of one to four letters or
+// digits, each with the value 0: the most keys a body can hold.
+func shortKeys(n int) []byte {
+	const alpha = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, 0, 9*n)
+	b = append(b, '{')
+	var key []byte
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		key = key[:0]
+		for j := i; ; j = j/len(alpha) - 1 {
+			key = append(key, alpha[j%len(alpha)])
+			if j < len(alpha) {
+				break
+			}
+		}
+		b = append(b, '"')
+		b = append(b, key...)
+		b = append(b, `":0`...)
+	}
+	return append(b, '}')
+}
+
+// A big object's keys are checked without a copy of any key: the
+// allocations are the growth of one slice, whatever the count of keys (a
+// Go map of the keys took one allocation a key and eleven times the body).
+func TestManyKeysBoundedAllocs(t *testing.T) {
+	src := shortKeys(900_000)
+	dst := make([]byte, 0, len(src))
+	var err error
+	allocs := testing.AllocsPerRun(1, func() {
+		_, err = Compact(dst[:0], src, Options{RejectDuplicateKeys: true})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs > 64 {
+		t.Errorf("%v allocations for an object of 900k keys, want at most 64", allocs)
+	}
+	// The same keys, one repeated at the end: found when the object closes.
+	dup := append(src[:len(src)-1:len(src)-1], `,"b":1}`...)
+	_, err = Compact(nil, dup, Options{RejectDuplicateKeys: true})
+	var se *SyntaxError
+	if !errors.As(err, &se) || se.Offset != int64(len(src)) || !strings.Contains(se.Msg, `duplicate key "b"`) {
+		t.Errorf("err = %v, want the duplicate key \"b\" at byte %d", err, len(src))
+	}
+}
+
+// The checks of a big object, sorted at its end, find what comparing each
+// key with the earlier ones would: whether a key repeats (after
+// unescaping), and the first repeat in the text.
+func TestDuplicateKeysMatchComparingEachKey(t *testing.T) {
+	// A few spellings of a few keys, so that objects of every size repeat
+	// keys, with and without escapes.
+	spellings := [][2]string{
+		{`"a"`, "a"}, {`"\u0061"`, "a"}, {`"b"`, "b"}, {`"\/"`, "/"}, {`"/"`, "/"},
+		{`"é"`, "é"}, {`"\u00e9"`, "é"}, {`""`, ""}, {`"\ud83d\ude00"`, "😀"}, {`"😀"`, "😀"},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, size := range []int{1, 2, 15, 16, 17, 18, 40, 200} {
+		for trial := 0; trial < 200; trial++ {
+			var b strings.Builder
+			b.WriteString(`[{"x":1},{`)
+			seen := map[string]bool{}
+			wantOffset := -1
+			for i := 0; i < size; i++ {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				// Mostly distinct numbered keys, some drawn from the
+				// spellings above.
+				var raw, key string
+				if rng.IntN(size) < 3 {
+					sp := spellings[rng.IntN(len(spellings))]
+					raw, key = sp[0], sp[1]
+				} else {
+					n := strconv.Itoa(rng.IntN(4 * size))
+					raw, key = `"k`+n+`"`, "k"+n
+					if rng.IntN(2) == 0 {
+						raw = `"\u006b` + n + `"`
+					}
+				}
+				if seen[key] && wantOffset < 0 {
+					wantOffset = b.Len()
+				}
+				seen[key] = true
+				// A nested object with keys of its own, which its
+				// parent's check must not see.
+				b.WriteString(raw + `:{"a":[],"k1":0}`)
+			}
+			b.WriteString("}]")
+			src := b.String()
+			_, err := Compact(nil, []byte(src), Options{RejectDuplicateKeys: true})
+			if wantOffset < 0 {
+				if err != nil {
+					t.Fatalf("Compact(%s): %v, want no error", src, err)
+				}
+				continue
+			}
+			var se *SyntaxError
+			if !errors.As(err, &se) || se.Offset != int64(wantOffset) || !strings.Contains(se.Msg, "duplicate key") {
+				t.Fatalf("Compact(%s) = %v, want a duplicate key at byte %d", src, err, wantOffset)
+			}
+		}
+	}
+}
+
+// An object of more than linearKeys keys is checked when it closes: an
+// error after its repeated key, further in the object, is the one reported.
+func TestDuplicateInBigObjectFoundAtItsEnd(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{`)
+	for i := 0; i < 20; i++ {
+		b.WriteString(`"k` + strconv.Itoa(i) + `":1,`)
+	}
+	b.WriteString(`"k3":1,"x":{"y":1,"y":2}}`)
+	_, err := Compact(nil, []byte(b.String()), Options{RejectDuplicateKeys: true})
+	if err == nil || !strings.Contains(err.Error(), `duplicate key "y"`) {
+		t.Errorf("err = %v, want the nested object's duplicate key \"y\"", err)
+	}
+}
+
+// BenchmarkCompactManyKeys is the reviewer's body: one object of 950k
+// short keys (8 MB). B/op is the memory the duplicate key check costs.
+func BenchmarkCompactManyKeys(b *testing.B) {
+	src := shortKeys(950_000)
+	dst := make([]byte, 0, len(src))
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Compact(dst[:0], src, Options{RejectDuplicateKeys: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Keys whose hashes collide are told apart by their bytes: every key of
+// this object is given one hash, so each comparison reads the keys.
+func TestSortedUniqueWithCollidingHashes(t *testing.T) {
+	tests := []struct {
+		src    string
+		offset int // of the reported key; -1: none
+	}{
+		{`{"a":0,"b":0,"c":0}`, -1},
+		{`{"a":0,"b":0,"\u0062":0,"a":0}`, 13},
+		{`{"x":0,"a":0,"b":0,"a":0,"b":0}`, 19},
+		{`{"\/":0,"é":0,"/":0,"\u00e9":0}`, 15},
+	}
+	for _, tc := range tests {
+		s := scanner{src: []byte(tc.src)}
+		for i := 0; i < len(tc.src); i++ {
+			// Each key follows '{' or ','.
+			if tc.src[i] == '"' && (tc.src[i-1] == '{' || tc.src[i-1] == ',') {
+				s.keys = append(s.keys, keyRef(uint64(7)<<32|uint64(i)))
+			}
+		}
+		err := s.sortedUnique(s.keys)
+		var se *SyntaxError
+		switch {
+		case tc.offset < 0 && err != nil:
+			t.Errorf("%s: %v, want no error", tc.src, err)
+		case tc.offset >= 0 && (!errors.As(err, &se) || se.Offset != int64(tc.offset)):
+			t.Errorf("%s: %v, want a duplicate key at byte %d", tc.src, err, tc.offset)
+		}
 	}
 }

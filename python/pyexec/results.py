@@ -6,7 +6,10 @@
   elements, each mapped by these rules (datetime64 and timedelta64 too).
 * list, tuple: lists; set, frozenset: lists, sorted when the elements sort.
 * dict: objects; keys that are str, int, float, bool or None become strings
-  as json.dumps makes them; dates as keys become ISO 8601 strings.
+  as json.dumps makes them; dates as keys become ISO 8601 strings. Two keys
+  of one dict that become the same string (1 and "1", True and "true")
+  raise NotSerializable: an object holds one value a key, and which one
+  would be left is no caller's guess.
 * pandas DataFrame: a list of records, one object per row, keyed by column
   name (what df.to_dict("records") gives; the orientation most callers load
   straight into a table). Series: a list of its values when its index is
@@ -127,7 +130,7 @@ def _special(value, path, depth, seen):
                 return to_json_value(value.astype(object).tolist(), path, depth + 1, seen)
             out = {}
             for label, item in zip(value.index, value.astype(object).tolist()):
-                key = _json_key(label, path)
+                key = _object_key(label, out, value.index, path, "index labels")
                 out[key] = to_json_value(item, "%s[%r]" % (path or "result", key), depth + 1, seen)
             return out
         if isinstance(value, pd.Index):
@@ -163,7 +166,8 @@ def to_json_value(value, path="", depth=0, _seen=None):
             if isinstance(value, dict):
                 out = {}
                 for key, item in value.items():
-                    out[_json_key(key, path)] = to_json_value(item, "%s[%r]" % (path or "result", key), depth + 1, seen)
+                    out[_object_key(key, out, value, path)] = to_json_value(
+                        item, "%s[%r]" % (path or "result", key), depth + 1, seen)
                 return out
             return [to_json_value(item, "%s[%d]" % (path or "result", i), depth + 1, seen) for i, item in enumerate(value)]
         finally:
@@ -188,6 +192,26 @@ def _json_key(key, path):
     if isinstance(key, (int, float)):
         return str(key)
     raise NotSerializable(path, "dict key of type %s cannot be JSON" % type(key).__name__)
+
+
+def _object_key(key, out, keys, path, what="dict keys"):
+    """The JSON key of key, one of keys, refused if it is already in out:
+    an earlier key of keys became the same string."""
+    json_key = _json_key(key, path)
+    if json_key in out:
+        # Found again only on failure, so that the mapping keeps no second
+        # table of every dict's keys.
+        earlier = next(k for k in keys if _json_key(k, path) == json_key)
+        raise NotSerializable(path, "%s %r and %r both become the JSON key %s; "
+                              "rename one, or convert the keys yourself"
+                              % (what, earlier, key, _quote(json_key)))
+    return json_key
+
+
+def _quote(text):
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
 
 
 def encode(value):

@@ -39,6 +39,31 @@ class ResultsTest(unittest.TestCase):
     def test_encode_is_compact_utf8(self):
         self.assertEqual(results.encode({"k": ["é", 1.5]}), '{"k":["é",1.5]}'.encode())
 
+    def test_keys_that_become_one_json_key_are_not_serializable(self):
+        # Each dict has two keys that json.dumps would write as one: the
+        # object would keep one value and drop the other.
+        cases = [
+            ({1: "int-key", "1": "str-key"}, "result", "1", "'1'", '"1"'),
+            ({"1": "str-key", 1: "int-key"}, "result", "'1'", "1", '"1"'),
+            ({True: "bool", "true": "s"}, "result", "True", "'true'", '"true"'),
+            ({"x": {None: 1, "null": 2}}, "result['x']", "None", "'null'", '"null"'),
+            ([{1.5: 1, "1.5": 2}], "result[0]", "1.5", "'1.5'", '"1.5"'),
+        ]
+        for value, path, earlier, later, json_key in cases:
+            with self.assertRaises(results.NotSerializable, msg=repr(value)) as caught:
+                results.encode(value)
+            message = str(caught.exception)
+            self.assertTrue(message.startswith(path + ": "), message)
+            self.assertIn("%s and %s both become the JSON key %s" % (earlier, later, json_key), message)
+        # Keys that stay apart are kept, every one.
+        self.assertEqual(json.loads(results.encode({1: "a", "2": "b", False: "c", None: "d", 1.5: "e"})),
+                         {"1": "a", "2": "b", "false": "c", "null": "d", "1.5": "e"})
+
+    def test_script_with_colliding_keys_gets_result_not_serializable(self):
+        reply = execute("def main():\n    return {1: 'int-key', '1': 'str-key'}\n")
+        self.assertEqual(reply["kind"], "result_not_serializable")
+        self.assertIn('JSON key "1"', reply["message"])
+
 
 class ProtocolTest(unittest.TestCase):
     def test_shapes_are_checked_both_ways(self):
@@ -202,6 +227,18 @@ class DataScienceResultsTest(unittest.TestCase):
         ]
         for value, want in cases:
             self.assertEqual(json.loads(results.encode(value)), want, repr(value))
+
+    def test_labels_and_date_keys_that_become_one_json_key(self):
+        import datetime
+
+        import pandas as pd
+
+        for value, what in ((pd.Series([1, 2], index=[1, "1"]), "index labels 1 and '1'"),
+                            ({datetime.date(2024, 1, 1): 1, "2024-01-01": 2}, "'2024-01-01'")):
+            with self.assertRaises(results.NotSerializable, msg=repr(value)) as caught:
+                results.encode(value)
+            self.assertIn(what, str(caught.exception))
+            self.assertIn("both become the JSON key", str(caught.exception))
 
     def test_unmappable_gets_path_type_and_hint(self):
         with self.assertRaises(results.NotSerializable) as caught:
