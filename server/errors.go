@@ -21,7 +21,7 @@ const (
 	// TypeClientGone answers a request whose connection's read side closed
 	// while its script ran; the script was killed. A caller that hung up
 	// reads nothing, but one that only half-closed (shutdown(SHUT_WR) after
-	// its request) cannot be told from it without writing (watchHangup),
+	// its request) cannot be told from it without writing (hangupWatcher),
 	// and reads this answer: half-closing is not supported.
 	TypeClientGone = "client_gone"
 )

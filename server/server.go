@@ -129,6 +129,9 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	metrics *serverMetrics
+	// hangups cancels the executions of callers that hang up; nil if it
+	// could not be made (then nothing is cancelled early).
+	hangups *hangupWatcher
 }
 
 // New returns a server that runs scripts with exec.
@@ -139,6 +142,11 @@ func New(cfg Config, exec Executor) *Server {
 	}
 	s.metrics = newServerMetrics(s.cfg.Metrics, exec)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	hangups, err := newHangupWatcher()
+	if err != nil {
+		s.cfg.Logger.Warn().Err(err).Msg("callers that hang up will not have their scripts stopped early")
+	}
+	s.hangups = hangups
 	s.http = &fasthttp.Server{
 		Handler:            s.accessLog(s.recoverPanics(s.route)),
 		ErrorHandler:       s.transportError,
@@ -162,6 +170,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 // Shutdown stops accepting connections and waits for requests in flight
 // until ctx ends; then it cancels the executions still running.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.hangups.close()
 	defer s.cancel()
 	if err := s.http.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("cannot shut down http server: %w", err)
@@ -321,7 +330,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	// when the caller hangs up: its script is killed and its slot freed.
 	reqCtx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
-	stopWatching := watchHangup(ctx.Conn(), cancel)
+	stopWatching := s.hangups.watch(ctx.Conn(), cancel)
 	out, poolTiming, err := s.exec.Execute(reqCtx, execReq)
 	stopWatching()
 	l := logOf(ctx)
