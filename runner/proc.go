@@ -142,56 +142,64 @@ func (p *pidfdProc) release() { p.relOnce.Do(func() { unix.Close(p.fd) }) }
 
 // procUsage reads what the process pid has used from the kernel's /proc:
 // user + system CPU of itself and the children it reaped, and its peak
-// resident set. The sandbox cannot write either.
+// resident set. The sandbox cannot write either. A process that has ended
+// (or is ending) gives false: its exit report has the whole figures.
 func procUsage(pid int) (Usage, bool) {
+	u, ended, ok := readUsage(pid)
+	return u, ok && !ended
+}
+
+// readUsage is procUsage that also reads a process that has ended or is
+// ending but is not yet reaped (ended true): its CPU figures are final,
+// its memory ones gone (0).
+func readUsage(pid int) (u Usage, ended, ok bool) {
 	if pid <= 0 {
-		return Usage{}, false
+		return Usage{}, false, false
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return Usage{}, false
+		return Usage{}, false, false
 	}
 	// Fields after the command name, which is in parentheses and may hold
 	// anything: state is field 3, utime..cstime are fields 14..17.
 	end := strings.LastIndexByte(string(stat), ')')
 	if end < 0 {
-		return Usage{}, false
+		return Usage{}, false, false
 	}
 	fields := strings.Fields(string(stat[end+1:]))
 	if len(fields) < 15 {
-		return Usage{}, false
+		return Usage{}, false, false
 	}
-	if fields[0] == "Z" || fields[0] == "X" {
-		// Ended: its memory figures are gone, and its exit report (or its
-		// parent's children's times) will carry the rest.
-		return Usage{}, false
-	}
+	ended = fields[0] == "Z" || fields[0] == "X"
 	var ticks int64
 	for _, f := range fields[11:15] {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return Usage{}, false
+			return Usage{}, false, false
 		}
 		ticks += n
 	}
-	u := Usage{CPU: time.Duration(ticks) * time.Second / clockTicks}
+	u = Usage{CPU: time.Duration(ticks) * time.Second / clockTicks}
+	if ended {
+		return u, true, true
+	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return Usage{}, false
+		return Usage{}, false, false
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				return Usage{}, false
+				return Usage{}, false, false
 			}
 			u.MaxRSSKB = kb
-			return u, true
+			return u, false, true
 		}
 	}
 	// No memory figures: the process is exiting (its memory already
-	// released); its exit report will say what it used.
-	return Usage{}, false
+	// released); its CPU figures are final.
+	return u, true, true
 }
 
 // treeUsage adds up procUsage over process pid and every descendant alive
@@ -213,9 +221,11 @@ func treeUsage(pid int) (Usage, bool) {
 	for seen := 0; len(queue) > 0 && seen < maxProcesses; seen++ {
 		child := queue[0]
 		queue = queue[1:]
-		u, ok := procUsage(child)
+		// An ended child not yet reaped counts too: the kill's teardown
+		// reaps it with its times discarded.
+		u, _, ok := readUsage(child)
 		if !ok {
-			continue // gone since it was listed: counted by its parent, if anyone's
+			continue // reaped since it was listed: counted by its parent
 		}
 		total.CPU += u.CPU
 		total.MaxRSSKB = max(total.MaxRSSKB, u.MaxRSSKB)

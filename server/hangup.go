@@ -97,8 +97,9 @@ func (w *hangupWatcher) loop() {
 }
 
 // watch cancels cancel (with errClientGone) when the peer of conn closes
-// its side, until stop is called. It does nothing for connections that are
-// not sockets, or once the watcher is closed.
+// its side, until stop is called (stop may be called more than once). It
+// does nothing for connections that are not sockets, or once the watcher
+// is closed.
 func (w *hangupWatcher) watch(conn net.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok || w == nil {
@@ -135,15 +136,20 @@ func (w *hangupWatcher) watch(conn net.Conn, cancel context.CancelCauseFunc) (st
 		unix.Close(dup)
 		return func() {}
 	}
-	return func() {
-		w.mu.Lock()
-		delete(w.watches, id)
-		if !w.closed {
-			_ = unix.EpollCtl(w.epoll, unix.EPOLL_CTL_DEL, dup, nil)
-		}
-		w.mu.Unlock()
-		unix.Close(dup)
+	var once sync.Once
+	return func() { once.Do(func() { w.stop(id, dup) }) }
+}
+
+// stop ends the watch id of descriptor dup. Once only: a second close of
+// dup could close a descriptor that has since taken its number.
+func (w *hangupWatcher) stop(id uint64, dup int) {
+	w.mu.Lock()
+	delete(w.watches, id)
+	if !w.closed {
+		_ = unix.EpollCtl(w.epoll, unix.EPOLL_CTL_DEL, dup, nil)
 	}
+	w.mu.Unlock()
+	unix.Close(dup)
 }
 
 // close stops the watcher's goroutine and waits for it; watches still

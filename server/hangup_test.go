@@ -72,8 +72,9 @@ func TestHangupWatcher(t *testing.T) {
 	if grown := pprof.Lookup("threadcreate").Count() - threadsBefore; grown > conns/5 {
 		t.Errorf("%d OS threads were created for %d watches", grown, conns)
 	}
-	// Stop is safe after the watch fired and after it did not.
+	// Stop is safe after the watch fired and after it did not, and twice.
 	for _, r := range requests {
+		r.stop()
 		r.stop()
 	}
 	// A stopped watch never fires: the callers that hang up now cancel

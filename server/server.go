@@ -331,6 +331,9 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	reqCtx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	stopWatching := s.hangups.watch(ctx.Conn(), cancel)
+	// Deferred too, for a panic in Execute (recovered by recoverPanics):
+	// the watch's duplicate keeps the client's socket open until stopped.
+	defer stopWatching()
 	out, poolTiming, err := s.exec.Execute(reqCtx, execReq)
 	stopWatching()
 	l := logOf(ctx)

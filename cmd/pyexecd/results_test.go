@@ -96,6 +96,41 @@ def main():
 		}
 	}
 
+	// A child that ended unreaped (a zombie when the sandbox is killed)
+	// and one still running: both counted (the kill's teardown reaps both
+	// with their times discarded).
+	zombie := s.rawExecute(t, `import os, time
+def cpu_ms(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 10
+def spin(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+def main():
+    done = os.fork()
+    if done == 0:
+        spin(0.3)
+        os._exit(0)
+    running = os.fork()
+    if running == 0:
+        spin(0.3)
+        while True:
+            pass
+    while open("/proc/%d/stat" % done).read().rsplit(")", 1)[1].split()[0] != "Z" or cpu_ms(running) < 300:
+        time.sleep(0.02)
+    return cpu_ms(done) + cpu_ms(running)
+`)
+	var zombieAnswer struct {
+		Result float64 `json:"result"`
+		Usage  struct {
+			CPUMS float64 `json:"cpu_ms"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(zombie, &zombieAnswer); err != nil || zombieAnswer.Result < 600 || zombieAnswer.Usage.CPUMS < zombieAnswer.Result {
+		t.Errorf("a zombie child and a running one: %s: want usage.cpu_ms at least both children's CPU", zombie)
+	}
+
 	// A script that writes a reply of its own and ends at once: its
 	// figures come from its exit report.
 	ended := s.rawExecute(t, frameHelper+`

@@ -21,14 +21,14 @@ import errno
 # Plain system calls a script may make, by what they are for.
 ALLOWED = (
     # descriptors and files
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
     "open", "openat", "openat2", "creat", "close", "close_range", "lseek", "dup", "dup2", "dup3",
     "ioctl", "stat", "fstat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
     "readlink", "readlinkat", "getdents", "getdents64", "getcwd", "chdir", "fchdir",
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
     "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown",
     "fchownat", "truncate", "ftruncate", "fallocate", "fsync", "fdatasync", "utimensat", "utime", "utimes",
-    "futimesat", "umask", "statfs", "fstatfs", "flock", "fadvise64", "readahead", "sendfile",
+    "futimesat", "umask", "statfs", "fstatfs", "readahead", "sendfile",
     "copy_file_range", "splice", "tee", "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr",
     "flistxattr", "pipe", "pipe2",
     # memory (the address space is bounded by RLIMIT_AS)
@@ -56,9 +56,20 @@ ALLOWED = (
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "getsockopt",
 )
 
-# Address families socket() may create: AF_UNIX, AF_INET, AF_INET6. No
-# netlink, packet, vsock, bluetooth, alg or any other family.
+# The sockets socket() may create, as (family, type, protocol): AF_UNIX
+# stream, datagram and seqpacket; AF_INET and AF_INET6 TCP and UDP, with
+# the protocol left to the kernel (0) or named. No netlink, packet, vsock,
+# bluetooth, alg or any other family, and no other protocol of the IP
+# families (MPTCP, UDP-Lite, SCTP, DCCP, L2TP...): on a kernel with
+# modules, asking for one that is not loaded makes the kernel load it, so
+# a script could pull in code no one else uses. The type is compared on
+# its low four bits (SOCK_TYPE_MASK: SOCK_NONBLOCK and SOCK_CLOEXEC ride
+# above them).
+SOCKETS = ((1, 1, 0), (1, 2, 0), (1, 5, 0),
+           (2, 1, 0), (2, 1, 6), (2, 2, 0), (2, 2, 17),
+           (10, 1, 0), (10, 1, 6), (10, 2, 0), (10, 2, 17))
 SOCKET_FAMILIES = (1, 2, 10)
+SOCK_TYPE_MASK = 0xF
 AF_UNIX = 1
 
 # setsockopt(SOL_SOCKET, ...) options a script may set: SO_DEBUG,
@@ -69,24 +80,49 @@ AF_UNIX = 1
 SOL_SOCKET = 1
 SOL_SOCKET_OPTIONS = (1, 2, 5, 6, 9, 10, 13, 15, 16, 18, 19, 20, 21, 29)
 
-# The other levels setsockopt may use, with any option: IPPROTO_IP,
-# IPPROTO_TCP, IPPROTO_UDP, IPPROTO_IPV6 (TCP_NODELAY, IPV6_V6ONLY, IP_TOS,
-# multicast...). A list, not "anything but SOL_SOCKET": the kernel reads
-# the level as a 32-bit int, and a filter compares all 64 bits of the
-# register, so "level != SOL_SOCKET" let SOL_SOCKET | 1 << 32 through to
-# the buffer sizes. Every rule here compares for equality, which fails
-# closed when high bits are set.
-SETSOCKOPT_LEVELS = (0, 6, 17, 41)
+# The other levels setsockopt may use: IPPROTO_IP and IPPROTO_IPV6 with
+# any option (IP_TOS, multicast, IPV6_V6ONLY...; those that reach IPsec
+# policy need a capability the sandbox does not have), and at IPPROTO_TCP
+# and IPPROTO_UDP the listed options only: not TCP_ULP (kernel TLS and
+# other upper layers), TCP_REPAIR, TCP_MD5SIG or UDP_ENCAP (tunnel
+# decapsulation in the kernel). A list, not "anything but SOL_SOCKET": the
+# kernel reads the level as a 32-bit int, and a filter compares all 64
+# bits of the register, so "level != SOL_SOCKET" let SOL_SOCKET | 1 << 32
+# through to the buffer sizes. Every rule here compares for equality,
+# which fails closed when high bits are set.
+SETSOCKOPT_LEVELS = (0, 41)
+# TCP_NODELAY, MAXSEG, CORK, KEEPIDLE, KEEPINTVL, KEEPCNT, SYNCNT, LINGER2,
+# DEFER_ACCEPT, WINDOW_CLAMP, QUICKACK, CONGESTION (only the loaded ones:
+# loading another needs a capability), THIN_LINEAR_TIMEOUTS, THIN_DUPACK,
+# USER_TIMEOUT, FASTOPEN, NOTSENT_LOWAT, FASTOPEN_CONNECT, INQ.
+TCP_OPTIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 17, 18, 23, 25, 30, 36)
+# UDP_CORK, UDP_SEGMENT, UDP_GRO.
+UDP_OPTIONS = (1, 103, 104)
 
 # fcntl commands a script may use: F_DUPFD, F_GETFD, F_SETFD, F_GETFL,
-# F_SETFL, the record locks (F_GETLK, F_SETLK, F_SETLKW and their OFD
-# forms 36-38: sqlite and dbm lock their files in /tmp), F_DUPFD_CLOEXEC
-# and F_GETPIPE_SZ. Not F_SETPIPE_SZ (1031), which charges pipe buffers to
-# the host user every sandbox runs as (its 64 MiB soft quota, shared), nor
-# F_NOTIFY (1026), which would tell a script when anything reads a file in
-# a directory it shares with the host and other sandboxes, nor leases,
-# F_SETOWN or F_SETSIG.
-FCNTL_COMMANDS = (0, 1, 2, 3, 4, 5, 6, 7, 36, 37, 38, 1030, 1032)
+# F_SETFL, F_GETLK and F_OFD_GETLK, F_DUPFD_CLOEXEC and F_GETPIPE_SZ. Not
+# F_SETPIPE_SZ (1031), which charges pipe buffers to the host user every
+# sandbox runs as (its 64 MiB soft quota, shared), nor F_NOTIFY (1026),
+# which would tell a script when anything reads a file in a directory it
+# shares with the host and other sandboxes, nor leases, F_SETOWN or
+# F_SETSIG.
+FCNTL_COMMANDS = (0, 1, 2, 3, 4, 5, 36, 1030, 1032)
+# Taking a lock (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW, and flock)
+# succeeds without doing anything. A real lock is a kernel object charged
+# to no limit and no memory cgroup, kept while any mapping holds the file
+# open: one script held 300,000 of them (57 MB) within seconds, and could
+# hold gigabytes. And the kernel keeps locks per file, so on a file the
+# sandboxes share read-only with the host a lock would be seen by other
+# sandboxes and block host processes. sqlite and dbm lock their files in
+# /tmp and carry on as if they held the lock; F_GETLK answers "unlocked".
+# What is lost: locking between two processes of one script.
+FCNTL_LOCK_COMMANDS = (6, 7, 37, 38)
+
+# posix_fadvise advice a script may give: NORMAL, RANDOM, SEQUENTIAL,
+# WILLNEED, NOREUSE. Not DONTNEED (4), which drops a file's pages from the
+# page cache, the host's and other sandboxes' too on shared files: with a
+# timed read it would tell a script which shared files others read.
+FADVISE_ADVICE = (0, 1, 2, 3, 5)
 
 # prctl options a script may use: PDEATHSIG get/set, DUMPABLE get, NAME
 # set/get, SECCOMP get/set (filters can only be added), CAPBSET_READ,
@@ -135,18 +171,30 @@ def build_bpf(for_zygote=False):
     else:
         f.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    for family in SOCKET_FAMILIES:
-        f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
+    for family, kind, protocol in SOCKETS:
+        f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family),
+                   seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, kind), seccomp.Arg(2, seccomp.EQ, protocol))
     f.add_rule(seccomp.ALLOW, "socketpair", seccomp.Arg(0, seccomp.EQ, AF_UNIX))
-    # setsockopt: the listed levels, and at SOL_SOCKET the listed options
-    # only. Socket buffer sizes stay the namespace's small defaults: raising
-    # them would let a script hold kernel memory outside every rlimit.
+    # setsockopt: the listed levels, and at SOL_SOCKET, TCP and UDP the
+    # listed options only. Socket buffer sizes stay the namespace's small
+    # defaults: raising them would let a script hold kernel memory outside
+    # every rlimit.
     for level in SETSOCKOPT_LEVELS:
         f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, level))
-    for optname in SOL_SOCKET_OPTIONS:
-        f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, SOL_SOCKET), seccomp.Arg(2, seccomp.EQ, optname))
+    for level, options in ((SOL_SOCKET, SOL_SOCKET_OPTIONS), (6, TCP_OPTIONS), (17, UDP_OPTIONS)):
+        for optname in options:
+            f.add_rule(seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, level), seccomp.Arg(2, seccomp.EQ, optname))
     for command in FCNTL_COMMANDS:
         f.add_rule(seccomp.ALLOW, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
+    for command in FCNTL_LOCK_COMMANDS:
+        f.add_rule(seccomp.ERRNO(0), "fcntl", seccomp.Arg(1, seccomp.EQ, command))
+    f.add_rule(seccomp.ERRNO(0), "flock")
+    for advice in FADVISE_ADVICE:
+        f.add_rule(seccomp.ALLOW, "fadvise64", seccomp.Arg(3, seccomp.EQ, advice))
+    # preadv2 and pwritev2 without flags only: RWF_NOWAIT would say whether
+    # a shared file's pages are in the page cache (see FADVISE_ADVICE).
+    for name in ("preadv2", "pwritev2"):
+        f.add_rule(seccomp.ALLOW, name, seccomp.Arg(5, seccomp.EQ, 0))
     for option in PRCTL_OPTIONS + (ISOLATION_PRCTL_OPTIONS if for_zygote else ()):
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:

@@ -444,6 +444,7 @@ class SeccompLayersTest(unittest.TestCase):
 
     AUDIT_ARCH_X86_64, AUDIT_ARCH_I386 = 0xC000003E, 0x40000003
     RET_ALLOW = 0x7FFF0000
+    RET_ERRNO = 0x00050000  # with errno 0: the call "succeeds" without running
 
     @staticmethod
     def run_bpf(program, nr, arch, args):
@@ -521,18 +522,33 @@ class SeccompLayersTest(unittest.TestCase):
         for program in (syscalls.build_bpf(), syscalls.build_bpf(for_zygote=True)):
             def verdict(nr, *args):
                 ret = self.run_bpf(program, nr, self.AUDIT_ARCH_X86_64, args + (0,) * (6 - len(args)))
-                return "allow" if ret == self.RET_ALLOW else "refuse"
+                return {self.RET_ALLOW: "allow", self.RET_ERRNO: "pretend"}.get(ret, "refuse")
 
             high = 1 << 32
             for level, option in [(1, 7), (1, 8), (1, 32), (1, 33), (1 | high, 7), (1 | high, 8), (1 | high, 33),
                                   (1, 7 | high), (1 | high, 12), (282, 1), (-1 & 0xFFFFFFFFFFFFFFFF, 7)]:
                 self.assertEqual(verdict(54, 3, level, option), "refuse", "setsockopt(level %#x, option %#x)" % (level, option))
+            for level, option in [(6, 31), (6, 19), (17, 100), (6 | high, 1)]:
+                self.assertEqual(verdict(54, 3, level, option), "refuse", "setsockopt(level %#x, option %#x)" % (level, option))
             for level, option in [(1, 2), (6, 1), (0, 1), (41, 26), (17, 1)]:
                 self.assertEqual(verdict(54, 3, level, option), "allow", "setsockopt(level %d, option %d)" % (level, option))
-            for command in (1031, 1031 | high, 1026, 1024, 8, 10, 4 | high):
+            for command in (1031, 1031 | high, 1026, 1024, 8, 10, 4 | high, 6 | high):
                 self.assertEqual(verdict(72, 3, command), "refuse", "fcntl(%#x)" % command)
             for command in syscalls.FCNTL_COMMANDS:
                 self.assertEqual(verdict(72, 3, command), "allow", "fcntl(%d)" % command)
+            # Locks: success without a lock (SECCOMP_RET_ERRNO with 0).
+            for command in syscalls.FCNTL_LOCK_COMMANDS:
+                self.assertEqual(verdict(72, 3, command), "pretend", "fcntl(%d)" % command)
+            self.assertEqual(verdict(73, 3, 2), "pretend", "flock")
+            # Sockets: family, type and protocol; flags above the type.
+            for args in [(2, 1, 262), (2, 2, 136), (10, 1, 132), (2, 2, 1), (2, 3, 0), (2, 5, 0), (1, 1, 6), (2, 1, 6 | high), (1 | high, 1, 0), (16, 3, 0)]:
+                self.assertEqual(verdict(41, *args), "refuse", "socket%r" % (args,))
+            for args in [(2, 1, 0), (2, 1 | 0x80800, 6), (10, 2, 17), (1, 5 | 0x80000, 0)]:
+                self.assertEqual(verdict(41, *args), "allow", "socket%r" % (args,))
+            self.assertEqual(verdict(221, 3, 0, 0, 4), "refuse", "fadvise(DONTNEED)")
+            self.assertEqual(verdict(221, 3, 0, 0, 3), "allow", "fadvise(WILLNEED)")
+            self.assertEqual(verdict(327, 3, 0, 0, 0, 0, 8), "refuse", "preadv2(RWF_NOWAIT)")
+            self.assertEqual(verdict(327, 3, 0, 0, 0, 0, 0), "allow", "preadv2()")
 
     def test_zygote_filter_and_sandbox_layer_equal_the_sandbox_filter(self):
         from pyexec import syscalls
@@ -551,11 +567,18 @@ class SeccompLayersTest(unittest.TestCase):
         vectors = [(first, 0, 0, 0, 0, 0) for first in sorted(first_args)]
         vectors += [(3, level, option, 0, 0, 0) for level in (1, 6) for option in syscalls.SOL_SOCKET_OPTIONS + (7, 8, 32, 33)]
         vectors += [(3, level, 7, 0, 0, 0) for level in syscalls.SETSOCKOPT_LEVELS + (1 | 1 << 32, 6 | 1 << 32, 282)]
-        vectors += [(3, command, 0, 0, 0, 0) for command in syscalls.FCNTL_COMMANDS + (8, 1024, 1026, 1031, 1031 | 1 << 32)]
+        vectors += [(3, command, 0, 0, 0, 0) for command in syscalls.FCNTL_COMMANDS + syscalls.FCNTL_LOCK_COMMANDS + (8, 1024, 1026, 1031, 1031 | 1 << 32, 6 | 1 << 32)]
+        vectors += [(3, option, 1, 0, 0, 0) for option in syscalls.TCP_OPTIONS + syscalls.UDP_OPTIONS + (31, 100)]
+        vectors += [(6, option, 0, 0, 0, 0) for option in syscalls.TCP_OPTIONS + (31, 19, 14)]
+        vectors += [(17, option, 0, 0, 0, 0) for option in syscalls.UDP_OPTIONS + (100,)]
+        vectors += [(family, kind | flags, protocol, 0, 0, 0) for family, kind, protocol in syscalls.SOCKETS for flags in (0, 0x80800)]
+        vectors += [(2, 1, 262, 0, 0, 0), (2, 2, 136, 0, 0, 0), (10, 5, 132, 0, 0, 0), (2, 2, 1, 0, 0, 0), (2, 3, 0, 0, 0, 0), (1, 1, 6 | 1 << 32, 0, 0, 0)]
+        vectors += [(3, 0, 0, advice, 0, 0) for advice in syscalls.FADVISE_ADVICE + (4, 4 | 1 << 32, 6)]
+        vectors += [(3, 0, 0, 0, 0, flags) for flags in (0, 1, 8, 1 << 32)]
         vectors.append((0xFFFFFFFFFFFFFFFF,) * 6)
         checked, refused_by_layer = 0, set()
         for nr in list(range(0, 460)) + [0x40000000 | n for n in (0, 56, 165)] + [-1]:
-            for args in vectors if nr in (56, 157, 41, 53, 54, 72, 135) else vectors[:3] + vectors[-1:]:
+            for args in vectors if nr in (56, 157, 41, 53, 54, 72, 73, 135, 221, 327, 328) else vectors[:3] + vectors[-1:]:
                 for arch in (self.AUDIT_ARCH_X86_64, self.AUDIT_ARCH_I386):
                     want = self.run_bpf(alone, nr, arch, args)
                     got = self.stacked([zygote_filter, layer], nr, arch, args)
