@@ -153,8 +153,21 @@ func New(cfg Config, exec Executor) *Server {
 		// the work.
 		Concurrency:           256 * 1024,
 		NoDefaultServerHeader: true,
+		// fasthttp's own messages (a malformed request, a connection it
+		// could not serve) go to the service's log as JSON, and without
+		// the request's bytes: they hold the bearer token.
+		Logger:                fasthttpLogger{s.cfg.Logger},
+		SecureErrorLogMessage: true,
 	}
 	return s
+}
+
+// fasthttpLogger writes fasthttp's log lines through the server's logger,
+// at warn level: fasthttp logs only what went wrong.
+type fasthttpLogger struct{ logger zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.logger.Warn().Str("component", "fasthttp").Msgf(format, args...)
 }
 
 // Serve answers requests on ln until Shutdown.
