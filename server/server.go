@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
@@ -58,6 +59,10 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConnections caps the connections open at once; one over it is
+	// answered 503 and closed before any request is read. Default:
+	// DefaultMaxConnections.
+	MaxConnections int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on /execute.
 	AuthToken string
@@ -93,7 +98,28 @@ func DefaultConfig() Config {
 		MaxMemoryMB:    limits.MemoryBytes >> 20,
 		ReadTimeout:    10 * time.Second,
 		IdleTimeout:    60 * time.Second,
+		MaxConnections: DefaultMaxConnections(),
 	}
+}
+
+// maxConnectionsCeiling bounds the default of MaxConnections whatever the
+// descriptor limit: each idle connection costs a goroutine and buffers
+// (about 10 KiB), so a limit of a million descriptors must not mean a
+// million connections.
+const maxConnectionsCeiling = 10000
+
+// DefaultMaxConnections is half the process's descriptor limit
+// (RLIMIT_NOFILE, whose soft value Go raises to the hard one at start), at
+// most 10000 and at least 64. The other half is for everything else the
+// server opens: each sandbox's pipes, the zygotes', the listener, and two
+// descriptors per request waiting or running (watchHangup), so a flood of
+// connections cannot take the descriptors the sandboxes need.
+func DefaultMaxConnections() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
+		return maxConnectionsCeiling
+	}
+	return int(min(max(lim.Cur/2, 64), maxConnectionsCeiling))
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +135,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
+	setDefault(&c.MaxConnections, d.MaxConnections)
 	return c
 }
 
@@ -148,10 +175,11 @@ func New(cfg Config, exec Executor) *Server {
 		WriteTimeout:       s.cfg.WriteTimeout,
 		IdleTimeout:        s.cfg.IdleTimeout,
 		MaxRequestBodySize: s.cfg.MaxBodyBytes,
-		// Scripts run for up to MaxTimeout; each connection has one
-		// request in flight, so the pool, not the connection count, bounds
-		// the work.
-		Concurrency:           256 * 1024,
+		// fasthttp serves each connection with a worker of its own and
+		// answers one over this count 503 and closes it at once, so the
+		// descriptors idle connections may hold are bounded (the pool, not
+		// the connection count, bounds the work).
+		Concurrency:           s.cfg.MaxConnections,
 		NoDefaultServerHeader: true,
 		// fasthttp's own messages (a malformed request, a connection it
 		// could not serve) go to the service's log as JSON, and without
@@ -162,6 +190,12 @@ func New(cfg Config, exec Executor) *Server {
 	return s
 }
 
+// Serve answers requests on ln until Shutdown. Accept errors that pass
+// (out of descriptors) are retried rather than ending Serve.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.http.Serve(newRetryListener(ln, s.cfg.Logger))
+}
+
 // fasthttpLogger writes fasthttp's log lines through the server's logger,
 // at warn level: fasthttp logs only what went wrong.
 type fasthttpLogger struct{ logger zerolog.Logger }
@@ -169,9 +203,6 @@ type fasthttpLogger struct{ logger zerolog.Logger }
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.logger.Warn().Str("component", "fasthttp").Msgf(format, args...)
 }
-
-// Serve answers requests on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Shutdown stops accepting connections and waits for requests in flight
 // until ctx ends; then it cancels the executions still running.
