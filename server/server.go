@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-exec/pyexec/pool"
@@ -41,6 +42,12 @@ type Config struct {
 	// MaxBodyBytes caps the whole request body (script, input and
 	// envelope); over it the answer is 413. Default 8 MiB.
 	MaxBodyBytes int
+	// MaxBodyBytesInFlight caps the body bytes of /execute requests held
+	// at once, from the moment a request's body starts to be read until
+	// the handler has its answer; a request that cannot get its share within
+	// half its ReadTimeout is 503 overloaded. At least MaxBodyBytes. Default
+	// 256 MiB.
+	MaxBodyBytesInFlight int64
 	// MaxBatch caps the elements of "inputs". Default 100.
 	MaxBatch int
 	// MaxFiles and MaxFilesBytes cap a request's "files": their count and
@@ -90,21 +97,24 @@ func DefaultConfig() Config {
 	return Config{
 		MaxScriptBytes: 1 << 20,
 		MaxBodyBytes:   8 << 20,
-		MaxBatch:       100,
-		MaxFiles:       limits.MaxFiles,
-		MaxFilesBytes:  limits.FilesBytes,
-		MaxFileBytes:   limits.FileSizeBytes,
-		MaxTimeout:     limits.Timeout,
-		MaxMemoryMB:    limits.MemoryBytes >> 20,
-		ReadTimeout:    10 * time.Second,
-		IdleTimeout:    60 * time.Second,
-		MaxConnections: DefaultMaxConnections(),
+		// 32 bodies of the default 8 MiB: a few times what the sandboxes
+		// can run at once, a small part of a replica's memory.
+		MaxBodyBytesInFlight: 256 << 20,
+		MaxBatch:             100,
+		MaxFiles:             limits.MaxFiles,
+		MaxFilesBytes:        limits.FilesBytes,
+		MaxFileBytes:         limits.FileSizeBytes,
+		MaxTimeout:           limits.Timeout,
+		MaxMemoryMB:          limits.MemoryBytes >> 20,
+		ReadTimeout:          10 * time.Second,
+		IdleTimeout:          60 * time.Second,
+		MaxConnections:       DefaultMaxConnections(),
 	}
 }
 
 // maxConnectionsCeiling bounds the default of MaxConnections whatever the
 // descriptor limit: each idle connection costs a goroutine and buffers
-// (about 10 KiB), so a limit of a million descriptors must not mean a
+// (about 15 KiB), so a limit of a million descriptors must not mean a
 // million connections.
 const maxConnectionsCeiling = 10000
 
@@ -126,6 +136,7 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDefault(&c.MaxScriptBytes, d.MaxScriptBytes)
 	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	setDefault(&c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
 	setDefault(&c.MaxBatch, d.MaxBatch)
@@ -157,6 +168,9 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	metrics *serverMetrics
+	// bodyBudget holds MaxBodyBytesInFlight; readBody takes a request's
+	// body bytes from it.
+	bodyBudget *semaphore.Weighted
 }
 
 // New returns a server that runs scripts with exec.
@@ -167,14 +181,25 @@ func New(cfg Config, exec Executor) *Server {
 	}
 	s.metrics = newServerMetrics(s.cfg.Metrics, exec)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.bodyBudget = semaphore.NewWeighted(s.cfg.MaxBodyBytesInFlight)
 	s.http = &fasthttp.Server{
-		Handler:            s.accessLog(s.recoverPanics(s.route)),
-		ErrorHandler:       s.transportError,
-		Name:               "pyexec",
-		ReadTimeout:        s.cfg.ReadTimeout,
-		WriteTimeout:       s.cfg.WriteTimeout,
-		IdleTimeout:        s.cfg.IdleTimeout,
-		MaxRequestBodySize: s.cfg.MaxBodyBytes,
+		Handler:      s.accessLog(s.recoverPanics(s.route)),
+		ErrorHandler: s.transportError,
+		Name:         "pyexec",
+		ReadTimeout:  s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout,
+		IdleTimeout:  s.cfg.IdleTimeout,
+		// Bodies are read by readBody, under the budget of bytes in
+		// flight, not allocated whole as soon as headers announce them.
+		// Streaming, fasthttp checks no body cap (readBody does) and uses
+		// MaxRequestBodySize only as what it reads before calling the
+		// handler: 1 byte, so that a Content-Length over the cap is
+		// answered 413 as soon as the body starts, not after 8 KiB of it.
+		// Its multipart parsing would read a form of any length before the
+		// handler: the API takes none.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           1,
+		DisablePreParseMultipartForm: true,
 		// fasthttp serves each connection with a worker of its own and
 		// answers one over this count 503 and closes it at once, so the
 		// descriptors idle connections may hold are bounded (the pool, not
@@ -282,8 +307,7 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var apiErr *APIError
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		apiErr = &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf("request body is over the cap of %d bytes", s.cfg.MaxBodyBytes)}
+		apiErr = s.bodyTooLarge()
 	default:
 		apiErr = invalidRequest("cannot read the HTTP request: " + err.Error())
 	}
@@ -341,13 +365,20 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 			Message: "missing or wrong bearer token"}, nil)
 		return
 	}
+	// The body's bytes stay counted until the handler returns: the
+	// decoded request holds about as much again while it waits and runs.
+	raw, releaseBody, err := s.readBody(ctx)
+	defer releaseBody()
+	if err != nil {
+		s.writeError(ctx, err, nil)
+		return
+	}
 	asMsgpack := isMsgpack(ctx.Request.Header.ContentType())
 	var req executeRequest
-	var err error
 	if asMsgpack {
-		req, err = decodeMsgpack(ctx.PostBody(), &s.cfg)
+		req, err = decodeMsgpack(raw, &s.cfg)
 	} else {
-		req, err = decodeJSON(ctx.PostBody(), &s.cfg)
+		req, err = decodeJSON(raw, &s.cfg)
 	}
 	if err == nil {
 		err = req.validate(&s.cfg)
