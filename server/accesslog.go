@@ -17,6 +17,9 @@ type requestLog struct {
 	exec    time.Duration
 	// hungUp says the caller closed its connection before the answer.
 	hungUp bool
+	// bytesIn is the request body's length, once readBody has read it
+	// (the body is streamed: asking fasthttp for it would read it all).
+	bytesIn int
 	// executed says the request reached the pool (queue and exec are set).
 	executed bool
 }
@@ -56,7 +59,7 @@ func (s *Server) logLine(ctx *fasthttp.RequestCtx, l *requestLog, start time.Tim
 		Bytes("path", ctx.Path()).
 		Int("status", ctx.Response.StatusCode()).
 		Str("remote", ctx.RemoteAddr().String()).
-		Int("bytes_in", len(ctx.Request.Body())).
+		Int("bytes_in", l.bytesIn).
 		Int("bytes_out", len(ctx.Response.Body())).
 		Float64("queue_ms", millis(l.queue)).
 		Float64("exec_ms", millis(l.exec)).

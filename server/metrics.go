@@ -54,7 +54,7 @@ func (m *serverMetrics) observe(ctx *fasthttp.RequestCtx, l *requestLog, took ti
 	}
 	m.set.GetOrCreateCounter(fmt.Sprintf(`%s{path=%q,status="%d",error=%q}`,
 		m.requestsName, path, ctx.Response.StatusCode(), errType)).Inc()
-	m.bytesIn.Add(len(ctx.Request.Body()))
+	m.bytesIn.Add(l.bytesIn)
 	m.bytesOut.Add(len(ctx.Response.Body()))
 	if path == "/execute" {
 		m.total.Update(took.Seconds())

@@ -19,6 +19,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
@@ -39,6 +41,12 @@ type Config struct {
 	// MaxBodyBytes caps the whole request body (script, input and
 	// envelope); over it the answer is 413. Default 8 MiB.
 	MaxBodyBytes int
+	// MaxBodyBytesInFlight caps the body bytes of /execute requests held
+	// at once, from the moment a request's body starts to be read until
+	// the handler has its answer; a request that cannot get its share within
+	// half its ReadTimeout is 503 overloaded. At least MaxBodyBytes. Default
+	// 256 MiB.
+	MaxBodyBytesInFlight int64
 	// MaxBatch caps the elements of "inputs". Default 100.
 	MaxBatch int
 	// MaxFiles and MaxFilesBytes cap a request's "files": their count and
@@ -57,6 +65,10 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConnections caps the connections open at once; one over it is
+	// answered 503 and closed before any request is read. Default:
+	// DefaultMaxConnections.
+	MaxConnections int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on /execute.
 	AuthToken string
@@ -84,21 +96,46 @@ func DefaultConfig() Config {
 	return Config{
 		MaxScriptBytes: 1 << 20,
 		MaxBodyBytes:   8 << 20,
-		MaxBatch:       100,
-		MaxFiles:       limits.MaxFiles,
-		MaxFilesBytes:  limits.FilesBytes,
-		MaxFileBytes:   limits.FileSizeBytes,
-		MaxTimeout:     limits.Timeout,
-		MaxMemoryMB:    limits.MemoryBytes >> 20,
-		ReadTimeout:    10 * time.Second,
-		IdleTimeout:    60 * time.Second,
+		// 32 bodies of the default 8 MiB: a few times what the sandboxes
+		// can run at once, a small part of a replica's memory.
+		MaxBodyBytesInFlight: 256 << 20,
+		MaxBatch:             100,
+		MaxFiles:             limits.MaxFiles,
+		MaxFilesBytes:        limits.FilesBytes,
+		MaxFileBytes:         limits.FileSizeBytes,
+		MaxTimeout:           limits.Timeout,
+		MaxMemoryMB:          limits.MemoryBytes >> 20,
+		ReadTimeout:          10 * time.Second,
+		IdleTimeout:          60 * time.Second,
+		MaxConnections:       DefaultMaxConnections(),
 	}
+}
+
+// maxConnectionsCeiling bounds the default of MaxConnections whatever the
+// descriptor limit: each idle connection costs a goroutine and buffers
+// (about 15 KiB), so a limit of a million descriptors must not mean a
+// million connections.
+const maxConnectionsCeiling = 10000
+
+// DefaultMaxConnections is half the process's descriptor limit
+// (RLIMIT_NOFILE, whose soft value Go raises to the hard one at start), at
+// most 10000 and at least 64. The other half is for everything else the
+// server opens: each sandbox's pipes, the zygotes', the listener, and one
+// descriptor per request waiting or running (its hang-up watch), so a
+// flood of connections cannot take the descriptors the sandboxes need.
+func DefaultMaxConnections() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
+		return maxConnectionsCeiling
+	}
+	return int(min(max(lim.Cur/2, 64), maxConnectionsCeiling))
 }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDefault(&c.MaxScriptBytes, d.MaxScriptBytes)
 	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	setDefault(&c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
 	setDefault(&c.MaxBatch, d.MaxBatch)
@@ -108,6 +145,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
+	setDefault(&c.MaxConnections, d.MaxConnections)
 	return c
 }
 
@@ -132,6 +170,9 @@ type Server struct {
 	// hangups cancels the executions of callers that hang up; nil if it
 	// could not be made (then nothing is cancelled early).
 	hangups *hangupWatcher
+	// bodyBudget holds MaxBodyBytesInFlight; readBody takes a request's
+	// body bytes from it.
+	bodyBudget *semaphore.Weighted
 }
 
 // New returns a server that runs scripts with exec.
@@ -147,25 +188,53 @@ func New(cfg Config, exec Executor) *Server {
 		s.cfg.Logger.Warn().Err(err).Msg("callers that hang up will not have their scripts stopped early")
 	}
 	s.hangups = hangups
+	s.bodyBudget = semaphore.NewWeighted(s.cfg.MaxBodyBytesInFlight)
 	s.http = &fasthttp.Server{
-		Handler:            s.accessLog(s.recoverPanics(s.route)),
-		ErrorHandler:       s.transportError,
-		Name:               "pyexec",
-		ReadTimeout:        s.cfg.ReadTimeout,
-		WriteTimeout:       s.cfg.WriteTimeout,
-		IdleTimeout:        s.cfg.IdleTimeout,
-		MaxRequestBodySize: s.cfg.MaxBodyBytes,
-		// Scripts run for up to MaxTimeout; each connection has one
-		// request in flight, so the pool, not the connection count, bounds
-		// the work.
-		Concurrency:           256 * 1024,
+		Handler:      s.accessLog(s.recoverPanics(s.route)),
+		ErrorHandler: s.transportError,
+		Name:         "pyexec",
+		ReadTimeout:  s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout,
+		IdleTimeout:  s.cfg.IdleTimeout,
+		// Bodies are read by readBody, under the budget of bytes in
+		// flight, not allocated whole as soon as headers announce them.
+		// Streaming, fasthttp checks no body cap (readBody does) and uses
+		// MaxRequestBodySize only as what it reads before calling the
+		// handler: 1 byte, so that a Content-Length over the cap is
+		// answered 413 as soon as the body starts, not after 8 KiB of it.
+		// Its multipart parsing would read a form of any length before the
+		// handler: the API takes none.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           1,
+		DisablePreParseMultipartForm: true,
+		// fasthttp serves each connection with a worker of its own and
+		// answers one over this count 503 and closes it at once, so the
+		// descriptors idle connections may hold are bounded (the pool, not
+		// the connection count, bounds the work).
+		Concurrency:           s.cfg.MaxConnections,
 		NoDefaultServerHeader: true,
+		// fasthttp's own messages (a malformed request, a connection it
+		// could not serve) go to the service's log as JSON, and without
+		// the request's bytes: they hold the bearer token.
+		Logger:                fasthttpLogger{s.cfg.Logger},
+		SecureErrorLogMessage: true,
 	}
 	return s
 }
 
-// Serve answers requests on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+// Serve answers requests on ln until Shutdown. Accept errors that pass
+// (out of descriptors) are retried rather than ending Serve.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.http.Serve(newRetryListener(ln, s.cfg.Logger))
+}
+
+// fasthttpLogger writes fasthttp's log lines through the server's logger,
+// at warn level: fasthttp logs only what went wrong.
+type fasthttpLogger struct{ logger zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.logger.Warn().Str("component", "fasthttp").Msgf(format, args...)
+}
 
 // Shutdown stops accepting connections and waits for requests in flight
 // until ctx ends; then it cancels the executions still running.
@@ -246,8 +315,7 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var apiErr *APIError
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		apiErr = &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf("request body is over the cap of %d bytes", s.cfg.MaxBodyBytes)}
+		apiErr = s.bodyTooLarge()
 	default:
 		apiErr = invalidRequest("cannot read the HTTP request: " + err.Error())
 	}
@@ -305,13 +373,20 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 			Message: "missing or wrong bearer token"}, nil)
 		return
 	}
+	// The body's bytes stay counted until the handler returns: the
+	// decoded request holds about as much again while it waits and runs.
+	raw, releaseBody, err := s.readBody(ctx)
+	defer releaseBody()
+	if err != nil {
+		s.writeError(ctx, err, nil)
+		return
+	}
 	asMsgpack := isMsgpack(ctx.Request.Header.ContentType())
 	var req executeRequest
-	var err error
 	if asMsgpack {
-		req, err = decodeMsgpack(ctx.PostBody(), &s.cfg)
+		req, err = decodeMsgpack(raw, &s.cfg)
 	} else {
-		req, err = decodeJSON(ctx.PostBody(), &s.cfg)
+		req, err = decodeJSON(raw, &s.cfg)
 	}
 	if err == nil {
 		err = req.validate(&s.cfg)

@@ -113,6 +113,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 
 	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", sd.MaxScriptBytes, "cap on the script")
 	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", sd.MaxBodyBytes, "cap on the request body (413 above)")
+	fs.Int64Var(&o.server.MaxBodyBytesInFlight, "max-body-bytes-in-flight", sd.MaxBodyBytesInFlight, "cap on the request body bytes held at once across requests, from the first byte read until the answer is made; a request that cannot get its share within half of the read timeout is 503 overloaded (at least --max-body-bytes)")
+	fs.IntVar(&o.server.MaxConnections, "max-connections", sd.MaxConnections, "connections open at once; one over it is answered 503 and closed (default: half the descriptor limit, at most 10000)")
 	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
 	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
@@ -156,6 +158,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if o.pool.MaxBusy < 0 || o.pool.MaxWaiting < 0 || o.pool.BuildConcurrency < 0 {
 		return o, errors.New("--max-busy, --max-waiting and --build-concurrency must not be negative (0 derives them from the CPUs)")
 	}
+	if o.server.MaxConnections < 1 {
+		return o, fmt.Errorf("--max-connections must be at least 1 (got %d)", o.server.MaxConnections)
+	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
@@ -194,6 +199,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	// is at most the body (base64 decodes smaller).
 	if o.server.MaxBodyBytes > maxBodyCap {
 		return o, fmt.Errorf("--max-body-bytes must be at most %d", maxBodyCap)
+	}
+	if o.server.MaxBodyBytesInFlight < int64(o.server.MaxBodyBytes) {
+		return o, fmt.Errorf("--max-body-bytes-in-flight (%d) must be at least --max-body-bytes (%d): a request of the largest body could never be read", o.server.MaxBodyBytesInFlight, o.server.MaxBodyBytes)
 	}
 	o.server.MaxFiles, o.server.MaxFilesBytes, o.server.MaxFileBytes = limits.MaxFiles, limits.FilesBytes, limits.FileSizeBytes
 	p, err := runner.LoadPolicy(*policy)

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// healthOK says whether GET /health answers 200 within a few seconds.
+func (s *testServer) healthOK() error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(s.url + "/health")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status)
+	}
+	return nil
+}
+
+// dialIdle opens n idle TCP connections to the server, stopping at the
+// first that fails, and closes them when the test ends.
+func (s *testServer) dialIdle(t *testing.T, n int) ([]net.Conn, error) {
+	t.Helper()
+	addr := strings.TrimPrefix(s.url, "http://")
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return conns, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// TestConnectionCap: idle connections beyond --max-connections are
+// answered 503 and closed at once, the ones within stay open, and once
+// they close the server answers as before (the flood of 20,400 idle
+// connections used to take every descriptor and end the process).
+func TestConnectionCap(t *testing.T) {
+	const limit = 32
+	s := startServer(t, "", "--warm", "1", "--max-connections", strconv.Itoa(limit))
+	s.waitSettled(t, 1)
+	conns, err := s.dialIdle(t, 4*limit)
+	if err != nil {
+		t.Fatalf("dialled %d connections: %v", len(conns), err)
+	}
+	rejected, open := 0, 0
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		status, err := bufio.NewReader(c).ReadString('\n')
+		switch {
+		case err == nil && strings.HasPrefix(status, "HTTP/1.1 503"):
+			rejected++
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			open++ // served: fasthttp waits for its request
+		default:
+			t.Errorf("connection answered %q, %v", status, err)
+		}
+	}
+	// A served connection whose worker is still being handed over may
+	// count as open; none beyond the cap may be.
+	if open > limit || rejected < 3*limit {
+		t.Errorf("%d connections served and %d rejected, want at most %d served", open, rejected, limit)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if err := s.healthOK(); err != nil {
+		t.Fatalf("/health after the connections closed: %v\n%s", err, s.logs)
+	}
+	if !strings.Contains(s.logs.String(), "concurrent connections are served") {
+		t.Errorf("the refusals were not logged:\n%s", s.logs)
+	}
+}
+
+// TestAcceptSurvivesEMFILE: with the process out of descriptors the
+// server's accept fails with EMFILE; it retries instead of stopping, and
+// serves again once descriptors are free. The test and the server are one
+// process: the test lowers its own descriptor limit, and a helper process
+// (this test binary) opens the connections, so that only the server's
+// accepted sockets fill it.
+func TestAcceptSurvivesEMFILE(t *testing.T) {
+	s := startServer(t, "", "--warm", "1")
+	s.waitSettled(t, 1)
+	helper := exec.Command(os.Args[0], "-test.run=^TestHelperOpenConnections$")
+	helper.Env = append(os.Environ(), "PYEXEC_HELPER_CONNECT="+strings.TrimPrefix(s.url, "http://"))
+	stdin, err := helper.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	waitHelper := func() {
+		stdin.Close()
+		if !waited {
+			waited = true
+			if err := helper.Wait(); err != nil {
+				t.Errorf("helper: %v", err)
+			}
+		}
+	}
+	defer waitHelper()
+
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := saved
+	lowered.Cur = uint64(len(entries) + 32)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatalf("lowering RLIMIT_NOFILE: %v", err)
+	}
+	restore := func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
+		}
+	}
+	defer restore()
+	if _, err := io.WriteString(stdin, "connect\n"); err != nil {
+		t.Fatal(err)
+	}
+	opened, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	t.Logf("the helper opened %s connections; the server may hold about 32", strings.TrimSpace(opened))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.logs.String(), "cannot accept connections") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never failed to accept:\n%s", s.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The helper closes its connections and exits; the server's sockets
+	// see EOF and close, and its accept succeeds again.
+	waitHelper()
+	restore()
+	if err := s.healthOK(); err != nil {
+		t.Fatalf("/health after the descriptors were freed: %v\n%s", err, s.logs)
+	}
+	logs := s.logs.String()
+	if !strings.Contains(logs, "too many open files") || !strings.Contains(logs, "accepting connections again") {
+		t.Errorf("the burst was not logged:\n%s", logs)
+	}
+	if strings.Contains(logs, "server stopped") {
+		t.Errorf("the server stopped:\n%s", logs)
+	}
+}
+
+// TestHelperOpenConnections is TestAcceptSurvivesEMFILE's helper process:
+// on a line on stdin it opens 200 idle connections to
+// $PYEXEC_HELPER_CONNECT, prints how many, and holds them until stdin
+// closes.
+func TestHelperOpenConnections(t *testing.T) {
+	addr := os.Getenv("PYEXEC_HELPER_CONNECT")
+	if addr == "" {
+		t.Skip("a helper process of TestAcceptSurvivesEMFILE")
+	}
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		os.Exit(1)
+	}
+	var conns []net.Conn
+	for range 200 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	fmt.Println(len(conns))
+	_, _ = io.Copy(io.Discard, in)
+	for _, c := range conns {
+		c.Close()
+	}
+	os.Exit(0)
+}
+
+// TestTokenNeverLogged: a request with the right token and a header
+// fasthttp refuses (a control character in its value) makes fasthttp log
+// the error; it goes to the service's JSON log, at warn level, without
+// the request's bytes, so the token is not in the log.
+func TestTokenNeverLogged(t *testing.T) {
+	const token = "s3cr3t-token-in-a-header"
+	s := startServer(t, token, "--warm", "1")
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = io.WriteString(c, "POST /execute HTTP/1.1\r\nHost: pyexec\r\nAuthorization: Bearer "+token+
+		"\r\nX-Trace: a\x01b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 400") {
+		t.Errorf("answer %q, want 400", answer)
+	}
+	// fasthttp logs from its worker after the connection is closed.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.logs.String(), `"component":"fasthttp"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fasthttp's error was not logged through the service's logger:\n%s", s.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	logs := s.logs.String()
+	if strings.Contains(logs, token) {
+		t.Errorf("the token is in the log:\n%s", logs)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(line), &fields); err != nil {
+			t.Errorf("log line is not JSON (%v): %q", err, line)
+		}
+		if fields["component"] == "fasthttp" && fields["level"] != "warn" {
+			t.Errorf("fasthttp's line is not at warn level: %q", line)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sandbox-exec/pyexec/pool"
+	"github.com/sandbox-exec/pyexec/runner"
+)
+
+// blockingExecutor holds every execution until release is closed, telling
+// started each time one begins.
+type blockingExecutor struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+var _ Executor = (*blockingExecutor)(nil)
+
+func (b *blockingExecutor) Execute(ctx context.Context, _ runner.Request) (runner.Output, pool.Timing, error) {
+	b.started <- struct{}{}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return runner.Output{Result: []byte(`1`)}, pool.Timing{}, nil
+}
+
+func (b *blockingExecutor) Ready() bool       { return true }
+func (b *blockingExecutor) Stats() pool.Stats { return pool.Stats{} }
+
+// bodyOf returns a request body of exactly n bytes.
+func bodyOf(n int) []byte {
+	head := `{"script": "def main(): return 1", "input": "`
+	return []byte(head + strings.Repeat("a", n-len(head)-2) + `"}`)
+}
+
+// TestBodyBudget: while one request holds the whole budget of body bytes
+// in flight, another waits for it half its read timeout and is 503
+// overloaded, retryable; once the first is answered, the budget is free
+// again.
+func TestBodyBudget(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 64 << 10
+	cfg.MaxBodyBytesInFlight = 64 << 10
+	cfg.ReadTimeout = 2 * time.Second
+	exec := &blockingExecutor{started: make(chan struct{}, 2), release: make(chan struct{})}
+	c := startServer(t, cfg, exec)
+
+	first := make(chan response, 1)
+	go func() { first <- post(t, c, "application/json", bodyOf(48<<10)) }()
+	<-exec.started // the first holds 48 KiB of 64 until it is answered
+
+	start := time.Now()
+	r := post(t, c, "application/json", bodyOf(32<<10))
+	errObj := checkErrorBody(t, r, http.StatusServiceUnavailable, TypeOverloaded)
+	if msg := errorMessage(t, errObj); !strings.Contains(msg, "request bodies") {
+		t.Errorf("message %q", msg)
+	}
+	if waited := time.Since(start); waited < cfg.ReadTimeout/2 || waited > cfg.ReadTimeout {
+		t.Errorf("refused after %v, want a wait of half the read timeout %v", waited, cfg.ReadTimeout)
+	}
+
+	close(exec.release)
+	if r := <-first; r.status != http.StatusOK {
+		t.Fatalf("first request: %d %s", r.status, r.body)
+	}
+	if r := post(t, c, "application/json", bodyOf(64<<10)); r.status != http.StatusOK {
+		t.Errorf("after the budget was given back: %d %s", r.status, r.body)
+	}
+}
+
+// TestBodyCapsWhenStreamed: fasthttp streams bodies to the handler and
+// checks no cap itself, so the handler refuses a declared length over
+// --max-body-bytes before reading it and a chunked body once it passes
+// the cap, and reads bodies within it, chunked or not.
+func TestBodyCapsWhenStreamed(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 4096
+	exec := &fakeExecutor{out: runner.Output{Result: []byte(`1`)}}
+	c := startServer(t, cfg, exec)
+	cases := []struct {
+		name    string
+		body    []byte
+		chunked bool
+		status  int
+	}{
+		{"declared, within", bodyOf(4096), false, http.StatusOK},
+		{"declared, over", bodyOf(4097), false, http.StatusRequestEntityTooLarge},
+		{"chunked, within", bodyOf(4096), true, http.StatusOK},
+		{"chunked, over", bodyOf(64 << 10), true, http.StatusRequestEntityTooLarge},
+		// fasthttp would read a multipart form of any length itself.
+		{"multipart, over", bodyOf(64 << 10), false, http.StatusRequestEntityTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://pyexec.test/execute")
+			req.Header.SetMethod(http.MethodPost)
+			req.Header.SetContentType("application/json")
+			if strings.HasPrefix(tc.name, "multipart") {
+				req.Header.SetContentType("multipart/form-data; boundary=xyz")
+			}
+			if tc.chunked {
+				req.SetBodyStream(bytes.NewReader(tc.body), -1) // -1: sent chunked
+			} else {
+				req.SetBody(tc.body)
+			}
+			if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode() != tc.status {
+				t.Errorf("status %d, want %d: %s", resp.StatusCode(), tc.status, resp.Body())
+			}
+		})
+	}
+}
