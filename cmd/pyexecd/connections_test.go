@@ -165,8 +165,15 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 	// see EOF and close, and its accept succeeds again.
 	waitHelper()
 	restore()
-	if err := s.healthOK(); err != nil {
-		t.Fatalf("/health after the descriptors were freed: %v\n%s", err, s.logs)
+	// On a new connection: a kept-alive one would need no accept.
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := fresh.Get(s.url + "/health")
+	if err != nil {
+		t.Fatalf("/health on a new connection after the descriptors were freed: %v\n%s", err, s.logs)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/health on a new connection after the descriptors were freed: %s\n%s", resp.Status, s.logs)
 	}
 	logs := s.logs.String()
 	if !strings.Contains(logs, "too many open files") || !strings.Contains(logs, "accepting connections again") {
