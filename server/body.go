@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -48,17 +49,23 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) ([]byte, func(), error) {
 		return nil, func() {}, &APIError{Type: TypeOverloaded, Status: http.StatusServiceUnavailable, Retryable: true,
 			Message: "too many request bodies are being received; retry after the Retry-After delay"}
 	}
-	release := func() { s.bodyBudget.Release(weight) }
 	body, err := readStream(ctx.RequestBodyStream(), declared, s.cfg.MaxBodyBytes)
 	if err != nil {
-		release()
+		s.bodyBudget.Release(weight)
 		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 			return nil, func() {}, s.bodyTooLarge()
 		}
 		return nil, func() {}, invalidRequest(fmt.Sprintf("cannot read the request body: %v", err))
 	}
+	if held := int64(len(body)); held < weight {
+		// A chunked body took the whole cap: keep only what it is, for
+		// the rest of the request's life.
+		s.bodyBudget.Release(weight - held)
+		weight = held
+	}
 	logOf(ctx).bytesIn = len(body)
-	return body, release, nil
+	var once sync.Once
+	return body, func() { once.Do(func() { s.bodyBudget.Release(weight) }) }, nil
 }
 
 // readStream reads a body of declared bytes, or of at most limit when

@@ -124,3 +124,50 @@ func TestBodyCapsWhenStreamed(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedBodyKeepsOnlyItsSize: a chunked body takes the whole cap
+// from the budget while it is read (its length is unknown), then keeps
+// only its own size while its request waits and runs: a second request
+// that fits beside it is not refused.
+func TestChunkedBodyKeepsOnlyItsSize(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 64 << 10
+	cfg.MaxBodyBytesInFlight = 96 << 10
+	cfg.ReadTimeout = 2 * time.Second
+	exec := &blockingExecutor{started: make(chan struct{}, 2), release: make(chan struct{})}
+	c := startServer(t, cfg, exec)
+
+	first := make(chan int, 1)
+	go func() {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://pyexec.test/execute")
+		req.Header.SetMethod(http.MethodPost)
+		req.Header.SetContentType("application/json")
+		req.SetBodyStream(bytes.NewReader(bodyOf(1024)), -1) // -1: sent chunked
+		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
+			first <- 0
+			return
+		}
+		first <- resp.StatusCode()
+	}()
+	<-exec.started // the chunked request is running, its 1 KiB body held
+
+	// 48 KiB fit beside 1 KiB in 96, not beside the whole 64 KiB cap.
+	go func() {
+		<-exec.started
+		close(exec.release)
+	}()
+	start := time.Now()
+	if r := post(t, c, "application/json", bodyOf(48<<10)); r.status != http.StatusOK {
+		t.Errorf("a request that fits beside a small chunked body: %d %s", r.status, r.body)
+	}
+	if waited := time.Since(start); waited >= cfg.ReadTimeout/2 {
+		t.Errorf("it waited %v for budget", waited)
+	}
+	if status := <-first; status != http.StatusOK {
+		t.Errorf("chunked request: %d", status)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -216,7 +218,7 @@ func New(cfg Config, exec Executor) *Server {
 		// fasthttp's own messages (a malformed request, a connection it
 		// could not serve) go to the service's log as JSON, and without
 		// the request's bytes: they hold the bearer token.
-		Logger:                fasthttpLogger{s.cfg.Logger},
+		Logger:                fasthttpLogger{logger: s.cfg.Logger, redact: s.redact},
 		SecureErrorLogMessage: true,
 	}
 	return s
@@ -229,11 +231,31 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // fasthttpLogger writes fasthttp's log lines through the server's logger,
-// at warn level: fasthttp logs only what went wrong.
-type fasthttpLogger struct{ logger zerolog.Logger }
+// at warn level: fasthttp logs only what went wrong. Its messages quote
+// request bytes (a malformed header's value, SecureErrorLogMessage or
+// not), so they are redacted first.
+type fasthttpLogger struct {
+	logger zerolog.Logger
+	redact func(string) string
+}
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.logger.Warn().Str("component", "fasthttp").Msgf(format, args...)
+	l.logger.Warn().Str("component", "fasthttp").Msg(l.redact(fmt.Sprintf(format, args...)))
+}
+
+// bearerValue is what follows "Bearer" in text that quotes a header: the
+// credential, up to the end of the quoted value.
+var bearerValue = regexp.MustCompile(`(?i)(bearer)[\s:]*[^\s"'\\]+`)
+
+// redact removes credentials from text that may quote what a client sent
+// (fasthttp's parse errors quote the offending header's value): the
+// server's own token wherever it appears, and anything that follows
+// "Bearer", in case a client sent a token that is not the server's.
+func (s *Server) redact(text string) string {
+	if s.cfg.AuthToken != "" {
+		text = strings.ReplaceAll(text, s.cfg.AuthToken, "[redacted]")
+	}
+	return bearerValue.ReplaceAllString(text, "$1 [redacted]")
 }
 
 // Shutdown stops accepting connections and waits for requests in flight
@@ -317,7 +339,7 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		apiErr = s.bodyTooLarge()
 	default:
-		apiErr = invalidRequest("cannot read the HTTP request: " + err.Error())
+		apiErr = invalidRequest("cannot read the HTTP request: " + s.redact(err.Error()))
 	}
 	// fasthttp calls this outside the handler chain: log it here.
 	start := time.Now()
