@@ -119,18 +119,25 @@ func DefaultConfig() Config {
 // million connections.
 const maxConnectionsCeiling = 10000
 
-// DefaultMaxConnections is half the process's descriptor limit
-// (RLIMIT_NOFILE, whose soft value Go raises to the hard one at start), at
-// most 10000 and at least 64. The other half is for everything else the
-// server opens: each sandbox's pipes, the zygotes', the listener, and one
-// descriptor per request waiting or running (its hang-up watch), so a
-// flood of connections cannot take the descriptors the sandboxes need.
-func DefaultMaxConnections() int {
+// DefaultMaxConnections is MaxConnectionsFor with a reserve of 256
+// descriptors, for a server whose pool is not known.
+func DefaultMaxConnections() int { return MaxConnectionsFor(256) }
+
+// MaxConnectionsFor is the connection cap that leaves reserved
+// descriptors of the process's limit (RLIMIT_NOFILE, whose soft value Go
+// raises to the hard one at start) to what the server opens besides
+// connections (each sandbox's pipes and pidfd, the zygotes', the
+// listener), and counts two for each connection: its socket, and the
+// duplicate its hang-up watch holds while its request waits or runs. So a
+// flood of connections cannot take the descriptors the sandboxes need. At
+// most 10000, at least 8.
+func MaxConnectionsFor(reserved int) int {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
 		return maxConnectionsCeiling
 	}
-	return int(min(max(lim.Cur/2, 64), maxConnectionsCeiling))
+	free := int64(lim.Cur) - int64(reserved)
+	return int(min(max(free/2, 8), maxConnectionsCeiling))
 }
 
 func (c Config) withDefaults() Config {

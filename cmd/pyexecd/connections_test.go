@@ -184,10 +184,11 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 	}
 }
 
-// TestHelperOpenConnections is TestAcceptSurvivesEMFILE's helper process:
-// on a line on stdin it opens 200 idle connections to
-// $PYEXEC_HELPER_CONNECT, prints how many, and holds them until stdin
-// closes.
+// TestHelperOpenConnections is the helper process of TestAcceptSurvivesEMFILE
+// and TestDefaultConnectionCapLeavesSandboxesDescriptors: on a line on
+// stdin it opens $PYEXEC_HELPER_CONNECTIONS (200) connections to
+// $PYEXEC_HELPER_CONNECT, idle or each with a request, prints how many,
+// and holds them until stdin closes.
 func TestHelperOpenConnections(t *testing.T) {
 	addr := os.Getenv("PYEXEC_HELPER_CONNECT")
 	if addr == "" {
@@ -197,13 +198,24 @@ func TestHelperOpenConnections(t *testing.T) {
 	if _, err := in.ReadString('\n'); err != nil {
 		os.Exit(1)
 	}
+	// PYEXEC_HELPER_EXECUTE: each connection sends a request that runs
+	// that script, and nothing reads the answers.
+	script := os.Getenv("PYEXEC_HELPER_EXECUTE")
+	count := 200
+	if n, err := strconv.Atoi(os.Getenv("PYEXEC_HELPER_CONNECTIONS")); err == nil {
+		count = n
+	}
 	var conns []net.Conn
-	for range 200 {
+	for range count {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			break
 		}
 		conns = append(conns, c)
+		if script != "" {
+			body, _ := json.Marshal(map[string]string{"script": script})
+			_, _ = fmt.Fprintf(c, "POST /execute HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
 	}
 	fmt.Println(len(conns))
 	_, _ = io.Copy(io.Discard, in)
@@ -275,5 +287,72 @@ func TestTokenNeverLogged(t *testing.T) {
 		if fields["component"] == "fasthttp" && fields["level"] != "warn" {
 			t.Errorf("fasthttp's line is not at warn level: %q", line)
 		}
+	}
+}
+
+// TestDefaultConnectionCapLeavesSandboxesDescriptors: under a small
+// descriptor limit, the default --max-connections counts two descriptors a
+// connection (its socket, and its hang-up watch's duplicate while its
+// request waits) and keeps the pool's own: a flood of requests that wait
+// for a sandbox gets 503s at the cap, and never leaves the pool without
+// descriptors to build sandboxes (half the limit for connections did:
+// "pipe2: too many open files" in every build).
+func TestDefaultConnectionCapLeavesSandboxesDescriptors(t *testing.T) {
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := saved
+	lowered.Cur = uint64(len(entries) + 360)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatalf("lowering RLIMIT_NOFILE: %v", err)
+	}
+	defer func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
+		}
+	}()
+	// 4 busy: 256 requests may wait, each holding its watch's duplicate.
+	s := startServer(t, "", "--warm", "1", "--max-busy", "4")
+	s.waitSettled(t, 1)
+
+	helper := exec.Command(os.Args[0], "-test.run=^TestHelperOpenConnections$")
+	helper.Env = append(os.Environ(), "PYEXEC_HELPER_CONNECT="+strings.TrimPrefix(s.url, "http://"),
+		"PYEXEC_HELPER_CONNECTIONS=300", "PYEXEC_HELPER_EXECUTE=import time\ndef main():\n    time.sleep(0.2)\n    return 1\n")
+	stdin, err := helper.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stdin, "connect\n"); err != nil {
+		t.Fatal(err)
+	}
+	opened, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	t.Logf("the helper opened %s connections, each with a request", strings.TrimSpace(opened))
+	time.Sleep(3 * time.Second) // the requests accepted wait, run and are answered
+	stdin.Close()
+	if err := helper.Wait(); err != nil {
+		t.Errorf("helper: %v", err)
+	}
+	if logs := s.logs.String(); strings.Contains(logs, "too many open files") {
+		t.Errorf("the server ran out of descriptors:\n%s", logs)
+	}
+	var got int
+	s.mustSucceed(t, "def main():\n    return 7\n", nil, &got)
+	if got != 7 {
+		t.Errorf("after the flood: result %d", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -114,7 +115,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", sd.MaxScriptBytes, "cap on the script")
 	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", sd.MaxBodyBytes, "cap on the request body (413 above)")
 	fs.Int64Var(&o.server.MaxBodyBytesInFlight, "max-body-bytes-in-flight", sd.MaxBodyBytesInFlight, "cap on the request body bytes held at once across requests, from the first byte read until the answer is made; a request that cannot get its share within half of the read timeout is 503 overloaded (at least --max-body-bytes)")
-	fs.IntVar(&o.server.MaxConnections, "max-connections", sd.MaxConnections, "connections open at once; one over it is answered 503 and closed (default: half the descriptor limit, at most 10000)")
+	fs.IntVar(&o.server.MaxConnections, "max-connections", 0, "connections open at once; one over it is answered 503 and closed (0: half of what the descriptor limit leaves after the pool's own descriptors, at most 10000)")
 	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
 	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
@@ -158,8 +159,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if o.pool.MaxBusy < 0 || o.pool.MaxWaiting < 0 || o.pool.BuildConcurrency < 0 {
 		return o, errors.New("--max-busy, --max-waiting and --build-concurrency must not be negative (0 derives them from the CPUs)")
 	}
-	if o.server.MaxConnections < 1 {
-		return o, fmt.Errorf("--max-connections must be at least 1 (got %d)", o.server.MaxConnections)
+	if o.server.MaxConnections < 0 {
+		return o, fmt.Errorf("--max-connections must be at least 0 (got %d)", o.server.MaxConnections)
+	}
+	if o.server.MaxConnections == 0 {
+		o.server.MaxConnections = server.MaxConnectionsFor(poolDescriptors(o))
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -395,4 +399,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return fmt.Errorf("server stopped: %w", err)
 	}
 	return nil
+}
+
+// poolDescriptors is a generous count of the descriptors the server holds
+// besides its connections: 8 for each sandbox it may hold at once (its
+// channel, output pipes, pidfd and, while it is made, the other ends),
+// busy, warm or being built, 16 for each zygote (counting one retiring
+// while its successor serves), and 64 for the rest (the listener, logs,
+// the runtime's own).
+func poolDescriptors(o options) int {
+	busy := o.pool.MaxBusy
+	if busy == 0 {
+		busy = 2 * runtime.NumCPU()
+	}
+	building := o.pool.BuildConcurrency
+	if building == 0 {
+		building = runtime.NumCPU()
+	}
+	return 64 + 8*(busy+o.pool.Warm+building) + 16*o.runner.Zygotes
 }
