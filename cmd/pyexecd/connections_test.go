@@ -102,58 +102,11 @@ func TestConnectionCap(t *testing.T) {
 func TestAcceptSurvivesEMFILE(t *testing.T) {
 	s := startServer(t, "", "--warm", "1")
 	s.waitSettled(t, 1)
-	helper := exec.Command(os.Args[0], "-test.run=^TestHelperOpenConnections$")
-	helper.Env = append(os.Environ(), "PYEXEC_HELPER_CONNECT="+strings.TrimPrefix(s.url, "http://"))
-	stdin, err := helper.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := false
-	waitHelper := func() {
-		stdin.Close()
-		if !waited {
-			waited = true
-			if err := helper.Wait(); err != nil {
-				t.Errorf("helper: %v", err)
-			}
-		}
-	}
-	defer waitHelper()
-
-	var saved syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lowered := saved
-	lowered.Cur = uint64(len(entries) + 32)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
-		t.Fatalf("lowering RLIMIT_NOFILE: %v", err)
-	}
-	restore := func() {
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
-			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
-		}
-	}
+	helper := startConnectionHelper(t, s)
+	defer helper.wait()
+	restore := lowerDescriptorLimit(t, 32)
 	defer restore()
-	if _, err := io.WriteString(stdin, "connect\n"); err != nil {
-		t.Fatal(err)
-	}
-	opened, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	t.Logf("the helper opened %s connections; the server may hold about 32", strings.TrimSpace(opened))
+	t.Logf("the helper opened %s connections; the server may hold about 32", helper.connect())
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(s.logs.String(), "cannot accept connections") {
 		if time.Now().After(deadline) {
@@ -163,7 +116,7 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 	}
 	// The helper closes its connections and exits; the server's sockets
 	// see EOF and close, and its accept succeeds again.
-	waitHelper()
+	helper.wait()
 	restore()
 	// On a new connection: a kept-alive one would need no accept.
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -298,6 +251,33 @@ func TestTokenNeverLogged(t *testing.T) {
 // descriptors to build sandboxes (half the limit for connections did:
 // "pipe2: too many open files" in every build).
 func TestDefaultConnectionCapLeavesSandboxesDescriptors(t *testing.T) {
+	restore := lowerDescriptorLimit(t, 360)
+	defer restore()
+	// 4 busy: 256 requests may wait, each holding its watch's duplicate.
+	s := startServer(t, "", "--warm", "1", "--max-busy", "4")
+	s.waitSettled(t, 1)
+
+	helper := startConnectionHelper(t, s, "PYEXEC_HELPER_CONNECTIONS=300",
+		"PYEXEC_HELPER_EXECUTE=import time\ndef main():\n    time.sleep(0.2)\n    return 1\n")
+	defer helper.wait()
+	t.Logf("the helper opened %s connections, each with a request", helper.connect())
+	time.Sleep(3 * time.Second) // the requests accepted wait, run and are answered
+	helper.wait()
+	if logs := s.logs.String(); strings.Contains(logs, "too many open files") {
+		t.Errorf("the server ran out of descriptors:\n%s", logs)
+	}
+	var got int
+	s.mustSucceed(t, "def main():\n    return 7\n", nil, &got)
+	if got != 7 {
+		t.Errorf("after the flood: result %d", got)
+	}
+}
+
+// lowerDescriptorLimit lowers this process's RLIMIT_NOFILE (the server's
+// too: they are one process) to the descriptors open now plus extra, and
+// returns the function that restores it (safe to call twice).
+func lowerDescriptorLimit(t *testing.T, extra int) (restore func()) {
+	t.Helper()
 	var saved syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
 		t.Fatal(err)
@@ -307,52 +287,69 @@ func TestDefaultConnectionCapLeavesSandboxesDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	lowered := saved
-	lowered.Cur = uint64(len(entries) + 360)
+	lowered.Cur = uint64(len(entries) + extra)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
 		t.Fatalf("lowering RLIMIT_NOFILE: %v", err)
 	}
-	defer func() {
+	return func() {
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
 			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
 		}
-	}()
-	// 4 busy: 256 requests may wait, each holding its watch's duplicate.
-	s := startServer(t, "", "--warm", "1", "--max-busy", "4")
-	s.waitSettled(t, 1)
+	}
+}
 
-	helper := exec.Command(os.Args[0], "-test.run=^TestHelperOpenConnections$")
-	helper.Env = append(os.Environ(), "PYEXEC_HELPER_CONNECT="+strings.TrimPrefix(s.url, "http://"),
-		"PYEXEC_HELPER_CONNECTIONS=300", "PYEXEC_HELPER_EXECUTE=import time\ndef main():\n    time.sleep(0.2)\n    return 1\n")
-	stdin, err := helper.StdinPipe()
+// connectionHelper is a process of this test binary that holds
+// connections to a server (TestHelperOpenConnections), outside the test's
+// descriptor limit.
+type connectionHelper struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	waited bool
+}
+
+// startConnectionHelper starts the helper for server s, with env added
+// to its environment.
+func startConnectionHelper(t *testing.T, s *testServer, env ...string) *connectionHelper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperOpenConnections$")
+	cmd.Env = append(append(os.Environ(), "PYEXEC_HELPER_CONNECT="+strings.TrimPrefix(s.url, "http://")), env...)
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdout, err := helper.StdoutPipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := helper.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.WriteString(stdin, "connect\n"); err != nil {
-		t.Fatal(err)
+	return &connectionHelper{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)}
+}
+
+// connect makes the helper open its connections, and says how many it did.
+func (h *connectionHelper) connect() string {
+	h.t.Helper()
+	if _, err := io.WriteString(h.stdin, "connect\n"); err != nil {
+		h.t.Fatal(err)
 	}
-	opened, err := bufio.NewReader(stdout).ReadString('\n')
+	opened, err := h.stdout.ReadString('\n')
 	if err != nil {
-		t.Fatalf("helper: %v", err)
+		h.t.Fatalf("helper: %v", err)
 	}
-	t.Logf("the helper opened %s connections, each with a request", strings.TrimSpace(opened))
-	time.Sleep(3 * time.Second) // the requests accepted wait, run and are answered
-	stdin.Close()
-	if err := helper.Wait(); err != nil {
-		t.Errorf("helper: %v", err)
-	}
-	if logs := s.logs.String(); strings.Contains(logs, "too many open files") {
-		t.Errorf("the server ran out of descriptors:\n%s", logs)
-	}
-	var got int
-	s.mustSucceed(t, "def main():\n    return 7\n", nil, &got)
-	if got != 7 {
-		t.Errorf("after the flood: result %d", got)
+	return strings.TrimSpace(opened)
+}
+
+// wait closes the helper's connections and waits for it to exit; safe to
+// call twice.
+func (h *connectionHelper) wait() {
+	h.stdin.Close()
+	if !h.waited {
+		h.waited = true
+		if err := h.cmd.Wait(); err != nil {
+			h.t.Errorf("helper: %v", err)
+		}
 	}
 }
