@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -169,5 +172,64 @@ func TestChunkedBodyKeepsOnlyItsSize(t *testing.T) {
 	}
 	if status := <-first; status != http.StatusOK {
 		t.Errorf("chunked request: %d", status)
+	}
+}
+
+// TestExpectContinue: a client that asks before sending its body is told
+// 401 without the token and 413 over the cap at once, and 100 Continue
+// otherwise, after which its body is read and answered.
+func TestExpectContinue(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 4096
+	cfg.AuthToken = "t0ken"
+	c := startServer(t, cfg, &fakeExecutor{out: runner.Output{Result: []byte(`1`)}})
+	body := bodyOf(1024)
+	for _, tc := range []struct {
+		name, auth string
+		length     int
+		want       string
+	}{
+		{"no token", "", len(body), "HTTP/1.1 401"},
+		{"over the cap", "Bearer t0ken", 1 << 30, "HTTP/1.1 413"},
+		{"within", "Bearer t0ken", len(body), "HTTP/1.1 100 Continue"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := c.Dial("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			head := fmt.Sprintf("POST /execute HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", tc.length)
+			if tc.auth != "" {
+				head += "Authorization: " + tc.auth + "\r\n"
+			}
+			if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			reader := bufio.NewReader(conn)
+			status, err := reader.ReadString('\n')
+			if err != nil || !strings.HasPrefix(status, tc.want) {
+				t.Fatalf("first answer %q (%v), want %q before the body is sent", status, err, tc.want)
+			}
+			if tc.want != "HTTP/1.1 100 Continue" {
+				return
+			}
+			if _, err := conn.Write(body); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				line, err := reader.ReadString('\n')
+				if err != nil {
+					t.Fatalf("after the body: %v", err)
+				}
+				if strings.HasPrefix(line, "HTTP/1.1 ") && !strings.HasPrefix(line, "HTTP/1.1 100") {
+					if !strings.HasPrefix(line, "HTTP/1.1 200") {
+						t.Errorf("after the body: %q", line)
+					}
+					return
+				}
+			}
+		})
 	}
 }

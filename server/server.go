@@ -226,6 +226,7 @@ func New(cfg Config, exec Executor) *Server {
 		// could not serve) go to the service's log as JSON, and without
 		// the request's bytes: they hold the bearer token.
 		Logger:                fasthttpLogger{logger: s.cfg.Logger, redact: s.redact},
+		ExpectHandler:         s.expectContinue,
 		SecureErrorLogMessage: true,
 	}
 	return s
@@ -235,6 +236,24 @@ func New(cfg Config, exec Executor) *Server {
 // (out of descriptors) are retried rather than ending Serve.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.http.Serve(newRetryListener(ln, s.cfg.Logger))
+}
+
+// expectContinue answers a request's "Expect: 100-continue" before its
+// body is sent: an /execute that would be refused anyway (without the
+// token, or with a Content-Length over the cap) is refused now, and the
+// client does not upload its body for nothing. fasthttp closes the
+// connection after such a refusal.
+func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if string(ctx.Path()) != "/execute" {
+		return fasthttp.StatusContinue
+	}
+	if !s.authorized(ctx) {
+		return http.StatusUnauthorized
+	}
+	if ctx.Request.Header.ContentLength() > s.cfg.MaxBodyBytes {
+		return http.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
 }
 
 // fasthttpLogger writes fasthttp's log lines through the server's logger,
