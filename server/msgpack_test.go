@@ -134,8 +134,11 @@ func TestJSONToMsgpackIsCompactAndStreams(t *testing.T) {
 	if buf.Len() != n+5 { // array32 header and one byte per zero
 		t.Errorf("%d bytes of msgpack, want %d", buf.Len(), n+5)
 	}
-	if allocs > 10 {
-		t.Errorf("%v allocations", allocs)
+	// A handful (the stack of open containers); the count is the whole
+	// process's, so other goroutines' allocations can add a few. A tree
+	// of values made 3.5 million.
+	if allocs > 100 {
+		t.Errorf("%v allocations for %d elements", allocs, n)
 	}
 }
 
