@@ -217,7 +217,7 @@ func treeUsage(pid int) (Usage, bool) {
 	// Bounded: a sandbox has at most --max-processes processes, but a
 	// listing may race with forks; never walk more than this.
 	const maxProcesses = 4096
-	queue := childrenOf(pid)
+	queue, _ := childrenOf(pid)
 	for seen := 0; len(queue) > 0 && seen < maxProcesses; seen++ {
 		child := queue[0]
 		queue = queue[1:]
@@ -229,21 +229,25 @@ func treeUsage(pid int) (Usage, bool) {
 		}
 		total.CPU += u.CPU
 		total.MaxRSSKB = max(total.MaxRSSKB, u.MaxRSSKB)
-		queue = append(queue, childrenOf(child)...)
+		grandchildren, _ := childrenOf(child)
+		queue = append(queue, grandchildren...)
 	}
 	return total, true
 }
 
-// childrenOf lists the children of every thread of process pid.
-func childrenOf(pid int) []int {
+// childrenOf lists the children of every thread of process pid (a child
+// belongs to the thread that made it), from /proc/<pid>/task/<tid>/children;
+// ok is false when the process cannot be read.
+func childrenOf(pid int) (children []int, ok bool) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return nil
+		return nil, false
 	}
-	var children []int
+	ok = true
 	for _, task := range tasks {
 		list, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
 		if err != nil {
+			ok = false // a thread that ended since the listing, or worse
 			continue
 		}
 		for _, field := range strings.Fields(string(list)) {
@@ -252,28 +256,15 @@ func childrenOf(pid int) []int {
 			}
 		}
 	}
-	return children
+	return children, ok
 }
 
-// hasChildren says whether any thread of process pid has a child alive (or
-// not yet reaped), from /proc/<pid>/task/<tid>/children: a child belongs to
-// the thread that made it. A process that cannot be read counts as having
-// children, so that the caller takes the careful path.
+// hasChildren says whether process pid has a child alive (or not yet
+// reaped). A process that cannot be read counts as having children, so
+// that the caller takes the careful path.
 func hasChildren(pid int) bool {
-	if pid <= 0 {
-		return true
-	}
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return true
-	}
-	for _, task := range tasks {
-		children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		if err != nil || len(strings.TrimSpace(string(children))) > 0 {
-			return true
-		}
-	}
-	return false
+	children, ok := childrenOf(pid)
+	return pid <= 0 || !ok || len(children) > 0
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -64,8 +63,7 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) ([]byte, func(), error) {
 		weight = held
 	}
 	logOf(ctx).bytesIn = len(body)
-	var once sync.Once
-	return body, func() { once.Do(func() { s.bodyBudget.Release(weight) }) }, nil
+	return body, func() { s.bodyBudget.Release(weight) }, nil
 }
 
 // readStream reads a body of declared bytes, or of at most limit when

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
@@ -103,26 +100,18 @@ func TestBodyCapsWhenStreamed(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req := fasthttp.AcquireRequest()
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://pyexec.test/execute")
-			req.Header.SetMethod(http.MethodPost)
-			req.Header.SetContentType("application/json")
+			contentType := "application/json"
 			if strings.HasPrefix(tc.name, "multipart") {
-				req.Header.SetContentType("multipart/form-data; boundary=xyz")
+				contentType = "multipart/form-data; boundary=xyz"
 			}
+			var r response
 			if tc.chunked {
-				req.SetBodyStream(bytes.NewReader(tc.body), -1) // -1: sent chunked
+				r = postChunked(t, c, contentType, tc.body)
 			} else {
-				req.SetBody(tc.body)
+				r = post(t, c, contentType, tc.body)
 			}
-			if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode() != tc.status {
-				t.Errorf("status %d, want %d: %s", resp.StatusCode(), tc.status, resp.Body())
+			if r.status != tc.status {
+				t.Errorf("status %d, want %d: %s", r.status, tc.status, r.body)
 			}
 		})
 	}
@@ -140,22 +129,8 @@ func TestChunkedBodyKeepsOnlyItsSize(t *testing.T) {
 	exec := &blockingExecutor{started: make(chan struct{}, 2), release: make(chan struct{})}
 	c := startServer(t, cfg, exec)
 
-	first := make(chan int, 1)
-	go func() {
-		req := fasthttp.AcquireRequest()
-		resp := fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI("http://pyexec.test/execute")
-		req.Header.SetMethod(http.MethodPost)
-		req.Header.SetContentType("application/json")
-		req.SetBodyStream(bytes.NewReader(bodyOf(1024)), -1) // -1: sent chunked
-		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
-			first <- 0
-			return
-		}
-		first <- resp.StatusCode()
-	}()
+	first := make(chan response, 1)
+	go func() { first <- postChunked(t, c, "application/json", bodyOf(1024)) }()
 	<-exec.started // the chunked request is running, its 1 KiB body held
 
 	// 48 KiB fit beside 1 KiB in 96, not beside the whole 64 KiB cap.
@@ -170,8 +145,8 @@ func TestChunkedBodyKeepsOnlyItsSize(t *testing.T) {
 	if waited := time.Since(start); waited >= cfg.ReadTimeout/2 {
 		t.Errorf("it waited %v for budget", waited)
 	}
-	if status := <-first; status != http.StatusOK {
-		t.Errorf("chunked request: %d", status)
+	if r := <-first; r.status != http.StatusOK {
+		t.Errorf("chunked request: %d %s", r.status, r.body)
 	}
 }
 

@@ -372,7 +372,10 @@ func hex4(b []byte) (rune, bool) {
 }
 
 // The append functions write msgpack headers and numbers in their
-// smallest form.
+// smallest form, into the converter's buffer. msgpack.Encoder has the same
+// forms, but writes each value to its writer on its own, and takes a
+// string only as a Go string: one conversion, so one allocation, per JSON
+// string of a result that may hold millions.
 
 func appendArrayLen(b []byte, n uint32) []byte {
 	switch {

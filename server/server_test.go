@@ -85,6 +85,19 @@ type response struct {
 
 func post(t *testing.T, c *fasthttp.Client, contentType string, body []byte, header ...string) response {
 	t.Helper()
+	return send(t, c, contentType, func(req *fasthttp.Request) { req.SetBody(body) }, header...)
+}
+
+// postChunked is post with the body sent in chunked encoding (no
+// Content-Length).
+func postChunked(t *testing.T, c *fasthttp.Client, contentType string, body []byte) response {
+	t.Helper()
+	return send(t, c, contentType, func(req *fasthttp.Request) { req.SetBodyStream(bytes.NewReader(body), -1) })
+}
+
+// send posts to /execute with the body setBody puts in the request.
+func send(t *testing.T, c *fasthttp.Client, contentType string, setBody func(*fasthttp.Request), header ...string) response {
+	t.Helper()
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -95,7 +108,7 @@ func post(t *testing.T, c *fasthttp.Client, contentType string, body []byte, hea
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	req.SetBody(body)
+	setBody(req)
 	if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
 		t.Fatalf("POST /execute: %v", err)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"strings"
 	"syscall"
@@ -145,19 +143,7 @@ func TestResultWithAKeyTwice(t *testing.T) {
 		}
 	})
 	t.Run("forged result over msgpack", func(t *testing.T) {
-		body, err := msgpack.Marshal(map[string]any{"script": single})
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.Post(s.url+"/execute", "application/msgpack", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		status, raw := s.postMsgpack(t, map[string]any{"script": single})
 		var answer struct {
 			Result any    `msgpack:"result"`
 			Stdout string `msgpack:"stdout"`
@@ -168,8 +154,8 @@ func TestResultWithAKeyTwice(t *testing.T) {
 		if err := msgpack.Unmarshal(raw, &answer); err != nil {
 			t.Fatalf("answer %q: %v", raw, err)
 		}
-		if resp.StatusCode != http.StatusUnprocessableEntity || answer.Error.Type != "protocol_error" || answer.Result != nil || answer.Stdout != "before\n" {
-			t.Errorf("status %d, answer %+v; want a 422 protocol_error, no result, what the script printed", resp.StatusCode, answer)
+		if status != http.StatusUnprocessableEntity || answer.Error.Type != "protocol_error" || answer.Result != nil || answer.Stdout != "before\n" {
+			t.Errorf("status %d, answer %+v; want a 422 protocol_error, no result, what the script printed", status, answer)
 		}
 	})
 	t.Run("forged batch result", func(t *testing.T) {

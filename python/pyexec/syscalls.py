@@ -68,7 +68,7 @@ ALLOWED = (
 SOCKETS = ((1, 1, 0), (1, 2, 0), (1, 5, 0),
            (2, 1, 0), (2, 1, 6), (2, 2, 0), (2, 2, 17),
            (10, 1, 0), (10, 1, 6), (10, 2, 0), (10, 2, 17))
-SOCKET_FAMILIES = (1, 2, 10)
+SOCKET_FAMILIES = tuple(sorted({family for family, _, _ in SOCKETS}))
 SOCK_TYPE_MASK = 0xF
 AF_UNIX = 1
 
