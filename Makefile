@@ -23,6 +23,7 @@ run: build
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 vet:
+	./scripts/check-tracked-sizes.sh
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
