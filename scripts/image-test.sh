@@ -50,7 +50,7 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "run as root: it installs packages and creates a user for rootless podman"
 
 need=""
-for p in podman runc uidmap slirp4netns debootstrap curl ca-certificates; do
+for p in podman runc uidmap slirp4netns catatonit debootstrap curl ca-certificates apparmor; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -58,6 +58,12 @@ if [ -n "$need" ]; then
 	apt-get update -qq -o DPkg::Lock::Timeout=300
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends $need >/dev/null
 fi
+
+# The AppArmor profile for hosts that enforce AppArmor parses (this machine
+# has no AppArmor in its kernel, so it is only parsed, never loaded).
+apparmor_parser --skip-kernel-load --skip-cache "$repo/deploy/apparmor/pyexec" >/dev/null ||
+	fail "deploy/apparmor/pyexec does not parse"
+say "ok: deploy/apparmor/pyexec parses"
 
 # cgroups: every directory of every hierarchy, before anything runs.
 cgroups() { find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sort; }
@@ -160,7 +166,13 @@ fi
 ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 install -m 0644 "$ca" "$work/build-ca.crt"
 version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)
-build=(build --format docker --pull=never --build-arg "JAIL=$jail" --build-arg "VERSION=$version"
+# --network=host: no RUN step gets a network namespace of its own. Rootless
+# podman would otherwise give each one slirp4netns, which must open
+# /dev/net/tun, and a freshly provisioned machine keeps that device
+# root-only (0600): the build then fails at its first RUN ("failed to read
+# from slirp4netns sync pipe"). The steps only download from Debian's mirror
+# and the module proxy, which the host's network reaches as it is.
+build=(build --format docker --pull=never --network=host --build-arg "JAIL=$jail" --build-arg "VERSION=$version"
 	--secret "id=build-ca,src=$work/build-ca.crt" --tag "$image")
 if [ "$jail" = nsjail ]; then
 	build+=(--build-context "nsjail-src=$NSJAIL_SRC")
@@ -185,17 +197,25 @@ for crt in /usr/local/share/ca-certificates/*.crt; do
 done
 rm -f "$work/home/image.tar"
 
-# Run it on a loopback port, with exactly the README's privileges.
+# The container's seccomp profile (deploy/seccomp/pyexec.json: the runtime
+# default plus what the jail needs), readable by the podman user.
+install -m 0644 "$repo/deploy/seccomp/pyexec.json" "$work/seccomp.json"
+
+# The README's privileges (README, "Running in production"), with one
+# difference: the container shares the host's network namespace and listens
+# on a loopback port of its own, because publishing a port from a rootless
+# container needs slirp4netns and so /dev/net/tun, root-only on a fresh
+# machine (see the build above). Every sandbox still gets a network
+# namespace of its own from the jail: the "interfaces" check below.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# (README, "Running in production": the same flags, and why each.)
-run=(run --detach --name pyexec-image-test -p "127.0.0.1:$port:8080"
-	--read-only --read-only-tmpfs=false --cap-drop=ALL --security-opt no-new-privileges
-	--security-opt seccomp=unconfined --security-opt apparmor=unconfined
-	--security-opt unmask=/proc/*)
-say "podman ${run[*]} $image --warm 2"
+privileges=(--read-only --read-only-tmpfs=false --cap-drop=ALL --security-opt no-new-privileges
+	--security-opt unmask=/proc/* --network=host)
+run=(run --detach --name pyexec-image-test "${privileges[@]}" --security-opt "seccomp=$work/seccomp.json")
+run+=(--env "PORT=$port") # what the image's HEALTHCHECK dials
+say "podman ${run[*]} $image --addr 127.0.0.1:$port --warm 2"
 # (Without systemd, podman says it cannot set up the periodic health
 # check; the check itself is run below.)
-cid=$(pm "${run[@]}" "$image" --warm 2 2>"$work/run.err") || {
+cid=$(pm "${run[@]}" "$image" --addr "127.0.0.1:$port" --warm 2 2>"$work/run.err") || {
 	cat "$work/run.err" >&2
 	fail "podman run failed"
 }
@@ -211,21 +231,27 @@ got=$(jq -r '.jail + " " + .version' "$work/health.json")
 [ "$got" = "$jail $version" ] || fail "/health says jail and version \"$got\", want \"$jail $version\""
 say "ok: /health names the jail and version: $got"
 
-execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' -d "$1"; }
+auth=() # curl's extra arguments for a token, when one is set
+execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' "${auth[@]}" -d "$1"; }
 check() { # name, request, jq test of the answer
 	local answer
 	answer=$(execute "$2")
 	echo "$answer" | jq -e "$3" >/dev/null || fail "$1 answered: $answer"
 	say "ok: $1: $(echo "$answer" | jq -c '.result')"
 }
+seed_examples() {
 check hello '{"script": "def main():\n    return {\"message\": \"Hello, World!\", \"data\": [1, 2, 3]}"}' \
 	'.result == {"message": "Hello, World!", "data": [1, 2, 3]}'
 check numpy '{"script": "import numpy as np\ndef main():\n    data = np.random.randn(10)\n    return {\"mean\": float(np.mean(data)), \"data\": data.tolist()}"}' \
 	'(.result.data | length) == 10 and (.result.mean | type) == "number"'
 check pandas '{"script": "import pandas as pd\nimport numpy as np\ndef main():\n    df = pd.DataFrame({\"x\": np.random.randn(5), \"y\": np.random.randn(5)})\n    return {\"correlation\": float(df[\"x\"].corr(df[\"y\"])), \"shape\": list(df.shape)}"}' \
 	'.result.shape == [5, 2] and (.result.correlation | type) == "number"'
+check interfaces '{"script": "import pathlib\ndef main():\n    lines = pathlib.Path(\"/proc/self/net/dev\").read_text().splitlines()[2:]\n    return [l.split(\":\")[0].strip() for l in lines]"}' \
+	'.result == ["lo"]'
 check uid '{"script": "import os\ndef main():\n    return [os.getuid(), os.geteuid(), os.getgid()]"}' \
 	'.result == [65534, 65534, 65534]'
+}
+seed_examples
 
 # Every process of the container: no capabilities, and not root, neither in
 # the container nor on the host.
@@ -237,11 +263,13 @@ for pid in $pids; do
 	name=$(awk '$1 == "Name:" { print $2 }' "/proc/$pid/status")
 	uids=$(awk '$1 == "Uid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")
 	capeff=$(awk '$1 == "CapEff:" { print $2 }' "/proc/$pid/status")
+	filter=$(awk '$1 == "Seccomp:" { print $2 }' "/proc/$pid/status")
+	[ "$filter" = 2 ] || fail "process $pid ($name) runs without a seccomp filter (Seccomp: $filter)"
 	case " $uids " in *" 0 "*) fail "process $pid ($name) has host uid 0: $uids" ;; esac
 	[ "$capeff" = 0000000000000000 ] || fail "process $pid ($name) has capabilities $capeff"
 	n=$((n + 1))
 done
-say "ok: $n processes, none with a capability or host uid 0"
+say "ok: $n processes, each under a seccomp filter, none with a capability or host uid 0"
 pm top "$cid" pid user huser capeff comm >&2 2>/dev/null || true
 
 pm healthcheck run "$cid" >/dev/null || fail "podman healthcheck run failed"
@@ -255,6 +283,76 @@ code=$(pm inspect --format '{{.State.ExitCode}}' "$cid")
 pm logs "$cid" >"$work/container.log" 2>&1
 grep -q '"shutting down"' "$work/container.log" || fail "no shutdown in the log"
 say "ok: SIGTERM stopped it cleanly in $(($(date +%s) - t0)) s"
+
+# Each addition to the runtime's default seccomp profile is needed: without
+# it the server refuses to start (its jail probe fails) instead of serving.
+profiles="$repo/deploy/check"
+for addition in $(cd "$profiles" && go run ./cmd/container-seccomp -list); do
+	(cd "$profiles" && go run ./cmd/container-seccomp -without "$addition") >"$work/seccomp-less.json"
+	chmod 0644 "$work/seccomp-less.json"
+	less=$(pm run --detach "${privileges[@]}" --security-opt "seccomp=$work/seccomp-less.json" \
+		"$image" --addr 127.0.0.1:0 --warm 1 2>>"$work/run.err") || fail "podman run without $addition failed"
+	outcome=""
+	for _ in $(seq 1 120); do
+		if [ "$(pm inspect --format '{{.State.Running}}' "$less")" != true ]; then
+			outcome=exited
+			break
+		fi
+		pm logs "$less" 2>&1 | grep -q '"message":"serving"' && { outcome=serving; break; }
+		sleep 0.5
+	done
+	pm logs "$less" >"$work/less.log" 2>&1
+	pm rm --force --time 0 "$less" >/dev/null 2>&1
+	[ "$outcome" = exited ] || fail "without the seccomp addition \"$addition\" the server ${outcome:-did not stop in 60 s}: the addition is not needed"
+	grep -q 'refusing to start' "$work/less.log" || { cat "$work/less.log" >&2; fail "without $addition the server stopped for another reason"; }
+	say "ok: without the seccomp addition \"$addition\" the server refuses to start: $(grep -o 'refusing to start[^"]*' "$work/less.log" | head -c 200)"
+done
+
+# The Kubernetes Deployment, played for real by podman: the manifest as
+# shipped (deploy/k8s/deployment.yaml) but for the image, one replica, a
+# loopback port and a smaller pool (deploy/check/cmd/kube-play-manifest),
+# with its token from a secret, its Localhost seccomp profile, its user
+# namespace (hostUsers: false) and procMount: Unmasked. Debian 12's podman
+# (4.3) plays Pods and Deployments only: the Service, PodDisruptionBudget
+# and HPA are checked offline (deploy/check), and the pod shares the host's
+# network namespace as the run above does. Its hostUsers: false gives 1024
+# ids by default, which do not reach uid 65534; Kubernetes gives a
+# user-namespaced pod 65536, hence --userns auto:size=65535.
+kport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+(cd "$profiles" && go run ./cmd/kube-play-manifest -image "$image" -port "$kport") >"$work/kube.yaml"
+mkdir -p "$work/seccomp-root"
+install -m 0644 "$repo/deploy/seccomp/pyexec.json" "$work/seccomp-root/pyexec.json"
+chmod 0755 "$work/seccomp-root"
+chmod 0644 "$work/kube.yaml"
+token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+# podman 4.3 reads a secretKeyRef from a podman secret holding a JSON map
+# of base64 values (a Kubernetes Secret's data).
+printf '{"token":"%s"}' "$(printf %s "$token" | base64 -w0)" >"$work/secret.json"
+chmod 0644 "$work/secret.json"
+pm secret create pyexec-token "$work/secret.json" >/dev/null
+rm -f "$work/secret.json"
+pm kube play --userns auto:size=65535 --network host --seccomp-profile-root "$work/seccomp-root" \
+	"$work/kube.yaml" >"$work/kube.log" 2>&1 || { cat "$work/kube.log" >&2; fail "podman kube play failed"; }
+base=http://127.0.0.1:$kport
+for _ in $(seq 1 120); do
+	curl -fsS -m 2 "$base/ready" >/dev/null 2>&1 && break
+	sleep 0.5
+done
+curl -fsS -m 2 "$base/ready" >/dev/null || {
+	pm pod logs "$(pm pod ps --format '{{.Name}}' | head -n 1)" 2>&1 | tail -n 20 >&2
+	fail "the played Deployment is not ready within 60 s"
+}
+say "ok: the Deployment played by podman kube play is ready"
+unauthorized=$(execute '{"script": "def main():\n    return 1"}')
+echo "$unauthorized" | jq -e '.error.type == "unauthorized"' >/dev/null ||
+	fail "without the token the played Deployment answered: $unauthorized"
+say "ok: without the Secret's token: unauthorized"
+auth=(-H "Authorization: Bearer $token")
+seed_examples
+auth=()
+pm kube down "$work/kube.yaml" >/dev/null 2>&1 || fail "podman kube down failed"
+pm secret rm pyexec-token >/dev/null
+say "ok: the played Deployment served the seed's examples with the Secret's token"
 
 cgroups >"$work/cgroups.after"
 own=$(dirname "$(awk -F: '$2 == "memory" { print $3 }' /proc/self/cgroup)")
