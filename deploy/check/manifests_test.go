@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -33,7 +34,8 @@ func TestEveryManifestIsChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checked := map[string]bool{"deployment.yaml": true, "service.yaml": true, "hpa.yaml": true}
+	checked := map[string]bool{"deployment.yaml": true, "service.yaml": true, "hpa.yaml": true,
+		"pdb.yaml": true, "namespace.yaml": true}
 	for _, f := range files {
 		if !checked[filepath.Base(f)] {
 			t.Errorf("%s is not covered by this check", f)
@@ -67,14 +69,27 @@ func TestDeployment(t *testing.T) {
 		t.Error("procMount Unmasked needs hostUsers: false")
 	}
 	// What `make image-test` runs the image with, and no more: nothing
-	// writable, seccomp and AppArmor unconfined, /proc unmasked.
+	// writable, the project's seccomp profile, /proc unmasked.
 	if sc != nil && (sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.ProcMount == nil || *sc.ProcMount != corev1.UnmaskedProcMount) {
 		t.Error("the container must have a read-only root and procMount Unmasked")
 	}
-	if pod == nil || pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined ||
-		pod.AppArmorProfile == nil || pod.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
-		t.Error("the pod's seccomp and AppArmor profiles must be Unconfined (the jail's namespace, sethostname and mount calls)")
+	if pod == nil || pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeLocalhost ||
+		pod.SeccompProfile.LocalhostProfile == nil || *pod.SeccompProfile.LocalhostProfile != "pyexec.json" {
+		t.Error("the pod's seccomp profile must be Localhost pyexec.json (deploy/seccomp/pyexec.json), never Unconfined")
+	}
+	if sc != nil && sc.SeccompProfile != nil {
+		t.Error("the container must not override the pod's seccomp profile")
+	}
+	if pod == nil || pod.AppArmorProfile == nil || pod.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Error("the AppArmor profile is Unconfined in the shipped manifest (README: deploy/apparmor for AppArmor nodes)")
+	}
+	// Draining: the preStop sleep lets endpoints stop routing here, then
+	// the grace period covers the longest script (30 s) after SIGTERM.
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds < 5 {
+		t.Error("the container needs a preStop sleep of at least 5 s")
+	} else if g := spec.TerminationGracePeriodSeconds; g == nil || *g < c.Lifecycle.PreStop.Sleep.Seconds+30 {
+		t.Errorf("terminationGracePeriodSeconds %v must cover the preStop sleep and a 30 s script", g)
 	}
 	if spec.HostPID || spec.HostNetwork || spec.HostIPC || len(c.VolumeMounts) != 0 {
 		t.Error("the pod needs no host namespace and no volume")
@@ -134,10 +149,57 @@ func TestHPA(t *testing.T) {
 	if h.Kind != "HorizontalPodAutoscaler" || h.Spec.ScaleTargetRef.Kind != "Deployment" || h.Spec.ScaleTargetRef.Name != "pyexec" {
 		t.Errorf("hpa target %+v", h.Spec.ScaleTargetRef)
 	}
-	if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].Resource == nil || h.Spec.Metrics[0].Resource.Name != corev1.ResourceCPU {
-		t.Errorf("hpa must scale on CPU: %+v", h.Spec.Metrics)
+	var cpu, demand bool
+	for _, m := range h.Spec.Metrics {
+		switch {
+		case m.Resource != nil && m.Resource.Name == corev1.ResourceCPU:
+			cpu = true
+		case m.Pods != nil && m.Pods.Metric.Name == "pyexec_pool_demand" && m.Pods.Target.AverageValue != nil:
+			demand = true
+		}
+	}
+	if !cpu || !demand {
+		t.Errorf("hpa must scale on CPU and on saturation (pyexec_pool_demand): %+v", h.Spec.Metrics)
 	}
 	if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 2 || h.Spec.MaxReplicas < *h.Spec.MinReplicas {
 		t.Errorf("replicas %v..%d", h.Spec.MinReplicas, h.Spec.MaxReplicas)
+	}
+}
+
+func TestPodDisruptionBudget(t *testing.T) {
+	var p policyv1.PodDisruptionBudget
+	decodeStrict(t, "pdb.yaml", &p)
+	if p.Kind != "PodDisruptionBudget" || p.Spec.Selector == nil || p.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != "pyexec" {
+		t.Errorf("pdb %+v must select the pods", p.Spec)
+	}
+	if p.Spec.MaxUnavailable == nil || p.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("pdb must allow one pod down at a time: %+v", p.Spec)
+	}
+}
+
+func TestNamespacePodSecurity(t *testing.T) {
+	var n corev1.Namespace
+	decodeStrict(t, "namespace.yaml", &n)
+	// procMount: Unmasked is refused by baseline and restricted.
+	if n.Labels["pod-security.kubernetes.io/enforce"] != "privileged" || n.Labels["pod-security.kubernetes.io/warn"] != "restricted" {
+		t.Errorf("namespace labels %v", n.Labels)
+	}
+}
+
+// The adapter rule serves the metric the HPA names, from series /metrics has.
+func TestAdapterRule(t *testing.T) {
+	var cm corev1.ConfigMap
+	data, err := os.ReadFile(filepath.Join("..", "prometheus-adapter", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, &cm); err != nil {
+		t.Fatal(err)
+	}
+	rules := cm.Data["config.yaml"]
+	for _, want := range []string{"as: pyexec_pool_demand", "pyexec_pool_busy{", "pyexec_pool_waiting{"} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("the adapter rule lacks %q", want)
+		}
 	}
 }
