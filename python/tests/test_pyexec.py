@@ -249,6 +249,103 @@ class DataScienceResultsTest(unittest.TestCase):
         self.assertIn("str(x)", message)
 
 
+class FrameLabelsTest(unittest.TestCase):
+    """DataFrames and Series keep their labels (results.py's docstring)."""
+
+    def setUp(self):
+        import pandas as pd
+
+        self.pd = pd
+        self.sales = pd.DataFrame({"region": ["n", "s", "n"], "product": ["x", "y", "x"], "amount": [10, 5, 7],
+                                   "day": pd.to_datetime(["2024-01-05", "2024-02-01", "2024-02-03"])})
+
+    def check(self, value, want):
+        self.assertEqual(json.loads(results.encode(value)), want)
+        self.assertEqual(msgpack.unpackb(results.encode_msgpack(msgpack, value)), want)
+
+    def test_default_index_keeps_the_records_form(self):
+        pd = self.pd
+        self.check(pd.DataFrame({"a": [1, 2]}), [{"a": 1}, {"a": 2}])
+        # Integers 0..n-1 in order say no more than the rows' positions.
+        self.check(pd.DataFrame({"a": [1, 2]}, index=pd.Index([0, 1], dtype="int64")), [{"a": 1}, {"a": 2}])
+        self.check(pd.DataFrame({"a": []}), [])
+
+    def test_groupby_keeps_the_group_labels(self):
+        self.check(self.sales.groupby("region")[["amount"]].sum(), [{"region": "n", "amount": 17}, {"region": "s", "amount": 5}])
+        self.check(self.sales.groupby(["region", "product"])[["amount"]].sum(),
+                   [{"region": "n", "product": "x", "amount": 17}, {"region": "s", "product": "y", "amount": 5}])
+
+    def test_unnamed_levels_take_reset_index_names(self):
+        pd = self.pd
+        self.check(pd.DataFrame({"a": [1]}, index=["r"]), [{"index": "r", "a": 1}])
+        self.check(pd.DataFrame({"index": [1]}, index=["r"]), [{"level_0": "r", "index": 1}])
+        multi = pd.MultiIndex.from_tuples([("n", 1)])
+        self.check(pd.DataFrame({"a": [1]}, index=multi), [{"level_0": "n", "level_1": 1, "a": 1}])
+        # A filtered or sorted frame keeps its row labels too.
+        self.check(self.sales[["amount"]].sort_values("amount").head(2), [{"index": 1, "amount": 5}, {"index": 2, "amount": 7}])
+
+    def test_a_level_and_a_column_of_one_name_are_refused(self):
+        frame = self.sales.set_index("region", drop=False)[["region", "amount"]]
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.encode(frame)
+        self.assertIn('index level and column both named "region"', str(caught.exception))
+        self.assertIn("reset_index(drop=True)", str(caught.exception))
+
+    def test_multiindex_columns_are_joined_with_a_bar(self):
+        agg = self.sales.groupby("region").agg({"amount": ["sum", "mean"]})
+        self.check(agg, [{"region": "n", "amount|sum": 17, "amount|mean": 8.5}, {"region": "s", "amount|sum": 5, "amount|mean": 5.0}])
+        # reset_index leaves ("region", ""): the empty part is dropped.
+        self.check(agg.reset_index(), [{"region": "n", "amount|sum": 17, "amount|mean": 8.5}, {"region": "s", "amount|sum": 5, "amount|mean": 5.0}])
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.encode(self.pd.DataFrame({("a|b", "c"): [1]}))
+        self.assertIn('holding "|"', str(caught.exception))
+        # Joined names that collide are refused like any duplicate.
+        with self.assertRaises(results.NotSerializable):
+            results.encode(self.pd.DataFrame([[1, 2]], columns=["a", ("a", "")]))
+
+    def test_pivot_table_crosstab_describe_value_counts_resample(self):
+        pd = self.pd
+        pivot = self.sales.pivot_table(index="region", columns="product", values="amount", aggfunc="sum", fill_value=0)
+        self.check(pivot, [{"region": "n", "x": 17, "y": 0}, {"region": "s", "x": 0, "y": 5}])
+        self.check(pd.crosstab(self.sales["region"], self.sales["product"], margins=True),
+                   [{"region": "n", "x": 2, "y": 0, "All": 2}, {"region": "s", "x": 0, "y": 1, "All": 1},
+                    {"region": "All", "x": 2, "y": 1, "All": 3}])
+        described = json.loads(results.encode(self.sales[["amount"]].describe()))
+        self.assertEqual([row["index"] for row in described], ["count", "mean", "std", "min", "25%", "50%", "75%", "max"])
+        self.assertEqual(described[0]["amount"], 3.0)
+        self.check(self.sales["region"].value_counts(), {"n": 2, "s": 1})
+        # A DataFrame's value_counts is a Series with a MultiIndex: records.
+        counts = json.loads(results.encode(self.sales[["region", "product"]].value_counts().sort_index()))
+        self.assertEqual([{k: v for k, v in row.items() if k in ("region", "product")} for row in counts],
+                         [{"region": "n", "product": "x"}, {"region": "s", "product": "y"}])
+        self.assertEqual([list(row.values())[-1] for row in counts], [2, 1])
+        monthly = self.sales.set_index("day")[["amount"]].resample("M").sum()
+        self.check(monthly, [{"day": "2024-01-31T00:00:00", "amount": 10}, {"day": "2024-02-29T00:00:00", "amount": 12}])
+        self.check(monthly["amount"], {"2024-01-31T00:00:00": 10, "2024-02-29T00:00:00": 12})
+        self.check(monthly["amount"].to_period("M"), {"2024-01": 10, "2024-02": 12})
+
+    def test_series_labels(self):
+        pd = self.pd
+        self.check(pd.Series([1, 2]), [1, 2])
+        self.check(pd.Series([1, 2], index=[np.int64(3), 4]), {"3": 1, "4": 2})
+        self.check(pd.Series([1, 2], index=[float("nan"), 1.5]), {"null": 1, "1.5": 2})
+        self.check(pd.Series([1, 2], index=[True, False]), {"true": 1, "false": 2})
+        self.check(pd.Series([5, 17], index=pd.IntervalIndex.from_breaks([0, 6, 20])), {"(0, 6]": 5, "(6, 20]": 17})
+        # A MultiIndex: records, the values under the Series' name, or "value".
+        sized = self.sales.groupby(["region", "product"]).size()
+        self.check(sized, [{"region": "n", "product": "x", "value": 2}, {"region": "s", "product": "y", "value": 1}])
+        self.check(sized.rename("n"), [{"region": "n", "product": "x", "n": 2}, {"region": "s", "product": "y", "n": 1}])
+        # A named RangeIndex is a label, not a position.
+        self.check(pd.Series([7], index=pd.RangeIndex(1, name="hour")), {"0": 7})
+
+    def test_msgpack_keeps_bytes_and_big_integers(self):
+        packed = results.encode_msgpack(msgpack, {"b": b"\x00\xff", "n": 2**64 - 1, "big": 10**30, "f": float("nan")})
+        self.assertEqual(msgpack.unpackb(packed), {"b": b"\x00\xff", "n": 2**64 - 1, "big": str(10**30), "f": None})
+        self.assertEqual(json.loads(results.encode({"b": b"\x00\xff"})), {"b": "AP8="})
+        with self.assertRaises(results.NotSerializable):
+            results.encode_msgpack(msgpack, "\ud800")
+
+
 class BatchTest(unittest.TestCase):
     def test_main_once_per_input_with_its_own_output_and_errors(self):
         message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
