@@ -84,9 +84,9 @@ class ProtocolTest(unittest.TestCase):
 NO_OUTPUT_FILES = {"max_files": 0, "max_bytes": 0}
 
 
-def execute(source, input_format="", raw=None):
+def execute(source, input_format="", raw=None, stdin=None, result_format="json"):
     message = {"type": "execute", "script": source, "input": raw, "inputs": None, "input_format": input_format,
-               "limits": {}, "deny_imports": [],
+               "stdin": stdin, "result_format": result_format, "limits": {}, "deny_imports": [],
                "files": [], "output_files": NO_OUTPUT_FILES}
     return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
 
@@ -108,6 +108,23 @@ class ScriptTest(unittest.TestCase):
 
     def test_missing_main(self):
         self.assertEqual(execute("x = 1\n")["kind"], "missing_main")
+
+    def test_stdin(self):
+        source = "import sys\ndef main():\n    return [input(), sys.stdin.read()]\n"
+        self.assertEqual(json.loads(execute(source, stdin="a\nb\nc")["result"]), ["a", "b\nc"])
+        reply = execute(source)
+        self.assertEqual(reply["kind"], "script_error")
+        self.assertIn("EOFError: no stdin was given", reply["message"])
+        self.assertIn('"stdin"', reply["message"])
+
+    def test_nul_byte_is_a_syntax_error(self):
+        reply = execute("x = 1\ndef main():\n    return 'a\0'\n")
+        self.assertEqual((reply["kind"], reply["line"], reply["offset"]), ("syntax_error", 3, 14))
+        self.assertIn("null bytes", reply["message"])
+
+    def test_msgpack_result_format(self):
+        reply = execute("def main():\n    return {'b': b'\\x00', 'n': 10**30}\n", result_format="msgpack")
+        self.assertEqual(msgpack.unpackb(reply["result"]), {"b": b"\x00", "n": str(10**30)})
 
     def test_texts_are_bounded(self):
         reply = execute("def main():\n    raise ValueError('x' * 100000)\n")
@@ -349,7 +366,7 @@ class FrameLabelsTest(unittest.TestCase):
 class BatchTest(unittest.TestCase):
     def test_main_once_per_input_with_its_own_output_and_errors(self):
         message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
-                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "limits": {}, "deny_imports": [],
+                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
                "files": [], "output_files": NO_OUTPUT_FILES}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
@@ -363,12 +380,19 @@ class BatchTest(unittest.TestCase):
 
     def test_lone_surrogates_printed_by_an_item_still_encode(self):
         message = {"type": "execute", "script": "import sys\ndef main(x):\n    print('a\\udcff', x)\n    print('b\\ud800', file=sys.stderr)\n    return x\n",
-                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "limits": {}, "deny_imports": [],
+                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
                    "files": [], "output_files": NO_OUTPUT_FILES}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         msgpack.packb(reply, use_bin_type=True)  # the whole reply encodes
         self.assertEqual([i["stdout"] for i in reply["items"]], ["a\ufffd 1\n", "a\ufffd 2\n"])
         self.assertEqual(reply["items"][0]["stderr"], "b?\n")
+
+    def test_every_input_reads_stdin_from_its_start_and_msgpack_results(self):
+        message = {"type": "execute", "script": "def main(x):\n    return [x, input(), b'z']\n",
+                   "input": None, "inputs": [b"\x01", b"\x02"], "input_format": "msgpack", "stdin": "line\n",
+                   "result_format": "msgpack", "limits": {}, "deny_imports": [], "files": [], "output_files": NO_OUTPUT_FILES}
+        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+        self.assertEqual([msgpack.unpackb(i["result"]) for i in reply["items"]], [[1, "line", b"z"], [2, "line", b"z"]])
 
 
 class FilesTest(unittest.TestCase):
@@ -391,7 +415,7 @@ class FilesTest(unittest.TestCase):
         if os.path.islink(files.OUTPUT_DIR):
             os.unlink(files.OUTPUT_DIR)
         os.mkdir(files.OUTPUT_DIR)
-        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "",
+        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "", "stdin": None, "result_format": "json",
                    "limits": {}, "deny_imports": [], "files": [{"name": n, "content": c} for n, c in placed],
                    "output_files": {"max_files": max_files, "max_bytes": max_bytes}}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
