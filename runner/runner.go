@@ -169,7 +169,7 @@ type Limits struct {
 	OpenFiles     int64         // RLIMIT_NOFILE
 	FileSizeBytes int64         // RLIMIT_FSIZE
 	OutputBytes   int           // cap on stdout and on stderr, each
-	ResultBytes   int           // cap on the JSON result
+	ResultBytes   int           // cap on the encoded result (JSON text or msgpack bytes)
 	MaxFiles      int           // cap on the count of output files (and, at the server, of a request's)
 	FilesBytes    int           // cap on the bytes of all output files together (and of a request's)
 }
