@@ -1,5 +1,6 @@
 """Running one script and turning its outcome into a reply message."""
 
+import io
 import sys
 
 SCRIPT_FILENAME = "<script>"
@@ -57,25 +58,24 @@ def _script_traceback(exc, source):
     return "".join(lines)
 
 
+class NoStdin(io.TextIOBase):
+    """sys.stdin of a request without "stdin": every read raises EOFError
+    saying so (fd 0 itself stays /dev/null). A class made once, in the
+    zygote: making one per request would cost the hot path."""
+
+    def readable(self):
+        return True
+
+    def read(self, *args):
+        raise EOFError('no stdin was given: send the text to read in the request\'s "stdin" field')
+
+    readline = readlines = read
+
+
 def _stdin(text):
-    """What the script reads as sys.stdin: the request's "stdin" text, or,
-    when it gave none, a reader whose every read raises EOFError saying so
-    (fd 0 itself stays /dev/null)."""
-    import io
-
-    if text is not None:
-        return io.StringIO(text)
-
-    class NoStdin(io.TextIOBase):
-        def readable(self):
-            return True
-
-        def read(self, *args):
-            raise EOFError('no stdin was given: send the text to read in the request\'s "stdin" field')
-
-        readline = readlines = read
-
-    return NoStdin()
+    """What the script reads as sys.stdin: the request's "stdin" text, or a
+    NoStdin."""
+    return NoStdin() if text is None else io.StringIO(text)
 
 
 def _decode(msgpack, fmt, raw):
