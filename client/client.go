@@ -97,6 +97,10 @@ type Request struct {
 	// Files are placed in the sandbox's working directory (/tmp) before
 	// main runs: name (relative) → content.
 	Files map[string][]byte
+	// Stdin, when not nil, is what the script reads from sys.stdin
+	// (input()); each input of a batch reads it from its start. Without
+	// it, a read raises EOFError saying no stdin was given.
+	Stdin *string
 }
 
 // File is one file the script left in /tmp/output.
@@ -119,6 +123,8 @@ type Result struct {
 	Stdout, Stderr string
 	Timing         Timing
 	// Raw is the result as the server sent it (JSON or msgpack bytes).
+	// Bytes the script returned are bin over msgpack (decode them into a
+	// []byte), base64 text over JSON.
 	Raw []byte
 	// Files are what the script left in /tmp/output, by name relative to
 	// it (nil when none).
@@ -224,6 +230,9 @@ func (c *Client) encode(req Request) ([]byte, string, error) {
 	if req.Files != nil {
 		// []byte is base64 in JSON and bin in msgpack, as the API wants.
 		fields["files"] = req.Files
+	}
+	if req.Stdin != nil {
+		fields["stdin"] = *req.Stdin
 	}
 	if c.opts.JSON {
 		b, err := json.Marshal(fields)

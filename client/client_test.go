@@ -100,6 +100,16 @@ func TestClientAgainstTheServer(t *testing.T) {
 				t.Errorf("files: %v %+v", err, res.Files)
 			}
 
+			var echoed struct {
+				Line string `json:"line" msgpack:"line"`
+				Raw  []byte `json:"raw" msgpack:"raw"` // bin over msgpack, base64 over JSON
+			}
+			stdin := "from stdin\n"
+			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    return {'line': input(), 'raw': b'\\x00\\xff'}\n", Stdin: &stdin}, &echoed)
+			if err != nil || echoed.Line != "from stdin" || string(echoed.Raw) != "\x00\xff" {
+				t.Errorf("stdin and bytes: %v %+v", err, echoed)
+			}
+
 			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    print('before')\n    raise ValueError('boom')\n"}, nil)
 			var apiErr *client.Error
 			if !errors.As(err, &apiErr) || apiErr.Type != "script_error" || apiErr.Retryable() || apiErr.Stdout != "before\n" || apiErr.Status != 422 {

@@ -73,9 +73,14 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			OpenFiles:     limits.OpenFiles,
 			FileSizeBytes: limits.FileSizeBytes,
 		},
-		DenyImports: s.deny,
-		Files:       toWire(req.Files),
-		OutputFiles: wireOutputFiles{MaxFiles: limits.MaxFiles, MaxBytes: limits.FilesBytes},
+		Stdin:        req.Stdin,
+		ResultFormat: resultJSON,
+		DenyImports:  s.deny,
+		Files:        toWire(req.Files),
+		OutputFiles:  wireOutputFiles{MaxFiles: limits.MaxFiles, MaxBytes: limits.FilesBytes},
+	}
+	if req.ResultFormat == ResultMsgpack {
+		frame.ResultFormat = resultMsgpack
 	}
 	if s.deny == nil {
 		frame.DenyImports = []string{}
@@ -116,6 +121,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	case got := <-done:
 		o.result, o.failed, o.batch, o.channelErr = got.result, got.failed, got.batch, got.err
 		o.batchSize = len(req.Inputs)
+		o.msgpackResult = req.ResultFormat == ResultMsgpack
 	case <-execCtx.Done():
 	case <-s.stdout.overflow:
 		o.overflow = "stdout"

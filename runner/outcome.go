@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 	"github.com/sandbox-exec/pyexec/internal/strictjson"
 )
 
@@ -14,11 +15,13 @@ import (
 type outcome struct {
 	// result or failed is the sandbox's reply, when one came; channelErr is
 	// why none did (EOF, deadline, errFrameTooLarge, errMalformed).
-	result     *resultFrame
-	failed     *errorFrame
-	batch      *resultsFrame
-	batchSize  int // inputs sent, for a batch
-	channelErr error
+	result    *resultFrame
+	failed    *errorFrame
+	batch     *resultsFrame
+	batchSize int // inputs sent, for a batch
+	// msgpackResult says the results are msgpack (ResultMsgpack), not JSON.
+	msgpackResult bool
+	channelErr    error
 	// overflow names the stream that passed its cap first ("" if none).
 	overflow   string
 	overflowed bool
@@ -77,9 +80,9 @@ func classify(o outcome, limits Limits) (Output, error) {
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the script wrote more than %d bytes to %s; the sandbox was killed", limits.OutputBytes, stream)}
 	case o.result != nil:
-		return judgeResult(out, o.result, limits)
+		return judgeResult(out, o.result, o.msgpackResult, limits)
 	case o.batch != nil:
-		return judgeBatch(out, o.batch, o.batchSize, limits)
+		return judgeBatch(out, o.batch, o.batchSize, o.msgpackResult, limits)
 	case o.failed != nil:
 		return out, judgeFailure(o.failed)
 	case o.abandoned != nil:
@@ -104,22 +107,37 @@ func classify(o outcome, limits Limits) (Output, error) {
 	}
 }
 
+// strictResult are the rules of a msgpack result: one value, UTF-8 str,
+// no ext, str or integer keys, no key twice in a map, nested no deeper
+// than a JSON result may be.
+var strictResult = msgpackcheck.Options{
+	MaxDepth: strictjson.DefaultMaxDepth, UTF8: true, NoExt: true, StrOrIntKeys: true, UniqueKeys: true,
+}
+
 // judgeResult checks a result frame: strict JSON within the cap, no key
-// twice in an object, passed on in compact form without HTML escaping.
-// results.py never writes a key twice; a script writing its own frame
-// could, and JSON parsers disagree on which value such an object holds
-// (the last, the first, an error), as the msgpack answer, built from the
-// last, would disagree with the JSON one.
-func judgeResult(out Output, res *resultFrame, limits Limits) (Output, error) {
+// twice in an object, passed on in compact form without HTML escaping
+// (or, with asMsgpack, strict msgpack, passed on as it is). results.py
+// never writes a key twice; a script writing its own frame could, and
+// parsers disagree on which value such an object holds (the last, the
+// first, an error).
+func judgeResult(out Output, res *resultFrame, asMsgpack bool, limits Limits) (Output, error) {
 	if limits.ResultBytes > 0 && len(res.Result) > limits.ResultBytes {
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the result is %d bytes, over the cap of %d bytes", len(res.Result), limits.ResultBytes)}
 	}
-	compact, err := strictjson.Compact(make([]byte, 0, len(res.Result)), res.Result, strictjson.Options{RejectDuplicateKeys: true})
-	if err != nil {
-		return out, protocolError("the sandbox's result is not strict JSON: %v", err)
+	if asMsgpack {
+		if err := msgpackcheck.CheckWith(res.Result, strictResult); err != nil {
+			return out, protocolError("the sandbox's result is not strict msgpack: %v", err)
+		}
+		out.Result = res.Result
+	} else {
+		compact, err := strictjson.Compact(make([]byte, 0, len(res.Result)), res.Result, strictjson.Options{RejectDuplicateKeys: true})
+		if err != nil {
+			return out, protocolError("the sandbox's result is not strict JSON: %v", err)
+		}
+		out.Result = compact
 	}
-	out.Result = compact
+	var err error
 	if out.Files, err = judgeFiles(res.Files, limits); err != nil {
 		return out, err
 	}
@@ -129,7 +147,7 @@ func judgeResult(out Output, res *resultFrame, limits Limits) (Output, error) {
 // judgeBatch checks a batch's reply: one item per input, each a strict
 // JSON result or a failure the sandbox may report, its output UTF-8 and
 // within the output cap; the results together within the result cap.
-func judgeBatch(out Output, b *resultsFrame, n int, limits Limits) (Output, error) {
+func judgeBatch(out Output, b *resultsFrame, n int, asMsgpack bool, limits Limits) (Output, error) {
 	if len(b.Items) != n {
 		return out, protocolError("the sandbox answered %d items for a batch of %d", len(b.Items), n)
 	}
@@ -146,7 +164,7 @@ func judgeBatch(out Output, b *resultsFrame, n int, limits Limits) (Output, erro
 		o.Stdout, o.Stderr = []byte(item.Stdout), []byte(item.Stderr)
 		if item.Kind == "" {
 			total += len(item.Result)
-			judged, err := judgeResult(Output{}, &resultFrame{Result: item.Result}, limits)
+			judged, err := judgeResult(Output{}, &resultFrame{Result: item.Result}, asMsgpack, limits)
 			if err != nil {
 				return out, err
 			}

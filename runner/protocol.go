@@ -70,6 +70,12 @@ const (
 	inputMsgpack = "msgpack"
 )
 
+// Values of executeFrame.ResultFormat.
+const (
+	resultJSON    = "json"
+	resultMsgpack = "msgpack"
+)
+
 // zygoteConfig is the zygote's configuration, passed as JSON on its
 // command line (python/boot.py).
 type zygoteConfig struct {
@@ -148,9 +154,14 @@ type executeFrame struct {
 	Input []byte `msgpack:"input"`
 	// Inputs, for a batch (nil otherwise), are main's arguments, one call
 	// each, in order, encoded like Input.
-	Inputs      [][]byte   `msgpack:"inputs"`
-	InputFormat string     `msgpack:"input_format"`
-	Limits      wireLimits `msgpack:"limits"`
+	Inputs      [][]byte `msgpack:"inputs"`
+	InputFormat string   `msgpack:"input_format"`
+	// Stdin is the script's standard input; nil when none was given.
+	Stdin *string `msgpack:"stdin"`
+	// ResultFormat is how the sandbox encodes results: resultJSON (UTF-8
+	// JSON text) or resultMsgpack (one msgpack value, bytes as bin).
+	ResultFormat string     `msgpack:"result_format"`
+	Limits       wireLimits `msgpack:"limits"`
 	// DenyImports are top-level modules the script may not import.
 	DenyImports []string `msgpack:"deny_imports"`
 	// Files are placed in the working directory before the script runs.
@@ -159,8 +170,9 @@ type executeFrame struct {
 	OutputFiles wireOutputFiles `msgpack:"output_files"`
 }
 
-// resultFrame is a successful reply: the UTF-8 JSON text of what main
-// returned. The runner checks it is strict JSON.
+// resultFrame is a successful reply: what main returned, as the execute
+// frame's ResultFormat says. The runner checks it is strict JSON, or
+// strict msgpack.
 type resultFrame struct {
 	Type   string `msgpack:"type"`
 	Result []byte `msgpack:"result"`
@@ -176,7 +188,7 @@ type resultsFrame struct {
 	Files []wireFile `msgpack:"files"`
 }
 
-// batchItem is one input's outcome: Result (UTF-8 JSON text) when Kind is
+// batchItem is one input's outcome: Result (encoded like resultFrame's) when Kind is
 // "", else an error as in errorFrame; Stdout and Stderr are what its
 // Python code printed.
 type batchItem struct {

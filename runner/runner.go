@@ -169,7 +169,7 @@ type Limits struct {
 	OpenFiles     int64         // RLIMIT_NOFILE
 	FileSizeBytes int64         // RLIMIT_FSIZE
 	OutputBytes   int           // cap on stdout and on stderr, each
-	ResultBytes   int           // cap on the JSON result
+	ResultBytes   int           // cap on the encoded result (JSON text or msgpack bytes)
 	MaxFiles      int           // cap on the count of output files (and, at the server, of a request's)
 	FilesBytes    int           // cap on the bytes of all output files together (and of a request's)
 }
@@ -185,6 +185,19 @@ const (
 	InputMsgpack
 )
 
+// ResultFormat says how Output.Result (and each ItemOutput.Result) is
+// encoded.
+type ResultFormat int
+
+const (
+	// ResultJSON: strict, compact JSON text; bytes are base64 text.
+	ResultJSON ResultFormat = iota
+	// ResultMsgpack: one msgpack value, checked by the runner (UTF-8 str,
+	// no ext, no key twice); bytes are bin. For callers that answer in
+	// msgpack: the values are those of the JSON, bytes apart.
+	ResultMsgpack
+)
+
 // Request is one script to run.
 type Request struct {
 	Script string
@@ -196,6 +209,12 @@ type Request struct {
 	// is encoded as InputFormat; Input must then be nil.
 	Inputs      [][]byte
 	InputFormat InputFormat
+	// Stdin, when not nil, is the text the script reads on its standard
+	// input (sys.stdin; every input of a batch reads it from its start).
+	// nil: reading stdin raises EOFError saying that none was given.
+	Stdin *string
+	// ResultFormat is how the result comes back.
+	ResultFormat ResultFormat
 	// Files are placed in the working directory, /tmp, before the script
 	// runs. Their names must pass CheckFileName; the caller checks them
 	// against Limits.MaxFiles and FilesBytes.
@@ -226,7 +245,8 @@ type Usage struct {
 	MaxRSSKB int64
 }
 
-// ItemOutput is one input's outcome in a batch: Result (JSON text) or
+// ItemOutput is one input's outcome in a batch: Result (encoded as the
+// request's ResultFormat) or
 // Err, and what its Python code printed.
 type ItemOutput struct {
 	Result         []byte
@@ -237,7 +257,8 @@ type ItemOutput struct {
 // Output is what one execution produced. Stdout and Stderr are filled in
 // whether or not the script succeeded.
 type Output struct {
-	// Result is the JSON text of what main returned (success only).
+	// Result is what main returned, encoded as the request's ResultFormat
+	// (success only).
 	Result         []byte
 	Stdout, Stderr []byte
 	// Exec is the time from sending the script to having the outcome.

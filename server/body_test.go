@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -95,8 +96,9 @@ func TestBodyCapsWhenStreamed(t *testing.T) {
 		{"declared, over", bodyOf(4097), false, http.StatusRequestEntityTooLarge},
 		{"chunked, within", bodyOf(4096), true, http.StatusOK},
 		{"chunked, over", bodyOf(64 << 10), true, http.StatusRequestEntityTooLarge},
-		// fasthttp would read a multipart form of any length itself.
-		{"multipart, over", bodyOf(64 << 10), false, http.StatusRequestEntityTooLarge},
+		// fasthttp would read a multipart form of any length itself; the
+		// handler refuses its type before reading a byte of it.
+		{"multipart, over", bodyOf(64 << 10), false, http.StatusUnsupportedMediaType},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,13 +162,15 @@ func TestExpectContinue(t *testing.T) {
 	c := startServer(t, cfg, &fakeExecutor{out: runner.Output{Result: []byte(`1`)}})
 	body := bodyOf(1024)
 	for _, tc := range []struct {
-		name, auth string
-		length     int
-		want       string
+		name, auth  string
+		length      int
+		want        string
+		contentType string
 	}{
-		{"no token", "", len(body), "HTTP/1.1 401"},
-		{"over the cap", "Bearer t0ken", 1 << 30, "HTTP/1.1 413"},
-		{"within", "Bearer t0ken", len(body), "HTTP/1.1 100 Continue"},
+		{"no token", "", len(body), "HTTP/1.1 401", ""},
+		{"over the cap", "Bearer t0ken", 1 << 30, "HTTP/1.1 413", ""},
+		{"a type neither JSON nor msgpack", "Bearer t0ken", len(body), "HTTP/1.1 415", "application/xml"},
+		{"within", "Bearer t0ken", len(body), "HTTP/1.1 100 Continue", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := c.Dial("")
@@ -175,7 +179,8 @@ func TestExpectContinue(t *testing.T) {
 			}
 			defer conn.Close()
 			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-			head := fmt.Sprintf("POST /execute HTTP/1.1\r\nHost: pyexec\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", tc.length)
+			contentType := cmp.Or(tc.contentType, "application/json")
+			head := fmt.Sprintf("POST /execute HTTP/1.1\r\nHost: pyexec\r\nContent-Type: %s\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", contentType, tc.length)
 			if tc.auth != "" {
 				head += "Authorization: " + tc.auth + "\r\n"
 			}

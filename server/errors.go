@@ -18,6 +18,9 @@ const (
 	TypeNotFound        = "not_found"
 	TypeMethod          = "method_not_allowed"
 	TypeShuttingDown    = "shutting_down"
+	// TypeUnsupportedMediaType answers a request body whose Content-Type
+	// is neither JSON nor msgpack (415).
+	TypeUnsupportedMediaType = "unsupported_media_type"
 	// TypeClientGone answers a request whose connection's read side closed
 	// while its script ran; the script was killed. A caller that hung up
 	// reads nothing, but one that only half-closed (shutdown(SHUT_WR) after

@@ -29,8 +29,10 @@ type executeRequest struct {
 	// InputFormat; nil when absent.
 	Inputs      [][]byte
 	InputFormat runner.InputFormat
-	TimeoutMS   *int64
-	MemoryMB    *int64
+	// Stdin is "stdin", the script's standard input; nil when absent.
+	Stdin     *string
+	TimeoutMS *int64
+	MemoryMB  *int64
 	// Files are "files": name → content, base64 in JSON, bin in msgpack;
 	// in the order given.
 	Files []runner.File
@@ -44,6 +46,7 @@ const (
 	fieldTimeoutMS = "timeout_ms"
 	fieldMemoryMB  = "memory_mb"
 	fieldFiles     = "files"
+	fieldStdin     = "stdin"
 )
 
 // setInt stores the integer field key (timeout_ms or memory_mb).
@@ -56,8 +59,8 @@ func (req *executeRequest) setInt(key string, n int64) {
 }
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldTimeoutMS, fieldMemoryMB))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB))
 }
 
 // batchTooLong and filesTooMany refuse counts over the caps while they are
@@ -111,6 +114,18 @@ func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
 			haveScript = true
 		case fieldInput:
 			req.Input = value
+		case fieldStdin:
+			if string(value) == "null" {
+				break // absent
+			}
+			if value[0] != '"' {
+				return executeRequest{}, invalidRequest(`"stdin" must be a string`)
+			}
+			text, err := unquoteJSON(value)
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			req.Stdin = &text
 		case fieldInputs:
 			if value[0] != '[' {
 				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
@@ -259,6 +274,20 @@ func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
 			}
 			haveScript = true
+		case fieldStdin:
+			code, err := dec.PeekCode()
+			if err == nil && code == 0xc0 {
+				_ = dec.Skip() // nil: absent
+				break
+			}
+			if err == nil && !isMsgpackStr(code) {
+				return executeRequest{}, invalidRequest(`"stdin" must be a string`)
+			}
+			text, err := dec.DecodeString()
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
+			req.Stdin = &text
 		case fieldInput:
 			raw, err := dec.DecodeRaw()
 			if err != nil {
@@ -367,6 +396,10 @@ func (req *executeRequest) validate(cfg *Config) error {
 	if !utf8.ValidString(req.Script) {
 		return invalidRequest(`"script" must be UTF-8`)
 	}
+	if at := strings.IndexByte(req.Script, 0); at >= 0 {
+		// Python cannot compile it; refused before a sandbox is spent.
+		return nulByte(req.Script, at)
+	}
 	if len(req.Script) > cfg.MaxScriptBytes {
 		return &APIError{Type: TypePayloadTooLarge, Status: 413,
 			Message: fmt.Sprintf(`"script" is %d bytes, over the cap of %d`, len(req.Script), cfg.MaxScriptBytes)}
@@ -386,6 +419,16 @@ func (req *executeRequest) validate(cfg *Config) error {
 		}
 	}
 	return nil
+}
+
+// nulByte is the syntax_error of a script holding a NUL byte at byte at:
+// located as Python locates it (1-based line, and column in characters).
+func nulByte(script string, at int) error {
+	lineStart := strings.LastIndexByte(script[:at], '\n') + 1
+	line := strings.Count(script[:at], "\n") + 1
+	column := utf8.RuneCountInString(script[lineStart:at]) + 1
+	return &runner.ScriptError{Kind: runner.KindSyntaxError, Line: line, Offset: column,
+		Message: fmt.Sprintf("SyntaxError: source code cannot contain null bytes (a NUL at line %d, column %d)", line, column)}
 }
 
 // decodeJSONFiles reads "files" of a JSON body (valid, compact JSON): an

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -298,6 +299,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(`{"script": 1}`))
 	f.Add([]byte(`{"script": "x", "input": {"a": "\ud83d\ude00", "b": [1, -2.5e3]}, "memory_mb": 5}`))
 	f.Add([]byte(`{"script": "x", "script": "y"}`))
+	f.Add([]byte(`{"script": "x", "stdin": "a\nb", "inputs": [1]}`))
 	f.Add([]byte("{\"script\": \"\xff\"}"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -336,6 +338,7 @@ func FuzzDecodeJSON(f *testing.F) {
 func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add([]byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a"))
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0x82), byte(1), byte(1), byte(0xcc), byte(1), byte(2)))
+	f.Add(mp(byte(0x82), "script", "x", "stdin", "line\n"))
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -461,5 +464,92 @@ func TestDecodingStopsAtTheCaps(t *testing.T) {
 	req, err := decodeJSON([]byte(`{"script": "x", "files": {"a": "\/\/8="}}`), caps)
 	if err != nil || len(req.Files) != 1 || !bytes.Equal(req.Files[0].Content, []byte{0xff, 0xff}) {
 		t.Errorf("escaped base64: %+v %v", req.Files, err)
+	}
+}
+
+// "stdin" is a string, null or absent, in JSON and in msgpack alike.
+func TestDecodeStdin(t *testing.T) {
+	text := "line 1\né\n"
+	for _, tc := range []struct {
+		name    string
+		json    string
+		msgpack []byte
+		want    *string
+		wantErr bool
+	}{
+		{"text", `{"script": "x", "stdin": "line 1\n\u00e9\n"}`, mp(byte(0x82), "script", "x", "stdin", text), &text, false},
+		{"absent", `{"script": "x"}`, mp(byte(0x81), "script", "x"), nil, false},
+		{"null", `{"script": "x", "stdin": null}`, mp(byte(0x82), "script", "x", "stdin", byte(0xc0)), nil, false},
+		{"number", `{"script": "x", "stdin": 1}`, mp(byte(0x82), "script", "x", "stdin", byte(1)), nil, true},
+		{"array", `{"script": "x", "stdin": ["a"]}`, mp(byte(0x82), "script", "x", "stdin", byte(0x91), "a"), nil, true},
+		{"wrong case", `{"script": "x", "Stdin": "a"}`, mp(byte(0x82), "script", "x", "Stdin", "a"), nil, true},
+	} {
+		for format, decode := range map[string]func() (executeRequest, error){
+			"json":    func() (executeRequest, error) { return decodeJSON([]byte(tc.json), testConfig()) },
+			"msgpack": func() (executeRequest, error) { return decodeMsgpack(tc.msgpack, testConfig()) },
+		} {
+			t.Run(tc.name+"/"+format, func(t *testing.T) {
+				req, err := decode()
+				if tc.wantErr {
+					var apiErr *APIError
+					if !errors.As(err, &apiErr) || apiErr.Type != TypeInvalidRequest {
+						t.Fatalf("err = %v, want invalid_request", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (req.Stdin == nil) != (tc.want == nil) || req.Stdin != nil && *req.Stdin != *tc.want {
+					t.Errorf("stdin %v, want %v", req.Stdin, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// A NUL byte anywhere in the script is a syntax_error located as Python
+// locates it (line, and column in characters), found before a sandbox runs.
+func TestScriptWithNulIsASyntaxError(t *testing.T) {
+	cfg := DefaultConfig()
+	req := executeRequest{Script: "x = 1\né = 'a\x00'\n"}
+	err := req.validate(&cfg)
+	var se *runner.ScriptError
+	if !errors.As(err, &se) || se.Kind != runner.KindSyntaxError || se.Line != 2 || se.Offset != 7 {
+		t.Fatalf("err = %#v, want syntax_error at line 2, column 7", err)
+	}
+	if status, _, _ := toErrorBody(err); status != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", status)
+	}
+}
+
+func TestBodyFormat(t *testing.T) {
+	for _, tc := range []struct {
+		contentType string
+		msgpack     bool
+		status      int
+	}{
+		{"", false, 0},
+		{"application/json", false, 0},
+		{"Application/JSON; charset=utf-8", false, 0},
+		{"application/problem+json", false, 0},
+		{"application/x-www-form-urlencoded", false, 0}, // curl -d
+		{"application/msgpack", true, 0},
+		{"application/x-msgpack", true, 0},
+		{"application/vnd.msgpack", true, 0},
+		{"application/vnd.msgpack; charset=binary", true, 0},
+		{"application/xml", false, http.StatusUnsupportedMediaType},
+		{"text/plain", false, http.StatusUnsupportedMediaType},
+		{"multipart/form-data; boundary=x", false, http.StatusUnsupportedMediaType},
+		{"json", false, http.StatusUnsupportedMediaType},
+	} {
+		asMsgpack, err := bodyFormat([]byte(tc.contentType))
+		var apiErr *APIError
+		switch {
+		case tc.status == 0 && (err != nil || asMsgpack != tc.msgpack):
+			t.Errorf("%q: msgpack %v, err %v; want msgpack %v", tc.contentType, asMsgpack, err, tc.msgpack)
+		case tc.status != 0 && (!errors.As(err, &apiErr) || apiErr.Status != tc.status || apiErr.Type != TypeUnsupportedMediaType):
+			t.Errorf("%q: err %v, want %d %s", tc.contentType, err, tc.status, TypeUnsupportedMediaType)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 
@@ -253,6 +254,9 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	if ctx.Request.Header.ContentLength() > s.cfg.MaxBodyBytes {
 		return http.StatusRequestEntityTooLarge
 	}
+	if _, err := bodyFormat(ctx.Request.Header.ContentType()); err != nil {
+		return http.StatusUnsupportedMediaType
+	}
 	return fasthttp.StatusContinue
 }
 
@@ -421,6 +425,11 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 			Message: "missing or wrong bearer token"}, nil)
 		return
 	}
+	asMsgpack, err := bodyFormat(ctx.Request.Header.ContentType())
+	if err != nil {
+		s.writeError(ctx, err, nil)
+		return
+	}
 	// The body's bytes stay counted until the handler returns: the
 	// decoded request holds about as much again while it waits and runs.
 	raw, releaseBody, err := s.readBody(ctx)
@@ -429,7 +438,6 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err, nil)
 		return
 	}
-	asMsgpack := isMsgpack(ctx.Request.Header.ContentType())
 	var req executeRequest
 	if asMsgpack {
 		req, err = decodeMsgpack(raw, &s.cfg)
@@ -445,7 +453,12 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	}
 
 	execReq := runner.Request{Script: req.Script, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
-		Files: req.Files, Timeout: req.timeout(&s.cfg)}
+		Stdin: req.Stdin, Files: req.Files, Timeout: req.timeout(&s.cfg)}
+	if asMsgpack {
+		// A msgpack answer carries the result as the sandbox encoded it,
+		// bytes as bin.
+		execReq.ResultFormat = runner.ResultMsgpack
+	}
 	if req.MemoryMB != nil {
 		execReq.MemoryBytes = *req.MemoryMB << 20
 	}
@@ -496,10 +509,10 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(body)
 }
 
-// msgpackSuccessBody is successBody in msgpack: the result, JSON text
-// from the sandbox, becomes the equivalent msgpack value as it is written.
+// msgpackSuccessBody is successBody in msgpack: the result is the msgpack
+// value the sandbox encoded (runner.ResultMsgpack), checked by the runner.
 type msgpackSuccessBody struct {
-	Result jsonAsMsgpack       `msgpack:"result"`
+	Result msgpack.RawMessage  `msgpack:"result"`
 	Stdout string              `msgpack:"stdout"`
 	Stderr string              `msgpack:"stderr"`
 	Files  map[string]fileBody `msgpack:"files,omitempty"`
@@ -509,11 +522,9 @@ type msgpackSuccessBody struct {
 
 // writeMsgpackSuccess answers a msgpack request in msgpack.
 func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody) {
-	answer := msgpackSuccessBody{Result: jsonAsMsgpack(out.Result),
+	answer := msgpackSuccessBody{Result: msgpack.RawMessage(out.Result),
 		Stdout: validUTF8(string(out.Stdout)), Stderr: validUTF8(string(out.Stderr)),
 		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)}
-	// The JSON text's length is a close bound of its msgpack: only floats
-	// grow (a 9-byte float64 for "0.0").
 	body, err := marshalMsgpack(&answer, len(out.Result)+len(answer.Stdout)+len(answer.Stderr)+filesSize(out.Files)+256)
 	if err != nil {
 		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
@@ -548,7 +559,7 @@ func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, 
 			body = validError(body)
 			items[i].Error = &body
 		case asMsgpack:
-			items[i].Result = jsonAsMsgpack(item.Result)
+			items[i].Result = msgpack.RawMessage(item.Result)
 		default:
 			items[i].Result = json.RawMessage(item.Result)
 		}
@@ -592,10 +603,57 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-func isMsgpack(contentType []byte) bool {
+// Media types of a request body. A body without a Content-Type is JSON,
+// as are curl's default for -d (application/x-www-form-urlencoded: the
+// body is still parsed as strict JSON, so a real form is invalid_request)
+// and any "+json" type; anything else is unsupported_media_type.
+var (
+	msgpackTypes = [][]byte{[]byte("application/msgpack"), []byte("application/vnd.msgpack"), []byte("application/x-msgpack")}
+	jsonTypes    = [][]byte{[]byte(""), []byte("application/json"), []byte("application/x-www-form-urlencoded")}
+)
+
+// bodyMediaType is contentType without its parameters, lower-cased.
+func bodyMediaType(contentType []byte) []byte {
 	ct, _, _ := bytes.Cut(contentType, []byte(";"))
-	ct = bytes.TrimSpace(ct)
-	return bytes.EqualFold(ct, []byte("application/msgpack")) || bytes.EqualFold(ct, []byte("application/x-msgpack"))
+	return bytes.ToLower(bytes.TrimSpace(ct))
+}
+
+func isMsgpack(contentType []byte) bool {
+	ct := bodyMediaType(contentType)
+	for _, t := range msgpackTypes {
+		if bytes.Equal(ct, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// bodyFormat says whether a request body of contentType is msgpack (else
+// JSON), or refuses the type with 415.
+func bodyFormat(contentType []byte) (asMsgpack bool, err error) {
+	if isMsgpack(contentType) {
+		return true, nil
+	}
+	ct := bodyMediaType(contentType)
+	if bytes.HasPrefix(ct, []byte("application/")) && bytes.HasSuffix(ct, []byte("+json")) {
+		return false, nil
+	}
+	for _, t := range jsonTypes {
+		if bytes.Equal(ct, t) {
+			return false, nil
+		}
+	}
+	return false, &APIError{Type: TypeUnsupportedMediaType, Status: http.StatusUnsupportedMediaType,
+		Message: fmt.Sprintf("Content-Type %q is not supported; send application/json or application/msgpack (also application/vnd.msgpack)",
+			clipText(string(contentType), 100))}
+}
+
+// clipText bounds a text a client sent before an answer quotes it.
+func clipText(text string, n int) string {
+	if len(text) <= n {
+		return text
+	}
+	return text[:n] + "…"
 }
 
 // writeError answers err with its status and typed body; partial carries

@@ -143,19 +143,26 @@ func TestResultWithAKeyTwice(t *testing.T) {
 		}
 	})
 	t.Run("forged result over msgpack", func(t *testing.T) {
-		status, raw := s.postMsgpack(t, map[string]any{"script": single})
+		// A msgpack caller's result is msgpack from the sandbox, passed on
+		// as it is once the runner finds it strict: a map with a key twice
+		// never reaches the caller.
+		forgedMsgpack := strings.Replace(forged, "FRAME",
+			`{"type": "result", "result": b'\x82\xa8approved\xc2\xa8approved\xc3', "files": []}`, 1)
+		status, raw := s.postMsgpack(t, map[string]any{"script": forgedMsgpack})
 		var answer struct {
 			Result any    `msgpack:"result"`
 			Stdout string `msgpack:"stdout"`
 			Error  struct {
-				Type string `msgpack:"type"`
+				Type    string `msgpack:"type"`
+				Message string `msgpack:"message"`
 			} `msgpack:"error"`
 		}
 		if err := msgpack.Unmarshal(raw, &answer); err != nil {
 			t.Fatalf("answer %q: %v", raw, err)
 		}
-		if status != http.StatusUnprocessableEntity || answer.Error.Type != "protocol_error" || answer.Result != nil || answer.Stdout != "before\n" {
-			t.Errorf("status %d, answer %+v; want a 422 protocol_error, no result, what the script printed", status, answer)
+		if status != http.StatusUnprocessableEntity || answer.Error.Type != "protocol_error" || answer.Result != nil || answer.Stdout != "before\n" ||
+			!strings.Contains(answer.Error.Message, `"approved"`) || !strings.Contains(answer.Error.Message, "appears twice") {
+			t.Errorf("status %d, answer %+v; want a 422 protocol_error naming the key, no result, what the script printed", status, answer)
 		}
 	})
 	t.Run("forged batch result", func(t *testing.T) {

@@ -125,7 +125,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.Int64Var(&limits.OpenFiles, "max-open-files", rd.Limits.OpenFiles, "open descriptors in one sandbox")
 	fs.Int64Var(&limits.FileSizeBytes, "max-file-bytes", rd.Limits.FileSizeBytes, "largest file a script may write")
 	fs.IntVar(&limits.OutputBytes, "max-output-bytes", rd.Limits.OutputBytes, "cap on stdout and on stderr, each")
-	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the JSON result")
+	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the result as encoded for the answer (JSON text, or msgpack bytes for a msgpack caller)")
 	fs.IntVar(&limits.MaxFiles, "max-files", rd.Limits.MaxFiles, "cap on the count of a request's \"files\", and of the files a script leaves in /tmp/output")
 	fs.IntVar(&limits.FilesBytes, "max-files-bytes", rd.Limits.FilesBytes, "cap on the bytes of a request's \"files\" together, and of the files a script leaves in /tmp/output")
 	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")

@@ -21,10 +21,11 @@ import (
 // pythonUnpack decodes a msgpack answer as a Python client does, with the
 // python3-msgpack the sandboxes use (raw=False, its default: every str
 // must be UTF-8), and returns it as JSON (integers exact, floats by repr;
-// -0.0 and the like survive).
+// -0.0 and the like survive; bin, which Python reads as bytes, as
+// {"bin": "<hex>"}).
 const pythonUnpack = `import json, sys, msgpack
 v = msgpack.unpackb(sys.stdin.buffer.read(), raw=False)
-json.dump(v, sys.stdout)
+json.dump(v, sys.stdout, default=lambda b: {"bin": b.hex()})
 `
 
 // postMsgpack sends fields in msgpack and returns the status and the raw

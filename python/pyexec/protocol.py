@@ -26,8 +26,8 @@ MAX_INBOUND_FRAME = 64 << 20
 # Messages on a sandbox's channel, by type: the exact keys each carries.
 CHANNEL_MESSAGES = {
     "ready": ("type",),
-    "execute": ("type", "script", "input", "inputs", "input_format", "limits", "deny_imports", "files",
-                "output_files"),
+    "execute": ("type", "script", "input", "inputs", "input_format", "stdin", "result_format", "limits",
+                "deny_imports", "files", "output_files"),
     "result": ("type", "result", "files"),
     "results": ("type", "items", "files"),
     "error": ("type", "kind", "message", "traceback", "line", "offset"),
@@ -64,6 +64,10 @@ OUTPUT_FILES_KEYS = ("max_files", "max_bytes")
 
 # Values of "input_format".
 INPUT_NONE, INPUT_JSON, INPUT_MSGPACK = "", "json", "msgpack"
+
+# Values of "result_format": results as JSON text, or as one msgpack value
+# (bytes as bin) for callers that answer in msgpack.
+RESULT_JSON, RESULT_MSGPACK = "json", "msgpack"
 
 
 class ProtocolError(Exception):

@@ -1,5 +1,6 @@
 """Running one script and turning its outcome into a reply message."""
 
+import io
 import sys
 
 SCRIPT_FILENAME = "<script>"
@@ -57,6 +58,26 @@ def _script_traceback(exc, source):
     return "".join(lines)
 
 
+class NoStdin(io.TextIOBase):
+    """sys.stdin of a request without "stdin": every read raises EOFError
+    saying so (fd 0 itself stays /dev/null). A class made once, in the
+    zygote: making one per request would cost the hot path."""
+
+    def readable(self):
+        return True
+
+    def read(self, *args):
+        raise EOFError('no stdin was given: send the text to read in the request\'s "stdin" field')
+
+    readline = readlines = read
+
+
+def _stdin(text):
+    """What the script reads as sys.stdin: the request's "stdin" text, or a
+    NoStdin."""
+    return NoStdin() if text is None else io.StringIO(text)
+
+
 def _decode(msgpack, fmt, raw):
     """One input, decoded as the runner encoded it."""
     import json
@@ -83,15 +104,17 @@ def _run_batch(msgpack, message, main, source):
 
     from . import results
 
+    encode = results.encoder(msgpack, message["result_format"])
     items = []
     for raw in message["inputs"]:
+        sys.stdin = _stdin(message["stdin"])  # every input reads it from its start
         out, err = io.StringIO(), io.StringIO()
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         item = {"result": None, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0}
         try:
             value = main(_decode(msgpack, message["input_format"], raw))
-            item["result"] = results.encode(value)
+            item["result"] = encode(value)
         except results.NotSerializable as exc:
             item.update(kind="result_not_serializable", message=_clip(str(exc), MAX_MESSAGE_CHARS))
         except BaseException as exc:
@@ -170,7 +193,13 @@ def run(msgpack, message, policy):
         return error(exc.kind, exc.message, line=exc.line, offset=exc.column)
     except (MemoryError, RecursionError) as exc:
         return error("syntax_error", "the script is too complex to parse: %r" % exc)
+    except ValueError as exc:
+        # Python 3.11 refuses a NUL byte with ValueError (3.12: SyntaxError).
+        at = source.find("\0")
+        line, offset = (source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at)) if at >= 0 else (0, 0)
+        return error("syntax_error", "SyntaxError: %s" % exc, line=line, offset=offset)
 
+    sys.stdin = _stdin(message["stdin"])
     module = type(sys)(SCRIPT_MODULE_NAME)
     module.__file__ = SCRIPT_FILENAME
     sys.modules[SCRIPT_MODULE_NAME] = module
@@ -210,7 +239,8 @@ def run(msgpack, message, policy):
         return failure(exc, "main raised")
 
     try:
-        return _with_output_files(message, {"type": "result", "result": results.encode(value), "files": []})
+        encoded = results.encoder(msgpack, message["result_format"])(value)
+        return _with_output_files(message, {"type": "result", "result": encoded, "files": []})
     except results.NotSerializable as exc:
         return error("result_not_serializable", str(exc))
     except MemoryError:

@@ -84,9 +84,9 @@ class ProtocolTest(unittest.TestCase):
 NO_OUTPUT_FILES = {"max_files": 0, "max_bytes": 0}
 
 
-def execute(source, input_format="", raw=None):
+def execute(source, input_format="", raw=None, stdin=None, result_format="json"):
     message = {"type": "execute", "script": source, "input": raw, "inputs": None, "input_format": input_format,
-               "limits": {}, "deny_imports": [],
+               "stdin": stdin, "result_format": result_format, "limits": {}, "deny_imports": [],
                "files": [], "output_files": NO_OUTPUT_FILES}
     return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
 
@@ -108,6 +108,23 @@ class ScriptTest(unittest.TestCase):
 
     def test_missing_main(self):
         self.assertEqual(execute("x = 1\n")["kind"], "missing_main")
+
+    def test_stdin(self):
+        source = "import sys\ndef main():\n    return [input(), sys.stdin.read()]\n"
+        self.assertEqual(json.loads(execute(source, stdin="a\nb\nc")["result"]), ["a", "b\nc"])
+        reply = execute(source)
+        self.assertEqual(reply["kind"], "script_error")
+        self.assertIn("EOFError: no stdin was given", reply["message"])
+        self.assertIn('"stdin"', reply["message"])
+
+    def test_nul_byte_is_a_syntax_error(self):
+        reply = execute("x = 1\ndef main():\n    return 'a\0'\n")
+        self.assertEqual((reply["kind"], reply["line"], reply["offset"]), ("syntax_error", 3, 14))
+        self.assertIn("null bytes", reply["message"])
+
+    def test_msgpack_result_format(self):
+        reply = execute("def main():\n    return {'b': b'\\x00', 'n': 10**30}\n", result_format="msgpack")
+        self.assertEqual(msgpack.unpackb(reply["result"]), {"b": b"\x00", "n": str(10**30)})
 
     def test_texts_are_bounded(self):
         reply = execute("def main():\n    raise ValueError('x' * 100000)\n")
@@ -249,10 +266,107 @@ class DataScienceResultsTest(unittest.TestCase):
         self.assertIn("str(x)", message)
 
 
+class FrameLabelsTest(unittest.TestCase):
+    """DataFrames and Series keep their labels (results.py's docstring)."""
+
+    def setUp(self):
+        import pandas as pd
+
+        self.pd = pd
+        self.sales = pd.DataFrame({"region": ["n", "s", "n"], "product": ["x", "y", "x"], "amount": [10, 5, 7],
+                                   "day": pd.to_datetime(["2024-01-05", "2024-02-01", "2024-02-03"])})
+
+    def check(self, value, want):
+        self.assertEqual(json.loads(results.encode(value)), want)
+        self.assertEqual(msgpack.unpackb(results.encode_msgpack(msgpack, value)), want)
+
+    def test_default_index_keeps_the_records_form(self):
+        pd = self.pd
+        self.check(pd.DataFrame({"a": [1, 2]}), [{"a": 1}, {"a": 2}])
+        # Integers 0..n-1 in order say no more than the rows' positions.
+        self.check(pd.DataFrame({"a": [1, 2]}, index=pd.Index([0, 1], dtype="int64")), [{"a": 1}, {"a": 2}])
+        self.check(pd.DataFrame({"a": []}), [])
+
+    def test_groupby_keeps_the_group_labels(self):
+        self.check(self.sales.groupby("region")[["amount"]].sum(), [{"region": "n", "amount": 17}, {"region": "s", "amount": 5}])
+        self.check(self.sales.groupby(["region", "product"])[["amount"]].sum(),
+                   [{"region": "n", "product": "x", "amount": 17}, {"region": "s", "product": "y", "amount": 5}])
+
+    def test_unnamed_levels_take_reset_index_names(self):
+        pd = self.pd
+        self.check(pd.DataFrame({"a": [1]}, index=["r"]), [{"index": "r", "a": 1}])
+        self.check(pd.DataFrame({"index": [1]}, index=["r"]), [{"level_0": "r", "index": 1}])
+        multi = pd.MultiIndex.from_tuples([("n", 1)])
+        self.check(pd.DataFrame({"a": [1]}, index=multi), [{"level_0": "n", "level_1": 1, "a": 1}])
+        # A filtered or sorted frame keeps its row labels too.
+        self.check(self.sales[["amount"]].sort_values("amount").head(2), [{"index": 1, "amount": 5}, {"index": 2, "amount": 7}])
+
+    def test_a_level_and_a_column_of_one_name_are_refused(self):
+        frame = self.sales.set_index("region", drop=False)[["region", "amount"]]
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.encode(frame)
+        self.assertIn('index level and column both named "region"', str(caught.exception))
+        self.assertIn("reset_index(drop=True)", str(caught.exception))
+
+    def test_multiindex_columns_are_joined_with_a_bar(self):
+        agg = self.sales.groupby("region").agg({"amount": ["sum", "mean"]})
+        self.check(agg, [{"region": "n", "amount|sum": 17, "amount|mean": 8.5}, {"region": "s", "amount|sum": 5, "amount|mean": 5.0}])
+        # reset_index leaves ("region", ""): the empty part is dropped.
+        self.check(agg.reset_index(), [{"region": "n", "amount|sum": 17, "amount|mean": 8.5}, {"region": "s", "amount|sum": 5, "amount|mean": 5.0}])
+        with self.assertRaises(results.NotSerializable) as caught:
+            results.encode(self.pd.DataFrame({("a|b", "c"): [1]}))
+        self.assertIn('holding "|"', str(caught.exception))
+        # Joined names that collide are refused like any duplicate.
+        with self.assertRaises(results.NotSerializable):
+            results.encode(self.pd.DataFrame([[1, 2]], columns=["a", ("a", "")]))
+
+    def test_pivot_table_crosstab_describe_value_counts_resample(self):
+        pd = self.pd
+        pivot = self.sales.pivot_table(index="region", columns="product", values="amount", aggfunc="sum", fill_value=0)
+        self.check(pivot, [{"region": "n", "x": 17, "y": 0}, {"region": "s", "x": 0, "y": 5}])
+        self.check(pd.crosstab(self.sales["region"], self.sales["product"], margins=True),
+                   [{"region": "n", "x": 2, "y": 0, "All": 2}, {"region": "s", "x": 0, "y": 1, "All": 1},
+                    {"region": "All", "x": 2, "y": 1, "All": 3}])
+        described = json.loads(results.encode(self.sales[["amount"]].describe()))
+        self.assertEqual([row["index"] for row in described], ["count", "mean", "std", "min", "25%", "50%", "75%", "max"])
+        self.assertEqual(described[0]["amount"], 3.0)
+        self.check(self.sales["region"].value_counts(), {"n": 2, "s": 1})
+        # A DataFrame's value_counts is a Series with a MultiIndex: records.
+        counts = json.loads(results.encode(self.sales[["region", "product"]].value_counts().sort_index()))
+        self.assertEqual([{k: v for k, v in row.items() if k in ("region", "product")} for row in counts],
+                         [{"region": "n", "product": "x"}, {"region": "s", "product": "y"}])
+        self.assertEqual([list(row.values())[-1] for row in counts], [2, 1])
+        monthly = self.sales.set_index("day")[["amount"]].resample("M").sum()
+        self.check(monthly, [{"day": "2024-01-31T00:00:00", "amount": 10}, {"day": "2024-02-29T00:00:00", "amount": 12}])
+        self.check(monthly["amount"], {"2024-01-31T00:00:00": 10, "2024-02-29T00:00:00": 12})
+        self.check(monthly["amount"].to_period("M"), {"2024-01": 10, "2024-02": 12})
+
+    def test_series_labels(self):
+        pd = self.pd
+        self.check(pd.Series([1, 2]), [1, 2])
+        self.check(pd.Series([1, 2], index=[np.int64(3), 4]), {"3": 1, "4": 2})
+        self.check(pd.Series([1, 2], index=[float("nan"), 1.5]), {"null": 1, "1.5": 2})
+        self.check(pd.Series([1, 2], index=[True, False]), {"true": 1, "false": 2})
+        self.check(pd.Series([5, 17], index=pd.IntervalIndex.from_breaks([0, 6, 20])), {"(0, 6]": 5, "(6, 20]": 17})
+        # A MultiIndex: records, the values under the Series' name, or "value".
+        sized = self.sales.groupby(["region", "product"]).size()
+        self.check(sized, [{"region": "n", "product": "x", "value": 2}, {"region": "s", "product": "y", "value": 1}])
+        self.check(sized.rename("n"), [{"region": "n", "product": "x", "n": 2}, {"region": "s", "product": "y", "n": 1}])
+        # A named RangeIndex is a label, not a position.
+        self.check(pd.Series([7], index=pd.RangeIndex(1, name="hour")), {"0": 7})
+
+    def test_msgpack_keeps_bytes_and_big_integers(self):
+        packed = results.encode_msgpack(msgpack, {"b": b"\x00\xff", "n": 2**64 - 1, "big": 10**30, "f": float("nan")})
+        self.assertEqual(msgpack.unpackb(packed), {"b": b"\x00\xff", "n": 2**64 - 1, "big": str(10**30), "f": None})
+        self.assertEqual(json.loads(results.encode({"b": b"\x00\xff"})), {"b": "AP8="})
+        with self.assertRaises(results.NotSerializable):
+            results.encode_msgpack(msgpack, "\ud800")
+
+
 class BatchTest(unittest.TestCase):
     def test_main_once_per_input_with_its_own_output_and_errors(self):
         message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
-                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "limits": {}, "deny_imports": [],
+                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
                "files": [], "output_files": NO_OUTPUT_FILES}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
@@ -266,12 +380,19 @@ class BatchTest(unittest.TestCase):
 
     def test_lone_surrogates_printed_by_an_item_still_encode(self):
         message = {"type": "execute", "script": "import sys\ndef main(x):\n    print('a\\udcff', x)\n    print('b\\ud800', file=sys.stderr)\n    return x\n",
-                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "limits": {}, "deny_imports": [],
+                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
                    "files": [], "output_files": NO_OUTPUT_FILES}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         msgpack.packb(reply, use_bin_type=True)  # the whole reply encodes
         self.assertEqual([i["stdout"] for i in reply["items"]], ["a\ufffd 1\n", "a\ufffd 2\n"])
         self.assertEqual(reply["items"][0]["stderr"], "b?\n")
+
+    def test_every_input_reads_stdin_from_its_start_and_msgpack_results(self):
+        message = {"type": "execute", "script": "def main(x):\n    return [x, input(), b'z']\n",
+                   "input": None, "inputs": [b"\x01", b"\x02"], "input_format": "msgpack", "stdin": "line\n",
+                   "result_format": "msgpack", "limits": {}, "deny_imports": [], "files": [], "output_files": NO_OUTPUT_FILES}
+        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+        self.assertEqual([msgpack.unpackb(i["result"]) for i in reply["items"]], [[1, "line", b"z"], [2, "line", b"z"]])
 
 
 class FilesTest(unittest.TestCase):
@@ -294,7 +415,7 @@ class FilesTest(unittest.TestCase):
         if os.path.islink(files.OUTPUT_DIR):
             os.unlink(files.OUTPUT_DIR)
         os.mkdir(files.OUTPUT_DIR)
-        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "",
+        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "", "stdin": None, "result_format": "json",
                    "limits": {}, "deny_imports": [], "files": [{"name": n, "content": c} for n, c in placed],
                    "output_files": {"max_files": max_files, "max_bytes": max_bytes}}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
