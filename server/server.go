@@ -119,14 +119,14 @@ func DefaultConfig() Config {
 		// at once, so only clients that do not read their answers fill it.
 		MaxAnswerBytesInFlight: 256 << 20,
 		MaxBatch:               100,
-		MaxFiles:             limits.MaxFiles,
-		MaxFilesBytes:        limits.FilesBytes,
-		MaxFileBytes:         limits.FileSizeBytes,
-		MaxTimeout:           limits.Timeout,
-		MaxMemoryMB:          limits.MemoryBytes >> 20,
-		ReadTimeout:          10 * time.Second,
-		IdleTimeout:          60 * time.Second,
-		MaxConnections:       DefaultMaxConnections(),
+		MaxFiles:               limits.MaxFiles,
+		MaxFilesBytes:          limits.FilesBytes,
+		MaxFileBytes:           limits.FileSizeBytes,
+		MaxTimeout:             limits.Timeout,
+		MaxMemoryMB:            limits.MemoryBytes >> 20,
+		ReadTimeout:            10 * time.Second,
+		IdleTimeout:            60 * time.Second,
+		MaxConnections:         DefaultMaxConnections(),
 	}
 }
 
