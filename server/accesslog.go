@@ -50,6 +50,10 @@ func (s *Server) accessLog(next fasthttp.RequestHandler) fasthttp.RequestHandler
 		l := logOf(ctx)
 		l.id = requestID(ctx)
 		ctx.Response.Header.Set("X-Request-Id", l.id)
+		// A request with the token (any, without one) proves its
+		// connection: it is never closed to make room for another.
+		s.conns.enter(ctx.Conn(), s.authorized(ctx))
+		defer s.conns.leave(ctx.Conn())
 		next(ctx)
 		s.logLine(ctx, l, start)
 		s.metrics.observe(ctx, l, time.Since(start))

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -24,7 +25,7 @@ type serverMetrics struct {
 	requestsName   string
 }
 
-func newServerMetrics(set *metrics.Set, exec Executor, answers *answerBudget) *serverMetrics {
+func newServerMetrics(set *metrics.Set, exec Executor, answers *answerBudget, bodyBytes *atomic.Int64) *serverMetrics {
 	m := &serverMetrics{
 		set:            set,
 		queue:          set.NewPrometheusHistogram("pyexec_queue_seconds"),
@@ -43,6 +44,7 @@ func newServerMetrics(set *metrics.Set, exec Executor, answers *answerBudget) *s
 	gauge("pyexec_pool_building", func() int { return exec.Stats().Building })
 	gauge("pyexec_pool_busy", func() int { return exec.Stats().Busy })
 	gauge("pyexec_pool_waiting", func() int { return exec.Stats().Waiting })
+	set.NewGauge("pyexec_body_bytes_in_flight", func() float64 { return float64(bodyBytes.Load()) })
 	set.NewGauge("pyexec_answer_bytes_in_flight", func() float64 { return float64(answers.held.Load()) })
 
 	return m

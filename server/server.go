@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -77,9 +78,11 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
-	// MaxConnections caps the connections open at once; one over it is
-	// answered 503 and closed before any request is read. Default:
-	// DefaultMaxConnections.
+	// MaxConnections caps the connections open at once: at the cap a new
+	// one takes the place of the unproven connection idle the longest
+	// (admission), or, when every one has made a valid request or has one
+	// being handled, is answered 503 and closed before any request is
+	// read. Default: DefaultMaxConnections.
 	MaxConnections int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on /execute.
@@ -203,9 +206,14 @@ type Server struct {
 	// bodyBudget holds MaxBodyBytesInFlight; readBody takes a request's
 	// body bytes from it.
 	bodyBudget *semaphore.Weighted
+	// bodyBytesHeld is what bodyBudget has given out, for /metrics.
+	bodyBytesHeld atomic.Int64
 	// answers holds MaxAnswerBytesInFlight; respond takes each answer's
 	// bytes from it.
 	answers *answerBudget
+	// conns keeps MaxConnections, making room for new connections by
+	// closing unproven idle ones.
+	conns *admission
 }
 
 // New returns a server that runs scripts with exec.
@@ -215,7 +223,8 @@ func New(cfg Config, exec Executor) *Server {
 		s.cfg.Metrics = metrics.NewSet()
 	}
 	s.answers = newAnswerBudget(s.cfg.MaxAnswerBytesInFlight)
-	s.metrics = newServerMetrics(s.cfg.Metrics, exec, s.answers)
+	s.conns = newAdmission(s.cfg.MaxConnections, s.cfg.Logger)
+	s.metrics = newServerMetrics(s.cfg.Metrics, exec, s.answers, &s.bodyBytesHeld)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	hangups, err := newHangupWatcher()
 	if err != nil {
@@ -241,11 +250,18 @@ func New(cfg Config, exec Executor) *Server {
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           1,
 		DisablePreParseMultipartForm: true,
-		// fasthttp serves each connection with a worker of its own and
-		// answers one over this count 503 and closes it at once, so the
-		// descriptors idle connections may hold are bounded (the pool, not
-		// the connection count, bounds the work).
-		Concurrency:           s.cfg.MaxConnections,
+		// fasthttp serves each connection with a worker of its own, and
+		// answers one over Concurrency 503. The cap is admission's
+		// (MaxConnections, so that the descriptors connections hold are
+		// bounded; the pool, not the connection count, bounds the work):
+		// fasthttp's is twice it, room for the workers of the connections
+		// admission closed, which end a moment later.
+		Concurrency: 2 * s.cfg.MaxConnections,
+		ConnState: func(c net.Conn, state fasthttp.ConnState) {
+			if state == fasthttp.StateClosed {
+				s.conns.closed(c)
+			}
+		},
 		NoDefaultServerHeader: true,
 		// fasthttp's own messages (a malformed request, a connection it
 		// could not serve) go to the service's log as JSON, and without
@@ -258,9 +274,11 @@ func New(cfg Config, exec Executor) *Server {
 }
 
 // Serve answers requests on ln until Shutdown. Accept errors that pass
-// (out of descriptors) are retried rather than ending Serve.
+// (out of descriptors) are retried rather than ending Serve; connections
+// past MaxConnections make room by closing unproven idle ones
+// (admission).
 func (s *Server) Serve(ln net.Listener) error {
-	return s.http.Serve(newRetryListener(ln, s.cfg.Logger))
+	return s.http.Serve(&admissionListener{Listener: newRetryListener(ln, s.cfg.Logger), admission: s.conns})
 }
 
 // expectContinue answers a request's "Expect: 100-continue" before its
