@@ -145,6 +145,9 @@ type Error struct {
 	Offset    int
 	Stdout    string
 	Stderr    string
+	// Truncated says Stdout or Stderr were cut to keep the answer within
+	// the server's --max-answer-bytes.
+	Truncated bool
 	retryable bool
 	// retryAfter is the server's Retry-After, when it sent one.
 	retryAfter time.Duration
@@ -165,8 +168,9 @@ type errorBody struct {
 		Line      int    `json:"line" msgpack:"line"`
 		Offset    int    `json:"offset" msgpack:"offset"`
 	} `json:"error" msgpack:"error"`
-	Stdout string `json:"stdout" msgpack:"stdout"`
-	Stderr string `json:"stderr" msgpack:"stderr"`
+	Stdout    string `json:"stdout" msgpack:"stdout"`
+	Stderr    string `json:"stderr" msgpack:"stderr"`
+	Truncated bool   `json:"truncated" msgpack:"truncated"`
 }
 
 // Execute runs req and decodes what main returned into out (a pointer, or
@@ -275,7 +279,7 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 				retryable: resp.StatusCode >= 500}
 		}
 		e := &Error{Status: resp.StatusCode, Type: eb.Error.Type, Message: eb.Error.Message, Traceback: eb.Error.Traceback,
-			Line: eb.Error.Line, Offset: eb.Error.Offset, Stdout: eb.Stdout, Stderr: eb.Stderr, retryable: eb.Error.Retryable}
+			Line: eb.Error.Line, Offset: eb.Error.Offset, Stdout: eb.Stdout, Stderr: eb.Stderr, Truncated: eb.Truncated, retryable: eb.Error.Retryable}
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 			e.retryAfter = time.Duration(s) * time.Second
 		}

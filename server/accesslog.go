@@ -20,6 +20,10 @@ type requestLog struct {
 	// bytesIn is the request body's length, once readBody has read it
 	// (the body is streamed: asking fasthttp for it would read it all).
 	bytesIn int
+	// bytesOut is the answer's length, set by respond (its body is a
+	// stream, which asking fasthttp for it would read); for other answers
+	// accessLog takes the body's length.
+	bytesOut int
 	// executed says the request reached the pool (queue and exec are set).
 	executed bool
 }
@@ -46,6 +50,10 @@ func (s *Server) accessLog(next fasthttp.RequestHandler) fasthttp.RequestHandler
 		l := logOf(ctx)
 		l.id = requestID(ctx)
 		ctx.Response.Header.Set("X-Request-Id", l.id)
+		// A request with the token (any, without one) proves its
+		// connection: it is never closed to make room for another.
+		s.conns.enter(ctx.Conn(), s.authorized(ctx))
+		defer s.conns.leave(ctx.Conn())
 		next(ctx)
 		s.logLine(ctx, l, start)
 		s.metrics.observe(ctx, l, time.Since(start))
@@ -60,7 +68,7 @@ func (s *Server) logLine(ctx *fasthttp.RequestCtx, l *requestLog, start time.Tim
 		Int("status", ctx.Response.StatusCode()).
 		Str("remote", ctx.RemoteAddr().String()).
 		Int("bytes_in", l.bytesIn).
-		Int("bytes_out", len(ctx.Response.Body())).
+		Int("bytes_out", bytesOut(ctx, l)).
 		Float64("queue_ms", millis(l.queue)).
 		Float64("exec_ms", millis(l.exec)).
 		Float64("total_ms", millis(time.Since(start)))
@@ -71,6 +79,15 @@ func (s *Server) logLine(ctx *fasthttp.RequestCtx, l *requestLog, start time.Tim
 		ev = ev.Bool("client_gone", true)
 	}
 	ev.Msg("request")
+}
+
+// bytesOut is the length of the answer's body, without reading a body
+// stream.
+func bytesOut(ctx *fasthttp.RequestCtx, l *requestLog) int {
+	if ctx.Response.IsBodyStream() {
+		return l.bytesOut
+	}
+	return len(ctx.Response.Body())
 }
 
 // requestID is the caller's X-Request-Id when it is at most 64 printable

@@ -4,39 +4,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
-
-	"github.com/sandbox-exec/pyexec/runner"
 )
-
-// fileBody is one output file in an answer: its content (base64 in JSON,
-// bin in msgpack), size in bytes and media type.
-type fileBody struct {
-	Content   []byte `json:"content" msgpack:"content"`
-	Size      int    `json:"size" msgpack:"size"`
-	MediaType string `json:"media_type" msgpack:"media_type"`
-}
-
-// filesBody maps the output files by name; nil (left out of the answer)
-// when there are none, so answers without files are as they were.
-func filesBody(files []runner.File) map[string]fileBody {
-	if len(files) == 0 {
-		return nil
-	}
-	out := make(map[string]fileBody, len(files))
-	for _, f := range files {
-		out[f.Name] = fileBody{Content: f.Content, Size: len(f.Content), MediaType: mediaType(f.Name, f.Content)}
-	}
-	return out
-}
-
-// filesSize is the bytes of files' contents together.
-func filesSize(files []runner.File) int {
-	n := 0
-	for _, f := range files {
-		n += len(f.Content) + len(f.Name) + 64
-	}
-	return n
-}
 
 // mediaTypes are the types of the files data-science scripts write, by
 // extension. A fixed table, so the answer does not depend on the host's

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -12,25 +13,29 @@ import (
 // on GET /metrics. Labels take values from fixed sets only (paths, error
 // types, statuses), so the series stay few.
 type serverMetrics struct {
-	set          *metrics.Set
-	queue, exec  *metrics.PrometheusHistogram
-	total        *metrics.PrometheusHistogram
-	bytesIn      *metrics.Counter
-	bytesOut     *metrics.Counter
-	knownPaths   map[string]bool
-	requestsName string
+	set         *metrics.Set
+	queue, exec *metrics.PrometheusHistogram
+	total       *metrics.PrometheusHistogram
+	bytesIn     *metrics.Counter
+	bytesOut    *metrics.Counter
+	// answersRefused counts answers replaced by a 503 for want of room
+	// in the budget of answers in flight.
+	answersRefused *metrics.Counter
+	knownPaths     map[string]bool
+	requestsName   string
 }
 
-func newServerMetrics(set *metrics.Set, exec Executor) *serverMetrics {
+func newServerMetrics(set *metrics.Set, exec Executor, answers *answerBudget, bodyBytes *atomic.Int64) *serverMetrics {
 	m := &serverMetrics{
-		set:          set,
-		queue:        set.NewPrometheusHistogram("pyexec_queue_seconds"),
-		exec:         set.NewPrometheusHistogram("pyexec_exec_seconds"),
-		total:        set.NewPrometheusHistogram("pyexec_request_seconds"),
-		bytesIn:      set.NewCounter("pyexec_request_bytes_total"),
-		bytesOut:     set.NewCounter("pyexec_response_bytes_total"),
-		knownPaths:   map[string]bool{"/execute": true, "/health": true, "/ready": true, "/live": true, "/metrics": true},
-		requestsName: "pyexec_requests_total",
+		set:            set,
+		queue:          set.NewPrometheusHistogram("pyexec_queue_seconds"),
+		exec:           set.NewPrometheusHistogram("pyexec_exec_seconds"),
+		total:          set.NewPrometheusHistogram("pyexec_request_seconds"),
+		bytesIn:        set.NewCounter("pyexec_request_bytes_total"),
+		bytesOut:       set.NewCounter("pyexec_response_bytes_total"),
+		answersRefused: set.NewCounter("pyexec_answers_refused_total"),
+		knownPaths:     map[string]bool{"/execute": true, "/health": true, "/ready": true, "/live": true, "/metrics": true},
+		requestsName:   "pyexec_requests_total",
 	}
 	gauge := func(name string, f func() int) {
 		set.NewGauge(name, func() float64 { return float64(f()) })
@@ -39,6 +44,9 @@ func newServerMetrics(set *metrics.Set, exec Executor) *serverMetrics {
 	gauge("pyexec_pool_building", func() int { return exec.Stats().Building })
 	gauge("pyexec_pool_busy", func() int { return exec.Stats().Busy })
 	gauge("pyexec_pool_waiting", func() int { return exec.Stats().Waiting })
+	set.NewGauge("pyexec_body_bytes_in_flight", func() float64 { return float64(bodyBytes.Load()) })
+	set.NewGauge("pyexec_answer_bytes_in_flight", func() float64 { return float64(answers.held.Load()) })
+
 	return m
 }
 
@@ -55,7 +63,7 @@ func (m *serverMetrics) observe(ctx *fasthttp.RequestCtx, l *requestLog, took ti
 	m.set.GetOrCreateCounter(fmt.Sprintf(`%s{path=%q,status="%d",error=%q}`,
 		m.requestsName, path, ctx.Response.StatusCode(), errType)).Inc()
 	m.bytesIn.Add(l.bytesIn)
-	m.bytesOut.Add(len(ctx.Response.Body()))
+	m.bytesOut.Add(bytesOut(ctx, l))
 	if path == "/execute" {
 		m.total.Update(took.Seconds())
 	}

@@ -1,53 +1,78 @@
 package server
 
-import (
-	"bytes"
-	"unicode/utf8"
+import "math"
 
-	"github.com/vmihailenco/msgpack/v5"
-)
+// The msgpack headers and integers the answers' encoder (answer.go) writes
+// by hand, each in its smallest form, as the msgpack spec asks of
+// serializers.
 
-// validUTF8 returns s with every byte that is not part of valid UTF-8
-// replaced by U+FFFD, one replacement per byte: exactly what encoding/json
-// writes for such a string, so a JSON and a msgpack answer carry the same
-// text. What a script writes to its stdout and stderr is raw bytes; a
-// msgpack str must be UTF-8, and a client that checks (msgpack-python with
-// raw=False, the default) refuses the whole answer otherwise.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
+func appendArrayLen(b []byte, n uint32) []byte {
+	switch {
+	case n < 16:
+		return append(b, 0x90|byte(n))
+	case n <= math.MaxUint16:
+		return append(b, 0xdc, byte(n>>8), byte(n))
+	default:
+		return append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	var b bytes.Buffer
-	b.Grow(len(s) + 16)
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b.WriteString("\uFFFD")
-		} else {
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
 }
 
-// validError is body with its text made valid UTF-8 (see validUTF8).
-func validError(body errorBody) errorBody {
-	body.Message = validUTF8(body.Message)
-	body.Traceback = validUTF8(body.Traceback)
-	return body
+func appendMapLen(b []byte, n uint32) []byte {
+	switch {
+	case n < 16:
+		return append(b, 0x80|byte(n))
+	case n <= math.MaxUint16:
+		return append(b, 0xde, byte(n>>8), byte(n))
+	default:
+		return append(b, 0xdf, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
 }
 
-// marshalMsgpack encodes v with integers in their smallest msgpack form
-// (a 0 is one byte, not the nine of an int64), as the msgpack spec asks
-// of serializers; sizeHint is the expected size of the encoding.
-func marshalMsgpack(v any, sizeHint int) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(sizeHint)
-	enc := msgpack.NewEncoder(&buf)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
+func appendStrHeader(b []byte, n int) []byte {
+	switch {
+	case n < 32:
+		return append(b, 0xa0|byte(n))
+	case n <= math.MaxUint8:
+		return append(b, 0xd9, byte(n))
+	case n <= math.MaxUint16:
+		return append(b, 0xda, byte(n>>8), byte(n))
+	default:
+		return append(b, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	return buf.Bytes(), nil
+}
+
+func appendUint(b []byte, n uint64) []byte {
+	switch {
+	case n <= math.MaxInt8:
+		return append(b, byte(n))
+	case n <= math.MaxUint8:
+		return append(b, 0xcc, byte(n))
+	case n <= math.MaxUint16:
+		return append(b, 0xcd, byte(n>>8), byte(n))
+	case n <= math.MaxUint32:
+		return append(b, 0xce, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	default:
+		return appendUint64(append(b, 0xcf), n)
+	}
+}
+
+func appendInt(b []byte, n int64) []byte {
+	switch {
+	case n >= 0:
+		return appendUint(b, uint64(n))
+	case n >= -32:
+		return append(b, byte(n)) // negative fixint
+	case n >= math.MinInt8:
+		return append(b, 0xd0, byte(n))
+	case n >= math.MinInt16:
+		return append(b, 0xd1, byte(n>>8), byte(n))
+	case n >= math.MinInt32:
+		return append(b, 0xd2, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	default:
+		return appendUint64(append(b, 0xd3), uint64(n))
+	}
+}
+
+func appendUint64(b []byte, n uint64) []byte {
+	return append(b, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }

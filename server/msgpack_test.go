@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"math"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -27,27 +26,6 @@ func trim(b []byte) []byte {
 	return b
 }
 
-// validUTF8 writes what encoding/json writes for the same bytes.
-func TestValidUTF8MatchesJSON(t *testing.T) {
-	for _, s := range []string{"", "plain", "before \xff\xfe after\n", "\xed\xa0\x80", "é\xc3", "\xf0\x9f\x98",
-		"\U0001F600\x80\U0001F600", "\uFFFD", "\x00\x1f"} {
-		got := validUTF8(s)
-		if !utf8.ValidString(got) {
-			t.Errorf("%q: %q is not UTF-8", s, got)
-		}
-		encoded, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var viaJSON string
-		if err := json.Unmarshal(encoded, &viaJSON); err != nil {
-			t.Fatal(err)
-		}
-		if got != viaJSON {
-			t.Errorf("%q: got %q, JSON carries %q", s, got, viaJSON)
-		}
-	}
-}
 
 // decodeStrict reads a msgpack answer as a strict client does.
 func decodeStrict(t *testing.T, body []byte) map[string]any {

@@ -548,7 +548,18 @@ func (req *executeRequest) validateFiles(cfg *Config) error {
 			Message: fmt.Sprintf(`"files" hold %d bytes together, over the cap of %d`, total, cfg.MaxFilesBytes)}
 	}
 	// Names are unique: JSON objects and msgpack maps with a key twice
-	// were refused by the strict decoders.
+	// were refused by the strict decoders. Two may still be one name on a
+	// file system that ignores case or normalisation: refused as on the
+	// way out, so a request's files are ones a client could have saved.
+	if len(req.Files) > 1 {
+		list := make([]string, len(req.Files))
+		for i, f := range req.Files {
+			list[i] = f.Name
+		}
+		if err := runner.CheckFileNames(list); err != nil {
+			return invalidRequest(`"files": ` + err.Error())
+		}
+	}
 	return nil
 }
 

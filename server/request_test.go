@@ -400,6 +400,12 @@ func TestDecodeFiles(t *testing.T) {
 		{"C1 control", `{"script": "x", "files": {"\u0085nel": ""}}`, TypeInvalidRequest},
 		{"bidirectional override", `{"script": "x", "files": {"r\u202egnp.exe": ""}}`, TypeInvalidRequest},
 		{"name of 256 bytes", `{"script": "x", "files": {"` + strings.Repeat("n", 256) + `": ""}}`, TypeInvalidRequest},
+		{"a drive letter", `{"script": "x", "files": {"D:evil.txt": ""}}`, TypeInvalidRequest},
+		{"a device name", `{"script": "x", "files": {"nul.txt": ""}}`, TypeInvalidRequest},
+		{"a trailing space", `{"script": "x", "files": {"x.txt ": ""}}`, TypeInvalidRequest},
+		{"a zero-width space", `{"script": "x", "files": {"a\u200b.txt": ""}}`, TypeInvalidRequest},
+		{"two names one in another case", `{"script": "x", "files": {"A.TXT": "", "a.txt": ""}}`, TypeInvalidRequest},
+		{"two names one when normalised", `{"script": "x", "files": {"caf\u00e9": "", "cafe\u0301": ""}}`, TypeInvalidRequest},
 	} {
 		req, err := decodeJSON([]byte(tc.body), &cfg)
 		if err == nil {

@@ -16,12 +16,12 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
-	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 
@@ -50,6 +50,16 @@ type Config struct {
 	// half its ReadTimeout is 503 overloaded. At least MaxBodyBytes. Default
 	// 256 MiB.
 	MaxBodyBytesInFlight int64
+	// MaxAnswerBytes caps an answer as a whole, as encoded (JSON escaping
+	// makes a control character six bytes): result or results, output,
+	// files, every batch item. Over it the answer is 422 output_limit
+	// with the output kept, cut to fit. At least 1 MiB. Default 16 MiB.
+	MaxAnswerBytes int
+	// MaxAnswerBytesInFlight caps the bytes of answers held at once, from
+	// their encoding until fasthttp has written them (a client that reads
+	// nothing holds its answer until WriteTimeout); an answer that finds
+	// no room is 503 overloaded. At least MaxAnswerBytes. Default 256 MiB.
+	MaxAnswerBytesInFlight int64
 	// MaxBatch caps the elements of "inputs". Default 100.
 	MaxBatch int
 	// MaxFiles and MaxFilesBytes cap a request's "files": their count and
@@ -68,9 +78,11 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection
 	// timeouts. Defaults 10s, MaxTimeout + 30s, 60s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
-	// MaxConnections caps the connections open at once; one over it is
-	// answered 503 and closed before any request is read. Default:
-	// DefaultMaxConnections.
+	// MaxConnections caps the connections open at once: at the cap a new
+	// one takes the place of the unproven connection idle the longest
+	// (admission), or, when every one has made a valid request or has one
+	// being handled, is answered 503 and closed before any request is
+	// read. Default: DefaultMaxConnections.
 	MaxConnections int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on /execute.
@@ -102,15 +114,22 @@ func DefaultConfig() Config {
 		// 32 bodies of the default 8 MiB: a few times what the sandboxes
 		// can run at once, a small part of a replica's memory.
 		MaxBodyBytesInFlight: 256 << 20,
-		MaxBatch:             100,
-		MaxFiles:             limits.MaxFiles,
-		MaxFilesBytes:        limits.FilesBytes,
-		MaxFileBytes:         limits.FileSizeBytes,
-		MaxTimeout:           limits.Timeout,
-		MaxMemoryMB:          limits.MemoryBytes >> 20,
-		ReadTimeout:          10 * time.Second,
-		IdleTimeout:          60 * time.Second,
-		MaxConnections:       DefaultMaxConnections(),
+		// An answer at the stdout and stderr caps of 1 MiB each, every
+		// byte a control character (6 bytes in JSON), fits, with a few
+		// MiB of result.
+		MaxAnswerBytes: 16 << 20,
+		// 16 answers at the cap: several times what the sandboxes make
+		// at once, so only clients that do not read their answers fill it.
+		MaxAnswerBytesInFlight: 256 << 20,
+		MaxBatch:               100,
+		MaxFiles:               limits.MaxFiles,
+		MaxFilesBytes:          limits.FilesBytes,
+		MaxFileBytes:           limits.FileSizeBytes,
+		MaxTimeout:             limits.Timeout,
+		MaxMemoryMB:            limits.MemoryBytes >> 20,
+		ReadTimeout:            10 * time.Second,
+		IdleTimeout:            60 * time.Second,
+		MaxConnections:         DefaultMaxConnections(),
 	}
 }
 
@@ -146,6 +165,10 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxScriptBytes, d.MaxScriptBytes)
 	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
 	setDefault(&c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))
+	setDefault(&c.MaxAnswerBytes, d.MaxAnswerBytes)
+	c.MaxAnswerBytes = max(c.MaxAnswerBytes, minAnswerBytes)
+	setDefault(&c.MaxAnswerBytesInFlight, max(d.MaxAnswerBytesInFlight, int64(c.MaxAnswerBytes)))
+	c.MaxAnswerBytesInFlight = max(c.MaxAnswerBytesInFlight, int64(c.MaxAnswerBytes))
 	setDefault(&c.MaxTimeout, d.MaxTimeout)
 	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
 	setDefault(&c.MaxBatch, d.MaxBatch)
@@ -183,6 +206,14 @@ type Server struct {
 	// bodyBudget holds MaxBodyBytesInFlight; readBody takes a request's
 	// body bytes from it.
 	bodyBudget *semaphore.Weighted
+	// bodyBytesHeld is what bodyBudget has given out, for /metrics.
+	bodyBytesHeld atomic.Int64
+	// answers holds MaxAnswerBytesInFlight; respond takes each answer's
+	// bytes from it.
+	answers *answerBudget
+	// conns keeps MaxConnections, making room for new connections by
+	// closing unproven idle ones.
+	conns *admission
 }
 
 // New returns a server that runs scripts with exec.
@@ -191,7 +222,9 @@ func New(cfg Config, exec Executor) *Server {
 	if s.cfg.Metrics == nil {
 		s.cfg.Metrics = metrics.NewSet()
 	}
-	s.metrics = newServerMetrics(s.cfg.Metrics, exec)
+	s.answers = newAnswerBudget(s.cfg.MaxAnswerBytesInFlight)
+	s.conns = newAdmission(s.cfg.MaxConnections, s.cfg.Logger)
+	s.metrics = newServerMetrics(s.cfg.Metrics, exec, s.answers, &s.bodyBytesHeld)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	hangups, err := newHangupWatcher()
 	if err != nil {
@@ -217,11 +250,18 @@ func New(cfg Config, exec Executor) *Server {
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           1,
 		DisablePreParseMultipartForm: true,
-		// fasthttp serves each connection with a worker of its own and
-		// answers one over this count 503 and closes it at once, so the
-		// descriptors idle connections may hold are bounded (the pool, not
-		// the connection count, bounds the work).
-		Concurrency:           s.cfg.MaxConnections,
+		// fasthttp serves each connection with a worker of its own, and
+		// answers one over Concurrency 503. The cap is admission's
+		// (MaxConnections, so that the descriptors connections hold are
+		// bounded; the pool, not the connection count, bounds the work):
+		// fasthttp's is twice it, room for the workers of the connections
+		// admission closed, which end a moment later.
+		Concurrency: 2 * s.cfg.MaxConnections,
+		ConnState: func(c net.Conn, state fasthttp.ConnState) {
+			if state == fasthttp.StateClosed {
+				s.conns.closed(c)
+			}
+		},
 		NoDefaultServerHeader: true,
 		// fasthttp's own messages (a malformed request, a connection it
 		// could not serve) go to the service's log as JSON, and without
@@ -234,9 +274,11 @@ func New(cfg Config, exec Executor) *Server {
 }
 
 // Serve answers requests on ln until Shutdown. Accept errors that pass
-// (out of descriptors) are retried rather than ending Serve.
+// (out of descriptors) are retried rather than ending Serve; connections
+// past MaxConnections make room by closing unproven idle ones
+// (admission).
 func (s *Server) Serve(ln net.Listener) error {
-	return s.http.Serve(newRetryListener(ln, s.cfg.Logger))
+	return s.http.Serve(&admissionListener{Listener: newRetryListener(ln, s.cfg.Logger), admission: s.conns})
 }
 
 // expectContinue answers a request's "Expect: 100-continue" before its
@@ -388,15 +430,6 @@ type timingBody struct {
 	TotalMS float64 `json:"total_ms" msgpack:"total_ms"`
 }
 
-type successBody struct {
-	Result json.RawMessage     `json:"result"`
-	Stdout string              `json:"stdout"`
-	Stderr string              `json:"stderr"`
-	Files  map[string]fileBody `json:"files,omitempty"`
-	Timing timingBody          `json:"timing"`
-	Usage  usageBody           `json:"usage"`
-}
-
 // usageBody is what the sandbox used, from the kernel.
 type usageBody struct {
 	CPUMS    float64 `json:"cpu_ms" msgpack:"cpu_ms"`
@@ -405,14 +438,6 @@ type usageBody struct {
 
 func usageOf(out runner.Output) usageBody {
 	return usageBody{CPUMS: millis(out.Usage.CPU), MaxRSSKB: out.Usage.MaxRSSKB}
-}
-
-type failureBody struct {
-	Error  errorBody   `json:"error" msgpack:"error"`
-	Stdout string      `json:"stdout" msgpack:"stdout"`
-	Stderr string      `json:"stderr" msgpack:"stderr"`
-	Timing *timingBody `json:"timing,omitempty" msgpack:"timing,omitempty"`
-	Usage  *usageBody  `json:"usage,omitempty" msgpack:"usage,omitempty"`
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -487,107 +512,23 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 				Message: "the server stopped before the script finished; send it again"}
 		}
 		usage := usageOf(out)
-		s.writeError(ctx, err, &failureBody{Stdout: string(out.Stdout), Stderr: string(out.Stderr), Timing: &timing, Usage: &usage})
+		s.writeError(ctx, err, &failure{stdout: out.Stdout, stderr: out.Stderr, timing: &timing, usage: &usage})
 		return
 	}
-	if req.Inputs != nil {
-		s.writeBatchSuccess(ctx, out, timing, asMsgpack)
-		return
-	}
-	if asMsgpack {
-		s.writeMsgpackSuccess(ctx, out, timing)
-		return
-	}
-	body, err := marshalJSON(successBody{Result: out.Result, Stdout: validUTF8(string(out.Stdout)), Stderr: validUTF8(string(out.Stderr)),
-		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)})
-	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
-		return
-	}
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
-}
-
-// msgpackSuccessBody is successBody in msgpack: the result is the msgpack
-// value the sandbox encoded (runner.ResultMsgpack), checked by the runner.
-type msgpackSuccessBody struct {
-	Result msgpack.RawMessage  `msgpack:"result"`
-	Stdout string              `msgpack:"stdout"`
-	Stderr string              `msgpack:"stderr"`
-	Files  map[string]fileBody `msgpack:"files,omitempty"`
-	Timing timingBody          `msgpack:"timing"`
-	Usage  usageBody           `msgpack:"usage"`
-}
-
-// writeMsgpackSuccess answers a msgpack request in msgpack.
-func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody) {
-	answer := msgpackSuccessBody{Result: msgpack.RawMessage(out.Result),
-		Stdout: validUTF8(string(out.Stdout)), Stderr: validUTF8(string(out.Stderr)),
-		Files: filesBody(out.Files), Timing: timing, Usage: usageOf(out)}
-	body, err := marshalMsgpack(&answer, len(out.Result)+len(answer.Stdout)+len(answer.Stderr)+filesSize(out.Files)+256)
-	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
-		return
-	}
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType("application/msgpack")
-	// Nothing else holds body: fasthttp may keep it without a copy.
-	ctx.Response.SetBodyRaw(body)
-}
-
-// itemBody is one input's outcome in a batch answer.
-type itemBody struct {
-	Result any        `json:"result,omitempty" msgpack:"result,omitempty"`
-	Error  *errorBody `json:"error,omitempty" msgpack:"error,omitempty"`
-	Stdout string     `json:"stdout" msgpack:"stdout"`
-	Stderr string     `json:"stderr" msgpack:"stderr"`
-}
-
-// writeBatchSuccess answers a batch: "results", one per input in order,
-// each with its result or error and what it printed, beside the batch's
-// own output, timing and usage.
-func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, timing timingBody, asMsgpack bool) {
-	items := make([]itemBody, len(out.Items))
-	size := len(out.Stdout) + len(out.Stderr) + filesSize(out.Files) + 256
-	for i, item := range out.Items {
-		items[i] = itemBody{Stdout: validUTF8(string(item.Stdout)), Stderr: validUTF8(string(item.Stderr))}
-		size += len(item.Result) + len(item.Stdout) + len(item.Stderr) + 64
-		switch {
-		case item.Err != nil:
-			_, body, _ := toErrorBody(item.Err)
-			body = validError(body)
-			items[i].Error = &body
-		case asMsgpack:
-			items[i].Result = msgpack.RawMessage(item.Result)
-		default:
-			items[i].Result = json.RawMessage(item.Result)
+	batch := req.Inputs != nil
+	s.respond(ctx, http.StatusOK, func(e *encoder) { encodeSuccess(e, &out, timing, batch) }, func() (*failure, int) {
+		usage := usageOf(out)
+		what := "its result and output files"
+		if batch {
+			what = "its results (with what each input printed) and output files"
 		}
-	}
-	answer := map[string]any{"results": items, "stdout": validUTF8(string(out.Stdout)), "stderr": validUTF8(string(out.Stderr)),
-		"timing": timing, "usage": usageOf(out)}
-	if files := filesBody(out.Files); files != nil {
-		answer["files"] = files
-	}
-	if asMsgpack {
-		body, err := marshalMsgpack(answer, size)
-		if err != nil {
-			s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
-			return
-		}
-		ctx.SetStatusCode(http.StatusOK)
-		ctx.SetContentType("application/msgpack")
-		ctx.Response.SetBodyRaw(body)
-		return
-	}
-	body, err := marshalJSON(answer)
-	if err != nil {
-		s.writeError(ctx, fmt.Errorf("cannot encode response: %w", err), nil)
-		return
-	}
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
+		return &failure{
+			err: errorBody{Type: string(runner.KindOutputLimit), Message: fmt.Sprintf(
+				"the answer is over the cap of %d bytes (--max-answer-bytes, counted as encoded: a control character is 6 bytes in JSON); %s are left out, and stdout and stderr kept",
+				s.cfg.MaxAnswerBytes, what)},
+			stdout: out.Stdout, stderr: out.Stderr, timing: &timing, usage: &usage,
+		}, http.StatusUnprocessableEntity
+	})
 }
 
 // marshalJSON encodes v compactly and without HTML escaping: a result of
@@ -657,41 +598,29 @@ func clipText(text string, n int) string {
 }
 
 // writeError answers err with its status and typed body; partial carries
-// the output and timing of a failed execution.
-func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failureBody) {
+// the output, timing and usage of a failed execution.
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failure) {
 	status, body, internal := toErrorBody(err)
 	l := logOf(ctx)
 	l.errType = body.Type
-	requestID := l.id
-	resp := failureBody{}
+	f := failure{}
 	if partial != nil {
-		resp = *partial
+		f = *partial
 	}
-	// What a script printed is raw bytes, and an error's text may quote
-	// the request's: both answers carry it as valid UTF-8, the same text.
-	resp.Error = validError(body)
-	resp.Stdout, resp.Stderr = validUTF8(resp.Stdout), validUTF8(resp.Stderr)
+	// An error's text may quote the request's bytes: the encoder writes
+	// it, as what a script printed, as valid UTF-8.
+	f.err = body
 	if internal {
-		resp.Error.RequestID = requestID
-		s.cfg.Logger.Error().Err(err).Str("request_id", requestID).Msg("internal error")
+		f.err.RequestID = l.id
+		s.cfg.Logger.Error().Err(err).Str("request_id", l.id).Msg("internal error")
 	}
 	if status == http.StatusServiceUnavailable {
 		ctx.Response.Header.Set("Retry-After", "1")
 	}
-	var encoded []byte
-	if isMsgpack(ctx.Request.Header.ContentType()) {
-		encoded, err = marshalMsgpack(&resp, len(resp.Stdout)+len(resp.Stderr)+len(resp.Error.Message)+len(resp.Error.Traceback)+256)
-		ctx.SetContentType("application/msgpack")
-	} else {
-		encoded, err = marshalJSON(&resp)
-		ctx.SetContentType("application/json")
-	}
-	if err != nil {
-		encoded = []byte(`{"error":{"type":"internal","message":"cannot encode error","retryable":true}}`)
-		status = http.StatusInternalServerError
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetBody(encoded)
+	s.respond(ctx, status, f.encode, func() (*failure, int) {
+		f.err.Message += " (stdout and stderr were cut to keep the answer within --max-answer-bytes)"
+		return &f, status
+	})
 }
 
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {

@@ -308,7 +308,10 @@ func TestHandlerScriptErrorKeepsOutput(t *testing.T) {
 	if msg := errorMessage(t, errObj); msg != "ValueError: no" {
 		t.Errorf("message %q", msg)
 	}
-	var body failureBody
+	var body struct {
+		Stdout string `json:"stdout"`
+		Stderr string `json:"stderr"`
+	}
 	if err := json.Unmarshal(r.body, &body); err != nil {
 		t.Fatal(err)
 	}

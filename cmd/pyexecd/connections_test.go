@@ -52,10 +52,13 @@ func (s *testServer) dialIdle(t *testing.T, n int) ([]net.Conn, error) {
 	return conns, nil
 }
 
-// TestConnectionCap: idle connections beyond --max-connections are
-// answered 503 and closed at once, the ones within stay open, and once
+// TestConnectionCap: connections beyond --max-connections are never
+// served at once: each new idle connection takes the place of the one
+// idle the longest that has made no valid request, which is closed; once
 // they close the server answers as before (the flood of 20,400 idle
-// connections used to take every descriptor and end the process).
+// connections used to take every descriptor and end the process). When
+// every open connection has made a valid request (or is making one), a new
+// one is answered a plain 503 and closed.
 func TestConnectionCap(t *testing.T) {
 	const limit = 32
 	s := startServer(t, "", "--warm", "1", "--max-connections", strconv.Itoa(limit))
@@ -64,23 +67,21 @@ func TestConnectionCap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dialled %d connections: %v", len(conns), err)
 	}
-	rejected, open := 0, 0
+	closed, open := 0, 0
 	for _, c := range conns {
 		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		status, err := bufio.NewReader(c).ReadString('\n')
+		_, err := bufio.NewReader(c).ReadString('\n')
 		switch {
-		case err == nil && strings.HasPrefix(status, "HTTP/1.1 503"):
-			rejected++
+		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+			closed++
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			open++ // served: fasthttp waits for its request
 		default:
-			t.Errorf("connection answered %q, %v", status, err)
+			t.Errorf("connection: %v", err)
 		}
 	}
-	// A served connection whose worker is still being handed over may
-	// count as open; none beyond the cap may be.
-	if open > limit || rejected < 3*limit {
-		t.Errorf("%d connections served and %d rejected, want at most %d served", open, rejected, limit)
+	if open > limit || closed < 3*limit {
+		t.Errorf("%d connections open and %d closed, want at most %d open", open, closed, limit)
 	}
 	for _, c := range conns {
 		c.Close()
@@ -88,8 +89,104 @@ func TestConnectionCap(t *testing.T) {
 	if err := s.healthOK(); err != nil {
 		t.Fatalf("/health after the connections closed: %v\n%s", err, s.logs)
 	}
-	if !strings.Contains(s.logs.String(), "concurrent connections are served") {
-		t.Errorf("the refusals were not logged:\n%s", s.logs)
+	if !strings.Contains(s.logs.String(), "closing connections that made no valid request") {
+		t.Errorf("the closings were not logged:\n%s", s.logs)
+	}
+
+	// Connections that each made a valid request are not closed for new
+	// ones: past the cap a new one is refused.
+	for range limit {
+		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+		if status, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("/live on a fresh connection: %q %v", status, err)
+		}
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if status, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 503") {
+		t.Errorf("a connection past %d that each made a valid request: %q %v, want a plain 503", limit, status, err)
+	}
+	if !strings.Contains(s.logs.String(), "refusing connections") {
+		t.Errorf("the refusal was not logged:\n%s", s.logs)
+	}
+}
+
+// TestUnprovenConnectionsCannotStarveValidOnes: issue 25's measure. With
+// --max-connections 40, sixty idle connections without the token and 32
+// authorised uploads that sent their headers and one byte of an 8 MiB
+// body used to make an authorised hello and /live get 503 (no connection
+// slot), and a hello wait 5 s for a 503 (the uploads held the whole body
+// budget). Now the idle connections make room for new ones, and an upload
+// holds only what it has been sent (64 KiB at first) of the budget: the
+// hello and /live are answered at once while all of them are held.
+func TestUnprovenConnectionsCannotStarveValidOnes(t *testing.T) {
+	const token = "s3cret-token"
+	s := startServer(t, token, "--warm", "2", "--max-connections", "40")
+	s.waitSettled(t, 2)
+	if _, err := s.dialIdle(t, 60); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(s.url, "http://")
+	for range 32 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", token, 8<<20)
+	}
+	metrics := func() string {
+		req, _ := http.NewRequest(http.MethodGet, s.url+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return string(raw)
+	}
+	// Every upload is being read: 32 first buffers of 64 KiB are held.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(metrics(), fmt.Sprintf("pyexec_body_bytes_in_flight %d\n", 32*64<<10)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the uploads are not all being read:\n%s", metrics())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// New connections each time, as a probe's and a new client's are.
+	fresh := &http.Client{Timeout: 4 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 3 {
+		start := time.Now()
+		resp, err := fresh.Get(s.url + "/live")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("/live beside 60 idle and 32 slow connections: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/execute", strings.NewReader(`{"script": "def main():\n    return 'hello'\n"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = fresh.Do(req)
+		if err != nil {
+			t.Fatalf("hello beside 60 idle and 32 slow connections: %v", err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(raw), `"result":"hello"`) {
+			t.Fatalf("hello: %d %s", resp.StatusCode, raw)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("/live and hello took %v", took)
+		}
 	}
 }
 

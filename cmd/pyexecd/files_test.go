@@ -116,6 +116,12 @@ def main():
 			{"control character", map[string]string{"a\nb": ""}, 400, "control character"},
 			{"not base64", map[string]string{"a": "***"}, 400, "base64"},
 			{"not an object", []string{"a"}, 400, "must be an object"},
+			{"a drive letter", map[string]string{"D:evil.txt": ""}, 400, "Windows refuses"},
+			{"a device name", map[string]string{"nul.txt": ""}, 400, "device"},
+			{"a trailing space", map[string]string{"x.txt ": ""}, 400, "dot or a space"},
+			{"a zero-width space", map[string]string{"a\u200b.txt": ""}, 400, "invisible"},
+			{"one name in two cases", map[string]string{"A.TXT": "", "a.txt": ""}, 400, "same name"},
+			{"one name composed and decomposed", map[string]string{"caf\u00e9": "", "cafe\u0301": ""}, 400, "same name"},
 		} {
 			r := s.execute(t, "def main():\n    return 1\n", map[string]any{"files": tc.files})
 			if r.Status != tc.status || r.Error == nil || !strings.Contains(r.Error.Message, tc.want) {
@@ -137,6 +143,36 @@ def main():
 			t.Errorf("a batch over the file cap lost what its items printed: stdout %q", r.Stdout)
 		}
 		s.mustFail(t, "def main():\n    open('output/a\\x01b', 'w').write('x')\n", nil, "output_files_invalid", http.StatusUnprocessableEntity)
+	})
+
+	// Names a client on Windows or macOS could not save as they are come
+	// back as output_files_invalid, with what the script printed; so do
+	// two names that are one there. Each would pass on this host's file
+	// system (TestCheckFileName has the whole table).
+	t.Run("output names that are not portable", func(t *testing.T) {
+		for _, tc := range []struct{ names, want string }{
+			{`["D:evil.txt"]`, "Windows refuses"},
+			{`["a.txt:Zone.Identifier"]`, "Windows refuses"},
+			{`["CON"]`, "device"},
+			{`["nul.txt"]`, "device"},
+			{`["x.txt "]`, "dot or a space"},
+			{`["x."]`, "dot or a space"},
+			{`["zero\u200bwidth"]`, "invisible"},
+			{`["A.TXT", "a.txt"]`, "same name"},
+			{`["caf\u00e9", "cafe\u0301"]`, "same name"},
+			{`["data", "DATA/part.csv"]`, "directory of"},
+		} {
+			script := "import os\ndef main():\n    print('wrote')\n    for n in " + tc.names +
+				":\n        os.makedirs(os.path.dirname('output/' + n), exist_ok=True)\n        open('output/' + n, 'w').write('x')\n"
+			if tc.names == `["data", "DATA/part.csv"]` {
+				script = "import os\ndef main():\n    print('wrote')\n    os.makedirs('output/DATA')\n    open('output/DATA/part.csv', 'w').write('x')\n    open('output/data', 'w').write('x')\n"
+			}
+			r := s.execute(t, script, nil)
+			if r.Status != http.StatusUnprocessableEntity || r.Error == nil || r.Error.Type != "output_files_invalid" ||
+				!strings.Contains(r.Error.Message, tc.want) || r.Stdout != "wrote\n" {
+				t.Errorf("%s: status %d error %+v stdout %q, want 422 output_files_invalid mentioning %q", tc.names, r.Status, r.Error, r.Stdout, tc.want)
+			}
+		}
 	})
 
 	t.Run("forged output files", func(t *testing.T) {

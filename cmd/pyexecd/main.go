@@ -115,7 +115,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.server.MaxScriptBytes, "max-script-bytes", sd.MaxScriptBytes, "cap on the script")
 	fs.IntVar(&o.server.MaxBodyBytes, "max-body-bytes", sd.MaxBodyBytes, "cap on the request body (413 above)")
 	fs.Int64Var(&o.server.MaxBodyBytesInFlight, "max-body-bytes-in-flight", sd.MaxBodyBytesInFlight, "cap on the request body bytes held at once across requests, from the first byte read until the answer is made; a request that cannot get its share within half of the read timeout is 503 overloaded (at least --max-body-bytes)")
-	fs.IntVar(&o.server.MaxConnections, "max-connections", 0, "connections open at once; one over it is answered 503 and closed (0: half of what the descriptor limit leaves after the pool's own descriptors, at most 10000)")
+	fs.IntVar(&o.server.MaxAnswerBytes, "max-answer-bytes", sd.MaxAnswerBytes, "cap on an answer as a whole, counted as encoded (result or results, output, files, every batch item); over it the answer is 422 output_limit with stdout and stderr kept, cut to fit (at least 1 MiB)")
+	fs.Int64Var(&o.server.MaxAnswerBytesInFlight, "max-answer-bytes-in-flight", sd.MaxAnswerBytesInFlight, "cap on the answer bytes held at once across requests, from their encoding until they are written to the client; an answer that finds no room is 503 overloaded (at least --max-answer-bytes)")
+	fs.IntVar(&o.server.MaxConnections, "max-connections", 0, "connections open at once; at the cap a new one takes the place of the longest idle connection that made no valid request, else is answered 503 and closed (0: half of what the descriptor limit leaves after the pool's own descriptors, at most 10000)")
 	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
 	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
@@ -207,6 +209,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if o.server.MaxBodyBytesInFlight < int64(o.server.MaxBodyBytes) {
 		return o, fmt.Errorf("--max-body-bytes-in-flight (%d) must be at least --max-body-bytes (%d): a request of the largest body could never be read", o.server.MaxBodyBytesInFlight, o.server.MaxBodyBytes)
 	}
+	if o.server.MaxAnswerBytes < minAnswerBytes || o.server.MaxAnswerBytesInFlight < int64(o.server.MaxAnswerBytes) {
+		return o, fmt.Errorf("--max-answer-bytes (%d) must be at least %d (room for any error with its traceback), and --max-answer-bytes-in-flight (%d) at least --max-answer-bytes", o.server.MaxAnswerBytes, minAnswerBytes, o.server.MaxAnswerBytesInFlight)
+	}
 	o.server.MaxFiles, o.server.MaxFilesBytes, o.server.MaxFileBytes = limits.MaxFiles, limits.FilesBytes, limits.FileSizeBytes
 	p, err := runner.LoadPolicy(*policy)
 	if err != nil {
@@ -219,6 +224,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.server.Mode, o.server.Version = o.mode, version
 	return o, nil
 }
+
+// minAnswerBytes is the least --max-answer-bytes: an error with the
+// longest message and traceback the runner passes on, escaped, fits.
+const minAnswerBytes = 1 << 20
 
 // maxFilesCap keeps a request's files, each in up to 8 directories,
 // within the 4096 inodes of a sandbox's scratch tmpfs.

@@ -3,8 +3,11 @@
 A request's files are written to the working directory (the sandbox's
 /tmp) before the script runs; the regular files the script leaves in the
 output directory (/tmp/output, made by isolation.py) go back with its
-result. Names follow the rules of runner/files.go (CheckFileName), which
-checks both directions again: nothing here is trusted by the runner.
+result. Names follow the host-safety rules of runner/files.go
+(checkSafeName), which checks both directions again: nothing here is
+trusted by the runner. The portability rules (names Windows or macOS
+cannot save, names that collide there) are the runner's alone, so no
+sandbox needs Unicode's tables.
 """
 
 import os
