@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/semaphore"
@@ -86,9 +86,13 @@ type Config struct {
 	PolicyRefuses bool
 	// Logger receives one line per request and every internal error.
 	Logger zerolog.Logger
-	// Metrics is the set /metrics shows; the server adds its series to it.
-	// Zero: a set of its own.
-	Metrics *metrics.Set
+	// QueueTimeout is the pool's longest wait for a sandbox: the last
+	// bucket of pyexec_queue_seconds (and, with MaxTimeout, of
+	// pyexec_request_seconds). Default: the pool's.
+	QueueTimeout time.Duration
+	// Metrics is the registry /metrics shows; the server adds its series
+	// to it. Zero: NewRegistry().
+	Metrics *prometheus.Registry
 }
 
 // DefaultConfig returns the defaults; the two per-request maxima are the
@@ -110,6 +114,7 @@ func DefaultConfig() Config {
 		ReadTimeout:          10 * time.Second,
 		IdleTimeout:          60 * time.Second,
 		MaxConnections:       DefaultMaxConnections(),
+		QueueTimeout:         pool.DefaultConfig().AcquireTimeout,
 	}
 }
 
@@ -155,6 +160,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
 	setDefault(&c.MaxConnections, d.MaxConnections)
+	setDefault(&c.QueueTimeout, d.QueueTimeout)
 	return c
 }
 
@@ -188,9 +194,9 @@ type Server struct {
 func New(cfg Config, exec Executor) *Server {
 	s := &Server{cfg: cfg.withDefaults(), exec: exec}
 	if s.cfg.Metrics == nil {
-		s.cfg.Metrics = metrics.NewSet()
+		s.cfg.Metrics = NewRegistry()
 	}
-	s.metrics = newServerMetrics(s.cfg.Metrics, exec)
+	s.metrics = newServerMetrics(s.cfg.Metrics, s.cfg, exec)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	hangups, err := newHangupWatcher()
 	if err != nil {

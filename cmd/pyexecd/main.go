@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
@@ -353,22 +353,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
 	}
 	o.pool.Logger = logger
-	// One metrics set: the server's series, the pool's builds and the
-	// runner's zygotes, all on /metrics.
-	set := metrics.NewSet()
-	buildSeconds := set.NewPrometheusHistogram("pyexec_sandbox_build_seconds")
-	buildFailures := set.NewCounter("pyexec_sandbox_build_failures_total")
+	// One registry: the server's series, the pool's builds, the runner's
+	// zygotes and the process's own, all on /metrics.
+	reg := server.NewRegistry()
+	buildSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pyexec_sandbox_build_seconds",
+		Help: "Time each sandbox took to build; its count is the sandboxes built.", Buckets: server.DurationBuckets(o.runner.StartTimeout)})
+	buildFailures := prometheus.NewCounter(prometheus.CounterOpts{Name: "pyexec_sandbox_build_failures_total",
+		Help: "Sandbox builds that failed."})
+	reg.MustRegister(buildSeconds, buildFailures,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_zygote_restarts_total",
+			Help: "Zygotes that were replaced before their time (they died or failed)."},
+			func() float64 { return float64(r.ZygoteRestarts()) }))
 	o.pool.OnBuild = func(took time.Duration, err error) {
 		if err != nil {
 			buildFailures.Inc()
 			return
 		}
-		buildSeconds.Update(took.Seconds())
+		buildSeconds.Observe(took.Seconds())
 	}
-	set.RegisterMetricsWriter(func(w io.Writer) {
-		metrics.WriteCounterUint64(w, "pyexec_zygote_restarts_total", uint64(r.ZygoteRestarts()))
-	})
-	o.server.Metrics = set
+	o.server.Metrics = reg
+	o.server.QueueTimeout = o.pool.AcquireTimeout
 	p, err := pool.New(o.pool)
 	if err != nil {
 		return err
