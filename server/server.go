@@ -526,7 +526,7 @@ func (s *Server) writeMsgpackSuccess(ctx *fasthttp.RequestCtx, out runner.Output
 		return
 	}
 	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType("application/msgpack")
+	ctx.SetContentType(msgpackAnswerType(ctx))
 	// Nothing else holds body: fasthttp may keep it without a copy.
 	ctx.Response.SetBodyRaw(body)
 }
@@ -571,7 +571,7 @@ func (s *Server) writeBatchSuccess(ctx *fasthttp.RequestCtx, out runner.Output, 
 			return
 		}
 		ctx.SetStatusCode(http.StatusOK)
-		ctx.SetContentType("application/msgpack")
+		ctx.SetContentType(msgpackAnswerType(ctx))
 		ctx.Response.SetBodyRaw(body)
 		return
 	}
@@ -598,10 +598,27 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
+// isMsgpack says whether a body is msgpack: application/msgpack,
+// application/vnd.msgpack (its registered name) or application/x-msgpack.
 func isMsgpack(contentType []byte) bool {
+	ct := bareMediaType(contentType)
+	return bytes.EqualFold(ct, []byte("application/msgpack")) || bytes.EqualFold(ct, []byte("application/vnd.msgpack")) ||
+		bytes.EqualFold(ct, []byte("application/x-msgpack"))
+}
+
+func bareMediaType(contentType []byte) []byte {
 	ct, _, _ := bytes.Cut(contentType, []byte(";"))
-	ct = bytes.TrimSpace(ct)
-	return bytes.EqualFold(ct, []byte("application/msgpack")) || bytes.EqualFold(ct, []byte("application/x-msgpack"))
+	return bytes.TrimSpace(ct)
+}
+
+// msgpackAnswerType is the media type of a msgpack answer: the request's
+// when it named the registered application/vnd.msgpack, so a caller that
+// accepts only that type reads its answer; application/msgpack otherwise.
+func msgpackAnswerType(ctx *fasthttp.RequestCtx) string {
+	if bytes.EqualFold(bareMediaType(ctx.Request.Header.ContentType()), []byte("application/vnd.msgpack")) {
+		return "application/vnd.msgpack"
+	}
+	return "application/msgpack"
 }
 
 // writeError answers err with its status and typed body; partial carries
@@ -629,7 +646,7 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error, partial *failur
 	var encoded []byte
 	if isMsgpack(ctx.Request.Header.ContentType()) {
 		encoded, err = marshalMsgpack(&resp, len(resp.Stdout)+len(resp.Stderr)+len(resp.Error.Message)+len(resp.Error.Traceback)+256)
-		ctx.SetContentType("application/msgpack")
+		ctx.SetContentType(msgpackAnswerType(ctx))
 	} else {
 		encoded, err = marshalJSON(&resp)
 		ctx.SetContentType("application/json")
