@@ -36,11 +36,13 @@ test-deps:
 # REQUIRE_JAIL=1 turns "no jail here" skips into failures: CI must never
 # pass by skipping the sandbox. nsjail is tested when it is on PATH or at
 # $$NSJAIL; REQUIRE_NSJAIL=1 makes its absence a failure too. The deploy
-# manifests are checked offline in their own module (deploy/check).
+# manifests are checked offline in their own module (deploy/check); the Go
+# client is a module of its own too (client/: it asks for an older Go).
 # REQUIRE_PROMTOOL=1 makes a missing promtool fail TestMetrics.
 test: deps test-deps vet
 	REQUIRE_JAIL=1 REQUIRE_PROMTOOL=1 $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd client && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && REQUIRE_JAIL=1 $(GO) test -race -count=1 ./...
 
 # image-test builds the Dockerfile with podman (rootless, from local base
 # images) and proves the image works; NSJAIL_SRC=DIR tests the nsjail
