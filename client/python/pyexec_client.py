@@ -36,6 +36,7 @@ import email.utils
 import http.client
 import json
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -429,7 +430,7 @@ class Client:
                 if reused and not fresh_try:
                     continue
                 raise TransportError("request failed: %s" % (e or type(e).__name__)) from e
-            except TimeoutError as e:
+            except (TimeoutError, socket.timeout) as e:  # one class since 3.10
                 # http_timeout passed: the script may still be running
                 # long; sending it again would run it again. Not retried.
                 self._drop_connection()

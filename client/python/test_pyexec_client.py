@@ -69,6 +69,18 @@ class OfflineTest(unittest.TestCase):
         self.assertEqual(cm.exception.attempts, 4)
         self.assertEqual(waits, [0.5, 1.0, 2.0])
 
+    def test_no_answer_within_http_timeout_is_not_retried(self):
+        # A loopback listener that never answers: the script behind a real
+        # one may still be running, and sending it again would run it twice.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(4)
+            waits = []
+            with Client("http://127.0.0.1:%d" % s.getsockname()[1], http_timeout=0.3, sleep=waits.append) as c:
+                with self.assertRaises(TransportError) as cm:
+                    c.execute("def main(): pass")
+            self.assertEqual((cm.exception.retryable, cm.exception.attempts, waits), (False, 1, []))
+
     def test_without_msgpack_it_speaks_json(self):
         # A fresh interpreter where `import msgpack` fails, as for a caller
         # without the package.
