@@ -22,7 +22,7 @@
 ARG JAIL=nsjail
 ARG NSJAIL_VERSION=3.6
 
-FROM golang:1.26-bookworm AS binary
+FROM docker.io/library/golang:1.26-bookworm AS binary
 ARG VERSION=dev
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -34,7 +34,7 @@ RUN make binary BIN=/out/pyexecd VERSION="$VERSION"
 
 # nsjail's source: the pinned upstream tag, unless --build-context
 # nsjail-src=DIR replaces this stage.
-FROM debian:bookworm AS nsjail-clone
+FROM docker.io/library/debian:bookworm AS nsjail-clone
 ARG NSJAIL_VERSION
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates git \
  && git clone --depth 1 --branch "$NSJAIL_VERSION" --recurse-submodules --shallow-submodules \
@@ -42,7 +42,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 FROM scratch AS nsjail-src
 COPY --from=nsjail-clone /nsjail /
 
-FROM debian:bookworm AS nsjail
+FROM docker.io/library/debian:bookworm AS nsjail
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       autoconf bison flex g++ gcc libnl-route-3-dev libprotobuf-dev libtool make pkg-config protobuf-compiler
 COPY --from=nsjail-src / /nsjail
@@ -52,7 +52,7 @@ RUN make -C /nsjail clean >/dev/null && make -C /nsjail -j"$(nproc)" \
 
 # What both variants run: Debian's python3 with numpy, pandas, msgpack and
 # seccomp, bubblewrap, and (nsjail variant) nsjail's shared libraries.
-FROM debian:bookworm-slim AS runtime
+FROM docker.io/library/debian:bookworm-slim AS runtime
 ARG JAIL
 COPY scripts/install-deps.sh /tmp/install-deps.sh
 RUN if [ "$JAIL" = nsjail ]; then export NSJAIL_RUNTIME=1; fi; \

@@ -5,7 +5,7 @@ BIN     := bin/pyexecd
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 ARGS    ?=
 
-.PHONY: run test deps build binary vet bench clean image-test
+.PHONY: run test deps test-deps build binary vet bench clean image-test
 
 deps:
 	./scripts/install-deps.sh
@@ -28,13 +28,21 @@ vet:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# test-deps adds what only the tests need: promtool, extracted alone from
+# Debian's prometheus package (the package would start a Prometheus server).
+test-deps:
+	./scripts/install-test-deps.sh
+
 # REQUIRE_JAIL=1 turns "no jail here" skips into failures: CI must never
 # pass by skipping the sandbox. nsjail is tested when it is on PATH or at
 # $$NSJAIL; REQUIRE_NSJAIL=1 makes its absence a failure too. The deploy
-# manifests are checked offline in their own module (deploy/check).
-test: deps vet
-	REQUIRE_JAIL=1 $(GO) test -race -count=1 -timeout 30m ./...
+# manifests are checked offline in their own module (deploy/check); the Go
+# client is a module of its own too (client/: it asks for an older Go).
+# REQUIRE_PROMTOOL=1 makes a missing promtool fail TestMetrics.
+test: deps test-deps vet
+	REQUIRE_JAIL=1 REQUIRE_PROMTOOL=1 $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd client && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && REQUIRE_JAIL=1 $(GO) test -race -count=1 ./...
 
 # image-test builds the Dockerfile with podman (rootless, from local base
 # images) and proves the image works; NSJAIL_SRC=DIR tests the nsjail

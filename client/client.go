@@ -21,7 +21,15 @@
 //	case err != nil:
 //		return err
 //	}
-//	fmt.Println(sum, res.Stdout)
+//	fmt.Println(sum, res.Stdout, res.Usage.CPUMS, res.RequestID)
+//
+// A batch runs main once per input in one sandbox:
+//
+//	res, err := c.Execute(ctx, client.Request{Script: script, Inputs: []any{1, 2, 3}}, nil)
+//	for _, item := range res.Results {
+//		var v int
+//		if item.Err != nil { ... } else if err := item.Decode(&v); err != nil { ... }
+//	}
 package client
 
 import (
@@ -101,6 +109,15 @@ type Request struct {
 	// (input()); each input of a batch reads it from its start. Without
 	// it, a read raises EOFError saying no stdin was given.
 	Stdin *string
+	// Inputs, when not nil, makes the request a batch: main is called once
+	// per element, in one sandbox, and Result.Results has one item per
+	// input. Input and HasInput must then be unset.
+	Inputs []any
+	// RequestID is sent as X-Request-Id (at most 64 printable ASCII
+	// characters; the server replaces anything else with an id of its
+	// own). Every attempt of one call carries it, so the server's log
+	// ties retries together. Empty: the server gives each attempt one.
+	RequestID string
 }
 
 // File is one file the script left in /tmp/output.
@@ -117,20 +134,74 @@ type Timing struct {
 	TotalMS float64 `json:"total_ms" msgpack:"total_ms"`
 }
 
+// Usage is what the sandbox used, as the kernel counted it.
+type Usage struct {
+	CPUMS    float64 `json:"cpu_ms" msgpack:"cpu_ms"`
+	MaxRSSKB int64   `json:"max_rss_kb" msgpack:"max_rss_kb"`
+}
+
 // Result is a successful execution: what main returned is decoded into
 // the value given to Execute; its raw form is Raw.
 type Result struct {
+	// Stdout and Stderr are what the script printed (for a batch, outside
+	// the calls of main, e.g. at import).
 	Stdout, Stderr string
 	Timing         Timing
-	// Raw is the result as the server sent it (JSON or msgpack bytes).
-	// Bytes the script returned are bin over msgpack (decode them into a
-	// []byte), base64 text over JSON.
+	Usage          Usage
+	// Raw is the result as the server sent it (JSON or msgpack bytes); nil
+	// for a batch. Bytes the script returned are bin over msgpack (decode
+	// them into a []byte), base64 text over JSON.
 	Raw []byte
+	// Results are a batch's outcomes, one per input in order (nil when
+	// the request was not a batch).
+	Results []BatchItem
 	// Files are what the script left in /tmp/output, by name relative to
 	// it (nil when none).
 	Files map[string]File
+	// RequestID is the server's id of the request (X-Request-Id): the one
+	// sent, or the one it gave. Its log lines carry it.
+	RequestID string
 	// Attempts is how many requests the call took (1 without retries).
 	Attempts int
+}
+
+// BatchItem is one input's outcome in a batch: its result or its error,
+// and what main printed for it.
+type BatchItem struct {
+	// Raw is what main returned (JSON or msgpack bytes); nil when Err is set.
+	Raw []byte
+	// Err is the error of this input (script_error, timeout, ...); the
+	// other inputs' outcomes stand. Status is 0: the answer was 200.
+	Err            *Error
+	Stdout, Stderr string
+	msgpack        bool
+}
+
+// Decode decodes what main returned for this input into out.
+func (b BatchItem) Decode(out any) error {
+	if b.Err != nil {
+		return b.Err
+	}
+	return decodeRaw(b.Raw, b.msgpack, out)
+}
+
+func decodeRaw(raw []byte, asMsgpack bool, out any) error {
+	// An absent result is None: the server may leave a null out.
+	if len(raw) == 0 && asMsgpack {
+		raw = []byte{0xc0}
+	} else if len(raw) == 0 {
+		raw = []byte("null")
+	}
+	var err error
+	if asMsgpack {
+		err = msgpack.Unmarshal(raw, out)
+	} else {
+		err = json.Unmarshal(raw, out)
+	}
+	if err != nil {
+		return fmt.Errorf("pyexec: cannot decode the result into %T: %w", out, err)
+	}
+	return nil
 }
 
 // Error is a failure the server reported: its error type (script_error,
@@ -148,6 +219,12 @@ type Error struct {
 	// Truncated says Stdout or Stderr were cut to keep the answer within
 	// the server's --max-answer-bytes.
 	Truncated bool
+	// RequestID is the server's id of the request; quote it when
+	// reporting an internal error (the server logged it with this id).
+	RequestID string
+	// Timing and Usage are set when the script ran before it failed.
+	Timing    *Timing
+	Usage     *Usage
 	retryable bool
 	// retryAfter is the server's Retry-After, when it sent one.
 	retryAfter time.Duration
@@ -158,32 +235,85 @@ func (e *Error) Error() string { return fmt.Sprintf("pyexec: %d %s: %s", e.Statu
 // Retryable says whether the same request may succeed if sent again.
 func (e *Error) Retryable() bool { return e.retryable }
 
-// errorBody is the server's error shape.
+// errorFields is the server's "error" object.
+type errorFields struct {
+	Type      string `json:"type" msgpack:"type"`
+	Message   string `json:"message" msgpack:"message"`
+	Retryable bool   `json:"retryable" msgpack:"retryable"`
+	Traceback string `json:"traceback" msgpack:"traceback"`
+	Line      int    `json:"line" msgpack:"line"`
+	Offset    int    `json:"offset" msgpack:"offset"`
+	RequestID string `json:"request_id" msgpack:"request_id"`
+}
+
+func (f *errorFields) toError(status int) *Error {
+	return &Error{Status: status, Type: f.Type, Message: f.Message, Traceback: f.Traceback, Line: f.Line,
+		Offset: f.Offset, RequestID: f.RequestID, retryable: f.Retryable}
+}
+
+// errorBody is the server's error answer.
 type errorBody struct {
-	Error struct {
-		Type      string `json:"type" msgpack:"type"`
-		Message   string `json:"message" msgpack:"message"`
-		Retryable bool   `json:"retryable" msgpack:"retryable"`
-		Traceback string `json:"traceback" msgpack:"traceback"`
-		Line      int    `json:"line" msgpack:"line"`
-		Offset    int    `json:"offset" msgpack:"offset"`
-	} `json:"error" msgpack:"error"`
-	Stdout    string `json:"stdout" msgpack:"stdout"`
-	Stderr    string `json:"stderr" msgpack:"stderr"`
-	Truncated bool   `json:"truncated" msgpack:"truncated"`
+	Error  errorFields `json:"error" msgpack:"error"`
+	Stdout string      `json:"stdout" msgpack:"stdout"`
+	Stderr string      `json:"stderr" msgpack:"stderr"`
+	// Truncated: stdout or stderr were cut to fit --max-answer-bytes.
+	Truncated bool    `json:"truncated" msgpack:"truncated"`
+	Timing    *Timing `json:"timing" msgpack:"timing"`
+	Usage     *Usage  `json:"usage" msgpack:"usage"`
+}
+
+// answer is a success, a single run's or a batch's; raw values stay
+// undecoded (json.RawMessage or msgpack.RawMessage, as R says).
+type answer[R any] struct {
+	Result  R               `json:"result" msgpack:"result"`
+	Results []answerItem[R] `json:"results" msgpack:"results"`
+	Stdout  string          `json:"stdout" msgpack:"stdout"`
+	Stderr  string          `json:"stderr" msgpack:"stderr"`
+	Files   map[string]File `json:"files" msgpack:"files"`
+	Timing  Timing          `json:"timing" msgpack:"timing"`
+	Usage   Usage           `json:"usage" msgpack:"usage"`
+}
+
+type answerItem[R any] struct {
+	Result R            `json:"result" msgpack:"result"`
+	Error  *errorFields `json:"error" msgpack:"error"`
+	Stdout string       `json:"stdout" msgpack:"stdout"`
+	Stderr string       `json:"stderr" msgpack:"stderr"`
+}
+
+// toResult turns a decoded answer into a Result; raw gives each raw
+// value's bytes.
+func toResult[R any](a *answer[R], raw func(R) []byte, asMsgpack bool) *Result {
+	res := &Result{Raw: raw(a.Result), Stdout: a.Stdout, Stderr: a.Stderr, Files: a.Files, Timing: a.Timing, Usage: a.Usage}
+	if a.Results != nil {
+		res.Raw = nil
+		res.Results = make([]BatchItem, len(a.Results))
+		for i, item := range a.Results {
+			res.Results[i] = BatchItem{Raw: raw(item.Result), Stdout: item.Stdout, Stderr: item.Stderr, msgpack: asMsgpack}
+			if item.Error != nil {
+				res.Results[i].Raw = nil
+				res.Results[i].Err = item.Error.toError(0)
+				res.Results[i].Err.Stdout, res.Results[i].Err.Stderr = item.Stdout, item.Stderr
+			}
+		}
+	}
+	return res
 }
 
 // Execute runs req and decodes what main returned into out (a pointer, or
 // nil to keep only Result.Raw). Retryable failures are retried with
 // back-off and jitter, up to Options.MaxRetries, within ctx.
 func (c *Client) Execute(ctx context.Context, req Request, out any) (*Result, error) {
+	if req.Inputs != nil && (req.Input != nil || req.HasInput) {
+		return nil, errors.New("pyexec: a request has Input or Inputs, not both")
+	}
 	body, contentType, err := c.encode(req)
 	if err != nil {
 		return nil, err
 	}
 	delay := c.opts.RetryBase
 	for attempt := 1; ; attempt++ {
-		res, err := c.once(ctx, body, contentType, out)
+		res, err := c.once(ctx, body, contentType, req.RequestID, out)
 		if err == nil {
 			res.Attempts = attempt
 			return res, nil
@@ -225,6 +355,9 @@ func (c *Client) encode(req Request) ([]byte, string, error) {
 	if req.Input != nil || req.HasInput {
 		fields["input"] = req.Input
 	}
+	if req.Inputs != nil {
+		fields["inputs"] = req.Inputs
+	}
 	if req.Timeout > 0 {
 		fields["timeout_ms"] = req.Timeout.Milliseconds()
 	}
@@ -247,7 +380,7 @@ func (c *Client) encode(req Request) ([]byte, string, error) {
 }
 
 // once sends one request.
-func (c *Client) once(ctx context.Context, body []byte, contentType string, out any) (*Result, error) {
+func (c *Client) once(ctx context.Context, body []byte, contentType, requestID string, out any) (*Result, error) {
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"/execute", bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("pyexec: cannot build the request: %w", err)
@@ -255,6 +388,9 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 	httpReq.Header.Set("Content-Type", contentType)
 	if c.opts.Token != "" {
 		httpReq.Header.Set("Authorization", "Bearer "+c.opts.Token)
+	}
+	if requestID != "" {
+		httpReq.Header.Set("X-Request-Id", requestID)
 	}
 	resp, err := c.http.Do(httpReq)
 	if err != nil {
@@ -265,7 +401,10 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 	if err != nil {
 		return nil, fmt.Errorf("pyexec: cannot read the answer: %w", err)
 	}
-	asMsgpack := strings.HasPrefix(resp.Header.Get("Content-Type"), "application/msgpack")
+	gotID := resp.Header.Get("X-Request-Id")
+	mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	mediaType = strings.TrimSpace(mediaType)
+	asMsgpack := mediaType == "application/msgpack" || mediaType == "application/vnd.msgpack"
 	decode := func(v any) error {
 		if asMsgpack {
 			return msgpack.Unmarshal(raw, v)
@@ -276,51 +415,36 @@ func (c *Client) once(ctx context.Context, body []byte, contentType string, out 
 		var eb errorBody
 		if err := decode(&eb); err != nil || eb.Error.Type == "" {
 			return nil, &Error{Status: resp.StatusCode, Type: "http", Message: strings.TrimSpace(string(raw)),
-				retryable: resp.StatusCode >= 500}
+				RequestID: gotID, retryable: resp.StatusCode >= 500}
 		}
-		e := &Error{Status: resp.StatusCode, Type: eb.Error.Type, Message: eb.Error.Message, Traceback: eb.Error.Traceback,
-			Line: eb.Error.Line, Offset: eb.Error.Offset, Stdout: eb.Stdout, Stderr: eb.Stderr, Truncated: eb.Truncated, retryable: eb.Error.Retryable}
+		e := eb.Error.toError(resp.StatusCode)
+		e.Stdout, e.Stderr, e.Timing, e.Usage, e.Truncated = eb.Stdout, eb.Stderr, eb.Timing, eb.Usage, eb.Truncated
+		if gotID != "" {
+			e.RequestID = gotID
+		}
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 			e.retryAfter = time.Duration(s) * time.Second
 		}
 		return nil, e
 	}
-	res := &Result{}
+	var res *Result
 	if asMsgpack {
-		var answer struct {
-			Result msgpack.RawMessage `msgpack:"result"`
-			Stdout string             `msgpack:"stdout"`
-			Stderr string             `msgpack:"stderr"`
-			Files  map[string]File    `msgpack:"files"`
-			Timing Timing             `msgpack:"timing"`
-		}
-		if err := msgpack.Unmarshal(raw, &answer); err != nil {
+		var a answer[msgpack.RawMessage]
+		if err := msgpack.Unmarshal(raw, &a); err != nil {
 			return nil, fmt.Errorf("pyexec: cannot decode the answer: %w", err)
 		}
-		res.Raw, res.Stdout, res.Stderr, res.Timing = answer.Result, answer.Stdout, answer.Stderr, answer.Timing
-		res.Files = answer.Files
-		if out != nil {
-			if err := msgpack.Unmarshal(answer.Result, out); err != nil {
-				return res, fmt.Errorf("pyexec: cannot decode the result into %T: %w", out, err)
-			}
+		res = toResult(&a, func(r msgpack.RawMessage) []byte { return r }, true)
+	} else {
+		var a answer[json.RawMessage]
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, fmt.Errorf("pyexec: cannot decode the answer: %w", err)
 		}
-		return res, nil
+		res = toResult(&a, func(r json.RawMessage) []byte { return r }, false)
 	}
-	var answer struct {
-		Result json.RawMessage `json:"result"`
-		Stdout string          `json:"stdout"`
-		Stderr string          `json:"stderr"`
-		Files  map[string]File `json:"files"`
-		Timing Timing          `json:"timing"`
-	}
-	if err := json.Unmarshal(raw, &answer); err != nil {
-		return nil, fmt.Errorf("pyexec: cannot decode the answer: %w", err)
-	}
-	res.Raw, res.Stdout, res.Stderr, res.Timing = answer.Result, answer.Stdout, answer.Stderr, answer.Timing
-	res.Files = answer.Files
-	if out != nil {
-		if err := json.Unmarshal(answer.Result, out); err != nil {
-			return res, fmt.Errorf("pyexec: cannot decode the result into %T: %w", out, err)
+	res.RequestID = gotID
+	if out != nil && res.Results == nil {
+		if err := decodeRaw(res.Raw, asMsgpack, out); err != nil {
+			return res, err
 		}
 	}
 	return res, nil

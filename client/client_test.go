@@ -26,8 +26,12 @@ func startServer(t *testing.T, args ...string) string {
 		}
 		t.Skip("no bwrap")
 	}
+	// The server is in the repository's module, not the client's: build
+	// it from there.
 	bin := filepath.Join(t.TempDir(), "pyexecd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pyexecd").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "./cmd/pyexecd")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,6 +95,43 @@ func TestClientAgainstTheServer(t *testing.T) {
 			if got.Sum != 6+1<<40 || got.Kind != wantKind || res.Stdout != "hi\n" || res.Attempts != 1 {
 				t.Errorf("got %+v, result %+v", got, res)
 			}
+			if res.RequestID == "" || res.Usage.MaxRSSKB <= 0 || res.Timing.TotalMS <= 0 {
+				t.Errorf("request id %q, usage %+v, timing %+v", res.RequestID, res.Usage, res.Timing)
+			}
+
+			// A request id sent is the one the server logs and answers.
+			res, err = c.Execute(ctx, client.Request{Script: "def main():\n    return None\n", RequestID: "trace-42"}, nil)
+			if err != nil || res.RequestID != "trace-42" {
+				t.Errorf("request id: %v %+v", err, res)
+			}
+
+			// A batch: one outcome per input, errors beside results.
+			res, err = c.Execute(ctx, client.Request{
+				Script: "def main(x):\n    print(x)\n    return None if x == 3 else 10 // x\n",
+				Inputs: []any{1, 0, 5, 3},
+			}, nil)
+			if err != nil || len(res.Results) != 4 || res.Raw != nil {
+				t.Fatalf("batch: %v %+v", err, res)
+			}
+			for i, want := range []int{10, -1, 2} {
+				item := res.Results[i]
+				var v int
+				err := item.Decode(&v)
+				if want < 0 {
+					var itemErr *client.Error
+					if !errors.As(err, &itemErr) || itemErr.Type != "script_error" || itemErr.Stdout != "0\n" {
+						t.Errorf("batch item %d: %v %+v", i, err, item)
+					}
+					continue
+				}
+				if err != nil || v != want || item.Err != nil {
+					t.Errorf("batch item %d: %d, %v, want %d", i, v, err, want)
+				}
+			}
+			var none *int
+			if err := res.Results[3].Decode(&none); err != nil || none != nil {
+				t.Errorf("batch item of None: %v %v", none, err)
+			}
 
 			res, err = c.Execute(ctx, client.Request{
 				Script: "from pathlib import Path\ndef main():\n    Path('output/upper.txt').write_bytes(Path('in/a.txt').read_bytes().upper())\n",
@@ -112,7 +153,8 @@ func TestClientAgainstTheServer(t *testing.T) {
 
 			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    print('before')\n    raise ValueError('boom')\n"}, nil)
 			var apiErr *client.Error
-			if !errors.As(err, &apiErr) || apiErr.Type != "script_error" || apiErr.Retryable() || apiErr.Stdout != "before\n" || apiErr.Status != 422 {
+			if !errors.As(err, &apiErr) || apiErr.Type != "script_error" || apiErr.Retryable() || apiErr.Stdout != "before\n" || apiErr.Status != 422 ||
+				apiErr.RequestID == "" || apiErr.Usage == nil {
 				t.Errorf("script error: %v (%+v)", err, apiErr)
 			}
 		})

@@ -26,7 +26,6 @@ func trim(b []byte) []byte {
 	return b
 }
 
-
 // decodeStrict reads a msgpack answer as a strict client does.
 func decodeStrict(t *testing.T, body []byte) map[string]any {
 	t.Helper()

@@ -275,7 +275,7 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, status int, encode func(*enco
 	logOf(ctx).bytesOut = len(body)
 	ctx.SetStatusCode(status)
 	if asMsgpack {
-		ctx.SetContentType("application/msgpack")
+		ctx.SetContentType(msgpackAnswerType(ctx))
 	} else {
 		ctx.SetContentType("application/json")
 	}
@@ -300,7 +300,7 @@ func (s *Server) answerBusy(ctx *fasthttp.RequestCtx, asMsgpack bool) {
 	ctx.Response.Header.Set("Retry-After", "1")
 	ctx.SetStatusCode(http.StatusServiceUnavailable)
 	if asMsgpack {
-		ctx.SetContentType("application/msgpack")
+		ctx.SetContentType(msgpackAnswerType(ctx))
 	} else {
 		ctx.SetContentType("application/json")
 	}

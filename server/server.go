@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/semaphore"
@@ -99,9 +99,13 @@ type Config struct {
 	PolicyRefuses bool
 	// Logger receives one line per request and every internal error.
 	Logger zerolog.Logger
-	// Metrics is the set /metrics shows; the server adds its series to it.
-	// Zero: a set of its own.
-	Metrics *metrics.Set
+	// QueueTimeout is the pool's longest wait for a sandbox: the last
+	// bucket of pyexec_queue_seconds (and, with MaxTimeout, of
+	// pyexec_request_seconds). Default: the pool's.
+	QueueTimeout time.Duration
+	// Metrics is the registry /metrics shows; the server adds its series
+	// to it. Zero: NewRegistry().
+	Metrics *prometheus.Registry
 }
 
 // DefaultConfig returns the defaults; the two per-request maxima are the
@@ -130,6 +134,7 @@ func DefaultConfig() Config {
 		ReadTimeout:            10 * time.Second,
 		IdleTimeout:            60 * time.Second,
 		MaxConnections:         DefaultMaxConnections(),
+		QueueTimeout:           pool.DefaultConfig().AcquireTimeout,
 	}
 }
 
@@ -179,6 +184,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
 	setDefault(&c.MaxConnections, d.MaxConnections)
+	setDefault(&c.QueueTimeout, d.QueueTimeout)
 	return c
 }
 
@@ -220,11 +226,11 @@ type Server struct {
 func New(cfg Config, exec Executor) *Server {
 	s := &Server{cfg: cfg.withDefaults(), exec: exec}
 	if s.cfg.Metrics == nil {
-		s.cfg.Metrics = metrics.NewSet()
+		s.cfg.Metrics = NewRegistry()
 	}
 	s.answers = newAnswerBudget(s.cfg.MaxAnswerBytesInFlight)
 	s.conns = newAdmission(s.cfg.MaxConnections, s.cfg.Logger)
-	s.metrics = newServerMetrics(s.cfg.Metrics, exec, s.answers, &s.bodyBytesHeld)
+	s.metrics = newServerMetrics(s.cfg.Metrics, s.cfg, exec, s.answers, &s.bodyBytesHeld)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	hangups, err := newHangupWatcher()
 	if err != nil {
@@ -567,6 +573,16 @@ func isMsgpack(contentType []byte) bool {
 		}
 	}
 	return false
+}
+
+// msgpackAnswerType is the media type of a msgpack answer: the one the
+// request was sent as when that was application/vnd.msgpack (the
+// registered name), else application/msgpack.
+func msgpackAnswerType(ctx *fasthttp.RequestCtx) string {
+	if bytes.Equal(bodyMediaType(ctx.Request.Header.ContentType()), []byte("application/vnd.msgpack")) {
+		return "application/vnd.msgpack"
+	}
+	return "application/msgpack"
 }
 
 // bodyFormat says whether a request body of contentType is msgpack (else

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
@@ -80,8 +80,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if port == "" {
 		port = "8080"
 	}
-	fs.StringVar(&o.addr, "addr", ":"+port, "listen address (env PORT sets the port of the default)")
-	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
+	fs.StringVar(&o.addr, "addr", ":"+port, "listen address; PORT sets the port of the default")
+	fs.StringVar(&o.logLevel, "log-level", envOr(getenv, "LOG_LEVEL", "info"), "log level: debug, info, warn, error; LOG_LEVEL sets it too")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 35*time.Second, "how long SIGTERM waits for requests in flight")
 	fs.StringVar(&o.mode, "mode", string(runner.DefaultConfig().Mode), "how sandboxes are made: fork (forked from one jailed zygote) or exec (a fresh jailed interpreter each)")
 	fs.StringVar(&o.jail, "jail", "auto", "jail backend: auto (nsjail if found, else bwrap), nsjail or bwrap")
@@ -130,12 +130,21 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&limits.ResultBytes, "max-result-bytes", rd.Limits.ResultBytes, "cap on the result as encoded for the answer (JSON text, or msgpack bytes for a msgpack caller)")
 	fs.IntVar(&limits.MaxFiles, "max-files", rd.Limits.MaxFiles, "cap on the count of a request's \"files\", and of the files a script leaves in /tmp/output")
 	fs.IntVar(&limits.FilesBytes, "max-files-bytes", rd.Limits.FilesBytes, "cap on the bytes of a request's \"files\" together, and of the files a script leaves in /tmp/output")
-	fs.StringVar(&o.server.AuthToken, "auth-token", getenv("AUTH_TOKEN"), "bearer token required on /execute (env AUTH_TOKEN; empty: no auth)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.StringVar(&o.server.AuthToken, "auth-token", "", "bearer token required on /execute and /metrics (empty: no auth); AUTH_TOKEN sets it too")
+	// AUTH_TOKEN is assigned, not made the flag's default, so --help
+	// never prints the secret as a default value.
+	o.server.AuthToken = getenv("AUTH_TOKEN")
 	// Every flag can come from the environment (PYEXEC_<FLAG>); the command
-	// line is applied after, so it wins.
+	// line is applied after, so it wins. --help names each variable.
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envName(f.Name) + ")" })
+	// --version has no variable: one left set in a deployment's
+	// environment would make every start print the version and exit.
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return
+		}
 		if value := getenv(envName(f.Name)); value != "" && envErr == nil {
 			if err := fs.Set(f.Name, value); err != nil {
 				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), value, err)
@@ -353,22 +362,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
 	}
 	o.pool.Logger = logger
-	// One metrics set: the server's series, the pool's builds and the
-	// runner's zygotes, all on /metrics.
-	set := metrics.NewSet()
-	buildSeconds := set.NewPrometheusHistogram("pyexec_sandbox_build_seconds")
-	buildFailures := set.NewCounter("pyexec_sandbox_build_failures_total")
+	// One registry: the server's series, the pool's builds, the runner's
+	// zygotes and the process's own, all on /metrics.
+	reg := server.NewRegistry()
+	buildSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pyexec_sandbox_build_seconds",
+		Help: "Time each sandbox took to build; its count is the sandboxes built.", Buckets: server.DurationBuckets(o.runner.StartTimeout)})
+	buildFailures := prometheus.NewCounter(prometheus.CounterOpts{Name: "pyexec_sandbox_build_failures_total",
+		Help: "Sandbox builds that failed."})
+	reg.MustRegister(buildSeconds, buildFailures,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_zygote_restarts_total",
+			Help: "Zygotes that were replaced before their time (they died or failed)."},
+			func() float64 { return float64(r.ZygoteRestarts()) }))
 	o.pool.OnBuild = func(took time.Duration, err error) {
 		if err != nil {
 			buildFailures.Inc()
 			return
 		}
-		buildSeconds.Update(took.Seconds())
+		buildSeconds.Observe(took.Seconds())
 	}
-	set.RegisterMetricsWriter(func(w io.Writer) {
-		metrics.WriteCounterUint64(w, "pyexec_zygote_restarts_total", uint64(r.ZygoteRestarts()))
-	})
-	o.server.Metrics = set
+	o.server.Metrics = reg
+	o.server.QueueTimeout = o.pool.AcquireTimeout
 	p, err := pool.New(o.pool)
 	if err != nil {
 		return err

@@ -9,9 +9,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 func TestOptionsFromEnvironmentAndFlags(t *testing.T) {
@@ -188,9 +192,20 @@ func TestReadinessFlipsUnderSaturation(t *testing.T) {
 }
 
 // TestMetrics scrapes /metrics after a known mix of requests and checks
-// the counts; /metrics is behind the same token as /execute.
+// the counts; /metrics is behind the same token as /execute. What it
+// answers passes `promtool check metrics` (HELP and TYPE for every
+// family, Prometheus's naming rules), its duration buckets reach the
+// configured maxima, and the process and Go runtime are described.
 func TestMetrics(t *testing.T) {
-	s := startServer(t, "tok", "--mode", "fork", "--warm", "1")
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("REQUIRE_PROMTOOL") == "1" {
+			t.Fatalf("REQUIRE_PROMTOOL=1 but promtool is missing (scripts/install-test-deps.sh installs it): %v", err)
+		}
+		t.Log("no promtool: /metrics is not checked by it (scripts/install-test-deps.sh installs it)")
+	}
+	s := startServer(t, "tok", "--mode", "fork", "--warm", "1", "--max-timeout", "45s", "--acquire-timeout", "7s",
+		"--start-timeout", "20s")
 	s.mustSucceed(t, helloScript, nil, nil)
 	s.mustSucceed(t, helloScript, nil, nil)
 	s.mustFail(t, "def main(:\n", nil, "syntax_error", http.StatusBadRequest)
@@ -208,6 +223,9 @@ func TestMetrics(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q", ct)
+	}
 	values := map[string]string{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if name, value, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
@@ -215,11 +233,22 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		`pyexec_requests_total{path="/execute",status="200",error="none"}`:         "2",
-		`pyexec_requests_total{path="/execute",status="400",error="syntax_error"}`: "1",
-		`pyexec_requests_total{path="/execute",status="401",error="unauthorized"}`: "1",
-		`pyexec_exec_seconds_count`:    "3",
-		`pyexec_zygote_restarts_total`: "0",
+		`pyexec_requests_total{error="none",path="/execute",status="200"}`:         "2",
+		`pyexec_requests_total{error="syntax_error",path="/execute",status="400"}`: "1",
+		`pyexec_requests_total{error="unauthorized",path="/execute",status="401"}`: "1",
+		`pyexec_execute_outcomes_total{outcome="ok"}`:                              "2",
+		`pyexec_execute_outcomes_total{outcome="syntax_error"}`:                    "1",
+		`pyexec_execute_outcomes_total{outcome="unauthorized"}`:                    "1",
+		`pyexec_execute_outcomes_total{outcome="timeout"}`:                         "0",
+		`pyexec_exec_seconds_count`:                                                "3",
+		`pyexec_zygote_restarts_total`:                                             "0",
+		// Buckets reach the maxima: --max-timeout for a script's run,
+		// --acquire-timeout for a wait, both for a request,
+		// --start-timeout for a build.
+		`pyexec_exec_seconds_bucket{le="45"}`:            "3",
+		`pyexec_queue_seconds_bucket{le="7"}`:            "3",
+		`pyexec_request_seconds_bucket{le="52"}`:         "4",
+		`pyexec_sandbox_build_seconds_bucket{le="+Inf"}`: values[`pyexec_sandbox_build_seconds_bucket{le="20"}`],
 	}
 	for name, value := range want {
 		if values[name] != value {
@@ -228,7 +257,9 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, name := range []string{"pyexec_pool_idle", "pyexec_pool_building", "pyexec_pool_busy", "pyexec_pool_waiting",
 		"pyexec_sandbox_build_seconds_count", "pyexec_sandbox_build_failures_total", "pyexec_request_bytes_total",
-		"pyexec_response_bytes_total", "pyexec_queue_seconds_count", "pyexec_request_seconds_count"} {
+		"pyexec_response_bytes_total", "pyexec_queue_seconds_count", "pyexec_request_seconds_count",
+		`pyexec_exec_seconds_bucket{le="25"}`, `pyexec_sandbox_build_seconds_bucket{le="20"}`,
+		"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
 		if _, ok := values[name]; !ok {
 			t.Errorf("%s missing from /metrics:\n%s", name, raw)
 		}
@@ -236,6 +267,48 @@ func TestMetrics(t *testing.T) {
 	if n := values["pyexec_sandbox_build_seconds_count"]; n == "" || n == "0" {
 		t.Errorf("no sandbox build counted: %q", n)
 	}
+	// Every error type /execute can answer (the API's list) is counted
+	// from 0, so an alert on it works before it first happens.
+	for _, typ := range openAPIErrorTypes(t) {
+		if typ == "not_found" {
+			continue // never an answer of /execute
+		}
+		if _, ok := values[`pyexec_execute_outcomes_total{outcome="`+typ+`"}`]; !ok {
+			t.Errorf("outcome %s is not counted from the start", typ)
+		}
+	}
+	// Every family has its HELP and TYPE (promtool says so too, but this
+	// holds where it is missing).
+	for _, line := range strings.Split(string(raw), "\n") {
+		if name, _, ok := strings.Cut(strings.TrimPrefix(line, "# TYPE "), " "); ok && strings.HasPrefix(line, "# TYPE ") &&
+			!strings.Contains(string(raw), "# HELP "+name+" ") {
+			t.Errorf("%s has no HELP", name)
+		}
+	}
+	if promtool != "" {
+		check := exec.Command(promtool, "check", "metrics")
+		check.Stdin = bytes.NewReader(raw)
+		if out, err := check.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	}
+}
+
+// openAPIErrorTypes is the enum of the error type in api/openapi.yaml.
+func openAPIErrorTypes(t *testing.T) []string {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromFile("../../api/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, v := range doc.Components.Schemas["Error"].Value.Properties["type"].Value.Enum {
+		types = append(types, v.(string))
+	}
+	if len(types) < 10 {
+		t.Fatalf("the description lists only %d error types", len(types))
+	}
+	return types
 }
 
 // TestServerAddsLittleToExecution guards the request path around the
