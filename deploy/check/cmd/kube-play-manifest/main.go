@@ -10,7 +10,10 @@
 //     podman publishes no Service), so no port list, and the probes
 //     dial that port by number;
 //
-//   - a smaller warm pool, for a 2-CPU machine.
+//   - a smaller warm pool, for a 2-CPU machine;
+//   - no resource requests or limits: rootless podman cannot set them on
+//     a cgroup v1 host (runc then fails to create the container), and the
+//     test machines' cgroup v1 hierarchy is never to be written to.
 //
 //     go run ./cmd/kube-play-manifest -image IMAGE -port PORT > kube.yaml
 package main
@@ -59,6 +62,7 @@ func run(dir, image string, port int) error {
 	}
 	c := &spec.Containers[0]
 	c.Image = image
+	c.Resources = corev1.ResourceRequirements{}
 	c.Args = []string{"--warm", "2", "--max-busy", "4", "--addr", "127.0.0.1:" + strconv.Itoa(port)}
 	for i := range c.Env {
 		if c.Env[i].Name == "PORT" {
