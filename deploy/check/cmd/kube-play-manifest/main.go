@@ -11,6 +11,7 @@
 //     dial that port by number;
 //
 //   - a smaller warm pool, for a 2-CPU machine;
+//
 //   - no resource requests or limits: rootless podman cannot set them on
 //     a cgroup v1 host (runc then fails to create the container), and the
 //     test machines' cgroup v1 hierarchy is never to be written to.
