@@ -100,6 +100,11 @@ func TestClientAgainstTheServer(t *testing.T) {
 				t.Errorf("files: %v %+v", err, res.Files)
 			}
 
+			var cell []int
+			if _, err := c.Execute(ctx, client.Request{Script: "[x * 2 for x in INPUT]\n", Entrypoint: "none", Input: []int{1, 2}}, &cell); err != nil || fmt.Sprint(cell) != "[2 4]" {
+				t.Errorf("a cell: %v %v", cell, err)
+			}
+
 			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    print('before')\n    raise ValueError('boom')\n"}, nil)
 			var apiErr *client.Error
 			if !errors.As(err, &apiErr) || apiErr.Type != "script_error" || apiErr.Retryable() || apiErr.Stdout != "before\n" || apiErr.Status != 422 {

@@ -463,3 +463,54 @@ func TestDecodingStopsAtTheCaps(t *testing.T) {
 		t.Errorf("escaped base64: %+v %v", req.Files, err)
 	}
 }
+
+// TestDecodeEntrypoint: "entrypoint" is "main" (also when absent or null)
+// or "none", the same in JSON and msgpack; anything else is
+// invalid_request naming both values.
+func TestDecodeEntrypoint(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, tc := range []struct {
+		name  string
+		value any // absent when "absent"
+		want  runner.Entrypoint
+		bad   bool
+	}{
+		{"absent", "absent", runner.EntrypointMain, false},
+		{"null", nil, runner.EntrypointMain, false},
+		{"main", "main", runner.EntrypointMain, false},
+		{"none", "none", runner.EntrypointNone, false},
+		{"another name", "cell", "", true},
+		{"empty", "", "", true},
+		{"exact case", "None", "", true},
+		{"a number", 1, "", true},
+		{"a list", []string{"none"}, "", true},
+	} {
+		fields := map[string]any{"script": "x"}
+		if tc.value != "absent" {
+			fields["entrypoint"] = tc.value
+		}
+		jsonBody, _ := json.Marshal(fields)
+		msgpackBody, _ := msgpack.Marshal(fields)
+		for _, enc := range []struct {
+			name   string
+			decode func() (executeRequest, error)
+		}{
+			{"json", func() (executeRequest, error) { return decodeJSON(jsonBody, testConfig()) }},
+			{"msgpack", func() (executeRequest, error) { return decodeMsgpack(msgpackBody, testConfig()) }},
+		} {
+			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {
+				req, err := enc.decode()
+				if err == nil {
+					err = req.validate(&cfg)
+				}
+				var apiErr *APIError
+				switch {
+				case tc.bad && (!errors.As(err, &apiErr) || apiErr.Type != TypeInvalidRequest || !strings.Contains(apiErr.Message, `"none"`)):
+					t.Errorf("err = %v, want invalid_request naming the values", err)
+				case !tc.bad && (err != nil || req.Entrypoint != tc.want):
+					t.Errorf("entrypoint %q, err %v; want %q", req.Entrypoint, err, tc.want)
+				}
+			})
+		}
+	}
+}

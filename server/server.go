@@ -444,7 +444,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	execReq := runner.Request{Script: req.Script, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
+	execReq := runner.Request{Script: req.Script, Entrypoint: req.Entrypoint, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
 		Files: req.Files, Timeout: req.timeout(&s.cfg)}
 	if req.MemoryMB != nil {
 		execReq.MemoryBytes = *req.MemoryMB << 20
