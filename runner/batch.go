@@ -29,8 +29,10 @@ type batchReply struct {
 	failed *errorFrame
 	// stopped is the cap the input being run passed (output_limit).
 	stopped *ScriptError
-	// resultBytes counts the finished results together.
+	// resultBytes counts the finished results together; printed, what the
+	// inputs printed together, per stream (stdout, stderr).
 	resultBytes int
+	printed     [2]int
 }
 
 // batchItem is one input's outcome and what its Python code printed.
@@ -53,8 +55,8 @@ func maxBatchFrame(limits Limits) int {
 // a cap passed (errBatchStopped), or the channel's end (the read's own
 // error: EOF, deadline). Frames out of the protocol's order, an output
 // that is empty or not UTF-8, and an item of the wrong index are
-// errMalformed. Each input's output is bounded by limits.OutputBytes per
-// stream, and the results together by limits.ResultBytes.
+// errMalformed. What the inputs print is bounded by limits.OutputBytes per
+// stream together, and their results together by limits.ResultBytes.
 func readBatch(r io.Reader, limits Limits, n int, b *batchReply) error {
 	opts := msgpackcheck.Options{MaxDepth: maxFrameDepth, MaxLen: replyShape{Batch: n, MaxFiles: limits.MaxFiles}.maxLen()}
 	for {
@@ -86,7 +88,7 @@ func readBatch(r io.Reader, limits Limits, n int, b *batchReply) error {
 			if err := decodeStrict(payload, &f); err != nil {
 				return err
 			}
-			if err := b.printed(f, limits.OutputBytes); err != nil {
+			if err := b.addOutput(f, limits.OutputBytes); err != nil {
 				return err
 			}
 		case typ == msgItem && running:
@@ -121,27 +123,31 @@ func readBatch(r io.Reader, limits Limits, n int, b *batchReply) error {
 	}
 }
 
-// printed adds an output frame to the current input's output.
-func (b *batchReply) printed(f outputFrame, limit int) error {
+// addOutput adds an output frame to the current input's output. The cap
+// is on what the inputs print together, per stream, as it is on a single
+// script's output: a batch of n inputs cannot hold n times the cap.
+func (b *batchReply) addOutput(f outputFrame, limit int) error {
 	var stream *[]byte
+	var total *int
 	switch f.Stream {
 	case "stdout":
-		stream = &b.current.stdout
+		stream, total = &b.current.stdout, &b.printed[0]
 	case "stderr":
-		stream = &b.current.stderr
+		stream, total = &b.current.stderr, &b.printed[1]
 	default:
 		return fmt.Errorf("%w: output to stream %q", errMalformed, clip(f.Stream, 40))
 	}
 	if f.Text == "" || !utf8.ValidString(f.Text) {
 		return fmt.Errorf("%w: an output frame that is empty or not UTF-8", errMalformed)
 	}
-	if limit > 0 && len(*stream)+len(f.Text) > limit {
-		*stream = append(*stream, f.Text[:limit-len(*stream)]...)
+	if limit > 0 && *total+len(f.Text) > limit {
+		*stream = append(*stream, f.Text[:limit-*total]...)
 		b.stopped = &ScriptError{Kind: KindOutputLimit,
-			Message: fmt.Sprintf("input %d printed more than %d bytes to %s; the sandbox was killed", len(b.items), limit, f.Stream)}
+			Message: fmt.Sprintf("the batch's inputs printed more than %d bytes to %s (at input %d); the sandbox was killed", limit, f.Stream, len(b.items))}
 		return errBatchStopped
 	}
 	*stream = append(*stream, f.Text...)
+	*total += len(f.Text)
 	return nil
 }
 

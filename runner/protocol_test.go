@@ -183,6 +183,7 @@ func TestReadBatch(t *testing.T) {
 		{"the end too early", frames(started, item(0), resultsFrame{Type: msgResults}), errMalformed, 1},
 		{"more items than inputs", frames(started, item(0), item(1), item(2)), errMalformed, 2},
 		{"an input's output over the cap", frames(started, item(0), out("12345"), out("6789")), errBatchStopped, 1},
+		{"the inputs' output over the cap together", frames(started, out("12345"), item(0), out("6789")), errBatchStopped, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b batchReply

@@ -232,6 +232,20 @@ def main(x):
 		})
 	}
 
+	t.Run("the output cap holds for the inputs together", func(t *testing.T) {
+		// Five inputs of 1000 bytes each under a 4096-byte cap: the fifth
+		// passes it. The runner never holds n times the cap.
+		var a batchAnswer
+		raw := s.rawExecuteBody(t, map[string]any{"script": "def main(x):\n    print('z' * 999)\n    return x\n", "inputs": []int{1, 2, 3, 4, 5, 6}})
+		if err := json.Unmarshal(raw, &a); err != nil || len(a.Results) != 6 {
+			t.Fatalf("answer %.600s (%v)", raw, err)
+		}
+		if string(a.Results[3].Result) != "4" || a.Results[4].Error == nil || a.Results[4].Error.Type != "output_limit" ||
+			len(a.Results[4].Stdout) != 96 || a.Results[5].Error == nil || a.Results[5].Error.Type != "not_run" {
+			t.Errorf("answer %.2000s", raw)
+		}
+	})
+
 	t.Run("out of memory ends only its item", func(t *testing.T) {
 		var a batchAnswer
 		raw := s.rawExecuteBody(t, map[string]any{"script": script, "inputs": []any{"a", "memory", "c"}, "memory_mb": 600})
