@@ -219,9 +219,12 @@ class _Checker(ast.NodeVisitor):
         self.any_module = _matcher([p for entry in self.deny_imports for p in (entry, entry + ".*")])
         # local name -> the module it stands for
         self.modules = {"builtins": "builtins", "__builtins__": "builtins"}
-        # The enclosing scopes, innermost last: a _FunctionScope, or None
+        # The enclosing scopes, innermost last: a function's node, or None
         # for a class body (whose names a nested function does not see).
+        # A function's names are collected only when a refused name is
+        # read in it (rare), so the common script pays nothing for them.
         self.scopes = []
+        self.scope_names = {}
 
     def _denied_call(self, dotted):
         # The combined expression answers the common case (no match) in
@@ -293,6 +296,9 @@ class _Checker(ast.NodeVisitor):
                 if index == len(self.scopes) - 1:
                     return False  # a class body reads globals and builtins
                 continue  # a function does not see its class's names
+            if scope not in self.scope_names:
+                self.scope_names[scope] = _FunctionScope(scope)
+            scope = self.scope_names[scope]
             if name in scope.globals:
                 return False
             if name in scope.locals:
@@ -321,7 +327,7 @@ class _Checker(ast.NodeVisitor):
                 self.visit(arg.annotation)
         if getattr(node, "returns", None) is not None:
             self.visit(node.returns)
-        self.scopes.append(_FunctionScope(node))
+        self.scopes.append(node)
         try:
             for statement in node.body if isinstance(node.body, list) else [node.body]:
                 self.visit(statement)
