@@ -299,6 +299,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(`{"script": "x", "input": {"a": "\ud83d\ude00", "b": [1, -2.5e3]}, "memory_mb": 5}`))
 	f.Add([]byte(`{"script": "x", "script": "y"}`))
 	f.Add([]byte("{\"script\": \"\xff\"}"))
+	f.Add([]byte(`{"script": "1", "entrypoint": "none", "inputs": [1]}`))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeJSON(body, testConfig())
@@ -337,6 +338,7 @@ func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add([]byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a"))
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0x82), byte(1), byte(1), byte(0xcc), byte(1), byte(2)))
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
+	f.Add(mp(byte(0x82), "script", "x", "entrypoint", "none"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeMsgpack(body, testConfig())
