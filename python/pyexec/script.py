@@ -179,15 +179,20 @@ def _printed(text):
     return data.decode("utf-8", "replace")
 
 
-def _with_figures(reply):
+def _with_figures(reply, max_files):
     """reply, after every figure the script left open has been drawn to
     its file (figures.py); or the error of drawing one. Only when pyplot
-    was imported (by the script, or preloaded): nothing is imported here."""
+    was imported (by the script, or preloaded): nothing is imported here.
+    More figures open than files may go back are refused before any is
+    drawn (each costs tens of milliseconds)."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
         return reply
     from . import figures
 
+    if len(pyplot.get_fignums()) > max_files:
+        return error("output_files_limit", "the script left %d figures open, more than the %d output files that may go back"
+                     % (len(pyplot.get_fignums()), max_files))
     try:
         figures.capture_open(pyplot)
     except MemoryError:
@@ -203,7 +208,7 @@ def _with_output_files(message, reply):
     from . import files
 
     caps = message["output_files"]
-    reply = _with_figures(reply)
+    reply = _with_figures(reply, caps["max_files"])
     if reply["type"] == "error":
         return reply
     try:
