@@ -117,9 +117,14 @@ class _ItemStream:
         return len(text)
 
     def flush(self):
+        self.send(*self.frames())
+
+    def frames(self):
+        """The pending text as output frames (none when there is none),
+        which are then no longer pending."""
         text, self.pending = "".join(self.pending), []
-        for start in range(0, len(text), self.CHUNK):
-            self.send({"type": "output", "stream": self.stream, "text": _printed(text[start:start + self.CHUNK])})
+        return [{"type": "output", "stream": self.stream, "text": _printed(text[start:start + self.CHUNK])}
+                for start in range(0, len(text), self.CHUNK)]
 
     def writelines(self, lines):
         for line in lines:
@@ -160,9 +165,8 @@ def _run_batch(msgpack, message, call, source, send):
                         traceback=_clip(_script_traceback(exc, source), MAX_TRACEBACK_CHARS))
         finally:
             sys.stdout, sys.stderr = saved
-            out.flush()
-            err.flush()
-        send(item)
+        # What is still pending and the item go in one write.
+        send(*(out.frames() + err.frames() + [item]))
     return {"type": "results", "files": []}
 
 
@@ -275,17 +279,18 @@ def run(msgpack, message, policy, send=None):
 
     The script is parsed and checked against policy (pyexec/policy.py)
     before any of its code runs. The caller has applied the limits and the
-    seccomp filter already. send(message) sends a channel message before
-    the reply (a batch's "started", "output" and "item" frames); by default
-    on the channel.
+    seccomp filter already. send(*messages) sends channel messages, in one
+    write, before the reply (a batch's "started", "output" and "item"
+    frames); by default on the channel.
     """
     import ast
 
     from . import files, policy as validation, protocol, results
 
     if send is None:
-        def send(frame):
-            protocol.send_frame(msgpack, frame)
+        def send(*frames):
+            if frames:
+                protocol.write_frame(b"".join(protocol.encode_frame(msgpack, frame) for frame in frames))
 
     denied = message["deny_imports"]
     if denied:

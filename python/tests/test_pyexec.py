@@ -92,10 +92,11 @@ def execute(source, input_format="", raw=None, entrypoint="main", inputs=None, p
                "files": [], "output_files": {"max_files": max_files, "max_bytes": 1 << 22}}
     frames = []
 
-    def send(frame):
-        protocol.check_shape(frame, protocol.CHANNEL_MESSAGES)
-        msgpack.packb(frame, use_bin_type=True)  # every frame encodes
-        frames.append(frame)
+    def send(*sent):
+        for frame in sent:
+            protocol.check_shape(frame, protocol.CHANNEL_MESSAGES)
+            msgpack.packb(frame, use_bin_type=True)  # every frame encodes
+            frames.append(frame)
 
     reply = script.run(msgpack, message, policy or {"name": "none", "deny_imports": [], "deny_calls": []}, send)
     protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
@@ -384,7 +385,7 @@ class BatchTest(unittest.TestCase):
         import builtins
         builtins.sent, builtins.seen = sent, seen
         try:
-            script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []}, sent.append)
+            script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []}, lambda *f: sent.extend(f))
         finally:
             del builtins.sent, builtins.seen
         # The printed line was sent at once (line-buffered), the rest at
