@@ -196,7 +196,8 @@ const (
 	// with the global INPUT bound to the input (None without one); the
 	// value of its last statement, when that is an expression, is the
 	// result (else None). A top-level await is allowed. No main is needed
-	// or called.
+	// or called; the module is __main__, so a script's own
+	// `if __name__ == "__main__"` guard runs.
 	EntrypointNone Entrypoint = "none"
 )
 

@@ -107,6 +107,10 @@ func TestScriptsAsWritten(t *testing.T) {
 			if got != float64(22) {
 				t.Errorf("cell result %v, want 22", got)
 			}
+			s.mustSucceed(t, "def main():\n    return 'ran'\nif __name__ == '__main__':\n    out = main()\nout\n", cell, &got)
+			if got != "ran" {
+				t.Errorf("a script written for python script.py: %v, want its main run by its own guard", got)
+			}
 			r := s.mustSucceed(t, "x = 1\nprint('side effect')\n", cell, nil)
 			if string(r.Result) != "null" || r.Stdout != "side effect\n" {
 				t.Errorf("a cell without a last expression: result %s, stdout %q", r.Result, r.Stdout)

@@ -314,9 +314,13 @@ def run(msgpack, message, policy, send=None):
     except (MemoryError, RecursionError) as exc:
         return error("syntax_error", "the script is too complex to parse: %r" % exc)
 
-    module = type(sys)(SCRIPT_MODULE_NAME)
+    # A cell runs as "__main__", as a script run by python or a notebook
+    # does, so a trailing `if __name__ == "__main__": main()` runs (main is
+    # not called otherwise). With main as the entrypoint it is not
+    # "__main__": that guard would call main a second time.
+    module = type(sys)("__main__" if as_cell else SCRIPT_MODULE_NAME)
     module.__file__ = SCRIPT_FILENAME
-    sys.modules[SCRIPT_MODULE_NAME] = module
+    sys.modules[module.__name__] = module
 
     def failure(exc, while_doing):
         if isinstance(exc, ForbiddenImport):

@@ -98,7 +98,13 @@ def execute(source, input_format="", raw=None, entrypoint="main", inputs=None, p
             msgpack.packb(frame, use_bin_type=True)  # every frame encodes
             frames.append(frame)
 
-    reply = script.run(msgpack, message, policy or {"name": "none", "deny_imports": [], "deny_calls": []}, send)
+    import sys
+
+    main_module = sys.modules["__main__"]  # a cell runs as __main__
+    try:
+        reply = script.run(msgpack, message, policy or {"name": "none", "deny_imports": [], "deny_calls": []}, send)
+    finally:
+        sys.modules["__main__"] = main_module
     protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
     if inputs is not None:
         reply = dict(reply, frames=frames)
@@ -425,6 +431,14 @@ class EntrypointTest(unittest.TestCase):
         for source, want in cases.items():
             reply = execute(source, entrypoint="none")
             self.assertEqual(reply, {"type": "result", "result": want, "files": []}, source)
+
+    def test_cell_runs_as_main(self):
+        # A script written for `python script.py` runs as written.
+        source = "def main():\n    return 'ran'\nresult = None\nif __name__ == '__main__':\n    result = main()\nresult\n"
+        self.assertEqual(execute(source, entrypoint="none")["result"], b'"ran"')
+        # With main as the entrypoint the guard does not call main twice.
+        self.assertEqual(execute("calls = []\ndef main():\n    calls.append(1)\n    return len(calls)\n"
+                                 "if __name__ == '__main__':\n    main()\n")["result"], b"1")
 
     def test_cell_reads_its_input(self):
         self.assertEqual(execute("INPUT['n'] * 2\n", "json", b'{"n": 21}', entrypoint="none")["result"], b"42")
