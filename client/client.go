@@ -94,6 +94,10 @@ func New(baseURL string, opts Options) *Client {
 // Request is one script to run.
 type Request struct {
 	Script string
+	// Entrypoint is "" or "main" (call main, the default) or "none": run
+	// the script as written, as a notebook cell, with the input in the
+	// global INPUT; the value of its last expression is the result.
+	Entrypoint string
 	// Input, when not nil, is passed to main(input). Over msgpack, []byte
 	// arrives as bytes and integers stay exact.
 	Input any
@@ -352,6 +356,9 @@ func (c *Client) shouldRetry(ctx context.Context, err error, attempt int, delay 
 
 func (c *Client) encode(req Request) ([]byte, string, error) {
 	fields := map[string]any{"script": req.Script}
+	if req.Entrypoint != "" {
+		fields["entrypoint"] = req.Entrypoint
+	}
 	if req.Input != nil || req.HasInput {
 		fields["input"] = req.Input
 	}

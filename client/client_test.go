@@ -150,6 +150,10 @@ func TestClientAgainstTheServer(t *testing.T) {
 			if err != nil || echoed.Line != "from stdin" || string(echoed.Raw) != "\x00\xff" {
 				t.Errorf("stdin and bytes: %v %+v", err, echoed)
 			}
+			var cell []int
+			if _, err := c.Execute(ctx, client.Request{Script: "[x * 2 for x in INPUT]\n", Entrypoint: "none", Input: []int{1, 2}}, &cell); err != nil || fmt.Sprint(cell) != "[2 4]" {
+				t.Errorf("a cell: %v %v", cell, err)
+			}
 
 			_, err = c.Execute(ctx, client.Request{Script: "def main():\n    print('before')\n    raise ValueError('boom')\n"}, nil)
 			var apiErr *client.Error

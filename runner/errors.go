@@ -33,6 +33,10 @@ const (
 	// cap on its channel. A script can write there, so it is the script's
 	// fault, never the service's.
 	KindProtocolError Kind = "protocol_error"
+	// KindNotRun: a batch's input that never ran, because an earlier input
+	// ended the sandbox (a timeout, a crash, a limit). Only ever an item's
+	// error, never a whole answer's.
+	KindNotRun Kind = "not_run"
 )
 
 // ScriptError is a failure caused by the script: the sandbox did its job and

@@ -12,14 +12,10 @@ import (
 // kept a copy makes the runner fall back to kill-and-drain.
 const eofWait = 200 * time.Millisecond
 
-// maxReplyFrame bounds a reply: the result cap, and for a batch of n
-// inputs the printed output and error texts of each item too.
-func maxReplyFrame(limits Limits, n int) int {
-	files := limits.FilesBytes + limits.MaxFiles*(maxFileNameBytes+16)
-	if n == 0 {
-		return limits.ResultBytes + files + maxReplyEnvelope
-	}
-	return limits.ResultBytes + files + 2*limits.OutputBytes + n*(maxErrorMessage+maxErrorTraceback+64) + maxReplyEnvelope
+// maxReplyFrame bounds a single script's reply: the result cap and the
+// output files (a batch's frames: maxBatchFrame).
+func maxReplyFrame(limits Limits) int {
+	return limits.ResultBytes + limits.FilesBytes + limits.MaxFiles*(maxFileNameBytes+16) + maxReplyEnvelope
 }
 
 // exitGrace is how long a sandbox whose channel ended without a reply may
@@ -75,6 +71,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		},
 		Stdin:        req.Stdin,
 		ResultFormat: resultJSON,
+		Entrypoint:   string(req.Entrypoint),
 		DenyImports:  s.deny,
 		Files:        toWire(req.Files),
 		OutputFiles:  wireOutputFiles{MaxFiles: limits.MaxFiles, MaxBytes: limits.FilesBytes},
@@ -84,6 +81,9 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 	}
 	if s.deny == nil {
 		frame.DenyImports = []string{}
+	}
+	if frame.Entrypoint == "" {
+		frame.Entrypoint = string(EntrypointMain)
 	}
 	if req.Input != nil || req.Inputs != nil {
 		frame.Input, frame.Inputs = req.Input, req.Inputs
@@ -111,24 +111,43 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			done <- answer{err: err}
 			return
 		}
-		r, err := readReply(s.fromSandbox, maxReplyFrame(limits, len(req.Inputs)),
-			replyShape{Batch: len(req.Inputs), MaxFiles: limits.MaxFiles})
+		if req.Inputs != nil {
+			// The reader alone writes b until it sends it.
+			b := &batchReply{}
+			err := readBatch(s.fromSandbox, limits, len(req.Inputs), b)
+			done <- answer{reply{batch: b}, err}
+			return
+		}
+		r, err := readReply(s.fromSandbox, maxReplyFrame(limits), replyShape{MaxFiles: limits.MaxFiles})
 		done <- answer{r, err}
 	}()
 
-	var o outcome
+	o := outcome{batchSize: len(req.Inputs), msgpackResult: req.ResultFormat == ResultMsgpack}
+	answered := false
 	select {
 	case got := <-done:
+		answered = true
 		o.result, o.failed, o.batch, o.channelErr = got.result, got.failed, got.batch, got.err
-		o.batchSize = len(req.Inputs)
-		o.msgpackResult = req.ResultFormat == ResultMsgpack
 	case <-execCtx.Done():
 	case <-s.stdout.overflow:
 		o.overflow = "stdout"
 	case <-s.stderr.overflow:
 		o.overflow = "stderr"
 	}
-	replied := o.result != nil || o.failed != nil || o.batch != nil
+	// A batch's finished inputs are the reader's until it ends: after the
+	// kill below (or the deadline) its read ends, and what it holds is kept.
+	collectBatch := func() {
+		if req.Inputs == nil || answered {
+			return
+		}
+		select {
+		case got := <-done:
+			answered = true
+			o.batch = got.batch
+		case <-time.After(drainTimeout):
+		}
+	}
+	replied := o.result != nil || o.failed != nil || (o.batch != nil && o.batch.complete())
 	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
 		!hasChildren(s.PID()) {
 		// The fast path: the output is complete without waiting for the
@@ -160,7 +179,8 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		return o
 	}
 	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
-		!errors.Is(o.channelErr, errFrameTooLarge) && !errors.Is(o.channelErr, errMalformed) {
+		!errors.Is(o.channelErr, errFrameTooLarge) && !errors.Is(o.channelErr, errMalformed) &&
+		!errors.Is(o.channelErr, errBatchStopped) {
 		// The channel ended on its own: the sandbox is most likely dying.
 		// Give it a moment to end by itself before killing it, or its
 		// exit status would only say SIGKILL.
@@ -173,6 +193,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.usageKnown = o.usageKnown && s.proc.alive()
 	}
 	s.kill()
+	collectBatch()
 	if !o.exitKnown {
 		// Also after a reply: what the first process used up to its end
 		// (and its children it reaped) comes with its exit.

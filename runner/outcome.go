@@ -17,8 +17,8 @@ type outcome struct {
 	// why none did (EOF, deadline, errFrameTooLarge, errMalformed).
 	result    *resultFrame
 	failed    *errorFrame
-	batch     *resultsFrame
-	batchSize int // inputs sent, for a batch
+	batch     *batchReply // for a batch: what came of it, complete or not
+	batchSize int         // inputs sent, for a batch
 	// msgpackResult says the results are msgpack (ResultMsgpack), not JSON.
 	msgpackResult bool
 	channelErr    error
@@ -71,6 +71,20 @@ func classify(o outcome, limits Limits) (Output, error) {
 		out.Usage.CPU = max(out.Usage.CPU, o.exit.cpu())
 		out.Usage.MaxRSSKB = max(out.Usage.MaxRSSKB, o.exit.MaxRSSKB)
 	}
+	if o.batch != nil {
+		if o.batch.started {
+			// Why the sandbox ended, judged as for a single script, is the
+			// error of the input that was running when it did.
+			var ended error
+			if !o.batch.complete() || o.overflowed {
+				rest := o
+				rest.batch = nil
+				_, ended = classify(rest, limits)
+			}
+			return judgeBatch(out, o.batch, o.batchSize, o.msgpackResult, ended, limits)
+		}
+		o.failed = o.batch.failed
+	}
 	switch {
 	case o.overflowed:
 		stream := o.overflow
@@ -81,8 +95,6 @@ func classify(o outcome, limits Limits) (Output, error) {
 			Message: fmt.Sprintf("the script wrote more than %d bytes to %s; the sandbox was killed", limits.OutputBytes, stream)}
 	case o.result != nil:
 		return judgeResult(out, o.result, o.msgpackResult, limits)
-	case o.batch != nil:
-		return judgeBatch(out, o.batch, o.batchSize, o.msgpackResult, limits)
 	case o.failed != nil:
 		return out, judgeFailure(o.failed)
 	case o.abandoned != nil:
@@ -141,54 +153,6 @@ func judgeResult(out Output, res *resultFrame, asMsgpack bool, limits Limits) (O
 	if out.Files, err = judgeFiles(res.Files, limits); err != nil {
 		return out, err
 	}
-	return out, nil
-}
-
-// judgeBatch checks a batch's reply: one item per input, each a strict
-// JSON result or a failure the sandbox may report, its output UTF-8 and
-// within the output cap; the results together within the result cap.
-func judgeBatch(out Output, b *resultsFrame, n int, asMsgpack bool, limits Limits) (Output, error) {
-	if len(b.Items) != n {
-		return out, protocolError("the sandbox answered %d items for a batch of %d", len(b.Items), n)
-	}
-	total := 0
-	for i, item := range b.Items {
-		var o ItemOutput
-		if !utf8.ValidString(item.Stdout) || !utf8.ValidString(item.Stderr) {
-			return out, protocolError("item %d's output is not UTF-8", i)
-		}
-		if limits.OutputBytes > 0 && (len(item.Stdout) > limits.OutputBytes || len(item.Stderr) > limits.OutputBytes) {
-			return out, &ScriptError{Kind: KindOutputLimit,
-				Message: fmt.Sprintf("input %d printed more than %d bytes", i, limits.OutputBytes)}
-		}
-		o.Stdout, o.Stderr = []byte(item.Stdout), []byte(item.Stderr)
-		if item.Kind == "" {
-			total += len(item.Result)
-			judged, err := judgeResult(Output{}, &resultFrame{Result: item.Result}, asMsgpack, limits)
-			if err != nil {
-				return out, err
-			}
-			o.Result = judged.Result
-		} else {
-			err := judgeFailure(&errorFrame{Kind: item.Kind, Message: item.Message, Traceback: item.Traceback,
-				Line: item.Line, Offset: item.Offset})
-			var se *ScriptError
-			if !errors.As(err, &se) || se.Kind == KindProtocolError {
-				return out, err
-			}
-			o.Err = se
-		}
-		out.Items = append(out.Items, o)
-	}
-	if limits.ResultBytes > 0 && total > limits.ResultBytes {
-		return out, &ScriptError{Kind: KindOutputLimit,
-			Message: fmt.Sprintf("the batch's results are %d bytes, over the cap of %d bytes", total, limits.ResultBytes)}
-	}
-	files, err := judgeFiles(b.Files, limits)
-	if err != nil {
-		return out, err
-	}
-	out.Files = files
 	return out, nil
 }
 

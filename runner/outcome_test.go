@@ -34,7 +34,11 @@ func TestClassify(t *testing.T) {
 		{name: "result with a lone surrogate", o: outcome{result: &resultFrame{Result: []byte(`"\ud800"`)}}, wantKind: KindProtocolError},
 		{name: "result NaN", o: outcome{result: &resultFrame{Result: []byte(`NaN`)}}, wantKind: KindProtocolError},
 		{name: "result with a key twice", o: outcome{result: &resultFrame{Result: []byte(`{"a":false,"a":true}`)}}, wantKind: KindProtocolError},
-		{name: "batch item with a key twice", o: outcome{batchSize: 2, batch: &resultsFrame{Items: []batchItem{{Result: []byte(`1`)}, {Result: []byte(`[{"a":1,"\u0061":2}]`)}}}}, wantKind: KindProtocolError},
+		{name: "batch item with a key twice", o: outcome{batchSize: 2, batch: &batchReply{started: true, end: &resultsFrame{},
+			items: []batchItem{{frame: itemFrame{Result: []byte(`1`)}}, {frame: itemFrame{Index: 1, Result: []byte(`[{"a":1,"\u0061":2}]`)}}}}}, wantKind: KindProtocolError},
+		{name: "batch that failed before its inputs", o: outcome{batchSize: 2, batch: &batchReply{failed: failure("script_error")}}, wantKind: KindScriptError},
+		{name: "batch cut short by the zygote's death", o: outcome{batchSize: 2, channelErr: io.EOF, zygoteDied: true,
+			batch: &batchReply{started: true, items: []batchItem{{frame: itemFrame{Result: []byte(`1`)}}}}}, wantErr: ErrZygoteDied},
 		// msgpack results (ResultMsgpack): passed on as they are, once strict.
 		{name: "msgpack result", o: outcome{msgpackResult: true, result: &resultFrame{Result: []byte{0x81, 0xa1, 'b', 0xc4, 1, 0xff}}}, wantResult: "\x81\xa1b\xc4\x01\xff"},
 		{name: "msgpack result with a key twice", o: outcome{msgpackResult: true, result: &resultFrame{Result: []byte{0x82, 0xa1, 'a', 1, 0xa1, 'a', 2}}}, wantKind: KindProtocolError},
@@ -43,7 +47,8 @@ func TestClassify(t *testing.T) {
 		{name: "msgpack result with bytes after it", o: outcome{msgpackResult: true, result: &resultFrame{Result: []byte{1, 2}}}, wantKind: KindProtocolError},
 		{name: "msgpack result claiming more than it has", o: outcome{msgpackResult: true, result: &resultFrame{Result: []byte{0xdd, 0xff, 0xff, 0xff, 0xff}}}, wantKind: KindProtocolError},
 		{name: "JSON text where msgpack was asked", o: outcome{msgpackResult: true, result: &resultFrame{Result: []byte(`[1,2]`)}}, wantKind: KindProtocolError},
-		{name: "msgpack batch item with a key twice", o: outcome{msgpackResult: true, batchSize: 2, batch: &resultsFrame{Items: []batchItem{{Result: []byte{1}}, {Result: []byte{0x82, 1, 1, 1, 2}}}}}, wantKind: KindProtocolError},
+		{name: "msgpack batch item with a key twice", o: outcome{msgpackResult: true, batchSize: 2, batch: &batchReply{started: true, end: &resultsFrame{},
+			items: []batchItem{{frame: itemFrame{Result: []byte{1}}}, {frame: itemFrame{Index: 1, Result: []byte{0x82, 1, 1, 1, 2}}}}}}, wantKind: KindProtocolError},
 		{name: "script error", o: outcome{failed: failure("script_error")}, wantKind: KindScriptError},
 		{name: "memory error raised in the script", o: outcome{failed: failure("memory_limit")}, wantKind: KindMemoryLimit},
 		{name: "kind the sandbox may not report", o: outcome{failed: failure("sandbox_crashed")}, wantKind: KindProtocolError},
@@ -95,5 +100,54 @@ func TestClassifyKeepsOutputAndUsage(t *testing.T) {
 	out, _ := classify(o, Limits{OutputBytes: 4})
 	if string(out.Stdout) != "0123" || string(out.Stderr) != "e" || out.Usage.CPU != 1500*time.Microsecond || out.Usage.MaxRSSKB != 900 {
 		t.Errorf("output %+v", out)
+	}
+}
+
+// TestClassifyBatchCutShort: a batch whose sandbox ended mid-way keeps its
+// finished inputs; the input that was running gets why it ended, with
+// what it printed; the inputs after it are not_run.
+func TestClassifyBatchCutShort(t *testing.T) {
+	limits := Limits{Timeout: time.Second, CPUTime: 2 * time.Second, OutputBytes: 8, ResultBytes: 20}
+	finished := []batchItem{
+		{frame: itemFrame{Result: []byte(`1`)}, stdout: []byte("one\n")},
+		{frame: itemFrame{Index: 1, Kind: "script_error", Message: "m"}, stderr: []byte("two\n")},
+	}
+	for _, tc := range []struct {
+		name string
+		o    outcome
+		want Kind
+	}{
+		{"timeout", outcome{deadlineHit: true, exit: exitReport{Status: int(syscall.SIGKILL)}, exitKnown: true}, KindTimeout},
+		{"segfault", outcome{channelErr: io.EOF, exit: exitReport{Status: int(syscall.SIGSEGV)}, exitKnown: true}, KindCrashed},
+		{"os._exit", outcome{channelErr: io.EOF, exit: exitReport{Status: 3 << 8}, exitKnown: true}, KindScriptError},
+		{"out of memory", outcome{channelErr: io.EOF, oomKilled: true, exit: exitReport{Status: int(syscall.SIGKILL)}, exitKnown: true}, KindMemoryLimit},
+		{"the batch's own output over the cap", outcome{overflowed: true, overflow: "stdout"}, KindOutputLimit},
+		{"an input's output over the cap", outcome{channelErr: errBatchStopped}, KindOutputLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			o.batchSize = 4
+			o.batch = &batchReply{started: true, items: finished, current: batchItem{stdout: []byte("thr")}}
+			if o.channelErr == errBatchStopped {
+				o.batch.stopped = &ScriptError{Kind: KindOutputLimit, Message: "m"}
+			}
+			out, err := classify(o, limits)
+			if err != nil {
+				t.Fatalf("err %v: a batch cut short still answers its items", err)
+			}
+			if len(out.Items) != 4 {
+				t.Fatalf("%d items, want 4", len(out.Items))
+			}
+			if string(out.Items[0].Result) != "1" || string(out.Items[0].Stdout) != "one\n" ||
+				out.Items[1].Err == nil || out.Items[1].Err.Kind != KindScriptError || string(out.Items[1].Stderr) != "two\n" {
+				t.Errorf("finished items lost: %+v %+v", out.Items[0], out.Items[1])
+			}
+			if out.Items[2].Err == nil || out.Items[2].Err.Kind != tc.want || string(out.Items[2].Stdout) != "thr" {
+				t.Errorf("the running input: %+v, want %s with its output", out.Items[2], tc.want)
+			}
+			if out.Items[3].Err == nil || out.Items[3].Err.Kind != KindNotRun {
+				t.Errorf("the input after it: %+v, want not_run", out.Items[3])
+			}
+		})
 	}
 }

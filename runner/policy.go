@@ -15,7 +15,9 @@ import (
 type Policy struct {
 	// Name is what /health reports.
 	Name string `json:"name"`
-	// DenyImports are top-level modules a script may not import.
+	// DenyImports are modules a script may not import: an entry refuses
+	// that module and every module below it ("http.client" refuses
+	// http.client, not http).
 	DenyImports []string `json:"deny_imports"`
 	// DenyCalls are names (eval) and dotted names (os.system) a script
 	// may not use; a trailing * matches any suffix (os.exec*).
@@ -27,21 +29,28 @@ type Policy struct {
 func (p Policy) Refuses() bool { return len(p.DenyImports) > 0 || len(p.DenyCalls) > 0 }
 
 // SeedPolicy is the original service's list ("dangerous import/function
-// blocking"): subprocess and the modules for system commands and network
-// access; eval, exec, __import__ (and importlib.import_module, the same by
-// another name), open, os.listdir and glob, os.system, os.popen and the
-// os.exec* and os.spawn* families.
+// blocking"), made coherent (README, "Validation", says why each rule
+// exists): no program runs (subprocess, pty, os.system, os.popen, the
+// os.exec*, os.spawn*, os.posix_spawn* and os.fork* families); no network
+// module (socket, ssl and the clients and servers built on them, while the
+// harmless parts of their packages, urllib.parse and http.HTTPStatus,
+// pass); no code built from text (eval, exec, __import__ and
+// importlib.import_module, the same by another name); and no file handle
+// or directory listing by the original's names and their exact aliases
+// (open and io.open, which is the same function; os.listdir, os.scandir,
+// os.walk, os.fwalk, glob.glob, glob.iglob).
 func SeedPolicy() Policy {
 	return Policy{
 		Name: "seed",
 		DenyImports: []string{
 			"subprocess", "pty", "socket", "ssl", "socketserver", "asyncore", "asynchat",
-			"urllib", "urllib3", "http", "httpx", "requests", "aiohttp", "ftplib", "smtplib",
+			"urllib.request", "urllib.robotparser", "urllib3", "http.client", "http.server", "http.cookiejar",
+			"httpx", "requests", "aiohttp", "ftplib", "smtplib",
 			"poplib", "imaplib", "nntplib", "telnetlib", "xmlrpc",
 		},
 		DenyCalls: []string{
-			"eval", "exec", "__import__", "open", "importlib.import_module",
-			"os.listdir", "os.scandir", "glob.glob", "glob.iglob",
+			"eval", "exec", "__import__", "open", "io.open", "importlib.import_module",
+			"os.listdir", "os.scandir", "os.walk", "os.fwalk", "glob.glob", "glob.iglob",
 			"os.system", "os.popen", "os.exec*", "os.spawn*", "os.posix_spawn*", "os.fork*",
 		},
 	}

@@ -35,6 +35,14 @@ package runner
 //     Limits.ResultBytes + maxReplyEnvelope bytes, and trusts nothing in
 //     it: a script can write on fd 4 as well as the sandbox's own code.
 //
+// A batch (executeFrame.Inputs not nil) streams instead, so the runner
+// holds every finished input even if a later one hangs or kills the
+// sandbox: an errorFrame (the script did not get as far as its inputs),
+// or startedFrame, then for each input in order any number of outputFrames
+// (what its Python code printed) and one itemFrame, then one resultsFrame
+// (or an errorFrame about the batch's output files). readBatch bounds
+// every frame, the output of each item and the results together.
+//
 // stdout and stderr are pipes of their own, read and capped by the runner.
 
 import (
@@ -56,6 +64,9 @@ const (
 	msgExecute     = "execute"
 	msgResult      = "result"
 	msgResults     = "results"
+	msgStarted     = "started"
+	msgOutput      = "output"
+	msgItem        = "item"
 	msgError       = "error"
 	msgSpawn       = "spawn"
 	msgSpawned     = "spawned"
@@ -149,6 +160,8 @@ type wireLimits struct {
 type executeFrame struct {
 	Type   string `msgpack:"type"`
 	Script string `msgpack:"script"`
+	// Entrypoint is "main" (call main) or "none" (run as a cell).
+	Entrypoint string `msgpack:"entrypoint"`
 	// Input is the JSON text or msgpack bytes of main's argument, per
 	// InputFormat; nil with inputNone.
 	Input []byte `msgpack:"input"`
@@ -180,26 +193,38 @@ type resultFrame struct {
 	Files []wireFile `msgpack:"files"`
 }
 
-// resultsFrame answers a batch: one item per input, in order.
+// resultsFrame ends a batch: its inputs were all answered (itemFrame).
 type resultsFrame struct {
-	Type  string      `msgpack:"type"`
-	Items []batchItem `msgpack:"items"`
+	Type string `msgpack:"type"`
 	// Files are the regular files the batch left in OutputDir.
 	Files []wireFile `msgpack:"files"`
 }
 
-// batchItem is one input's outcome: Result (encoded like resultFrame's) when Kind is
-// "", else an error as in errorFrame; Stdout and Stderr are what its
-// Python code printed.
-type batchItem struct {
+// startedFrame says a batch's script ran and its inputs follow.
+type startedFrame struct {
+	Type string `msgpack:"type"`
+}
+
+// outputFrame is text the current input's Python code printed.
+type outputFrame struct {
+	Type string `msgpack:"type"`
+	// Stream is "stdout" or "stderr".
+	Stream string `msgpack:"stream"`
+	Text   string `msgpack:"text"`
+}
+
+// itemFrame is one input's outcome: Result (encoded like resultFrame's)
+// when Kind is "", else an error as in errorFrame. Index is the input's,
+// in order.
+type itemFrame struct {
+	Type      string `msgpack:"type"`
+	Index     int    `msgpack:"index"`
 	Result    []byte `msgpack:"result"`
 	Kind      string `msgpack:"kind"`
 	Message   string `msgpack:"message"`
 	Traceback string `msgpack:"traceback"`
 	Line      int    `msgpack:"line"`
 	Offset    int    `msgpack:"offset"`
-	Stdout    string `msgpack:"stdout"`
-	Stderr    string `msgpack:"stderr"`
 }
 
 // errorFrame is a failed reply: the script's own failure, of a kind in
@@ -234,7 +259,7 @@ const (
 var (
 	channelMessages = map[string]any{
 		msgReady: readyFrame{}, msgExecute: executeFrame{}, msgResult: resultFrame{}, msgError: errorFrame{},
-		msgResults: resultsFrame{},
+		msgResults: resultsFrame{}, msgStarted: startedFrame{}, msgOutput: outputFrame{}, msgItem: itemFrame{},
 	}
 	controlMessages = map[string]any{
 		msgReady: zygoteReady{}, msgSpawn: spawnRequest{}, msgSpawned: spawnedReport{},
@@ -310,11 +335,12 @@ func decodeStrict(payload []byte, v any) error {
 	return nil
 }
 
-// reply is a sandbox's one reply: exactly one field is set.
+// reply is a sandbox's one reply: exactly one field is set (batch for a
+// batch, whatever part of it came).
 type reply struct {
 	result *resultFrame
 	failed *errorFrame
-	batch  *resultsFrame
+	batch  *batchReply
 }
 
 // replyShape is what the runner expects of a reply: a batch's (Batch > 0
@@ -333,11 +359,11 @@ func (s replyShape) maxLen() uint64 {
 	return uint64(max(s.Batch, s.MaxFiles, 16))
 }
 
-// readReply reads the one reply frame of a sandbox, or returns an error
-// wrapping errFrameTooLarge, errMalformed, or the read's own error (EOF,
-// deadline). A reply of the wrong kind for the request (a batch's answer
-// to a single script, or the reverse), and any array or map longer than
-// shape allows, are refused before anything is decoded.
+// readReply reads the one reply frame of a single script's sandbox, or
+// returns an error wrapping errFrameTooLarge, errMalformed, or the read's
+// own error (EOF, deadline). A reply of the wrong kind (a batch's frames),
+// and any array or map longer than shape allows, are refused before
+// anything is decoded.
 func readReply(r io.Reader, maxSize int, shape replyShape) (reply, error) {
 	payload, err := readFramePayload(r, maxSize)
 	if err != nil {
@@ -360,12 +386,6 @@ func readReply(r io.Reader, maxSize int, shape replyShape) (reply, error) {
 			return reply{}, err
 		}
 		return reply{failed: &e}, nil
-	case typ == msgResults && shape.Batch > 0:
-		var b resultsFrame
-		if err := decodeStrict(payload, &b); err != nil {
-			return reply{}, err
-		}
-		return reply{batch: &b}, nil
 	default:
 		return reply{}, fmt.Errorf("%w: a reply of type %q to a request of %d inputs", errMalformed, clip(typ, 40), shape.Batch)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os/exec"
 	"reflect"
 	"sort"
@@ -45,7 +46,7 @@ func TestReadReplyRefusesWhatTheProtocolDoesNotSay(t *testing.T) {
 		{"unknown type", frame(map[string]any{"type": "exit", "status": 9}), errMalformed},
 		{"unknown key", frame(map[string]any{"type": "result", "result": []byte("1"), "max_result_bytes": 0}), errMalformed},
 		{"ready as reply", frame(readyFrame{Type: msgReady}), errMalformed},
-		{"a batch's reply to a single script", frame(resultsFrame{Type: msgResults, Items: []batchItem{}}), errMalformed},
+		{"a batch's reply to a single script", frame(resultsFrame{Type: msgResults}), errMalformed},
 		{"more files than the cap", frame(map[string]any{"type": "result", "result": []byte("1"), "files": make([]any, 17)}), errMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,7 +67,7 @@ func FuzzReadReply(f *testing.F) {
 	f.Add([]byte("\x00\x00\x00\x07\xc9H\x13\x91t\xeb\x99"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = readReply(bytes.NewReader(b), 1<<16, replyShape{MaxFiles: 4})
-		_, _ = readReply(bytes.NewReader(b), 1<<16, replyShape{Batch: 3, MaxFiles: 4})
+		_ = readBatch(bytes.NewReader(b), Limits{ResultBytes: 1 << 16, OutputBytes: 64, MaxFiles: 4}, 3, &batchReply{})
 	})
 }
 
@@ -96,7 +97,7 @@ sys.path.insert(0, "../python")
 from pyexec import protocol
 print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONTROL_MESSAGES,
                   "limits": protocol.LIMIT_KEYS, "zygote_config": protocol.ZYGOTE_CONFIG_KEYS,
-                  "policy": protocol.POLICY_KEYS, "batch_item": protocol.BATCH_ITEM_KEYS}))
+                  "policy": protocol.POLICY_KEYS}))
 `)
 	raw, err := cmd.Output()
 	if err != nil {
@@ -107,7 +108,6 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 		Limits           []string
 		ZygoteConfig     []string `json:"zygote_config"`
 		Policy           []string
-		BatchItem        []string `json:"batch_item"`
 	}
 	if err := json.Unmarshal(raw, &py); err != nil {
 		t.Fatal(err)
@@ -145,12 +145,55 @@ print(json.dumps({"channel": protocol.CHANNEL_MESSAGES, "control": protocol.CONT
 	if got := jsonKeys(zygoteConfig{}); !reflect.DeepEqual(got, py.ZygoteConfig) {
 		t.Errorf("zygote config: Go keys %v, Python keys %v", got, py.ZygoteConfig)
 	}
-	sort.Strings(py.BatchItem)
-	if got := msgpackKeys(batchItem{}); !reflect.DeepEqual(got, py.BatchItem) {
-		t.Errorf("batch item: Go keys %v, Python keys %v", got, py.BatchItem)
-	}
 	sort.Strings(py.Policy)
 	if got := jsonKeys(Policy{}); !reflect.DeepEqual(got, py.Policy) {
 		t.Errorf("policy: Go keys %v, Python keys %v", got, py.Policy)
+	}
+}
+
+// TestReadBatch: a batch's frames in the protocol's order are read item by
+// item; out of order, a wrong index, an empty output or an input over its
+// output cap stop the reading, keeping what finished.
+func TestReadBatch(t *testing.T) {
+	frames := func(vs ...any) []byte {
+		var buf bytes.Buffer
+		for _, v := range vs {
+			if err := writeFrame(&buf, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return buf.Bytes()
+	}
+	limits := Limits{ResultBytes: 1 << 10, OutputBytes: 8, MaxFiles: 4}
+	started := startedFrame{Type: msgStarted}
+	out := func(text string) outputFrame { return outputFrame{Type: msgOutput, Stream: "stdout", Text: text} }
+	item := func(i int) itemFrame { return itemFrame{Type: msgItem, Index: i, Result: []byte("1")} }
+	for _, tc := range []struct {
+		name      string
+		bytes     []byte
+		wantErr   error
+		wantItems int
+	}{
+		{"whole", frames(started, out("a\n"), item(0), item(1), resultsFrame{Type: msgResults}), nil, 2},
+		{"cut short", frames(started, item(0), out("b")), io.EOF, 1},
+		{"an item before started", frames(item(0)), errMalformed, 0},
+		{"the wrong index", frames(started, item(1)), errMalformed, 0},
+		{"an empty output", frames(started, out("")), errMalformed, 0},
+		{"output not UTF-8", frames(started, out("\xff")), errMalformed, 0},
+		{"the end too early", frames(started, item(0), resultsFrame{Type: msgResults}), errMalformed, 1},
+		{"more items than inputs", frames(started, item(0), item(1), item(2)), errMalformed, 2},
+		{"an input's output over the cap", frames(started, item(0), out("12345"), out("6789")), errBatchStopped, 1},
+		{"the inputs' output over the cap together", frames(started, out("12345"), item(0), out("6789")), errBatchStopped, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b batchReply
+			err := readBatch(bytes.NewReader(tc.bytes), limits, 2, &b)
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("err = %v, want %v", err, tc.wantErr)
+			}
+			if len(b.items) != tc.wantItems {
+				t.Errorf("%d items kept, want %d", len(b.items), tc.wantItems)
+			}
+		})
 	}
 }

@@ -198,9 +198,27 @@ const (
 	ResultMsgpack
 )
 
+// Entrypoint says how a script is run.
+type Entrypoint string
+
+const (
+	// EntrypointMain runs the module, then calls main(input) (main() with
+	// no input), awaiting it when main is async. The zero value means it.
+	EntrypointMain Entrypoint = "main"
+	// EntrypointNone runs the script as a notebook cell: its top-level code
+	// with the global INPUT bound to the input (None without one); the
+	// value of its last statement, when that is an expression, is the
+	// result (else None). A top-level await is allowed. No main is needed
+	// or called; the module is __main__, so a script's own
+	// `if __name__ == "__main__"` guard runs.
+	EntrypointNone Entrypoint = "none"
+)
+
 // Request is one script to run.
 type Request struct {
 	Script string
+	// Entrypoint says how it runs. Zero: EntrypointMain.
+	Entrypoint Entrypoint
 	// Input is what main(input) receives, encoded as InputFormat; nil
 	// means main() is called without an argument.
 	Input []byte
@@ -246,8 +264,9 @@ type Usage struct {
 }
 
 // ItemOutput is one input's outcome in a batch: Result (encoded as the
-// request's ResultFormat) or
-// Err, and what its Python code printed.
+// request's ResultFormat) or Err, and what its Python code printed. An
+// input that never ran, because an earlier one ended the sandbox, has an
+// Err of KindNotRun.
 type ItemOutput struct {
 	Result         []byte
 	Err            *ScriptError
@@ -299,10 +318,13 @@ func sandboxEnv() []string {
 		"OMP_NUM_THREADS=1",
 		"MKL_NUM_THREADS=1",
 		"PYTHONDONTWRITEBYTECODE=1",
-		// matplotlib draws to files and buffers only (no display), and
-		// keeps its config and font cache in the sandbox's own /tmp (it
-		// refuses to import without a writable one).
-		"MPLBACKEND=Agg",
+		// matplotlib draws with Agg to files and buffers only (no
+		// display), through pyexec's backend, whose plt.show() returns the
+		// figures as files instead of blocking or warning
+		// (python/pyexec/mplbackend.py); it keeps its config and font
+		// cache in the sandbox's own /tmp (it refuses to import without a
+		// writable one).
+		"MPLBACKEND=module://pyexec.mplbackend",
 		"MPLCONFIGDIR=/tmp/matplotlib",
 	}, AllocatorEnv()...)
 }

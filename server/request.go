@@ -36,6 +36,9 @@ type executeRequest struct {
 	// Files are "files": name → content, base64 in JSON, bin in msgpack;
 	// in the order given.
 	Files []runner.File
+	// Entrypoint is "entrypoint": "main" (the default) or "none" (run
+	// the script as a cell); checked by validate.
+	Entrypoint runner.Entrypoint
 }
 
 // Fields of the request body. Keys are exact-case.
@@ -47,6 +50,9 @@ const (
 	fieldMemoryMB  = "memory_mb"
 	fieldFiles     = "files"
 	fieldStdin     = "stdin"
+	// fieldEntrypoint: "main" (call main, the default) or "none" (run
+	// the top-level code as a notebook cell).
+	fieldEntrypoint = "entrypoint"
 )
 
 // setInt stores the integer field key (timeout_ms or memory_mb).
@@ -59,8 +65,8 @@ func (req *executeRequest) setInt(key string, n int64) {
 }
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint))
 }
 
 // batchTooLong and filesTooMany refuse counts over the caps while they are
@@ -146,6 +152,18 @@ func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
 			if req.Files, err = decodeJSONFiles(value, cfg); err != nil {
 				return executeRequest{}, err
 			}
+		case fieldEntrypoint:
+			if string(value) == "null" {
+				break // absent
+			}
+			if value[0] != '"' {
+				return executeRequest{}, invalidRequest(entrypointInvalid)
+			}
+			text, err := unquoteJSON(value)
+			if err != nil || text == "" {
+				return executeRequest{}, invalidRequest(entrypointInvalid)
+			}
+			req.Entrypoint = runner.Entrypoint(text)
 		case fieldTimeoutMS, fieldMemoryMB:
 			if string(value) == "null" {
 				break // absent
@@ -314,6 +332,22 @@ func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 			if req.Files, err = decodeMsgpackFiles(dec, cfg); err != nil {
 				return executeRequest{}, err
 			}
+		case fieldEntrypoint:
+			code, err := dec.PeekCode()
+			if err == nil && code == 0xc0 {
+				err = dec.Skip() // nil: absent
+			} else if err == nil && !isMsgpackStr(code) {
+				return executeRequest{}, invalidRequest(entrypointInvalid)
+			} else if err == nil {
+				var text string
+				if text, err = dec.DecodeString(); err == nil && text == "" {
+					return executeRequest{}, invalidRequest(entrypointInvalid)
+				}
+				req.Entrypoint = runner.Entrypoint(text)
+			}
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
 		case fieldTimeoutMS, fieldMemoryMB:
 			// Only scalars reach DecodeInterface: it would allocate for
 			// the declared length of an array or a map.
@@ -380,10 +414,20 @@ func msgpackInt(v any) (int64, bool) {
 	return 0, false
 }
 
+// entrypointInvalid refuses an "entrypoint" that is not one of its values.
+const entrypointInvalid = `"entrypoint" must be "main" (call main, the default) or "none" (run the script's top-level code as a notebook cell)`
+
 // validate checks the envelope against the server's limits.
 func (req *executeRequest) validate(cfg *Config) error {
 	if req.Script == "" {
 		return invalidRequest(`"script" must not be empty`)
+	}
+	switch req.Entrypoint {
+	case "":
+		req.Entrypoint = runner.EntrypointMain
+	case runner.EntrypointMain, runner.EntrypointNone:
+	default:
+		return invalidRequest(entrypointInvalid)
 	}
 	if req.Inputs != nil {
 		switch {

@@ -301,6 +301,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(`{"script": "x", "script": "y"}`))
 	f.Add([]byte(`{"script": "x", "stdin": "a\nb", "inputs": [1]}`))
 	f.Add([]byte("{\"script\": \"\xff\"}"))
+	f.Add([]byte(`{"script": "1", "entrypoint": "none", "inputs": [1]}`))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeJSON(body, testConfig())
@@ -340,6 +341,7 @@ func FuzzDecodeMsgpack(f *testing.F) {
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0x82), byte(1), byte(1), byte(0xcc), byte(1), byte(2)))
 	f.Add(mp(byte(0x82), "script", "x", "stdin", "line\n"))
 	f.Add(mp(byte(0x82), "script", "x", "input", byte(0xcf), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
+	f.Add(mp(byte(0x82), "script", "x", "entrypoint", "none"))
 	cfg := DefaultConfig()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeMsgpack(body, testConfig())
@@ -508,6 +510,57 @@ func TestDecodeStdin(t *testing.T) {
 				}
 				if (req.Stdin == nil) != (tc.want == nil) || req.Stdin != nil && *req.Stdin != *tc.want {
 					t.Errorf("stdin %v, want %v", req.Stdin, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// TestDecodeEntrypoint: "entrypoint" is "main" (also when absent or null)
+// or "none", the same in JSON and msgpack; anything else is
+// invalid_request naming both values.
+func TestDecodeEntrypoint(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, tc := range []struct {
+		name  string
+		value any // absent when "absent"
+		want  runner.Entrypoint
+		bad   bool
+	}{
+		{"absent", "absent", runner.EntrypointMain, false},
+		{"null", nil, runner.EntrypointMain, false},
+		{"main", "main", runner.EntrypointMain, false},
+		{"none", "none", runner.EntrypointNone, false},
+		{"another name", "cell", "", true},
+		{"empty", "", "", true},
+		{"exact case", "None", "", true},
+		{"a number", 1, "", true},
+		{"a list", []string{"none"}, "", true},
+	} {
+		fields := map[string]any{"script": "x"}
+		if tc.value != "absent" {
+			fields["entrypoint"] = tc.value
+		}
+		jsonBody, _ := json.Marshal(fields)
+		msgpackBody, _ := msgpack.Marshal(fields)
+		for _, enc := range []struct {
+			name   string
+			decode func() (executeRequest, error)
+		}{
+			{"json", func() (executeRequest, error) { return decodeJSON(jsonBody, testConfig()) }},
+			{"msgpack", func() (executeRequest, error) { return decodeMsgpack(msgpackBody, testConfig()) }},
+		} {
+			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {
+				req, err := enc.decode()
+				if err == nil {
+					err = req.validate(&cfg)
+				}
+				var apiErr *APIError
+				switch {
+				case tc.bad && (!errors.As(err, &apiErr) || apiErr.Type != TypeInvalidRequest || !strings.Contains(apiErr.Message, `"none"`)):
+					t.Errorf("err = %v, want invalid_request naming the values", err)
+				case !tc.bad && (err != nil || req.Entrypoint != tc.want):
+					t.Errorf("entrypoint %q, err %v; want %q", req.Entrypoint, err, tc.want)
 				}
 			})
 		}

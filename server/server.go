@@ -483,7 +483,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	execReq := runner.Request{Script: req.Script, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
+	execReq := runner.Request{Script: req.Script, Entrypoint: req.Entrypoint, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
 		Stdin: req.Stdin, Files: req.Files, Timeout: req.timeout(&s.cfg)}
 	if asMsgpack {
 		// A msgpack answer carries the result as the sandbox encoded it,

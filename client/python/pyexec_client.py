@@ -123,6 +123,7 @@ OutputFilesLimitError = _error("OutputFilesLimitError", "output_files_limit", Fa
 OutputFilesInvalidError = _error("OutputFilesInvalidError", "output_files_invalid", False, "A file left in /tmp/output cannot be returned.")
 SandboxCrashedError = _error("SandboxCrashedError", "sandbox_crashed", False, "The sandbox died by a signal it brought on itself.")
 ProtocolError = _error("ProtocolError", "protocol_error", False, "The sandbox sent something malformed on its channel.")
+NotRunError = _error("NotRunError", "not_run", False, "A batch item that never ran: an earlier input ended the batch.")
 UnauthorizedError = _error("UnauthorizedError", "unauthorized", False, "The bearer token is missing or wrong.")
 NotFoundError = _error("NotFoundError", "not_found", False, "No such endpoint.")
 MethodNotAllowedError = _error("MethodNotAllowedError", "method_not_allowed", False, "Wrong HTTP method.")
@@ -134,7 +135,7 @@ ClientGoneError = _error("ClientGoneError", "client_gone", False, "The connectio
 ERROR_CLASSES = {cls.type: cls for cls in (
     InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError, ScriptSyntaxError, MissingMainError, ForbiddenImportError,
     ForbiddenCallError, ScriptError, ResultNotSerializableError, ScriptTimeoutError, MemoryLimitError,
-    OutputLimitError, OutputFilesLimitError, OutputFilesInvalidError, SandboxCrashedError, ProtocolError,
+    OutputLimitError, OutputFilesLimitError, OutputFilesInvalidError, SandboxCrashedError, ProtocolError, NotRunError,
     UnauthorizedError, NotFoundError, MethodNotAllowedError, OverloadedError, ShuttingDownError, InternalError,
     ClientGoneError,
 )}

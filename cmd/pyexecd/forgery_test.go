@@ -132,9 +132,11 @@ func TestResultWithAKeyTwice(t *testing.T) {
     os._exit(0)
 `
 	single := strings.Replace(forged, "FRAME", `{"type": "result", "result": b'{"approved":false,"approved":true}', "files": []}`, 1)
-	batch := strings.Replace(forged, "FRAME", `{"type": "results", "files": [], "items": [
-        {"result": r, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0, "stdout": "", "stderr": ""}
-        for r in (b'1', b'{"a":1,"\\u0061":2}')]}`, 1)
+	// A batch's items travel one frame each (the sandbox has sent
+	// "started" before main runs): the second forged item has the key
+	// twice, and the script ends before its real item is sent.
+	batch := strings.Replace(forged, "send(frame(FRAME))", `for i, r in enumerate((b'1', b'{"a":1,"\\u0061":2}')):
+        send(frame({"type": "item", "index": i, "result": r, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0}))`, 1)
 
 	t.Run("forged result over JSON", func(t *testing.T) {
 		r := s.mustFail(t, single, nil, "protocol_error", http.StatusUnprocessableEntity)

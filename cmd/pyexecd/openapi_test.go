@@ -111,6 +111,9 @@ func TestOpenAPI(t *testing.T) {
 
 	check("hello", execute(script(helloScript)), 200, "")
 	check("batch", execute(map[string]any{"script": "def main(x):\n    return 1 // x\n", "inputs": []int{1, 0}}), 200, "")
+	check("batch cut short", execute(map[string]any{"script": "import os\ndef main(x):\n    if x == 2:\n        os._exit(1)\n    return x\n", "inputs": []int{1, 2, 3}}), 200, "")
+	check("cell", execute(map[string]any{"script": "1 + 1\n", "entrypoint": "none"}), 200, "")
+	check("figures", execute(map[string]any{"script": "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n", "entrypoint": "none"}), 200, "")
 	check("health", get("/health", false), 200, "")
 	check("ready", get("/ready", false), 200, "")
 	check("live", get("/live", false), 200, "")

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -50,6 +52,45 @@ func TestSeedPolicy(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("what scripts write every day passes", func(t *testing.T) {
+		var got []any
+		s.mustSucceed(t, `import urllib.parse
+import http
+from http import HTTPStatus
+
+def load(open):
+    return open
+
+class Store:
+    def open(self):
+        return "store"
+
+def main():
+    if False:
+        open("never.txt")
+    return [urllib.parse.quote("a b"), int(http.HTTPStatus.NOT_FOUND), HTTPStatus.OK.phrase, load(3), Store().open()]
+`, nil, &got)
+		if fmt.Sprint(got) != "[a%20b 404 OK 3 store]" {
+			t.Errorf("got %v", got)
+		}
+	})
+
+	t.Run("each refusal names the rule, the line and what to use", func(t *testing.T) {
+		for _, tc := range []struct{ script, kind, rule, alternative string }{
+			{"def main():\n    return open('sales.csv').read()\n", "forbidden_call", "'open', line 2", "pandas.read_csv"},
+			{"import io\ndef main():\n    return io.open('sales.csv').read()\n", "forbidden_call", "'io.open', line 3", "pathlib.Path(name).read_text()"},
+			{"import os\ndef main():\n    return os.listdir('.')\n", "forbidden_call", "'os.listdir', line 3", "iterdir()"},
+			{"import os\ndef main():\n    return list(os.walk('.'))\n", "forbidden_call", "'os.walk', line 3", "rglob"},
+			{"import urllib.request\ndef main(): pass\n", "forbidden_import", "'urllib.request', line 1", "no network"},
+			{"import http\ndef main():\n    return http.client.HTTPConnection('x')\n", "forbidden_import", "'http.client', line 3", "no network"},
+		} {
+			r := s.mustFail(t, tc.script, nil, tc.kind, http.StatusBadRequest)
+			if !strings.Contains(r.Error.Message, "policy rule "+tc.rule) || !strings.Contains(r.Error.Message, tc.alternative) {
+				t.Errorf("%q: message %q, want the rule %s and %q", tc.script, r.Error.Message, tc.rule, tc.alternative)
+			}
+		}
+	})
 
 	t.Run("evasions the policy misses, and the jail holding", func(t *testing.T) {
 		var got map[string]string

@@ -9,8 +9,14 @@ Modules, one job each:
                private /dev, /tmp and /proc, capabilities);
 * syscalls  -- the seccomp allow list, built once, loaded in every sandbox;
 * limits    -- the rlimits a sandbox sets on itself before the script;
-* script    -- running one script and turning its outcome into a reply;
-* results   -- mapping what main returned to plain JSON values.
+* policy    -- checking a script before any of its code runs;
+* script    -- running one script (or a batch, or a cell) and turning its
+               outcome into a reply;
+* results   -- mapping what main returned to plain JSON values;
+* files     -- the request's files in, the output directory out;
+* figures   -- matplotlib figures shown or left open, as output files;
+* mplbackend -- the sandbox's matplotlib backend (Agg, and a show() that
+               hands the figures to figures.py).
 
 Nothing here is the security boundary on its own: the jail, the namespaces
 and the seccomp filter are. The import policy is defence in depth only.

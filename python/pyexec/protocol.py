@@ -26,10 +26,16 @@ MAX_INBOUND_FRAME = 64 << 20
 # Messages on a sandbox's channel, by type: the exact keys each carries.
 CHANNEL_MESSAGES = {
     "ready": ("type",),
-    "execute": ("type", "script", "input", "inputs", "input_format", "stdin", "result_format", "limits",
+    "execute": ("type", "script", "entrypoint", "input", "inputs", "input_format", "stdin", "result_format", "limits",
                 "deny_imports", "files", "output_files"),
     "result": ("type", "result", "files"),
-    "results": ("type", "items", "files"),
+    # A batch: "started" once the script is ready to take its inputs, then
+    # per input its "output" frames and one "item", then "results" (or an
+    # "error" about the batch's output files).
+    "started": ("type",),
+    "output": ("type", "stream", "text"),
+    "item": ("type", "index", "result", "kind", "message", "traceback", "line", "offset"),
+    "results": ("type", "files"),
     "error": ("type", "kind", "message", "traceback", "line", "offset"),
 }
 
@@ -48,9 +54,9 @@ ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "policy")
 # Keys of the validation policy in the zygote's configuration.
 POLICY_KEYS = ("name", "deny_imports", "deny_calls")
 
-# Keys of one item of a "results" message (a batch): "kind" is "" for a
-# result, else the error's kind (as in an "error" message).
-BATCH_ITEM_KEYS = ("result", "kind", "message", "traceback", "line", "offset", "stdout", "stderr")
+# An "item" message (one input of a batch) has "kind" "" for a result, else
+# the error's kind (as in an "error" message); "output" has "stream"
+# "stdout" or "stderr".
 
 # Keys of the "limits" map of an execute message.
 LIMIT_KEYS = ("cpu_seconds", "memory_bytes", "processes", "open_files", "file_size_bytes")

@@ -2,9 +2,17 @@
 
 import io
 import sys
+import types
 
 SCRIPT_FILENAME = "<script>"
 SCRIPT_MODULE_NAME = "__script__"
+# Values of an execute message's "entrypoint": call main (the default), or
+# run the script as a notebook cell, whose last expression is the result.
+ENTRYPOINT_MAIN, ENTRYPOINT_NONE = "main", "none"
+# The global name a cell reads its input from (None without one).
+CELL_INPUT = "INPUT"
+# Where a cell's last expression is kept while it runs (then removed).
+_CELL_RESULT = "__pyexec_cell_result__"
 # Bounds of the texts an error reply carries; runner/protocol.go checks the
 # same bounds and treats anything longer as a protocol error.
 MAX_MESSAGE_CHARS = 4096
@@ -96,36 +104,93 @@ def _decode_input(msgpack, message):
     return True, _decode(msgpack, message["input_format"], message["input"])
 
 
-def _run_batch(msgpack, message, main, source):
-    """main once per input of a batch, in order, each with the output its
-    Python code printed (sys.stdout and sys.stderr; what C code or
-    os.write writes goes to the batch's own output)."""
-    import io
+def _awaited(value):
+    """value, or what it gives when awaited if it is a coroutine (async def
+    main, or a cell with a top-level await): run on a fresh event loop, as
+    asyncio.run does. asyncio is imported only then."""
+    if isinstance(value, types.CoroutineType):
+        import asyncio
 
+        return asyncio.run(value)
+    return value
+
+
+class _ItemStream:
+    """sys.stdout or sys.stderr of one batch item: what its Python code
+    prints goes to the runner as "output" frames, a line at a time (and at
+    every flush), so what an item printed before it hung or crashed is
+    already with the runner when the sandbox is killed."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    # A frame carries at most this many characters (4 bytes each at most).
+    CHUNK = 16384
+
+    def __init__(self, send, stream):
+        self.send, self.stream, self.pending = send, stream, []
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        self.pending.append(text)
+        if "\n" in text or sum(map(len, self.pending)) >= self.CHUNK:
+            self.flush()
+        return len(text)
+
+    def flush(self):
+        self.send(*self.frames())
+
+    def frames(self):
+        """The pending text as output frames (none when there is none),
+        which are then no longer pending."""
+        text, self.pending = "".join(self.pending), []
+        return [{"type": "output", "stream": self.stream, "text": _printed(text[start:start + self.CHUNK])}
+                for start in range(0, len(text), self.CHUNK)]
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+
+def _run_batch(msgpack, message, call, source, send):
+    """call once per input of a batch, in order. Each item goes to the
+    runner as its own "item" frame as soon as it is done, after "output"
+    frames of what its Python code printed (sys.stdout and sys.stderr; what
+    C code or os.write writes goes to the batch's own output): the runner
+    keeps what finished even if a later input hangs, crashes or is killed."""
     from . import results
 
     encode = results.encoder(msgpack, message["result_format"])
-    items = []
-    for raw in message["inputs"]:
+    send({"type": "started"})
+    for index, raw in enumerate(message["inputs"]):
         sys.stdin = _stdin(message["stdin"])  # every input reads it from its start
-        out, err = io.StringIO(), io.StringIO()
+        out, err = _ItemStream(send, "stdout"), _ItemStream(send, "stderr")
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
-        item = {"result": None, "kind": "", "message": "", "traceback": "", "line": 0, "offset": 0}
+        item = {"type": "item", "index": index, "result": None, "kind": "", "message": "", "traceback": "",
+                "line": 0, "offset": 0}
         try:
-            value = main(_decode(msgpack, message["input_format"], raw))
-            item["result"] = encode(value)
+            item["result"] = encode(call(_decode(msgpack, message["input_format"], raw)))
         except results.NotSerializable as exc:
             item.update(kind="result_not_serializable", message=_clip(str(exc), MAX_MESSAGE_CHARS))
         except BaseException as exc:
             kind = "memory_limit" if isinstance(exc, MemoryError) else "script_error"
-            item.update(kind=kind, message=_clip("main raised %s: %s" % (type(exc).__name__, exc), MAX_MESSAGE_CHARS),
+            item.update(kind=kind, message=_clip("%s %s: %s" % (call.raised, type(exc).__name__, exc), MAX_MESSAGE_CHARS),
                         traceback=_clip(_script_traceback(exc, source), MAX_TRACEBACK_CHARS))
         finally:
             sys.stdout, sys.stderr = saved
-        item["stdout"], item["stderr"] = _printed(out.getvalue()), _printed(err.getvalue())
-        items.append(item)
-    return {"type": "results", "items": items, "files": []}
+        # What is still pending and the item go in one write.
+        send(*(out.frames() + err.frames() + [item]))
+    return {"type": "results", "files": []}
 
 
 def _printed(text):
@@ -141,12 +206,38 @@ def _printed(text):
     return data.decode("utf-8", "replace")
 
 
+def _with_figures(reply, max_files):
+    """reply, after every figure the script left open has been drawn to
+    its file (figures.py); or the error of drawing one. Only when pyplot
+    was imported (by the script, or preloaded): nothing is imported here.
+    More figures open than files may go back are refused before any is
+    drawn (each costs tens of milliseconds)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return reply
+    from . import figures
+
+    if len(pyplot.get_fignums()) > max_files:
+        return error("output_files_limit", "the script left %d figures open, more than the %d output files that may go back"
+                     % (len(pyplot.get_fignums()), max_files))
+    try:
+        figures.capture_open(pyplot)
+    except MemoryError:
+        return error("memory_limit", "drawing an open figure ran out of memory")
+    except Exception as exc:
+        return error("script_error", "drawing an open figure raised %s: %s" % (type(exc).__name__, exc))
+    return reply
+
+
 def _with_output_files(message, reply):
     """reply with the files the script left in the output directory, or
     the error that says why they cannot go back."""
     from . import files
 
     caps = message["output_files"]
+    reply = _with_figures(reply, caps["max_files"])
+    if reply["type"] == "error":
+        return reply
     try:
         reply["files"] = files.collect(caps["max_files"], caps["max_bytes"])
         return reply
@@ -154,24 +245,75 @@ def _with_output_files(message, reply):
         failed = error(exc.kind, exc.message)
     except OSError as exc:
         failed = error("output_files_invalid", "cannot read the output directory: %s" % exc)
-    # A batch's items printed into buffers of their own: what they printed
-    # goes to the sandbox's stdout and stderr, so the error answer keeps it.
-    for item in reply.get("items", ()):
-        sys.stdout.write(item["stdout"])
-        sys.stderr.write(item["stderr"])
     return failed
 
 
-def run(msgpack, message, policy):
+def _cell(tree):
+    """The code of a script run as a cell: its last statement, when it is
+    an expression, is kept in _CELL_RESULT (as a notebook shows it); a
+    top-level await is allowed (the code then runs as a coroutine)."""
+    import ast
+
+    body = tree.body
+    if body and isinstance(body[-1], ast.Expr):
+        last = body[-1]
+        body[-1] = ast.copy_location(ast.Assign(targets=[ast.Name(id=_CELL_RESULT, ctx=ast.Store())], value=last.value), last)
+        ast.fix_missing_locations(tree)
+    return compile(tree, SCRIPT_FILENAME, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+class _CallMain:
+    """One call of main: main(input), or main() without one; awaited when
+    main is async."""
+
+    raised = "main raised"
+
+    def __init__(self, main):
+        self.main = main
+
+    def __call__(self, value, has_input=True):
+        return _awaited(self.main(value) if has_input else self.main())
+
+
+class _RunCell:
+    """One run of a cell: its top-level code with INPUT bound to the input
+    (None without one), in the script's module (shared by a batch's runs,
+    as re-running a notebook cell shares its kernel); the value of its last
+    expression, or None. A value that is a plot (df.plot()) is None: the
+    figure itself comes back as a file."""
+
+    raised = "the script raised"
+
+    def __init__(self, code, namespace):
+        self.code, self.namespace = code, namespace
+
+    def __call__(self, value, has_input=True):
+        from . import figures
+
+        self.namespace[CELL_INPUT] = value
+        self.namespace.pop(_CELL_RESULT, None)
+        _awaited(eval(self.code, self.namespace))
+        value = self.namespace.pop(_CELL_RESULT, None)
+        return None if figures.is_plot(value) else value
+
+
+def run(msgpack, message, policy, send=None):
     """Run the script of one execute message; return the reply message.
 
     The script is parsed and checked against policy (pyexec/policy.py)
     before any of its code runs. The caller has applied the limits and the
-    seccomp filter already.
+    seccomp filter already. send(*messages) sends channel messages, in one
+    write, before the reply (a batch's "started", "output" and "item"
+    frames); by default on the channel.
     """
     import ast
 
-    from . import files, policy as validation, results
+    from . import files, policy as validation, protocol, results
+
+    if send is None:
+        def send(*frames):
+            if frames:
+                protocol.write_frame(b"".join(protocol.encode_frame(msgpack, frame) for frame in frames))
 
     denied = message["deny_imports"]
     if denied:
@@ -182,11 +324,12 @@ def run(msgpack, message, policy):
                 del sys.modules[name]
         sys.meta_path.insert(0, DenyImports(denied))
 
+    as_cell = message["entrypoint"] == ENTRYPOINT_NONE
     source = message["script"]
     try:
         tree = ast.parse(source, SCRIPT_FILENAME, "exec")
-        validation.check(tree, policy)
-        code = compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        validation.check(tree, policy, need_main=not as_cell)
+        code = _cell(tree) if as_cell else compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
         return error("syntax_error", "%s: %s" % (type(exc).__name__, exc.msg), line=exc.lineno or 0, offset=exc.offset or 0)
     except validation.Refusal as exc:
@@ -200,9 +343,13 @@ def run(msgpack, message, policy):
         return error("syntax_error", "SyntaxError: %s" % exc, line=line, offset=offset)
 
     sys.stdin = _stdin(message["stdin"])
-    module = type(sys)(SCRIPT_MODULE_NAME)
+    # A cell runs as "__main__", as a script run by python or a notebook
+    # does, so a trailing `if __name__ == "__main__": main()` runs (main is
+    # not called otherwise). With main as the entrypoint it is not
+    # "__main__": that guard would call main a second time.
+    module = type(sys)("__main__" if as_cell else SCRIPT_MODULE_NAME)
     module.__file__ = SCRIPT_FILENAME
-    sys.modules[SCRIPT_MODULE_NAME] = module
+    sys.modules[module.__name__] = module
 
     def failure(exc, while_doing):
         if isinstance(exc, ForbiddenImport):
@@ -221,22 +368,25 @@ def run(msgpack, message, policy):
     except OSError as exc:
         return error("script_error", "cannot place the request's files in /tmp: %s" % exc)
 
-    try:
-        exec(code, module.__dict__)
-    except BaseException as exc:
-        return failure(exc, "running the script raised")
-
-    main = module.__dict__.get("main")
-    if not callable(main):
-        return error("missing_main", "the script defines no callable main()")
+    if as_cell:
+        call = _RunCell(code, module.__dict__)
+    else:
+        try:
+            exec(code, module.__dict__)
+        except BaseException as exc:
+            return failure(exc, "running the script raised")
+        main = module.__dict__.get("main")
+        if not callable(main):
+            return error("missing_main", "the script defines no callable main()")
+        call = _CallMain(main)
     if message["inputs"] is not None:
-        return _with_output_files(message, _run_batch(msgpack, message, main, source))
+        return _with_output_files(message, _run_batch(msgpack, message, call, source, send))
 
     try:
         has_input, value = _decode_input(msgpack, message)
-        value = main(value) if has_input else main()
+        value = call(value, has_input)
     except BaseException as exc:
-        return failure(exc, "main raised")
+        return failure(exc, call.raised)
 
     try:
         encoded = results.encoder(msgpack, message["result_format"])(value)

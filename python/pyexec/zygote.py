@@ -50,7 +50,7 @@ def _prewarm(msgpack, policy):
     """
     from . import script
 
-    message = {"type": "execute", "script": PREWARM_SCRIPT, "input": b"[1, 2]", "inputs": None, "input_format": "json",
+    message = {"type": "execute", "script": PREWARM_SCRIPT, "entrypoint": "main", "input": b"[1, 2]", "inputs": None, "input_format": "json",
                "limits": {}, "deny_imports": [], "files": [],
                "output_files": {"max_files": 0, "max_bytes": 0}}
     try:
@@ -64,8 +64,8 @@ def _prewarm(msgpack, policy):
 
 def _warm_matplotlib():
     """When the preload imported matplotlib, make what every plot needs once,
-    here, rather than in each sandbox: pyplot (on the Agg backend that
-    MPLBACKEND names) and pandas' plotting module imported, the font list
+    here, rather than in each sandbox: pyplot (on pyexec's Agg backend that
+    MPLBACKEND names, pyexec.mplbackend) and pandas' plotting module imported, the font list
     built (matplotlib builds it at first use, about half a second here), and
     one small chart drawn to PNG, which loads the default font and fills the
     caches of the text layout (bench/README.md, "matplotlib").
@@ -91,11 +91,16 @@ def _warm_matplotlib():
 # page copies per request). python/tests checks this list against the
 # package's function-level imports.
 SANDBOX_MODULES = (
-    "pyexec.files", "pyexec.isolation", "pyexec.limits", "pyexec.policy", "pyexec.protocol",
+    "pyexec.figures", "pyexec.files", "pyexec.isolation", "pyexec.limits", "pyexec.policy", "pyexec.protocol",
     "pyexec.results", "pyexec.script", "pyexec.syscalls",
     "ast", "base64", "datetime", "decimal", "errno", "fcntl", "io", "json", "linecache", "random",
-    "re", "resource", "signal", "socket", "stat", "struct", "threading", "traceback", "uuid",
+    "re", "resource", "signal", "socket", "stat", "struct", "threading", "traceback", "types", "uuid",
 )
+
+# Modules a sandbox imports only for a script that uses the feature, which
+# pays for the import itself: asyncio for an async main or a cell with a
+# top-level await. The zygote does not preload them.
+LAZY_MODULES = ("asyncio",)
 
 
 def import_sandbox_modules():

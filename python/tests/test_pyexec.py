@@ -84,11 +84,32 @@ class ProtocolTest(unittest.TestCase):
 NO_OUTPUT_FILES = {"max_files": 0, "max_bytes": 0}
 
 
-def execute(source, input_format="", raw=None, stdin=None, result_format="json"):
-    message = {"type": "execute", "script": source, "input": raw, "inputs": None, "input_format": input_format,
-               "stdin": stdin, "result_format": result_format, "limits": {}, "deny_imports": [],
-               "files": [], "output_files": NO_OUTPUT_FILES}
-    return script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+def execute(source, input_format="", raw=None, entrypoint="main", inputs=None, policy=None, max_files=0, stdin=None,
+            result_format="json"):
+    """The reply to one execute message, checked against its declared
+    shape; a batch's streamed frames are in the reply's "frames"."""
+    message = {"type": "execute", "script": source, "entrypoint": entrypoint, "input": raw, "inputs": inputs,
+               "input_format": input_format, "stdin": stdin, "result_format": result_format, "limits": {},
+               "deny_imports": [], "files": [], "output_files": {"max_files": max_files, "max_bytes": 1 << 22}}
+    frames = []
+
+    def send(*sent):
+        for frame in sent:
+            protocol.check_shape(frame, protocol.CHANNEL_MESSAGES)
+            msgpack.packb(frame, use_bin_type=True)  # every frame encodes
+            frames.append(frame)
+
+    import sys
+
+    main_module = sys.modules["__main__"]  # a cell runs as __main__
+    try:
+        reply = script.run(msgpack, message, policy or {"name": "none", "deny_imports": [], "deny_calls": []}, send)
+    finally:
+        sys.modules["__main__"] = main_module
+    protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
+    if inputs is not None:
+        reply = dict(reply, frames=frames)
+    return reply
 
 
 class ScriptTest(unittest.TestCase):
@@ -138,9 +159,9 @@ if __name__ == "__main__":
 
 
 SEED = {"name": "seed",
-        "deny_imports": ["subprocess", "socket", "urllib"],
-        "deny_calls": ["eval", "exec", "__import__", "open", "os.listdir", "glob.glob", "os.system", "os.popen",
-                       "os.exec*", "os.spawn*", "importlib.import_module"]}
+        "deny_imports": ["subprocess", "socket", "urllib.request", "http.client", "http.server"],
+        "deny_calls": ["eval", "exec", "__import__", "open", "io.open", "os.listdir", "os.walk", "glob.glob", "os.system",
+                       "os.popen", "os.exec*", "os.spawn*", "importlib.import_module"]}
 
 
 class PolicyTest(unittest.TestCase):
@@ -206,6 +227,89 @@ class PolicyTest(unittest.TestCase):
         for source in ("import os\ndef main():\n    getattr(os, 'sys' + 'tem')('x')\n",
                        "def main():\n    vars(__builtins__)['op' + 'en']('/etc/passwd')\n"):
             self.assertIsNone(self.refusal(source), source)
+
+
+    def test_harmless_parts_of_network_packages_pass(self):
+        for source in ("import urllib.parse\ndef main():\n    return urllib.parse.quote('a b')\n",
+                       "from urllib.parse import urlencode\ndef main(): pass\n",
+                       "import http\ndef main():\n    return int(http.HTTPStatus.OK)\n",
+                       "from http import HTTPStatus\ndef main(): pass\n",
+                       "import http.cookies\ndef main(): pass\n"):
+            self.assertIsNone(self.refusal(source), source)
+
+    def test_network_capable_modules_stay_refused_by_every_route(self):
+        for source in ("import urllib.request\ndef main(): pass\n",
+                       "from urllib import request\ndef main(): pass\n",
+                       "from urllib.request import urlopen\ndef main(): pass\n",
+                       "import urllib\ndef main():\n    return urllib.request.urlopen\n",
+                       "import http\ndef main():\n    return http.client.HTTPConnection\n",
+                       "import http as h\ndef main():\n    return getattr(h, 'server')\n",
+                       "from http import client as c\ndef main(): pass\n",
+                       "import socket\ndef main(): pass\n"):
+            got = self.refusal(source)
+            self.assertIsNotNone(got, source)
+            self.assertEqual(got[0], "forbidden_import", source)
+            self.assertIn("no network", got[3], source)
+
+    def test_a_name_that_is_not_the_builtin_is_not_refused(self):
+        for source in ("def f(open):\n    return open('x')\ndef main(): pass\n",
+                       "def main(open=None):\n    return open\n",
+                       "f = lambda open: open\ndef main(): pass\n",
+                       "def main():\n    open = print\n    open('x')\n",
+                       "def main():\n    def inner():\n        return open\n    open = 1\n    return inner()\n",
+                       "def main():\n    for eval in range(3):\n        pass\n    return eval\n",
+                       "class Store:\n    def open(self):\n        return 1\ndef main():\n    return Store().open()\n",
+                       "def main(x):\n    return x.open, x.eval\n",
+                       "def main():\n    return dict(open=1, exec=2)\n",
+                       "def main():\n    if False:\n        open('x')\n",
+                       "def main():\n    if 0:\n        eval('1')\n    else:\n        return 1\n",
+                       "def main():\n    while False:\n        exec('1')\n",
+                       "def main():\n    return 1 if True else open('x')\n"):
+            self.assertIsNone(self.refusal(source), source)
+
+    def test_the_builtin_through_any_alias_is_still_refused(self):
+        for source in ("def f(o=open):\n    pass\ndef main(): pass\n",
+                       "def main():\n    global open\n    return open\n",
+                       "def main():\n    import builtins as open\n    return open.open\n",
+                       "def main():\n    from builtins import open\n",
+                       "def main():\n    return [open for _ in range(1)]\n",
+                       "def main():\n    return [open for open in [open]]\n",
+                       "class A:\n    open = 1\n    x = open\ndef main(): pass\n",
+                       "open = 1\nx = open\ndef main(): pass\n",
+                       "def main():\n    if True:\n        open('x')\n",
+                       "def main():\n    if 0:\n        pass\n    else:\n        open('x')\n",
+                       "def main():\n    while 1:\n        eval('1')\n",
+                       "def main(f=lambda: open):\n    pass\n",
+                       "import io\ndef main():\n    return io.open('x')\n",
+                       "from io import open as o\ndef main(): pass\n",
+                       "import os\ndef main():\n    return list(os.walk('.'))\n",
+                       "import os\ndef main():\n    import os as os\n    os.system('x')\n",
+                       "import os\ndef main(os=os):\n    os.system('x')\n"):
+            got = self.refusal(source)
+            self.assertIsNotNone(got, source)
+            self.assertEqual(got[0], "forbidden_call", source)
+
+    def test_every_refusal_names_the_rule_the_line_and_an_alternative(self):
+        from pyexec import policy
+
+        cases = {
+            "def main():\n    return open('data.csv').read()\n": ("'open'", "line 2", "pathlib.Path(name).read_text()", "pandas.read_csv"),
+            "import os\ndef main():\n    return os.listdir('.')\n": ("'os.listdir'", "line 3", "iterdir()"),
+            "import os\ndef main():\n    os.system('ls')\n": ("'os.system'", "line 3", "no other program"),
+            "def main():\n    return eval('1+1')\n": ("'eval'", "line 2", "ast.literal_eval"),
+            "import subprocess\ndef main(): pass\n": ("'subprocess'", "line 1", "no other program"),
+        }
+        for source, wants in cases.items():
+            message = self.refusal(source)[3]
+            for want in wants:
+                self.assertIn(want, message, source)
+        seed_rules = ["subprocess", "pty", "socket", "ssl", "socketserver", "asyncore", "asynchat", "urllib.request",
+                      "urllib.robotparser", "urllib3", "http.client", "http.server", "http.cookiejar", "httpx", "requests",
+                      "aiohttp", "ftplib", "smtplib", "poplib", "imaplib", "nntplib", "telnetlib", "xmlrpc",
+                      "eval", "exec", "__import__", "open", "io.open", "importlib.import_module", "os.listdir", "os.scandir",
+                      "os.walk", "os.fwalk", "glob.glob", "glob.iglob", "os.system", "os.popen", "os.exec*", "os.spawn*",
+                      "os.posix_spawn*", "os.fork*"]
+        self.assertEqual([r for r in seed_rules if r not in policy.ALTERNATIVES], [])
 
 
 class DataScienceResultsTest(unittest.TestCase):
@@ -361,38 +465,220 @@ class FrameLabelsTest(unittest.TestCase):
         self.assertEqual(json.loads(results.encode({"b": b"\x00\xff"})), {"b": "AP8="})
         with self.assertRaises(results.NotSerializable):
             results.encode_msgpack(msgpack, "\ud800")
+def items_of(frames):
+    """A batch's frames as one dict per input: its item frame, with the
+    text of the output frames before it as "stdout" and "stderr"."""
+    items, printed = [], {"stdout": "", "stderr": ""}
+    for frame in frames:
+        if frame["type"] == "output":
+            printed[frame["stream"]] += frame["text"]
+        elif frame["type"] == "item":
+            items.append(dict(frame, **printed))
+            printed = {"stdout": "", "stderr": ""}
+    return items
 
 
 class BatchTest(unittest.TestCase):
     def test_main_once_per_input_with_its_own_output_and_errors(self):
-        message = {"type": "execute", "script": "calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
-                   "input": None, "inputs": [b"1", b"0", b"5"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
-               "files": [], "output_files": NO_OUTPUT_FILES}
-        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
-        protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
-        items = reply["items"]
-        self.assertEqual([set(i) for i in items], [set(protocol.BATCH_ITEM_KEYS)] * 3)
+        reply = execute("calls = []\ndef main(x):\n    calls.append(x)\n    print('got', x)\n    return 10 // x + len(calls)\n",
+                        "json", inputs=[b"1", b"0", b"5"])
+        self.assertEqual(reply["type"], "results")
+        self.assertEqual(reply["frames"][0], {"type": "started"})
+        items = items_of(reply["frames"])
+        self.assertEqual([i["index"] for i in items], [0, 1, 2])
         self.assertEqual(items[0]["result"], b"11")
         self.assertEqual((items[1]["kind"], items[1]["result"]), ("script_error", None))
         self.assertIn("ZeroDivisionError", items[1]["message"])
         self.assertEqual(items[2]["result"], b"5")  # state is shared within the batch: calls has 3 entries
         self.assertEqual([i["stdout"] for i in items], ["got 1\n", "got 0\n", "got 5\n"])
 
-    def test_lone_surrogates_printed_by_an_item_still_encode(self):
-        message = {"type": "execute", "script": "import sys\ndef main(x):\n    print('a\\udcff', x)\n    print('b\\ud800', file=sys.stderr)\n    return x\n",
-                   "input": None, "inputs": [b"1", b"2"], "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
+    def test_each_item_is_sent_when_it_is_done(self):
+        # What an item printed and its outcome are sent before the next
+        # item starts: a later input that hangs or crashes cannot take
+        # them with it.
+        seen = []
+        source = "import sys\ndef main(x):\n    print('line', x)\n    sys.stdout.write('no newline yet')\n    seen.append(len(sent))\n    return x\n"
+        message = {"type": "execute", "script": source, "entrypoint": "main", "input": None, "inputs": [b"1", b"2"],
+                   "input_format": "json", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
                    "files": [], "output_files": NO_OUTPUT_FILES}
-        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
-        msgpack.packb(reply, use_bin_type=True)  # the whole reply encodes
-        self.assertEqual([i["stdout"] for i in reply["items"]], ["a\ufffd 1\n", "a\ufffd 2\n"])
-        self.assertEqual(reply["items"][0]["stderr"], "b?\n")
+        sent = []
+        import builtins
+        builtins.sent, builtins.seen = sent, seen
+        try:
+            script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []}, lambda *f: sent.extend(f))
+        finally:
+            del builtins.sent, builtins.seen
+        # The printed line was sent at once (line-buffered), the rest at
+        # the item's end, before its item frame.
+        self.assertEqual([f["type"] for f in sent],
+                         ["started", "output", "output", "item", "output", "output", "item"])
+        self.assertEqual(seen, [2, 5])
+        self.assertEqual(sent[2]["text"], "no newline yet")
+
+    def test_lone_surrogates_printed_by_an_item_still_encode(self):
+        reply = execute("import sys\ndef main(x):\n    print('a\\udcff', x)\n    print('b\\ud800', file=sys.stderr)\n    return x\n",
+                        "json", inputs=[b"1", b"2"])
+        items = items_of(reply["frames"])
+        self.assertEqual([i["stdout"] for i in items], ["a\ufffd 1\n", "a\ufffd 2\n"])
+        self.assertEqual(items[0]["stderr"], "b?\n")
+
+    def test_long_output_is_sent_in_bounded_frames(self):
+        reply = execute("def main(x):\n    print('\\u20ac' * 40000, end='')\n", "json", inputs=[b"1"])
+        outputs = [f for f in reply["frames"] if f["type"] == "output"]
+        self.assertGreater(len(outputs), 1)
+        self.assertTrue(all(0 < len(f["text"].encode()) <= 4 * script._ItemStream.CHUNK for f in outputs))
+        self.assertEqual("".join(f["text"] for f in outputs), "\u20ac" * 40000)
 
     def test_every_input_reads_stdin_from_its_start_and_msgpack_results(self):
-        message = {"type": "execute", "script": "def main(x):\n    return [x, input(), b'z']\n",
-                   "input": None, "inputs": [b"\x01", b"\x02"], "input_format": "msgpack", "stdin": "line\n",
-                   "result_format": "msgpack", "limits": {}, "deny_imports": [], "files": [], "output_files": NO_OUTPUT_FILES}
-        reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
-        self.assertEqual([msgpack.unpackb(i["result"]) for i in reply["items"]], [[1, "line", b"z"], [2, "line", b"z"]])
+        reply = execute("def main(x):\n    return [x, input(), b'z']\n", "msgpack", inputs=[b"\x01", b"\x02"],
+                        stdin="line\n", result_format="msgpack")
+        items = items_of(reply["frames"])
+        self.assertEqual([msgpack.unpackb(i["result"]) for i in items], [[1, "line", b"z"], [2, "line", b"z"]])
+
+
+class EntrypointTest(unittest.TestCase):
+    """Scripts as written: a cell (entrypoint "none"), and async main."""
+
+    def test_cell_result_is_its_last_expression(self):
+        cases = {
+            "x = 2\nx * 21\n": b"42",
+            "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})\nint(df['a'].sum())\n": b"3",
+            "x = 1\n": b"null",
+            "import sys\nsys.stdout.flush()\n": b"null",  # flush returns None
+            "": b"null",
+            "def main():\n    return 1\n": b"null",  # main is not called
+        }
+        for source, want in cases.items():
+            reply = execute(source, entrypoint="none")
+            self.assertEqual(reply, {"type": "result", "result": want, "files": []}, source)
+
+    def test_cell_runs_as_main(self):
+        # A script written for `python script.py` runs as written.
+        source = "def main():\n    return 'ran'\nresult = None\nif __name__ == '__main__':\n    result = main()\nresult\n"
+        self.assertEqual(execute(source, entrypoint="none")["result"], b'"ran"')
+        # With main as the entrypoint the guard does not call main twice.
+        self.assertEqual(execute("calls = []\ndef main():\n    calls.append(1)\n    return len(calls)\n"
+                                 "if __name__ == '__main__':\n    main()\n")["result"], b"1")
+
+    def test_cell_reads_its_input(self):
+        self.assertEqual(execute("INPUT['n'] * 2\n", "json", b'{"n": 21}', entrypoint="none")["result"], b"42")
+        self.assertEqual(execute("INPUT\n", entrypoint="none")["result"], b"null")
+
+    def test_cell_errors(self):
+        reply = execute("x = 1\nraise ValueError('bad')\n", entrypoint="none")
+        self.assertEqual(reply["kind"], "script_error")
+        self.assertIn("the script raised ValueError: bad", reply["message"])
+        self.assertIn('line 2', reply["traceback"])
+        self.assertEqual(execute("x = (\n", entrypoint="none")["kind"], "syntax_error")
+        refused = execute("open('x')\n", entrypoint="none", policy=SEED)
+        self.assertEqual(refused["kind"], "forbidden_call")
+
+    def test_cell_with_top_level_await(self):
+        source = "import asyncio\nasync def f(x):\n    await asyncio.sleep(0)\n    return x + 1\nawait f(41)\n"
+        self.assertEqual(execute(source, entrypoint="none")["result"], b"42")
+
+    def test_cell_batch_runs_once_per_input(self):
+        reply = execute("seen = globals().get('seen', 0) + 1\nprint(INPUT)\n[INPUT, seen]\n", "json",
+                        inputs=[b"5", b"6"], entrypoint="none")
+        items = items_of(reply["frames"])
+        self.assertEqual([i["result"] for i in items], [b"[5,1]", b"[6,2]"])
+        self.assertEqual([i["stdout"] for i in items], ["5\n", "6\n"])
+
+    def test_async_main_is_awaited(self):
+        source = "import asyncio\nasync def main(x=None):\n    await asyncio.sleep(0)\n    return {'got': x}\n"
+        self.assertEqual(execute(source)["result"], b'{"got":null}')
+        self.assertEqual(execute(source, "json", b"3")["result"], b'{"got":3}')
+        items = items_of(execute(source, "json", inputs=[b"1", b"2"])["frames"])
+        self.assertEqual([i["result"] for i in items], [b'{"got":1}', b'{"got":2}'])
+        failing = execute("async def main():\n    raise KeyError('k')\n")
+        self.assertEqual(failing["kind"], "script_error")
+        self.assertIn("main raised KeyError", failing["message"])
+
+    def test_missing_main_says_how_to_run_without_one(self):
+        self.assertIn('"entrypoint": "none"', execute("x = 1\n")["message"])
+
+
+class FiguresTest(unittest.TestCase):
+    """Figures shown or left open come back as output/figures/figure-N.png,
+    in a temporary working directory standing in for the sandbox's /tmp.
+    matplotlib's backend is the sandbox's (MPLBACKEND), set in a child
+    interpreter so this process's matplotlib is untouched."""
+
+    def run_child(self, source, entrypoint="main"):
+        import subprocess
+        import sys
+
+        child = """
+import json, os, sys, msgpack
+sys.path.insert(0, %r)
+os.chdir(%r)
+os.mkdir("output")
+from pyexec import script
+message = {"type": "execute", "script": sys.stdin.read(), "entrypoint": %r, "input": None, "inputs": None,
+           "input_format": "", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [], "files": [],
+           "output_files": {"max_files": 8, "max_bytes": 1 << 22}}
+reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
+names = sorted(f["name"] for f in reply.get("files", []))
+pngs = [f["content"][:24].hex() for f in sorted(reply.get("files", []), key=lambda f: f["name"])]
+print(json.dumps({"type": reply["type"], "kind": reply.get("kind"), "message": reply.get("message"),
+                  "result": reply.get("result", b"").decode(), "names": names, "heads": pngs,
+                  "pyplot": "matplotlib.pyplot" in sys.modules, "matplotlib": "matplotlib" in sys.modules}))
+""" % (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), self.dir.name, entrypoint)
+        env = dict(os.environ, MPLBACKEND="module://pyexec.mplbackend", MPLCONFIGDIR=os.path.join(self.dir.name, "mpl"))
+        done = subprocess.run([sys.executable, "-c", child], input=source, capture_output=True, text=True, env=env, check=False)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return json.loads(done.stdout), done.stderr
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def png_size(self, head):
+        raw = bytes.fromhex(head)
+        self.assertEqual(raw[:8], b"\x89PNG\r\n\x1a\n")
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+    def test_shown_then_open_figures_in_order(self):
+        got, stderr = self.run_child(
+            "import matplotlib.pyplot as plt\n"
+            "def main():\n"
+            "    plt.plot([1, 2, 3])\n"
+            "    plt.show()\n"  # drawn and closed now: figure-1
+            "    plt.figure(figsize=(2, 1))\n"
+            "    plt.plot([3, 2])\n"
+            "    plt.figure(figsize=(3, 2))\n"  # both left open: figure-2 and figure-3, by number
+            "    return len(plt.get_fignums())\n")
+        self.assertEqual((got["type"], got["result"]), ("result", "2"), got)
+        self.assertEqual(got["names"], ["figures/figure-1.png", "figures/figure-2.png", "figures/figure-3.png"])
+        self.assertEqual([self.png_size(h) for h in got["heads"]], [(640, 480), (200, 100), (300, 200)])
+        self.assertNotIn("non-GUI backend", stderr)
+
+    def test_pandas_plot_in_a_cell(self):
+        got, _ = self.run_child("import pandas as pd\npd.Series([1, 3, 2]).plot(title='t')\n", entrypoint="none")
+        # The cell's last value is the Axes: null, and the figure is a file.
+        self.assertEqual((got["type"], got["result"], got["names"]), ("result", "null", ["figures/figure-1.png"]), got)
+
+    def test_no_plot_no_matplotlib(self):
+        got, _ = self.run_child("import pandas as pd\ndef main():\n    return int(pd.Series([1, 2]).sum())\n")
+        self.assertEqual((got["result"], got["names"], got["matplotlib"]), ("3", [], False), got)
+
+    def test_a_script_file_of_that_name_is_kept(self):
+        got, _ = self.run_child(
+            "import os, matplotlib.pyplot as plt\n"
+            "def main():\n"
+            "    os.makedirs('output/figures')\n"
+            "    with os.fdopen(os.open('output/figures/figure-1.png', os.O_WRONLY | os.O_CREAT), 'w') as f:\n"
+            "        f.write('mine')\n"
+            "    plt.plot([1])\n")
+        self.assertEqual(got["names"], ["figures/figure-1.png", "figures/figure-2.png"])
+        self.assertEqual(bytes.fromhex(got["heads"][0]), b"mine")
+
+    def test_figures_count_in_the_caps(self):
+        got, _ = self.run_child("import matplotlib.pyplot as plt\ndef main():\n    for i in range(9):\n        plt.figure()\n")
+        self.assertEqual((got["type"], got["kind"]), ("error", "output_files_limit"), got)
+
 
 
 class FilesTest(unittest.TestCase):
@@ -415,8 +701,9 @@ class FilesTest(unittest.TestCase):
         if os.path.islink(files.OUTPUT_DIR):
             os.unlink(files.OUTPUT_DIR)
         os.mkdir(files.OUTPUT_DIR)
-        message = {"type": "execute", "script": source, "input": None, "inputs": None, "input_format": "", "stdin": None, "result_format": "json",
-                   "limits": {}, "deny_imports": [], "files": [{"name": n, "content": c} for n, c in placed],
+        message = {"type": "execute", "script": source, "entrypoint": "main", "input": None, "inputs": None,
+                   "input_format": "", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [],
+                   "files": [{"name": n, "content": c} for n, c in placed],
                    "output_files": {"max_files": max_files, "max_bytes": max_bytes}}
         reply = script.run(msgpack, message, {"name": "none", "deny_imports": [], "deny_calls": []})
         protocol.check_shape(reply, protocol.CHANNEL_MESSAGES)
@@ -548,7 +835,8 @@ class SandboxImportsTest(unittest.TestCase):
         found = self.function_level_imports()
         self.assertIn("pyexec.limits", found)  # the walk sees serve_one's imports
         # sys is the interpreter's own, loaded before any code runs.
-        missing = {name: where for name, where in found.items() if name not in zygote.SANDBOX_MODULES and name != "sys"}
+        missing = {name: where for name, where in found.items()
+                   if name not in zygote.SANDBOX_MODULES + zygote.LAZY_MODULES and name != "sys"}
         self.assertEqual(missing, {}, "imported in a sandbox but not by the zygote (add to zygote.SANDBOX_MODULES)")
         zygote.import_sandbox_modules()
         import sys
