@@ -12,6 +12,11 @@
 //
 //   - a smaller warm pool, for a 2-CPU machine;
 //
+//   - the pod's Localhost seccomp profile also as the annotation
+//     seccomp.security.alpha.kubernetes.io/pod: podman 4.3 reads the
+//     profile only from that (deprecated) annotation, and would run the
+//     pod under its own default profile, which refuses the jail;
+//
 //   - no resource requests or limits: rootless podman cannot set them on
 //     a cgroup v1 host (runc then fails to create the container), and the
 //     test machines' cgroup v1 hierarchy is never to be written to.
@@ -63,6 +68,13 @@ func run(dir, image string, port int) error {
 	}
 	c := &spec.Containers[0]
 	c.Image = image
+	if sc := spec.SecurityContext; sc != nil && sc.SeccompProfile != nil &&
+		sc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost && sc.SeccompProfile.LocalhostProfile != nil {
+		if d.Spec.Template.Annotations == nil {
+			d.Spec.Template.Annotations = map[string]string{}
+		}
+		d.Spec.Template.Annotations["seccomp.security.alpha.kubernetes.io/pod"] = "localhost/" + *sc.SeccompProfile.LocalhostProfile
+	}
 	c.Resources = corev1.ResourceRequirements{}
 	c.Args = []string{"--warm", "2", "--max-busy", "4", "--addr", "127.0.0.1:" + strconv.Itoa(port)}
 	for i := range c.Env {
