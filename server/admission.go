@@ -23,7 +23,7 @@ import (
 // out, and a probe or a client that sends its request at once is served
 // before a flood of new connections reaches it.
 //
-// fasthttp's own Concurrency stays above the cap (the workers of closed
+// fasthttp's own Concurrency stays well above the cap (the workers of closed
 // connections end a moment after they are closed); this is what counts.
 type admission struct {
 	limit  int

@@ -259,10 +259,14 @@ func New(cfg Config, exec Executor) *Server {
 		// fasthttp serves each connection with a worker of its own, and
 		// answers one over Concurrency 503. The cap is admission's
 		// (MaxConnections, so that the descriptors connections hold are
-		// bounded; the pool, not the connection count, bounds the work):
-		// fasthttp's is twice it, room for the workers of the connections
-		// admission closed, which end a moment later.
-		Concurrency: 2 * s.cfg.MaxConnections,
+		// bounded; the pool, not the connection count, bounds the work).
+		// fasthttp's leaves room for the workers of the connections
+		// admission closed, which end a moment later: a flood of new
+		// connections closes old ones faster than a busy machine runs
+		// their workers to the end (twice the cap was seen exceeded, and
+		// then fasthttp refused admitted connections). A worker of a closed
+		// connection holds no descriptor, only its goroutine.
+		Concurrency: s.cfg.MaxConnections + lingeringWorkers,
 		ConnState: func(c net.Conn, state fasthttp.ConnState) {
 			if state == fasthttp.StateClosed {
 				s.conns.closed(c)
@@ -574,6 +578,10 @@ func isMsgpack(contentType []byte) bool {
 	}
 	return false
 }
+
+// lingeringWorkers is how many workers of connections admission closed
+// fasthttp may still be running, beyond the open connections.
+const lingeringWorkers = 4096
 
 // msgpackAnswerType is the media type of a msgpack answer: the one the
 // request was sent as when that was application/vnd.msgpack (the

@@ -29,45 +29,77 @@ func vmKB(t *testing.T, field string) int64 {
 
 // TestAnswerIsBoundedAsAWhole: the attack of issue 25, a 500-byte request
 // whose batch of 100 inputs each prints 200 KB of \x01 (six bytes each in
-// JSON: a 120 MB answer, and the server's resident memory up by 500 MiB),
-// gets an output_limit answer of a few hundred bytes, and this process's
-// (the server's) peak resident memory rises by far less than the answer
-// would have been. A single request whose output and result together are
-// over the cap keeps its stdout and stderr.
+// JSON: it was a 120 MB answer, and the server's resident memory up by 500
+// MiB). Now a batch's inputs share one output cap per stream, so at the
+// default flags the answer is at most the cap's 1 MiB of control
+// characters, about 6 MB, well within --max-answer-bytes; with a smaller
+// answer cap the same request gets an output_limit answer of a few hundred
+// bytes. Either way this process's (the server's) peak resident memory
+// rises by far less than the old answer. A single request whose output and
+// result together are over the cap keeps its stdout and stderr.
 func TestAnswerIsBoundedAsAWhole(t *testing.T) {
 	s := startServer(t, "", "--warm", "1")
-
-	t.Run("a batch printing control characters", func(t *testing.T) {
-		inputs := make([]int, 100)
-		body, _ := json.Marshal(map[string]any{
-			"script": "import sys\ndef main(x):\n    sys.stdout.write('\\x01' * 200_000)\n",
-			"inputs": inputs,
-		})
+	inputs := make([]int, 100)
+	attack, _ := json.Marshal(map[string]any{
+		"script": "import sys\ndef main(x):\n    sys.stdout.write('\\x01' * 200_000)\n",
+		"inputs": inputs,
+	})
+	// post sends the attack and returns the status, the answer and how far
+	// the peak resident set rose.
+	post := func(t *testing.T, s *testServer) (int, []byte, int64) {
 		// The peak from here on: clear_refs 5 resets VmHWM to VmRSS.
 		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 			t.Skipf("cannot reset the peak resident set: %v", err)
 		}
 		before := vmKB(t, "VmHWM")
-		resp, err := http.Post(s.url+"/execute", "application/json", bytes.NewReader(body))
+		resp, err := http.Post(s.url+"/execute", "application/json", bytes.NewReader(attack))
 		if err != nil {
 			t.Fatal(err)
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		rise := vmKB(t, "VmHWM") - before
-		t.Logf("request %d bytes, answer %d bytes, peak resident set +%d MiB", len(body), len(raw), rise>>10)
-		var answer struct {
-			Error struct{ Type, Message string } `json:"error"`
-		}
-		if err := json.Unmarshal(raw, &answer); err != nil || resp.StatusCode != http.StatusUnprocessableEntity ||
-			answer.Error.Type != "output_limit" || !strings.Contains(answer.Error.Message, "--max-answer-bytes") {
-			t.Fatalf("status %d, %d bytes: %.300s", resp.StatusCode, len(raw), raw)
-		}
+		t.Logf("request %d bytes, answer %d bytes, peak resident set +%d MiB", len(attack), len(raw), rise>>10)
 		// What the runner holds (the reply frame, at most 33 MB here, and
 		// its decoded copies) is bounded by its own caps; the answer adds
 		// at most 16 MiB, and no encoder copy.
 		if rise > 160<<10 {
 			t.Errorf("the peak resident set rose by %d MiB for one request", rise>>10)
+		}
+		return resp.StatusCode, raw, rise
+	}
+
+	t.Run("a batch printing control characters, default caps", func(t *testing.T) {
+		status, raw, _ := post(t, s)
+		var answer struct {
+			Results []struct {
+				Error *struct{ Type string } `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(raw, &answer); err != nil || status != http.StatusOK || len(raw) > 16<<20 || len(answer.Results) != 100 {
+			t.Fatalf("status %d, %d bytes: %.300s", status, len(raw), raw)
+		}
+		// The input that passed the batch's output cap ends the batch.
+		stopped := 0
+		for _, item := range answer.Results {
+			if item.Error != nil && item.Error.Type == "output_limit" {
+				stopped++
+			}
+		}
+		if stopped != 1 {
+			t.Errorf("%d items ended by output_limit, want 1", stopped)
+		}
+	})
+
+	t.Run("a batch printing control characters, a smaller answer cap", func(t *testing.T) {
+		small := startServer(t, "", "--warm", "1", "--max-answer-bytes", strconv.Itoa(2<<20))
+		status, raw, _ := post(t, small)
+		var answer struct {
+			Error struct{ Type, Message string } `json:"error"`
+		}
+		if err := json.Unmarshal(raw, &answer); err != nil || status != http.StatusUnprocessableEntity ||
+			answer.Error.Type != "output_limit" || !strings.Contains(answer.Error.Message, "--max-answer-bytes") || len(raw) > 4096 {
+			t.Fatalf("status %d, %d bytes: %.300s", status, len(raw), raw)
 		}
 	})
 
@@ -106,7 +138,9 @@ func dialSlowReader(t *testing.T, s *testServer, body []byte) net.Conn {
 	return c
 }
 
-var answerGauge = regexp.MustCompile(`(?m)^pyexec_answer_bytes_in_flight (\d+)`)
+// answerGauge reads the gauge's value, which the text format may write
+// with an exponent (6.304303e+06).
+var answerGauge = regexp.MustCompile(`(?m)^pyexec_answer_bytes_in_flight (\S+)`)
 
 // answersInFlight reads the gauge of answer bytes held.
 func (s *testServer) answersInFlight(t *testing.T) int64 {
@@ -121,8 +155,11 @@ func (s *testServer) answersInFlight(t *testing.T) int64 {
 	if m == nil {
 		t.Fatalf("no pyexec_answer_bytes_in_flight in /metrics:\n%s", raw)
 	}
-	n, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return n
+	n, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatalf("pyexec_answer_bytes_in_flight %q: %v", m[1], err)
+	}
+	return int64(n)
 }
 
 // TestSlowReadersCannotPinMoreThanTheBudget: clients that read nothing

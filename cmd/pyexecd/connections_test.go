@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -157,7 +158,17 @@ func TestUnprovenConnectionsCannotStarveValidOnes(t *testing.T) {
 	}
 	// Every upload is being read: 32 first buffers of 64 KiB are held.
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(metrics(), fmt.Sprintf("pyexec_body_bytes_in_flight %d\n", 32*64<<10)) {
+	// The text format may write the value with an exponent (2.097152e+06).
+	bodyBytes := regexp.MustCompile(`(?m)^pyexec_body_bytes_in_flight (\S+)$`)
+	held := func(text string) float64 {
+		m := bodyBytes.FindStringSubmatch(text)
+		if m == nil {
+			return -1
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	for held(metrics()) != 32*64<<10 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the uploads are not all being read:\n%s", metrics())
 		}

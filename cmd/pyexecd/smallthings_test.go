@@ -57,7 +57,8 @@ func equalJSON(a, b any) bool {
 	return bytes.Equal(x, y)
 }
 
-// TestContentTypes: application/vnd.msgpack is msgpack; no Content-Type,
+// TestContentTypes: application/vnd.msgpack is msgpack, answered under
+// the same type; no Content-Type,
 // and curl's -d default, are JSON; any other type is 415
 // unsupported_media_type, answered in JSON.
 func TestContentTypes(t *testing.T) {
@@ -72,7 +73,7 @@ func TestContentTypes(t *testing.T) {
 	resp.Body.Close()
 	var answer map[string]any
 	if err := msgpack.Unmarshal(raw, &answer); err != nil || resp.StatusCode != 200 || answer["result"] != "ok" ||
-		resp.Header.Get("Content-Type") != "application/msgpack" {
+		resp.Header.Get("Content-Type") != "application/vnd.msgpack" {
 		t.Errorf("vnd.msgpack: status %d, %v, %q", resp.StatusCode, err, raw)
 	}
 
