@@ -41,9 +41,16 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		return Output{}, ErrSandboxDead
 	}
 	limits := s.limits.limitsFor(req)
-	if s.cgroup != nil && limits.MemoryBytes != s.limits.MemoryBytes {
-		if err := s.cgroup.SetMemoryMax(limits.MemoryBytes); err != nil {
-			return Output{}, fmt.Errorf("cannot lower the sandbox's memory limit: %w", err)
+	if s.cgroup != nil {
+		// The limit is what the script may use on top of what the sandbox
+		// holds now, as the rlimit and the watcher count it without a
+		// cgroup: memory.max is the group's current charge plus the limit.
+		held, err := s.cgroup.MemoryCurrent()
+		if err == nil {
+			err = s.cgroup.SetMemoryMax(held + limits.MemoryBytes)
+		}
+		if err != nil {
+			return Output{}, fmt.Errorf("cannot set the sandbox's memory limit: %w", err)
 		}
 	}
 	o := s.run(ctx, req, limits)

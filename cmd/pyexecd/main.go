@@ -118,7 +118,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.server.MaxConnections, "max-connections", 0, "connections open at once; one over it is answered 503 and closed (0: half of what the descriptor limit leaves after the pool's own descriptors, at most 10000)")
 	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
-	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
+	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "memory a script may use on top of what its sandbox holds when it starts, MiB: default and maximum of memory_mb (at least 16)")
 	limits := &o.runner.Limits
 	fs.DurationVar(&limits.CPUTime, "cpu-time", rd.Limits.CPUTime, "CPU-time limit of a script")
 	fs.Int64Var(&limits.Processes, "max-processes", rd.Limits.Processes, "processes and threads in one sandbox, its supervisor included")
@@ -182,6 +182,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.runner.TmpBytes = *tmpMB << 20
 	if o.runner.ZygoteMaxForks < 1 || o.runner.ZygoteMaxAge <= 0 || o.runner.Zygotes < 1 {
 		return o, errors.New("--zygotes and --zygote-max-forks must be at least 1 and --zygote-max-age positive")
+	}
+	if minMB := runner.MinMemoryBytes >> 20; o.server.MaxMemoryMB < minMB {
+		return o, fmt.Errorf("--max-memory-mb must be at least %d (got %d)", minMB, o.server.MaxMemoryMB)
 	}
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
