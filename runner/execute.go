@@ -22,6 +22,19 @@ func maxReplyFrame(limits Limits, n int) int {
 	return limits.ResultBytes + files + 2*limits.OutputBytes + n*(maxErrorMessage+maxErrorTraceback+64) + maxReplyEnvelope
 }
 
+// groupCPU is the CPU time of every process of the sandbox's cgroup, those
+// reaped unseen included; 0 without a cgroup or when it cannot be read.
+func (s *Sandbox) groupCPU() time.Duration {
+	if s.cgroup == nil {
+		return 0
+	}
+	cpu, err := s.cgroup.CPUUsage()
+	if err != nil {
+		return 0
+	}
+	return cpu
+}
+
 // exitGrace is how long a sandbox whose channel ended without a reply may
 // take to die by itself, so its exit status tells why it died.
 const exitGrace = 500 * time.Millisecond
@@ -149,6 +162,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			// It had ended already: its exit report has the figures.
 			o.exit, o.exitKnown = s.awaitExit(exitGrace)
 		}
+		o.groupCPU = s.groupCPU()
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
 		// Output over the cap that fit in the pipe arrives before the
 		// reply: it is still output_limit.
@@ -179,6 +193,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		// (and its children it reaped) comes with its exit.
 		o.exit, o.exitKnown = s.awaitExit(drainTimeout)
 	}
+	o.groupCPU = s.groupCPU()
 	if s.cgroup != nil && !replied {
 		kills, err := s.cgroup.OOMKills()
 		o.oomKilled = err == nil && kills > 0

@@ -29,6 +29,9 @@ type outcome struct {
 	// the fast path (the exit report has it otherwise).
 	usage      Usage
 	usageKnown bool
+	// groupCPU is the CPU time of every process the sandbox's cgroup
+	// ever held (cgroup v2 accounting only; 0 otherwise).
+	groupCPU time.Duration
 	// deadlineHit says the wall-clock limit passed; abandoned is the
 	// caller's context error, when the caller went away.
 	deadlineHit bool
@@ -68,6 +71,7 @@ func classify(o outcome, limits Limits) (Output, error) {
 		out.Usage.CPU = max(out.Usage.CPU, o.exit.cpu())
 		out.Usage.MaxRSSKB = max(out.Usage.MaxRSSKB, o.exit.MaxRSSKB)
 	}
+	out.Usage.CPU = max(out.Usage.CPU, o.groupCPU)
 	switch {
 	case o.overflowed:
 		stream := o.overflow

@@ -5,6 +5,7 @@ initial user namespace no process can raise a hard limit again, so a script
 that reads the values cannot undo them.
 """
 
+import os
 import resource
 
 
@@ -54,8 +55,6 @@ def mapped_bytes():
     """This process's address space now (VmSize), from /proc/self/statm:
     one read, no text-file machinery (which would copy pages of the
     interpreter in every sandbox)."""
-    import os
-
     fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
     try:
         pages = int(os.read(fd, 256).split()[0])

@@ -41,7 +41,7 @@ ALLOWED = (
     "sched_getparam", "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
     "sched_rr_get_interval", "getpriority", "setpriority", "arch_prctl", "getcpu", "capget",
     # signals and timers
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait",
+    "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait",
     "sigaltstack", "restart_syscall", "pause", "alarm", "setitimer", "getitimer",
     "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
     "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday", "time", "times",
@@ -124,6 +124,20 @@ FCNTL_LOCK_COMMANDS = (6, 7, 37, 38)
 # timed read it would tell a script which shared files others read.
 FADVISE_ADVICE = (0, 1, 2, 3, 5)
 
+# rt_sigaction: any signal but SIGCHLD may get a new action; SIGCHLD's may
+# only be read (a NULL new action). Ignoring SIGCHLD, or SA_NOCLDWAIT, makes
+# the kernel reap a process's children as they end and discard their CPU
+# time and peak memory, which then reach no one's rusage: a script that
+# ignored it burned 2 s of CPU in children and was told cpu_ms 0 (issue
+# 25). No new action at all keeps the rule one the filter can check (the
+# action is behind a pointer). The kernel reads the signal as an int, so
+# only its low 32 bits are compared: SIGCHLD | 1 << 32 is SIGCHLD.
+SIGCHLD = 17
+# (mask, value) pairs over the low 32 bits that together cover the
+# signals 1-64 except SIGCHLD: 0-15, 16, 18-19, 20-23, 24-31, 32-63, 64.
+SIGACTION_SIGNALS = ((0xFFFFFFF0, 0), (0xFFFFFFFF, 16), (0xFFFFFFFE, 18), (0xFFFFFFFC, 20),
+                     (0xFFFFFFF8, 24), (0xFFFFFFE0, 32), (0xFFFFFFFF, 64))
+
 # prctl options a script may use: PDEATHSIG get/set, DUMPABLE get, NAME
 # set/get, SECCOMP get/set (filters can only be added), CAPBSET_READ,
 # NO_NEW_PRIVS set/get, and PR_SET_VMA (glibc names its mappings).
@@ -195,6 +209,9 @@ def build_bpf(for_zygote=False):
     # a shared file's pages are in the page cache (see FADVISE_ADVICE).
     for name in ("preadv2", "pwritev2"):
         f.add_rule(seccomp.ALLOW, name, seccomp.Arg(5, seccomp.EQ, 0))
+    for mask, value in SIGACTION_SIGNALS:
+        f.add_rule(seccomp.ALLOW, "rt_sigaction", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
+    f.add_rule(seccomp.ALLOW, "rt_sigaction", seccomp.Arg(1, seccomp.EQ, 0))
     for option in PRCTL_OPTIONS + (ISOLATION_PRCTL_OPTIONS if for_zygote else ()):
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:
