@@ -131,11 +131,15 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		done <- answer{r, err}
 	}()
 
+	watch := s.watchMemory(limits)
+	defer watch.stop()
 	var o outcome
 	select {
 	case got := <-done:
 		o.result, o.failed, o.batch, o.channelErr = got.result, got.failed, got.batch, got.err
 		o.batchSize = len(req.Inputs)
+	case o.memoryUsed = <-watch.exceededC():
+		o.memoryExceeded = true
 	case <-execCtx.Done():
 	case <-s.stdout.overflow:
 		o.overflow = "stdout"
@@ -143,7 +147,12 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.overflow = "stderr"
 	}
 	replied := o.result != nil || o.failed != nil || o.batch != nil
-	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
+	if !o.memoryExceeded {
+		// Once more after the reply: a script that passed its limit
+		// between two readings and ended is over it all the same.
+		o.memoryExceeded, o.memoryUsed = watch.finish()
+	}
+	if replied && !o.memoryExceeded && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
 		!hasChildren(s.PID()) {
 		// The fast path: the output is complete without waiting for the
 		// sandbox to die, and its first process is the only one left, so
@@ -174,7 +183,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.exec = time.Since(start)
 		return o
 	}
-	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
+	if !replied && !o.memoryExceeded && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
 		!errors.Is(o.channelErr, errFrameTooLarge) && !errors.Is(o.channelErr, errMalformed) {
 		// The channel ended on its own: the sandbox is most likely dying.
 		// Give it a moment to end by itself before killing it, or its

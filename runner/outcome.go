@@ -37,6 +37,11 @@ type outcome struct {
 	deadlineHit bool
 	abandoned   error
 	zygoteDied  bool
+	// memoryExceeded says the runner's memory watch found the sandbox over
+	// its limit (no cgroup) and killed it; memoryUsed is what it held then
+	// on top of what it held at ready.
+	memoryExceeded bool
+	memoryUsed     int64
 	// oomKilled says the kernel's OOM killer ended the sandbox's cgroup
 	// (cgroup v2 accounting only).
 	oomKilled bool
@@ -80,6 +85,10 @@ func classify(o outcome, limits Limits) (Output, error) {
 		}
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the script wrote more than %d bytes to %s; the sandbox was killed", limits.OutputBytes, stream)}
+	case o.memoryExceeded:
+		return out, &ScriptError{Kind: KindMemoryLimit,
+			Message: fmt.Sprintf("the sandbox's processes and scratch files together held %d MiB more than when it started, over its memory limit of %d MiB; the sandbox was killed",
+				o.memoryUsed>>20, limits.MemoryBytes>>20)}
 	case o.result != nil:
 		return judgeResult(out, o.result, limits)
 	case o.batch != nil:

@@ -413,7 +413,8 @@ func (r *Runner) Policy() Policy { return r.cfg.Policy }
 func (r *Runner) Mode() Mode { return r.cfg.Mode }
 
 // MemoryAccounting says what bounds a sandbox's memory: "cgroup2" (a
-// group per sandbox) or "rlimit" (per-process address-space limits).
+// group per sandbox) or "rlimit" (per-process address-space limits and the
+// runner's memory watch of each sandbox as a whole).
 func (r *Runner) MemoryAccounting() string {
 	if r.cfg.Cgroups != nil {
 		return "cgroup2"

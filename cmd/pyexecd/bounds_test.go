@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 )
@@ -123,4 +125,17 @@ def main():
 	if answer.Usage.CPUMS < 800 {
 		t.Errorf("usage.cpu_ms %v, want at least the 800 ms its two children burned: %s", answer.Usage.CPUMS, body)
 	}
+}
+
+// TestStartupChecksMemory: --max-busy running sandboxes, each at the most
+// it can hold, must fit in the host's memory; an explicit --max-busy that
+// does not is refused before any jail starts.
+func TestStartupChecksMemory(t *testing.T) {
+	requireJail(t)
+	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "bwrap", "--max-busy", "100000"},
+		func(string) string { return "" }, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "--max-busy") {
+		t.Fatalf("run with --max-busy 100000: %v; want a refusal naming what to lower", err)
+	}
+	t.Log(err)
 }

@@ -558,6 +558,9 @@ class SeccompLayersTest(unittest.TestCase):
             for sig in (1, 2, 15, 16, 18, 19, 20, 23, 24, 31, 32, 63, 64, 2 | high):
                 self.assertEqual(verdict(13, sig, act, 0, 8), "allow", "rt_sigaction(%#x, act)" % sig)
             self.assertEqual(verdict(13, 17, 0, act, 8), "allow", "rt_sigaction(SIGCHLD, NULL, old)")
+            # No listening sockets, whatever the backlog.
+            for backlog in (0, 1, 128, 4096):
+                self.assertEqual(verdict(50, 3, backlog), "refuse", "listen(%d)" % backlog)
 
     def test_zygote_filter_and_sandbox_layer_equal_the_sandbox_filter(self):
         from pyexec import syscalls
