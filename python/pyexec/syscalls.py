@@ -36,7 +36,7 @@ ALLOWED = (
     # processes and threads (bounded by RLIMIT_NPROC; clone is checked below)
     "fork", "vfork", "exit", "exit_group", "wait4", "waitid", "kill", "tkill", "tgkill",
     "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid",
-    "getresgid", "setsid", "setpgid", "getpgid", "getpgrp", "getsid", "set_tid_address", "set_robust_list",
+    "getresgid", "setpgid", "getpgid", "getpgrp", "getsid", "set_tid_address", "set_robust_list",
     "get_robust_list", "futex", "futex_waitv", "rseq", "sched_yield", "sched_getaffinity", "sched_setaffinity",
     "sched_getparam", "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
     "sched_rr_get_interval", "getpriority", "setpriority", "arch_prctl", "getcpu", "capget",
@@ -160,10 +160,18 @@ PERSONALITY_ALLOWED = (0, 0xFFFFFFFF)
 
 # What the zygote may do beyond a sandbox, and what a fresh sandbox does to
 # isolate itself before it adds its own layer (build_sandbox_layer): clone
-# into new namespaces and pidfd_open (the zygote); mount, sethostname,
-# capset, and prctl's PR_SET_DUMPABLE, PR_CAPBSET_DROP and PR_CAP_AMBIENT
-# (isolation.py).
-ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open")
+# into new namespaces and pidfd_open (the zygote); setsid, mount,
+# sethostname, capset, and prctl's PR_SET_DUMPABLE, PR_CAPBSET_DROP and
+# PR_CAP_AMBIENT (zygote.py, isolation.py).
+#
+# setsid: each sandbox starts one session of its own, and its processes
+# may start no other. The scheduler shares the CPU between sessions
+# (autogroups) before it shares it between their processes, so a script
+# whose 16 processes each started a session took 16 shares: three such
+# sandboxes made another tenant's hello go from 4 ms to 110-315 ms
+# (issue 25). In one session a sandbox weighs one share, however many
+# processes it runs. setpgid stays: process groups do not make autogroups.
+ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open", "setsid")
 ISOLATION_PRCTL_OPTIONS = (4, 24, 47)
 
 

@@ -601,6 +601,7 @@ class SeccompLayersTest(unittest.TestCase):
                     checked += 1
         # The check has teeth: the zygote's filter alone allows what the
         # layer takes back (clone into namespaces, mount, sethostname,
-        # capset, pidfd_open, prctl's capability and dumpable options).
-        self.assertEqual(refused_by_layer, {56, 165, 170, 126, 434, 157})
+        # capset, pidfd_open, setsid, prctl's capability and dumpable
+        # options).
+        self.assertEqual(refused_by_layer, {56, 165, 170, 126, 434, 157, 112})
         self.assertGreater(checked, 4000)
