@@ -104,6 +104,8 @@ type Request struct {
 	// HasInput calls main(None) when Input is nil.
 	HasInput bool
 	// Timeout and MemoryMB, when positive, lower the server's limits.
+	// MemoryMB is what the script may use on top of what its sandbox
+	// holds when it starts; the server refuses less than 16.
 	Timeout  time.Duration
 	MemoryMB int
 	// Files are placed in the sandbox's working directory (/tmp) before

@@ -18,6 +18,19 @@ func maxReplyFrame(limits Limits) int {
 	return limits.ResultBytes + limits.FilesBytes + limits.MaxFiles*(maxFileNameBytes+16) + maxReplyEnvelope
 }
 
+// groupCPU is the CPU time of every process of the sandbox's cgroup, those
+// reaped unseen included; 0 without a cgroup or when it cannot be read.
+func (s *Sandbox) groupCPU() time.Duration {
+	if s.cgroup == nil {
+		return 0
+	}
+	cpu, err := s.cgroup.CPUUsage()
+	if err != nil {
+		return 0
+	}
+	return cpu
+}
+
 // exitGrace is how long a sandbox whose channel ended without a reply may
 // take to die by itself, so its exit status tells why it died.
 const exitGrace = 500 * time.Millisecond
@@ -37,9 +50,16 @@ func (s *Sandbox) Execute(ctx context.Context, req Request) (Output, error) {
 		return Output{}, ErrSandboxDead
 	}
 	limits := s.limits.limitsFor(req)
-	if s.cgroup != nil && limits.MemoryBytes != s.limits.MemoryBytes {
-		if err := s.cgroup.SetMemoryMax(limits.MemoryBytes); err != nil {
-			return Output{}, fmt.Errorf("cannot lower the sandbox's memory limit: %w", err)
+	if s.cgroup != nil {
+		// The limit is what the script may use on top of what the sandbox
+		// holds now, as the rlimit and the watcher count it without a
+		// cgroup: memory.max is the group's current charge plus the limit.
+		held, err := s.cgroup.MemoryCurrent()
+		if err == nil {
+			err = s.cgroup.SetMemoryMax(held + limits.MemoryBytes)
+		}
+		if err != nil {
+			return Output{}, fmt.Errorf("cannot set the sandbox's memory limit: %w", err)
 		}
 	}
 	o := s.run(ctx, req, limits)
@@ -122,12 +142,16 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		done <- answer{r, err}
 	}()
 
+	watch := s.watchMemory(limits)
+	defer watch.stop()
 	o := outcome{batchSize: len(req.Inputs), msgpackResult: req.ResultFormat == ResultMsgpack}
 	answered := false
 	select {
 	case got := <-done:
 		answered = true
 		o.result, o.failed, o.batch, o.channelErr = got.result, got.failed, got.batch, got.err
+	case o.memoryUsed = <-watch.exceededC():
+		o.memoryExceeded = true
 	case <-execCtx.Done():
 	case <-s.stdout.overflow:
 		o.overflow = "stdout"
@@ -148,7 +172,12 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		}
 	}
 	replied := o.result != nil || o.failed != nil || (o.batch != nil && o.batch.complete())
-	if replied && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
+	if !o.memoryExceeded {
+		// Once more after the reply: a script that passed its limit
+		// between two readings and ended is over it all the same.
+		o.memoryExceeded, o.memoryUsed = watch.finish()
+	}
+	if replied && !o.memoryExceeded && o.overflow == "" && s.stdout.waitEOF(eofWait) && s.stderr.waitEOF(eofWait) &&
 		!hasChildren(s.PID()) {
 		// The fast path: the output is complete without waiting for the
 		// sandbox to die, and its first process is the only one left, so
@@ -167,6 +196,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 			// It had ended already: its exit report has the figures.
 			o.exit, o.exitKnown = s.awaitExit(exitGrace)
 		}
+		o.groupCPU = s.groupCPU()
 		o.stdout, o.stderr = s.stdout.snapshot(), s.stderr.snapshot()
 		// Output over the cap that fit in the pipe arrives before the
 		// reply: it is still output_limit.
@@ -178,7 +208,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		o.exec = time.Since(start)
 		return o
 	}
-	if !replied && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
+	if !replied && !o.memoryExceeded && o.overflow == "" && execCtx.Err() == nil && o.channelErr != nil &&
 		!errors.Is(o.channelErr, errFrameTooLarge) && !errors.Is(o.channelErr, errMalformed) &&
 		!errors.Is(o.channelErr, errBatchStopped) {
 		// The channel ended on its own: the sandbox is most likely dying.
@@ -199,6 +229,7 @@ func (s *Sandbox) run(ctx context.Context, req Request, limits Limits) outcome {
 		// (and its children it reaped) comes with its exit.
 		o.exit, o.exitKnown = s.awaitExit(drainTimeout)
 	}
+	o.groupCPU = s.groupCPU()
 	if s.cgroup != nil && !replied {
 		kills, err := s.cgroup.OOMKills()
 		o.oomKilled = err == nil && kills > 0

@@ -32,11 +32,19 @@ type outcome struct {
 	// the fast path (the exit report has it otherwise).
 	usage      Usage
 	usageKnown bool
+	// groupCPU is the CPU time of every process the sandbox's cgroup
+	// ever held (cgroup v2 accounting only; 0 otherwise).
+	groupCPU time.Duration
 	// deadlineHit says the wall-clock limit passed; abandoned is the
 	// caller's context error, when the caller went away.
 	deadlineHit bool
 	abandoned   error
 	zygoteDied  bool
+	// memoryExceeded says the runner's memory watch found the sandbox over
+	// its limit (no cgroup) and killed it; memoryUsed is what it held then
+	// on top of what it held at ready.
+	memoryExceeded bool
+	memoryUsed     int64
 	// oomKilled says the kernel's OOM killer ended the sandbox's cgroup
 	// (cgroup v2 accounting only).
 	oomKilled bool
@@ -71,12 +79,13 @@ func classify(o outcome, limits Limits) (Output, error) {
 		out.Usage.CPU = max(out.Usage.CPU, o.exit.cpu())
 		out.Usage.MaxRSSKB = max(out.Usage.MaxRSSKB, o.exit.MaxRSSKB)
 	}
+	out.Usage.CPU = max(out.Usage.CPU, o.groupCPU)
 	if o.batch != nil {
 		if o.batch.started {
 			// Why the sandbox ended, judged as for a single script, is the
 			// error of the input that was running when it did.
 			var ended error
-			if !o.batch.complete() || o.overflowed {
+			if !o.batch.complete() || o.overflowed || o.memoryExceeded {
 				rest := o
 				rest.batch = nil
 				_, ended = classify(rest, limits)
@@ -93,6 +102,10 @@ func classify(o outcome, limits Limits) (Output, error) {
 		}
 		return out, &ScriptError{Kind: KindOutputLimit,
 			Message: fmt.Sprintf("the script wrote more than %d bytes to %s; the sandbox was killed", limits.OutputBytes, stream)}
+	case o.memoryExceeded:
+		return out, &ScriptError{Kind: KindMemoryLimit,
+			Message: fmt.Sprintf("the sandbox's processes and scratch files together held %d MiB more than when it started, over its memory limit of %d MiB; the sandbox was killed",
+				o.memoryUsed>>20, limits.MemoryBytes>>20)}
 	case o.result != nil:
 		return judgeResult(out, o.result, o.msgpackResult, limits)
 	case o.failed != nil:

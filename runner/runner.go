@@ -162,17 +162,28 @@ func setDefault[T comparable](field *T, value T) {
 
 // Limits bound one execution.
 type Limits struct {
-	Timeout       time.Duration // wall clock, enforced by the runner (kill)
-	CPUTime       time.Duration // RLIMIT_CPU
-	MemoryBytes   int64         // RLIMIT_AS
-	Processes     int64         // RLIMIT_NPROC, within the sandbox's user namespace
-	OpenFiles     int64         // RLIMIT_NOFILE
-	FileSizeBytes int64         // RLIMIT_FSIZE
-	OutputBytes   int           // cap on stdout and on stderr, each
-	ResultBytes   int           // cap on the encoded result (JSON text or msgpack bytes)
-	MaxFiles      int           // cap on the count of output files (and, at the server, of a request's)
-	FilesBytes    int           // cap on the bytes of all output files together (and of a request's)
+	Timeout time.Duration // wall clock, enforced by the runner (kill)
+	CPUTime time.Duration // RLIMIT_CPU
+	// MemoryBytes is what a script may use on top of what its sandbox
+	// holds when it starts: each process's RLIMIT_AS is its address space
+	// at that moment plus this, and the sandbox as a whole (its processes'
+	// anonymous memory and its scratch tmpfs) is held to it by the
+	// runner's watch or, where the host delegates one, its cgroup.
+	MemoryBytes   int64
+	Processes     int64 // RLIMIT_NPROC, within the sandbox's user namespace
+	OpenFiles     int64 // RLIMIT_NOFILE
+	FileSizeBytes int64 // RLIMIT_FSIZE
+	OutputBytes   int   // cap on stdout and on stderr, each
+	ResultBytes   int   // cap on the encoded result (JSON text or msgpack bytes)
+	MaxFiles      int   // cap on the count of output files (and, at the server, of a request's)
+	FilesBytes    int   // cap on the bytes of all output files together (and of a request's)
 }
+
+// MinMemoryBytes is the smallest memory limit a request may ask for: room
+// for a thread's 8 MiB stack and the script's small objects on top of
+// what the sandbox holds, and for the watch's tolerance (README, "What a
+// sandbox can hold").
+const MinMemoryBytes int64 = 16 << 20
 
 // InputFormat says how Request.Input is encoded.
 type InputFormat int
@@ -445,7 +456,8 @@ func (r *Runner) Policy() Policy { return r.cfg.Policy }
 func (r *Runner) Mode() Mode { return r.cfg.Mode }
 
 // MemoryAccounting says what bounds a sandbox's memory: "cgroup2" (a
-// group per sandbox) or "rlimit" (per-process address-space limits).
+// group per sandbox) or "rlimit" (per-process address-space limits and the
+// runner's memory watch of each sandbox as a whole).
 func (r *Runner) MemoryAccounting() string {
 	if r.cfg.Cgroups != nil {
 		return "cgroup2"

@@ -40,6 +40,9 @@ type Sandbox struct {
 	// cgroup is the sandbox's own cgroup v2 group, nil where the host
 	// delegates none (rlimits bound it then).
 	cgroup *cgroupv2.Group
+	// memBase is what the sandbox held when it said ready, for the memory
+	// watch (without a cgroup).
+	memBase memBaseline
 	// cgroupSuspect says the move may have taken another process (the
 	// sandbox died during it): Close then removes the group without
 	// killing what is in it.

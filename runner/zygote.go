@@ -433,6 +433,10 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 		}
 		return nil, err
 	}
+	if r.cfg.Cgroups == nil {
+		// Read while the sandbox waits idle, off the request's path.
+		sb.memBase = readMemBaseline(sb.PID())
+	}
 	return sb, nil
 }
 

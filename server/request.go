@@ -458,8 +458,8 @@ func (req *executeRequest) validate(cfg *Config) error {
 		}
 	}
 	if req.MemoryMB != nil {
-		if *req.MemoryMB < 1 || *req.MemoryMB > cfg.MaxMemoryMB {
-			return invalidRequest(fmt.Sprintf(`"memory_mb" must be between 1 and %d`, cfg.MaxMemoryMB))
+		if minMB := runner.MinMemoryBytes >> 20; *req.MemoryMB < minMB || *req.MemoryMB > cfg.MaxMemoryMB {
+			return invalidRequest(fmt.Sprintf(`"memory_mb" must be between %d (the smallest the service accepts) and %d`, minMB, cfg.MaxMemoryMB))
 		}
 	}
 	return nil

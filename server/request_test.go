@@ -44,6 +44,8 @@ func TestDecodeJSON(t *testing.T) {
 		{"timeout zero", `{"script": "x", "timeout_ms": 0}`, true, ""},
 		{"timeout over max", `{"script": "x", "timeout_ms": 30001}`, true, ""},
 		{"memory over max", `{"script": "x", "memory_mb": 1025}`, true, ""},
+		{"memory under the minimum", `{"script": "x", "memory_mb": 15}`, true, ""},
+		{"memory at the minimum", `{"script": "x", "memory_mb": 16}`, false, ""},
 		{"script null", `{"script": null}`, true, ""},
 		{"timeout exponent", `{"script": "x", "timeout_ms": 1e3}`, true, ""},
 		{"timeout over int64", `{"script": "x", "timeout_ms": 9223372036854775808}`, true, ""},

@@ -49,7 +49,7 @@ func (b *syncBuffer) String() string {
 }
 
 // requireJail skips without bubblewrap, or fails when REQUIRE_JAIL=1.
-func requireJail(t *testing.T) {
+func requireJail(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("bwrap"); err != nil {
 		if os.Getenv("REQUIRE_JAIL") == "1" {
@@ -84,7 +84,7 @@ func jailBackends(t *testing.T) [][]string {
 
 // startServer runs the service with args on 127.0.0.1:0 and waits until
 // /health says it can serve.
-func startServer(t *testing.T, token string, args ...string) *testServer {
+func startServer(t testing.TB, token string, args ...string) *testServer {
 	t.Helper()
 	requireJail(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -202,7 +202,7 @@ type response struct {
 }
 
 // post sends body to /execute and decodes the answer.
-func (s *testServer) post(t *testing.T, contentType string, body []byte) response {
+func (s *testServer) post(t testing.TB, contentType string, body []byte) response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, s.url+"/execute", bytes.NewReader(body))
 	if err != nil {
@@ -239,7 +239,7 @@ func (s *testServer) post(t *testing.T, contentType string, body []byte) respons
 }
 
 // execute runs a script with optional extra request fields.
-func (s *testServer) execute(t *testing.T, script string, fields map[string]any) response {
+func (s *testServer) execute(t testing.TB, script string, fields map[string]any) response {
 	t.Helper()
 	req := map[string]any{"script": script}
 	for k, v := range fields {
@@ -357,7 +357,7 @@ func (s *testServer) poolFigures() (pool struct{ Idle, Building, Busy int }, ok 
 }
 
 // waitFor polls /health until cond holds for the pool's busy count.
-func (s *testServer) waitFor(t *testing.T, cond func(busy int) bool) {
+func (s *testServer) waitFor(t testing.TB, cond func(busy int) bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

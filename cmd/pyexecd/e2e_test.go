@@ -487,11 +487,19 @@ func processTests(t *testing.T, s *testServer) {
 		var got map[string][]int
 		s.mustSucceed(t, `import resource
 def main():
-    return {name: list(resource.getrlimit(getattr(resource, name))) for name in
-            ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE",
-             "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_MEMLOCK"]}
+    out = {name: list(resource.getrlimit(getattr(resource, name))) for name in
+           ["RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_CORE",
+            "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_MEMLOCK"]}
+    out["VmSize"] = [int(l.split()[1]) << 10 for l in open("/proc/self/status") if l.startswith("VmSize:")]
+    return out
 `, nil, &got)
-		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 64, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_AS": 1 << 30, "RLIMIT_CORE": 0,
+		// The address space: what the sandbox mapped when the script
+		// started (a little less than now) plus memory_mb, 1 GiB.
+		if as, size := got["RLIMIT_AS"], got["VmSize"]; len(as) != 2 || len(size) != 1 || as[0] != as[1] ||
+			as[0]-size[0] > 1<<30 || as[0]-size[0] < 1<<30-64<<20 {
+			t.Errorf("RLIMIT_AS = %v with VmSize %v, want soft and hard the address space at the start plus 1 GiB", as, size)
+		}
+		want := map[string]int{"RLIMIT_NPROC": 16, "RLIMIT_NOFILE": 64, "RLIMIT_FSIZE": 16 << 20, "RLIMIT_CORE": 0,
 			"RLIMIT_SIGPENDING": 128, "RLIMIT_MSGQUEUE": 0, "RLIMIT_MEMLOCK": 0}
 		for name, v := range want {
 			if len(got[name]) != 2 || got[name][0] != v || got[name][1] != v {
@@ -564,7 +572,10 @@ def main():
 		s.mustSucceed(t, `import os, time
 def main():
     if os.fork() == 0:
-        os.setsid()
+        try:
+            os.setsid()  # refused: the sandbox's session is its only one
+        except OSError:
+            pass
         if os.fork() == 0:
             while True:
                 time.sleep(1)

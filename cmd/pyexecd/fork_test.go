@@ -31,7 +31,8 @@ func TestForkedSandboxesHaveFreshRandomness(t *testing.T) {
 }
 
 // TestSiblingIsolation runs one sandbox that holds resources (processes, a
-// /tmp file, a TCP listener on its loopback, an abstract unix socket) and,
+// /tmp file, a TCP port and an abstract unix socket name bound on its
+// loopback: listening is refused, see TestSocketMemoryIsBounded) and,
 // while it runs, a sibling forked from the same zygote that tries to reach
 // each of them. Every attempt must fail.
 func TestSiblingIsolation(t *testing.T) {
@@ -49,10 +50,8 @@ def main():
         f.write("victim secret")
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 47011))
-    tcp.listen()
-    unix = socket.socket(socket.AF_UNIX)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     unix.bind("\0pyexec-victim")
-    unix.listen()
     os.environ["VICTIM_SECRET"] = "victim env"
     if os.fork() == 0:
         time.sleep(30)
@@ -75,7 +74,7 @@ def main():
     except OSError as e:
         out["tcp"] = e.strerror
     try:
-        u = socket.socket(socket.AF_UNIX)
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         u.connect("\0pyexec-victim")
         out["unix"] = "connected"
     except OSError as e:

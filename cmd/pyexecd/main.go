@@ -120,7 +120,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.server.MaxConnections, "max-connections", 0, "connections open at once; at the cap a new one takes the place of the longest idle connection that made no valid request, else is answered 503 and closed (0: half of what the descriptor limit leaves after the pool's own descriptors, at most 10000)")
 	fs.IntVar(&o.server.MaxBatch, "max-batch", sd.MaxBatch, "cap on the elements of \"inputs\" (a batch)")
 	fs.DurationVar(&o.server.MaxTimeout, "max-timeout", sd.MaxTimeout, "wall-clock limit: default and maximum of timeout_ms")
-	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "address-space limit: default and maximum of memory_mb")
+	fs.Int64Var(&o.server.MaxMemoryMB, "max-memory-mb", sd.MaxMemoryMB, "memory a script may use on top of what its sandbox holds when it starts, MiB: default and maximum of memory_mb (at least 16)")
 	limits := &o.runner.Limits
 	fs.DurationVar(&limits.CPUTime, "cpu-time", rd.Limits.CPUTime, "CPU-time limit of a script")
 	fs.Int64Var(&limits.Processes, "max-processes", rd.Limits.Processes, "processes and threads in one sandbox, its supervisor included")
@@ -193,6 +193,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	o.runner.TmpBytes = *tmpMB << 20
 	if o.runner.ZygoteMaxForks < 1 || o.runner.ZygoteMaxAge <= 0 || o.runner.Zygotes < 1 {
 		return o, errors.New("--zygotes and --zygote-max-forks must be at least 1 and --zygote-max-age positive")
+	}
+	if minMB := runner.MinMemoryBytes >> 20; o.server.MaxMemoryMB < minMB {
+		return o, fmt.Errorf("--max-memory-mb must be at least %d (got %d)", minMB, o.server.MaxMemoryMB)
 	}
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20
@@ -270,6 +273,46 @@ func sandboxCgroups(mode, mount string, logger zerolog.Logger) (*cgroupv2.Tree, 
 	return nil, nil
 }
 
+// zygoteBytes and warmSandboxBytes are generous figures for what a zygote
+// (about 70 MB resident, 94 with matplotlib) and an idle warm sandbox
+// (about 6 MB in fork mode, 48 MB in exec mode) hold.
+const (
+	zygoteBytes      = 128 << 20
+	warmSandboxBytes = 64 << 20
+)
+
+// fitMemory checks that --max-busy running sandboxes, each at the most it
+// can hold (runner.SandboxMemoryBound), fit in the host's memory beside
+// the zygotes (one more while one rotates) and the warm sandboxes: an
+// explicit --max-busy that does not is refused, the default one lowered
+// to what fits, and either way the figures are logged.
+func fitMemory(o *options, logger zerolog.Logger) error {
+	available, source, err := runner.HostMemory()
+	if err != nil {
+		logger.Warn().Err(err).Msg("cannot check --max-busy against the host's memory")
+		return nil
+	}
+	busy, explicit := o.pool.MaxBusy, o.pool.MaxBusy > 0
+	if !explicit {
+		busy = 2 * runtime.GOMAXPROCS(0)
+	}
+	perSandbox := runner.SandboxMemoryBound(o.runner.Limits, o.runner.Cgroups != nil, runtime.NumCPU())
+	fixed := int64(o.runner.Zygotes+1)*zygoteBytes + int64(o.pool.Warm)*warmSandboxBytes
+	fitted, err := runner.FitMaxBusy(busy, explicit, perSandbox, fixed, available)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	event, msg := logger.Info(), "memory: --max-busy running sandboxes at their bound fit the host's memory"
+	if fitted != busy {
+		event, msg = logger.Warn().Int("max_busy_default", busy), "memory: --max-busy lowered from its default so that its running sandboxes fit the host's memory"
+	}
+	event.Int("max_busy", fitted).Int64("sandbox_bound_mib", perSandbox>>20).Int64("fixed_mib", fixed>>20).
+		Int64("available_mib", available>>20).Str("available_from", source).
+		Msg(msg)
+	o.pool.MaxBusy = fitted
+	return nil
+}
+
 // isLoopback says whether host (an IP literal) is a loopback address.
 func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
@@ -343,6 +386,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	o.server.Jail = jail.Name()
 	o.runner.Logger = logger
 	if o.runner.Cgroups, err = sandboxCgroups(o.cgroup, cgroupv2.DefaultMount, logger); err != nil {
+		return err
+	}
+	if err := fitMemory(&o, logger); err != nil {
 		return err
 	}
 	r, err := runner.New(o.runner)

@@ -265,6 +265,41 @@ func (g *Group) Add(pid int) error {
 	return write(filepath.Join(g.dir, "cgroup.procs"), strconv.Itoa(pid))
 }
 
+// MemoryCurrent is what the group's processes hold now (memory.current):
+// their pages, the tmpfs pages they wrote and the kernel memory charged to
+// them.
+func (g *Group) MemoryCurrent() (int64, error) {
+	data, err := os.ReadFile(filepath.Join(g.dir, "memory.current"))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: %w", err)
+	}
+	n, err := strconv.ParseInt(string(bytes.TrimSpace(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: memory.current: %w", err)
+	}
+	return n, nil
+}
+
+// CPUUsage is the CPU time of every process that ever ran in the group,
+// those reaped unseen included (cpu.stat's usage_usec, which the kernel
+// keeps whether or not the cpu controller is enabled).
+func (g *Group) CPUUsage() (time.Duration, error) {
+	stat, err := os.ReadFile(filepath.Join(g.dir, "cpu.stat"))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: %w", err)
+	}
+	for _, line := range bytes.Split(stat, []byte("\n")) {
+		if value, ok := bytes.CutPrefix(line, []byte("usage_usec ")); ok {
+			us, err := strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cgroup: cpu.stat: %w", err)
+			}
+			return time.Duration(us) * time.Microsecond, nil
+		}
+	}
+	return 0, errors.New("cgroup: cpu.stat has no usage_usec")
+}
+
 // OOMKills is how many processes of the group the kernel's OOM killer
 // ended (memory.events' oom_kill).
 func (g *Group) OOMKills() (int, error) {

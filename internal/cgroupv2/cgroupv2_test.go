@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -176,6 +177,14 @@ func TestSetupAndGroup(t *testing.T) {
 	}
 	if n, err := g.OOMKills(); n != 2 || err != nil {
 		t.Errorf("OOMKills = %d, %v; want 2", n, err)
+	}
+	os.WriteFile(filepath.Join(dir, "memory.current"), []byte("73400320\n"), 0o644)
+	if n, err := g.MemoryCurrent(); n != 73400320 || err != nil {
+		t.Errorf("MemoryCurrent = %d, %v; want 73400320", n, err)
+	}
+	os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 2041000\nuser_usec 2000000\nsystem_usec 41000\n"), 0o644)
+	if d, err := g.CPUUsage(); d != 2041*time.Millisecond || err != nil {
+		t.Errorf("CPUUsage = %v, %v; want 2.041s", d, err)
 	}
 	if err := g.SetMemoryMax(0); err == nil {
 		t.Error("a zero memory limit was accepted")

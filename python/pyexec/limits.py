@@ -5,6 +5,7 @@ initial user namespace no process can raise a hard limit again, so a script
 that reads the values cannot undo them.
 """
 
+import os
 import resource
 
 
@@ -23,7 +24,15 @@ def apply(limits):
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = int(usage.ru_utime + usage.ru_stime) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (used + cpu_seconds, used + cpu_seconds + 1))
-    set_both(resource.RLIMIT_AS, limits.get("memory_bytes", 0))
+    # memory_bytes is what the script may map on top of what this process
+    # maps now (the interpreter, numpy and pandas: about 256 MiB here, more
+    # with matplotlib preloaded), so that memory_mb means the same on every
+    # request whatever the preload: an absolute limit below the current
+    # size made every new mapping fail, and whether a hello needed one
+    # depended on the heap's state (issue 24).
+    memory = limits.get("memory_bytes", 0)
+    if memory > 0:
+        set_both(resource.RLIMIT_AS, mapped_bytes() + memory)
     set_both(resource.RLIMIT_NPROC, limits.get("processes", 0))
     set_both(resource.RLIMIT_NOFILE, limits.get("open_files", 0))
     set_both(resource.RLIMIT_FSIZE, limits.get("file_size_bytes", 0))
@@ -40,6 +49,18 @@ def apply(limits):
     # user namespace against this, and the host user only with what that
     # let through.
     resource.setrlimit(resource.RLIMIT_SIGPENDING, (SIGNALS_PENDING, SIGNALS_PENDING))
+
+
+def mapped_bytes():
+    """This process's address space now (VmSize), from /proc/self/statm:
+    one read, no text-file machinery (which would copy pages of the
+    interpreter in every sandbox)."""
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pages = int(os.read(fd, 256).split()[0])
+    finally:
+        os.close(fd)
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 # Signals a sandbox may have queued at once (RLIMIT_SIGPENDING): each POSIX

@@ -36,12 +36,12 @@ ALLOWED = (
     # processes and threads (bounded by RLIMIT_NPROC; clone is checked below)
     "fork", "vfork", "exit", "exit_group", "wait4", "waitid", "kill", "tkill", "tgkill",
     "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid",
-    "getresgid", "setsid", "setpgid", "getpgid", "getpgrp", "getsid", "set_tid_address", "set_robust_list",
+    "getresgid", "setpgid", "getpgid", "getpgrp", "getsid", "set_tid_address", "set_robust_list",
     "get_robust_list", "futex", "futex_waitv", "rseq", "sched_yield", "sched_getaffinity", "sched_setaffinity",
     "sched_getparam", "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
     "sched_rr_get_interval", "getpriority", "setpriority", "arch_prctl", "getcpu", "capget",
     # signals and timers
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait",
+    "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait",
     "sigaltstack", "restart_syscall", "pause", "alarm", "setitimer", "getitimer",
     "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
     "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday", "time", "times",
@@ -51,8 +51,16 @@ ALLOWED = (
     "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "signalfd", "signalfd4",
     "timerfd_create", "timerfd_settime", "timerfd_gettime",
     # sockets (socket and socketpair are checked below; the network
-    # namespace is the sandbox's own and has only a loopback)
-    "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "sendto", "recvfrom",
+    # namespace is the sandbox's own and has only a loopback). Not listen:
+    # a connection waiting to be accepted holds what its peer sent (up to
+    # the host's 208 KiB default buffer) and no descriptor of the
+    # sandbox's, so one process with 7 descriptors queued 311 MiB of
+    # kernel memory in 1,400 of them (issue 25). Without listening
+    # sockets, every socket buffer a sandbox fills belongs to a descriptor
+    # it holds, and RLIMIT_NOFILE × RLIMIT_NPROC bounds them (README,
+    # "What a sandbox can hold"). accept stays: without a listener it can
+    # only fail.
+    "bind", "accept", "accept4", "connect", "getsockname", "getpeername", "sendto", "recvfrom",
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "getsockopt",
 )
 
@@ -124,6 +132,20 @@ FCNTL_LOCK_COMMANDS = (6, 7, 37, 38)
 # timed read it would tell a script which shared files others read.
 FADVISE_ADVICE = (0, 1, 2, 3, 5)
 
+# rt_sigaction: any signal but SIGCHLD may get a new action; SIGCHLD's may
+# only be read (a NULL new action). Ignoring SIGCHLD, or SA_NOCLDWAIT, makes
+# the kernel reap a process's children as they end and discard their CPU
+# time and peak memory, which then reach no one's rusage: a script that
+# ignored it burned 2 s of CPU in children and was told cpu_ms 0 (issue
+# 25). No new action at all keeps the rule one the filter can check (the
+# action is behind a pointer). The kernel reads the signal as an int, so
+# only its low 32 bits are compared: SIGCHLD | 1 << 32 is SIGCHLD.
+SIGCHLD = 17
+# (mask, value) pairs over the low 32 bits that together cover the
+# signals 1-64 except SIGCHLD: 0-15, 16, 18-19, 20-23, 24-31, 32-63, 64.
+SIGACTION_SIGNALS = ((0xFFFFFFF0, 0), (0xFFFFFFFF, 16), (0xFFFFFFFE, 18), (0xFFFFFFFC, 20),
+                     (0xFFFFFFF8, 24), (0xFFFFFFE0, 32), (0xFFFFFFFF, 64))
+
 # prctl options a script may use: PDEATHSIG get/set, DUMPABLE get, NAME
 # set/get, SECCOMP get/set (filters can only be added), CAPBSET_READ,
 # NO_NEW_PRIVS set/get, and PR_SET_VMA (glibc names its mappings).
@@ -138,10 +160,18 @@ PERSONALITY_ALLOWED = (0, 0xFFFFFFFF)
 
 # What the zygote may do beyond a sandbox, and what a fresh sandbox does to
 # isolate itself before it adds its own layer (build_sandbox_layer): clone
-# into new namespaces and pidfd_open (the zygote); mount, sethostname,
-# capset, and prctl's PR_SET_DUMPABLE, PR_CAPBSET_DROP and PR_CAP_AMBIENT
-# (isolation.py).
-ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open")
+# into new namespaces and pidfd_open (the zygote); setsid, mount,
+# sethostname, capset, and prctl's PR_SET_DUMPABLE, PR_CAPBSET_DROP and
+# PR_CAP_AMBIENT (zygote.py, isolation.py).
+#
+# setsid: each sandbox starts one session of its own, and its processes
+# may start no other. The scheduler shares the CPU between sessions
+# (autogroups) before it shares it between their processes, so a script
+# whose 16 processes each started a session took 16 shares: three such
+# sandboxes made another tenant's hello go from 4 ms to 110-315 ms
+# (issue 25). In one session a sandbox weighs one share, however many
+# processes it runs. setpgid stays: process groups do not make autogroups.
+ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open", "setsid")
 ISOLATION_PRCTL_OPTIONS = (4, 24, 47)
 
 
@@ -195,6 +225,9 @@ def build_bpf(for_zygote=False):
     # a shared file's pages are in the page cache (see FADVISE_ADVICE).
     for name in ("preadv2", "pwritev2"):
         f.add_rule(seccomp.ALLOW, name, seccomp.Arg(5, seccomp.EQ, 0))
+    for mask, value in SIGACTION_SIGNALS:
+        f.add_rule(seccomp.ALLOW, "rt_sigaction", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
+    f.add_rule(seccomp.ALLOW, "rt_sigaction", seccomp.Arg(1, seccomp.EQ, 0))
     for option in PRCTL_OPTIONS + (ISOLATION_PRCTL_OPTIONS if for_zygote else ()):
         f.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, option))
     for persona in PERSONALITY_ALLOWED:

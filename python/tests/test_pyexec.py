@@ -958,6 +958,18 @@ class SeccompLayersTest(unittest.TestCase):
             self.assertEqual(verdict(221, 3, 0, 0, 3), "allow", "fadvise(WILLNEED)")
             self.assertEqual(verdict(327, 3, 0, 0, 0, 0, 8), "refuse", "preadv2(RWF_NOWAIT)")
             self.assertEqual(verdict(327, 3, 0, 0, 0, 0, 0), "allow", "preadv2()")
+            # rt_sigaction: SIGCHLD's action may be read, never set (its
+            # high bits ignored, as the kernel ignores them); any other
+            # signal's may be set.
+            act = 0x7FFF0000
+            for sig in (17, 17 | high, 65, 0xFFFFFFFF):
+                self.assertEqual(verdict(13, sig, act, 0, 8), "refuse", "rt_sigaction(%#x, act)" % sig)
+            for sig in (1, 2, 15, 16, 18, 19, 20, 23, 24, 31, 32, 63, 64, 2 | high):
+                self.assertEqual(verdict(13, sig, act, 0, 8), "allow", "rt_sigaction(%#x, act)" % sig)
+            self.assertEqual(verdict(13, 17, 0, act, 8), "allow", "rt_sigaction(SIGCHLD, NULL, old)")
+            # No listening sockets, whatever the backlog.
+            for backlog in (0, 1, 128, 4096):
+                self.assertEqual(verdict(50, 3, backlog), "refuse", "listen(%d)" % backlog)
 
     def test_zygote_filter_and_sandbox_layer_equal_the_sandbox_filter(self):
         from pyexec import syscalls
@@ -984,10 +996,11 @@ class SeccompLayersTest(unittest.TestCase):
         vectors += [(2, 1, 262, 0, 0, 0), (2, 2, 136, 0, 0, 0), (10, 5, 132, 0, 0, 0), (2, 2, 1, 0, 0, 0), (2, 3, 0, 0, 0, 0), (1, 1, 6 | 1 << 32, 0, 0, 0)]
         vectors += [(3, 0, 0, advice, 0, 0) for advice in syscalls.FADVISE_ADVICE + (4, 4 | 1 << 32, 6)]
         vectors += [(3, 0, 0, 0, 0, flags) for flags in (0, 1, 8, 1 << 32)]
+        vectors += [(sig, act, 0, 8, 0, 0) for sig in (1, 16, 17, 18, 64, 65, 17 | 1 << 32) for act in (0, 0x7FFF0000)]
         vectors.append((0xFFFFFFFFFFFFFFFF,) * 6)
         checked, refused_by_layer = 0, set()
         for nr in list(range(0, 460)) + [0x40000000 | n for n in (0, 56, 165)] + [-1]:
-            for args in vectors if nr in (56, 157, 41, 53, 54, 72, 73, 135, 221, 327, 328) else vectors[:3] + vectors[-1:]:
+            for args in vectors if nr in (13, 56, 157, 41, 53, 54, 72, 73, 135, 221, 327, 328) else vectors[:3] + vectors[-1:]:
                 for arch in (self.AUDIT_ARCH_X86_64, self.AUDIT_ARCH_I386):
                     want = self.run_bpf(alone, nr, arch, args)
                     got = self.stacked([zygote_filter, layer], nr, arch, args)
@@ -997,6 +1010,7 @@ class SeccompLayersTest(unittest.TestCase):
                     checked += 1
         # The check has teeth: the zygote's filter alone allows what the
         # layer takes back (clone into namespaces, mount, sethostname,
-        # capset, pidfd_open, prctl's capability and dumpable options).
-        self.assertEqual(refused_by_layer, {56, 165, 170, 126, 434, 157})
+        # capset, pidfd_open, setsid, prctl's capability and dumpable
+        # options).
+        self.assertEqual(refused_by_layer, {56, 165, 170, 126, 434, 157, 112})
         self.assertGreater(checked, 4000)

@@ -1,0 +1,291 @@
+package runner
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Without a cgroup, rlimits bound each process of a sandbox, not the
+// sandbox: 16 processes at memory_mb 320 held 896 MiB (issue 25). The
+// memory watch holds the sandbox as a whole to its limit: while a script
+// runs, the runner reads what the sandbox's processes and its scratch
+// tmpfs hold, every memWatchInterval, and kills the sandbox (memory_limit)
+// once they hold more than the limit on top of what the sandbox held when
+// it said ready.
+//
+// What it counts is what a cgroup would charge the sandbox for: anonymous
+// memory its processes hold (not the read-only files shared with the host,
+// which the page cache keeps anyway) and the pages of its scratch tmpfs
+// (/tmp and /dev/shm, counted once, from statfs). A page a process shares
+// with the zygote or with another process of the sandbox (copy-on-write
+// after a fork) is counted by its share (PSS): a script that loads its
+// data and then forks workers is charged for the data once.
+//
+// Reading PSS (/proc/<pid>/smaps_rollup) walks a process's page tables,
+// about 0.5 ms for the interpreter here, so each poll first computes a
+// cheap upper bound from /proc/<pid>/statm (each process's whole resident
+// anonymous memory) and statfs: while that is within the limit, so is the
+// sandbox, and the poll costs some tens of microseconds. Only when it is
+// not does the watch read PSS, at most every memWatchPreciseInterval, and
+// kill when that is over the limit too.
+
+// memWatchInterval is how often the watch reads a running sandbox. One
+// process fills memory at up to about 5.6 GB/s here (huge pages), so a
+// sandbox can pass its limit by up to about 60 MB per CPU before the watch
+// sees it (README, "What a sandbox can hold").
+const memWatchInterval = 10 * time.Millisecond
+
+// memWatchPreciseInterval is how often, at most, the watch reads PSS
+// while the cheap bound is over the limit and the sandbox's processes are
+// the same; in between it judges by the cheap bound less what the last PSS
+// reading showed it overcounts. A sandbox's processes (at most
+// --max-processes) cost about 0.5 ms each to read.
+const memWatchPreciseInterval = 100 * time.Millisecond
+
+// memBaseline is what a sandbox holds when it says ready, before any
+// script: the figures a running script's use is measured from.
+type memBaseline struct {
+	// rssAnon and pssAnon are the first process's resident anonymous
+	// memory, whole and by its share.
+	rssAnon, pssAnon int64
+	// scratch is what its scratch tmpfs holds (the warm-up's files).
+	scratch int64
+	known   bool
+}
+
+// readMemBaseline reads pid's baseline; known is false when it cannot be
+// read (the watch is then not started and rlimits alone bound the
+// sandbox, as before).
+func readMemBaseline(pid int) memBaseline {
+	rss, err := rssAnon(pid)
+	if err != nil {
+		return memBaseline{}
+	}
+	pss, err := pssAnon(pid)
+	if err != nil {
+		return memBaseline{}
+	}
+	// A scratch that cannot be read counts as empty, now and later: the
+	// tmpfs's own size cap (--tmp-mb) still bounds it.
+	scratch, _ := scratchUsed(pid)
+	return memBaseline{rssAnon: rss, pssAnon: pss, scratch: scratch, known: true}
+}
+
+// memWatch judges one execution's memory. It is used by one goroutine at a
+// time.
+type memWatch struct {
+	pid   int
+	limit int64
+	base  memBaseline
+	// discount is what the cheap bound overcounted at the last PSS
+	// reading; lastPrecise is when that was, and precisePIDs the
+	// processes it read (a new one, which shares most of its pages,
+	// makes the discount stale).
+	discount    int64
+	lastPrecise time.Time
+	precisePIDs []int
+}
+
+// over reads the sandbox once and says whether it holds more than its
+// limit on top of its baseline, and how much it holds on top of it.
+func (w *memWatch) over(now time.Time) (bool, int64) {
+	pids := sandboxProcesses(w.pid)
+	scratch, _ := scratchUsed(w.pid)
+	scratch -= w.base.scratch
+	var rss int64
+	for _, pid := range pids {
+		if n, err := rssAnon(pid); err == nil {
+			rss += n
+		}
+	}
+	// The first process alone: its resident anonymous memory less what it
+	// held at ready is exactly what it added (a page counts once however
+	// many share it).
+	if len(pids) == 1 {
+		used := rss - w.base.rssAnon + scratch
+		return used > w.limit, used
+	}
+	// Several: Σ RSS ≥ Σ PSS, so Σ RSS less the first process's PSS at
+	// ready bounds what PSS would charge from above.
+	bound := rss - w.base.pssAnon + scratch
+	if bound <= w.limit {
+		return false, bound
+	}
+	if now.Sub(w.lastPrecise) < memWatchPreciseInterval && slices.Equal(pids, w.precisePIDs) {
+		estimate := bound - w.discount
+		return estimate > w.limit, estimate
+	}
+	var pss int64
+	for _, pid := range pids {
+		n, err := pssAnon(pid)
+		if err != nil {
+			// Not readable (the process ended, or the runner may not
+			// read it): its whole resident memory, never less.
+			n, _ = rssAnon(pid)
+		}
+		pss += n
+	}
+	used := pss - w.base.pssAnon + scratch
+	w.discount, w.lastPrecise, w.precisePIDs = max(bound-used, 0), now, pids
+	return used > w.limit, used
+}
+
+// sandboxProcesses lists pid and every process below it. A sandbox's
+// first process is the init of its PID namespace, so every process of the
+// sandbox is below it: orphans are reparented to it.
+func sandboxProcesses(pid int) []int {
+	const maxProcesses = 4096 // bounded even if listings race with forks
+	pids := []int{pid}
+	for i := 0; i < len(pids) && len(pids) < maxProcesses; i++ {
+		children, _ := childrenOf(pids[i])
+		pids = append(pids, children...)
+	}
+	return pids
+}
+
+// pageSize is the unit of /proc/<pid>/statm.
+var pageSize = int64(os.Getpagesize())
+
+// rssAnon is pid's resident anonymous memory in bytes: statm's resident
+// less its shared (file-backed and shmem) pages. statm is one of the few
+// /proc files of a process anyone may read, and costs no page-table walk.
+func rssAnon(pid int) (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	fields := bytes.Fields(data)
+	if len(fields) < 3 {
+		return 0, fmt.Errorf("statm of %d: %q", pid, data)
+	}
+	resident, err1 := strconv.ParseInt(string(fields[1]), 10, 64)
+	shared, err2 := strconv.ParseInt(string(fields[2]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("statm of %d: %q", pid, data)
+	}
+	return (resident - shared) * pageSize, nil
+}
+
+// pssAnon is pid's anonymous memory by its share (smaps_rollup's
+// Pss_Anon, Linux 5.9; Pss less Pss_File and Pss_Shmem before it). The
+// runner may read it: it started the jail, so it holds every capability
+// in the sandbox's user namespaces (or is root).
+func pssAnon(pid int) (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, err
+	}
+	fields := map[string]int64{}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(value), []byte(" kB"))), 10, 64)
+		if err == nil {
+			fields[string(name)] = kb << 10
+		}
+	}
+	if v, ok := fields["Pss_Anon"]; ok {
+		return v, nil
+	}
+	if v, ok := fields["Pss"]; ok {
+		return v - fields["Pss_File"] - fields["Pss_Shmem"], nil
+	}
+	return 0, fmt.Errorf("smaps_rollup of %d has no Pss", pid)
+}
+
+// scratchUsed is what the sandbox's scratch tmpfs holds, in bytes: its
+// /tmp is a directory of that tmpfs, reached through /proc/<pid>/root.
+func scratchUsed(pid int) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/proc/"+strconv.Itoa(pid)+"/root/tmp", &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
+}
+
+// memWatcher runs a memWatch over one execution: a goroutine that reads
+// the sandbox every memWatchInterval until stopped, and says on exceeded
+// what the sandbox held when it passed its limit. A nil *memWatcher
+// (a cgroup bounds the sandbox, or its baseline is unknown) watches
+// nothing.
+type memWatcher struct {
+	w        *memWatch
+	exceeded chan int64 // buffered 1
+	quit     chan struct{}
+	done     chan struct{}
+	stopped  bool
+}
+
+// watchMemory starts the watch of s for an execution under limits, or
+// returns nil when a cgroup bounds the sandbox instead.
+func (s *Sandbox) watchMemory(limits Limits) *memWatcher {
+	if s.cgroup != nil || !s.memBase.known || limits.MemoryBytes <= 0 {
+		return nil
+	}
+	m := &memWatcher{
+		w:        &memWatch{pid: s.PID(), limit: limits.MemoryBytes, base: s.memBase},
+		exceeded: make(chan int64, 1),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go func() {
+		defer close(m.done)
+		ticker := time.NewTicker(memWatchInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case now := <-ticker.C:
+				if over, used := m.w.over(now); over {
+					m.exceeded <- used
+					return
+				}
+			case <-m.quit:
+				return
+			}
+		}
+	}()
+	return m
+}
+
+// exceededC is the channel that says the limit was passed (nil, which
+// never fires, for a nil watcher).
+func (m *memWatcher) exceededC() <-chan int64 {
+	if m == nil {
+		return nil
+	}
+	return m.exceeded
+}
+
+// stop ends the goroutine and waits for it.
+func (m *memWatcher) stop() {
+	if m == nil || m.stopped {
+		return
+	}
+	m.stopped = true
+	close(m.quit)
+	<-m.done
+}
+
+// finish stops the watch and reads the sandbox once more, so that what a
+// script held between the last reading and its end counts too: over is
+// true when it held more than its limit at some reading.
+func (m *memWatcher) finish() (over bool, used int64) {
+	if m == nil {
+		return false, 0
+	}
+	m.stop()
+	select {
+	case used := <-m.exceeded:
+		return true, used
+	default:
+	}
+	return m.w.over(time.Now())
+}
