@@ -50,7 +50,7 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "run as root: it installs packages and creates a user for rootless podman"
 
 need=""
-for p in podman runc uidmap slirp4netns catatonit debootstrap curl ca-certificates apparmor; do
+for p in podman runc uidmap slirp4netns debootstrap curl ca-certificates apparmor; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -231,15 +231,13 @@ got=$(jq -r '.jail + " " + .version' "$work/health.json")
 [ "$got" = "$jail $version" ] || fail "/health says jail and version \"$got\", want \"$jail $version\""
 say "ok: /health names the jail and version: $got"
 
-auth=() # curl's extra arguments for a token, when one is set
-execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' "${auth[@]}" -d "$1"; }
+execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' -d "$1"; }
 check() { # name, request, jq test of the answer
 	local answer
 	answer=$(execute "$2")
 	echo "$answer" | jq -e "$3" >/dev/null || fail "$1 answered: $answer"
 	say "ok: $1: $(echo "$answer" | jq -c '.result')"
 }
-seed_examples() {
 check hello '{"script": "def main():\n    return {\"message\": \"Hello, World!\", \"data\": [1, 2, 3]}"}' \
 	'.result == {"message": "Hello, World!", "data": [1, 2, 3]}'
 check numpy '{"script": "import numpy as np\ndef main():\n    data = np.random.randn(10)\n    return {\"mean\": float(np.mean(data)), \"data\": data.tolist()}"}' \
@@ -250,8 +248,6 @@ check interfaces '{"script": "import pathlib\ndef main():\n    lines = pathlib.P
 	'.result == ["lo"]'
 check uid '{"script": "import os\ndef main():\n    return [os.getuid(), os.geteuid(), os.getgid()]"}' \
 	'.result == [65534, 65534, 65534]'
-}
-seed_examples
 
 # Every process of the container: no capabilities, and not root, neither in
 # the container nor on the host.
@@ -307,52 +303,6 @@ for addition in $(cd "$profiles" && go run ./cmd/container-seccomp -list); do
 	grep -q 'refusing to start' "$work/less.log" || { cat "$work/less.log" >&2; fail "without $addition the server stopped for another reason"; }
 	say "ok: without the seccomp addition \"$addition\" the server refuses to start: $(grep -o 'refusing to start[^"]*' "$work/less.log" | head -c 200)"
 done
-
-# The Kubernetes Deployment, played for real by podman: the manifest as
-# shipped (deploy/k8s/deployment.yaml) but for the image, one replica, a
-# loopback port and a smaller pool (deploy/check/cmd/kube-play-manifest),
-# with its token from a secret, its Localhost seccomp profile, its user
-# namespace (hostUsers: false) and procMount: Unmasked. Debian 12's podman
-# (4.3) plays Pods and Deployments only: the Service, PodDisruptionBudget
-# and HPA are checked offline (deploy/check), and the pod shares the host's
-# network namespace as the run above does. Its hostUsers: false gives 1024
-# ids by default, which do not reach uid 65534; Kubernetes gives a
-# user-namespaced pod 65536, hence --userns auto:size=65535.
-kport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(cd "$profiles" && go run ./cmd/kube-play-manifest -image "$image" -port "$kport") >"$work/kube.yaml"
-mkdir -p "$work/seccomp-root"
-install -m 0644 "$repo/deploy/seccomp/pyexec.json" "$work/seccomp-root/pyexec.json"
-chmod 0755 "$work/seccomp-root"
-chmod 0644 "$work/kube.yaml"
-token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
-# podman 4.3 reads a secretKeyRef from a podman secret holding a JSON map
-# of base64 values (a Kubernetes Secret's data).
-printf '{"token":"%s"}' "$(printf %s "$token" | base64 -w0)" >"$work/secret.json"
-chmod 0644 "$work/secret.json"
-pm secret create pyexec-token "$work/secret.json" >/dev/null
-rm -f "$work/secret.json"
-pm kube play --userns auto:size=65535 --network host --seccomp-profile-root "$work/seccomp-root" \
-	"$work/kube.yaml" >"$work/kube.log" 2>&1 || { cat "$work/kube.log" >&2; fail "podman kube play failed"; }
-base=http://127.0.0.1:$kport
-for _ in $(seq 1 120); do
-	curl -fsS -m 2 "$base/ready" >/dev/null 2>&1 && break
-	sleep 0.5
-done
-curl -fsS -m 2 "$base/ready" >/dev/null || {
-	pm pod logs "$(pm pod ps --format '{{.Name}}' | head -n 1)" 2>&1 | tail -n 20 >&2
-	fail "the played Deployment is not ready within 60 s"
-}
-say "ok: the Deployment played by podman kube play is ready"
-unauthorized=$(execute '{"script": "def main():\n    return 1"}')
-echo "$unauthorized" | jq -e '.error.type == "unauthorized"' >/dev/null ||
-	fail "without the token the played Deployment answered: $unauthorized"
-say "ok: without the Secret's token: unauthorized"
-auth=(-H "Authorization: Bearer $token")
-seed_examples
-auth=()
-pm kube down "$work/kube.yaml" >/dev/null 2>&1 || fail "podman kube down failed"
-pm secret rm pyexec-token >/dev/null
-say "ok: the played Deployment served the seed's examples with the Secret's token"
 
 cgroups >"$work/cgroups.after"
 own=$(dirname "$(awk -F: '$2 == "memory" { print $3 }' /proc/self/cgroup)")
