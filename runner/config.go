@@ -1,7 +1,10 @@
 package runner
 
 import (
+	"errors"
+	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -139,4 +142,51 @@ func setDefault[T comparable](field *T, value T) {
 	if *field == zero {
 		*field = value
 	}
+}
+
+// MaxFilesCap keeps a request's files, each in up to 8 directories,
+// within the 4096 inodes of a sandbox's scratch tmpfs.
+const MaxFilesCap = 400
+
+// fileOverhead is the room one file may take in the scratch tmpfs beyond
+// its bytes: its inode and directories, its last page rounded up.
+const fileOverhead = 4096
+
+// FitFilesBytes shrinks Limits.FilesBytes, when a request's files at that
+// cap would not fit in the scratch tmpfs of TmpBytes, to half of what the
+// tmpfs leaves, keeping the rest for the script. For a FilesBytes the
+// operator did not choose; Validate refuses one that does not fit.
+func (c *Config) FitFilesBytes() {
+	if room := c.TmpBytes - int64(c.Limits.MaxFiles)*fileOverhead; int64(c.Limits.FilesBytes) > room {
+		c.Limits.FilesBytes = int(max(room/2, 0))
+	}
+}
+
+// Validate checks a Config whose fields are all set (as DefaultConfig's
+// are; New validates after filling the zero ones). Its messages name the
+// pyexecd flags, as that is where operators set these fields.
+func (c Config) Validate() error {
+	if c.Mode != ModeFork && c.Mode != ModeExec {
+		return fmt.Errorf("--mode %q is not supported; use fork or exec", c.Mode)
+	}
+	if c.SandboxUID == 0 || c.SandboxGID == 0 {
+		return errors.New("--sandbox-uid and --sandbox-gid must not be 0: sandboxes never run as host root")
+	}
+	if c.ZygoteMaxForks < 1 || c.ZygoteMaxAge <= 0 || c.Zygotes < 1 {
+		return errors.New("--zygotes and --zygote-max-forks must be at least 1 and --zygote-max-age positive")
+	}
+	// The request's files must fit where the sandbox writes them: its
+	// scratch tmpfs of TmpBytes and 4096 inodes (a file may need 8
+	// directories), each file rounded up to whole pages.
+	l := c.Limits
+	if l.MaxFiles < 1 || l.MaxFiles > MaxFilesCap || l.FilesBytes < 1 ||
+		int64(l.FilesBytes)+int64(l.MaxFiles)*fileOverhead > c.TmpBytes {
+		return fmt.Errorf("--max-files must be 1 to %d, and --max-files-bytes at least 1 and, with 4 KiB per file, at most --tmp-mb (%d MiB): a request's files are written to the sandbox's /tmp", MaxFilesCap, c.TmpBytes>>20)
+	}
+	for _, name := range c.Preload {
+		if strings.ContainsAny(name, ", ") || name == "" {
+			return fmt.Errorf("preload module name %q is not valid", name)
+		}
+	}
+	return nil
 }

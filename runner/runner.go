@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -69,13 +68,8 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("runner: no jail configured")
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Mode != ModeFork && cfg.Mode != ModeExec {
-		return nil, fmt.Errorf("runner: unknown mode %q", cfg.Mode)
-	}
-	for _, name := range cfg.Preload {
-		if strings.ContainsAny(name, ", ") || name == "" {
-			return nil, fmt.Errorf("runner: preload module name %q is not valid", name)
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
 	}
 	program, err := python.Load()
 	if err != nil {
