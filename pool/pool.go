@@ -71,6 +71,47 @@ func DefaultConfig() Config {
 	return Config{Warm: 4, AcquireTimeout: 10 * time.Second, BuildTimeout: 60 * time.Second}
 }
 
+// WithDefaults fills every zero or negative field of c: the fixed ones
+// from DefaultConfig, MaxBusy, MaxWaiting and BuildConcurrency from
+// GOMAXPROCS. Callers that size things after the pool (descriptors,
+// memory) ask it here rather than repeat the rule.
+func (c Config) WithDefaults() Config {
+	procs := runtime.GOMAXPROCS(0)
+	d := DefaultConfig()
+	if c.Warm <= 0 {
+		c.Warm = d.Warm
+	}
+	if c.MaxBusy <= 0 {
+		c.MaxBusy = 2 * procs
+	}
+	if c.MaxWaiting <= 0 {
+		c.MaxWaiting = 64 * c.MaxBusy
+	}
+	if c.AcquireTimeout <= 0 {
+		c.AcquireTimeout = d.AcquireTimeout
+	}
+	if c.BuildTimeout <= 0 {
+		c.BuildTimeout = d.BuildTimeout
+	}
+	if c.BuildConcurrency <= 0 {
+		c.BuildConcurrency = procs
+	}
+	return c
+}
+
+// Validate checks the sizes an operator chose, before WithDefaults: at
+// least one warm sandbox, no negative count (zero derives it from the
+// CPUs). Its messages name the pyexecd flags, where operators set them.
+func (c Config) Validate() error {
+	if c.Warm < 1 {
+		return fmt.Errorf("--warm must be at least 1 (got %d): every request needs a started sandbox", c.Warm)
+	}
+	if c.MaxBusy < 0 || c.MaxWaiting < 0 || c.BuildConcurrency < 0 {
+		return errors.New("--max-busy, --max-waiting and --build-concurrency must not be negative (0 derives them from the CPUs)")
+	}
+	return nil
+}
+
 // maxLeaseAttempts bounds how many sandboxes one request may find dead
 // before it gets the error (each attempt has its own wait bound).
 const maxLeaseAttempts = 3
@@ -122,26 +163,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.New == nil {
 		return nil, errors.New("pool: no sandbox factory")
 	}
-	procs := runtime.GOMAXPROCS(0)
-	d := DefaultConfig()
-	if cfg.Warm <= 0 {
-		cfg.Warm = d.Warm
-	}
-	if cfg.MaxBusy <= 0 {
-		cfg.MaxBusy = 2 * procs
-	}
-	if cfg.MaxWaiting <= 0 {
-		cfg.MaxWaiting = 64 * cfg.MaxBusy
-	}
-	if cfg.AcquireTimeout <= 0 {
-		cfg.AcquireTimeout = d.AcquireTimeout
-	}
-	if cfg.BuildTimeout <= 0 {
-		cfg.BuildTimeout = d.BuildTimeout
-	}
-	if cfg.BuildConcurrency <= 0 {
-		cfg.BuildConcurrency = procs
-	}
+	cfg = cfg.WithDefaults()
 	p := &Pool{
 		cfg:    cfg,
 		busy:   make(chan struct{}, cfg.MaxBusy),

@@ -18,7 +18,7 @@
 // once. For each spawn request it clones a sandbox straight into new
 // namespaces; the sandbox isolates itself (python/pyexec/isolation.py)
 // before it says ready. In fork mode Config.Zygotes zygotes serve in turn,
-// each rotated (zygote.go); in exec mode a zygote is started for each
+// each rotated (supervisor.go); in exec mode a zygote is started for each
 // sandbox and closed with it.
 //
 // The runner kills a sandbox through a pidfd the zygote sent: PID 1 dying

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 )
 
@@ -113,4 +114,41 @@ func FitMaxBusy(maxBusy int, explicit bool, perSandbox, fixed, available int64) 
 			maxBusy, perSandbox>>20, fixed>>20, need>>20, available>>20)
 	}
 	return fits, nil
+}
+
+// zygoteBytes and warmSandboxBytes are generous figures for what a zygote
+// (about 70 MB resident, 94 with matplotlib) and an idle warm sandbox
+// (about 6 MB in fork mode, 48 MB in exec mode) hold.
+const (
+	zygoteBytes      = 128 << 20
+	warmSandboxBytes = 64 << 20
+)
+
+// FitHostMemory checks that maxBusy running sandboxes, each at the most
+// it can hold (SandboxMemoryBound), fit in the host's memory beside the
+// zygotes (one more while one rotates) and warm idle sandboxes: an
+// explicit maxBusy that does not is refused, a default one lowered to
+// what fits, and either way the figures go to c.Logger. It returns the
+// maxBusy to use; when the host's memory cannot be read, maxBusy as is.
+func (c Config) FitHostMemory(maxBusy int, explicit bool, warm int) (int, error) {
+	logger := c.Logger
+	available, source, err := HostMemory()
+	if err != nil {
+		logger.Warn().Err(err).Msg("cannot check --max-busy against the host's memory")
+		return maxBusy, nil
+	}
+	perSandbox := SandboxMemoryBound(c.Limits, c.Cgroups != nil, runtime.NumCPU())
+	fixed := int64(c.Zygotes+1)*zygoteBytes + int64(warm)*warmSandboxBytes
+	fitted, err := FitMaxBusy(maxBusy, explicit, perSandbox, fixed, available)
+	if err != nil {
+		return 0, fmt.Errorf("refusing to start: %w", err)
+	}
+	event, msg := logger.Info(), "memory: --max-busy running sandboxes at their bound fit the host's memory"
+	if fitted != maxBusy {
+		event, msg = logger.Warn().Int("max_busy_default", maxBusy), "memory: --max-busy lowered from its default so that its running sandboxes fit the host's memory"
+	}
+	event.Int("max_busy", fitted).Int64("sandbox_bound_mib", perSandbox>>20).Int64("fixed_mib", fixed>>20).
+		Int64("available_mib", available>>20).Str("available_from", source).
+		Msg(msg)
+	return fitted, nil
 }

@@ -35,8 +35,8 @@ func TestOptionsFromEnvironmentAndFlags(t *testing.T) {
 	if o, err := parseOptions([]string{"--tmp-mb", "8"}, none, io.Discard); err != nil || o.runner.Limits.FilesBytes != (8<<20-32*4096)/2 {
 		t.Errorf("--tmp-mb 8: files bytes %d, %v", o.runner.Limits.FilesBytes, err)
 	}
-	if o, err := parseOptions(nil, none, io.Discard); err != nil || o.runner.Limits.FilesBytes != 8<<20 || o.server.MaxFilesBytes != 8<<20 {
-		t.Errorf("defaults: files bytes %d/%d, %v", o.runner.Limits.FilesBytes, o.server.MaxFilesBytes, err)
+	if o, err := parseOptions(nil, none, io.Discard); err != nil || o.runner.Limits.FilesBytes != 8<<20 || o.server.Limits.FilesBytes != 8<<20 {
+		t.Errorf("defaults: files bytes %d/%d, %v", o.runner.Limits.FilesBytes, o.server.Limits.FilesBytes, err)
 	}
 	for _, args := range [][]string{{"--tmp-mb", "8", "--max-files-bytes", "8388608"}, {"--max-files", "401"}, {"--max-body-bytes", "104857600"}} {
 		if _, err := parseOptions(args, none, io.Discard); err == nil {
