@@ -63,7 +63,9 @@ func TestHangupWatcher(t *testing.T) {
 			t.Fatalf("request %d: its caller hung up, but it was not cancelled", i)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	// A hang-up after all the others, seen by the watcher: any event of a
+	// caller still connected would have come before it.
+	seenAfter(t, w, ln)
 	for i, r := range requests {
 		if i%3 != 0 && r.ctx.Err() != nil {
 			t.Errorf("request %d was cancelled, but its caller is still connected", i)
@@ -82,7 +84,7 @@ func TestHangupWatcher(t *testing.T) {
 	for i := 1; i < conns; i += 3 {
 		requests[i].client.Close()
 	}
-	time.Sleep(100 * time.Millisecond)
+	seenAfter(t, w, ln)
 	for i := 1; i < conns; i += 3 {
 		if requests[i].ctx.Err() != nil {
 			t.Errorf("request %d was cancelled after its watch stopped", i)
@@ -120,7 +122,12 @@ func TestHangupWatcherClose(t *testing.T) {
 	stop()
 	w.watch(server, cancel)()
 	client.Close()
-	time.Sleep(50 * time.Millisecond)
+	// close waited for the watcher's goroutine: nothing can cancel now.
+	select {
+	case <-w.finished:
+	default:
+		t.Fatal("the watcher's goroutine still runs after close")
+	}
 	if ctx.Err() != nil {
 		t.Errorf("cancelled after the watcher closed: %v", context.Cause(ctx))
 	}
@@ -128,4 +135,32 @@ func TestHangupWatcherClose(t *testing.T) {
 	var none *hangupWatcher
 	none.watch(server, cancel)()
 	none.close()
+}
+
+// seenAfter makes one more connection to ln, watches it with w, hangs it
+// up and waits until w cancels it. epoll reports ready descriptors in the
+// order they became ready, so every hang-up before this one has been
+// handled when it returns, and a watch that did not fire by then was not
+// going to for what came before.
+func seenAfter(t *testing.T, w *hangupWatcher, ln net.Listener) {
+	t.Helper()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	stop := w.watch(server, cancel)
+	defer stop()
+	client.Close()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher never saw the last hang-up")
+	}
 }

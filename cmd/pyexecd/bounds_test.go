@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -191,7 +192,16 @@ func BenchmarkHelloBesideCPUHogs(b *testing.B) {
 		}()
 	}
 	s.waitFor(b, func(busy int) bool { return busy >= 3 })
-	time.Sleep(time.Second) // every hog's 16 processes spinning
+	// Every hog's 16 processes spinning: its 15 children are up.
+	waitFor(b, 20*time.Second, "the hogs' 45 children", func() bool {
+		children := 0
+		for _, pid := range descendants(os.Getpid()) {
+			if python3Ancestors(pid) >= 2 {
+				children++
+			}
+		}
+		return children >= 3*15
+	})
 	b.ResetTimer()
 	loaded := p50(b.N)
 	b.StopTimer()

@@ -298,13 +298,14 @@ func TestTokenNeverLogged(t *testing.T) {
 	// the malformed one either (a token file with CRLF line ends), nor a
 	// token that is not the server's.
 	const otherToken = "another-callers-secret"
-	for _, headers := range []string{
+	malformed := []string{
 		"Authorization: Bearer " + token + "\r\nX-Trace: a\x01b\r\n",
 		"Authorization: Bearer " + token + "\r\r\n",
 		"Authorization: Bearer " + token + "\x00\r\n",
 		"Authorization Bearer " + token + "\r\n",
 		"Authorization: Bearer " + otherToken + "\r\r\n",
-	} {
+	}
+	for _, headers := range malformed {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -327,15 +328,11 @@ func TestTokenNeverLogged(t *testing.T) {
 			t.Errorf("headers %q: the answer quotes the token: %q", headers, answer)
 		}
 	}
-	// fasthttp logs from its worker after the connection is closed.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(s.logs.String(), `"component":"fasthttp"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("fasthttp's error was not logged through the service's logger:\n%s", s.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // the last connections' lines
+	// fasthttp logs from its worker after the connection is closed: one
+	// line for each malformed request.
+	waitFor(t, 5*time.Second, "fasthttp's error line for each malformed request", func() bool {
+		return strings.Count(s.logs.String(), `"component":"fasthttp"`) >= len(malformed)
+	})
 	logs := s.logs.String()
 	if strings.Contains(logs, token) || strings.Contains(logs, otherToken) {
 		t.Errorf("a token is in the log:\n%s", logs)
@@ -369,7 +366,11 @@ func TestDefaultConnectionCapLeavesSandboxesDescriptors(t *testing.T) {
 		"PYEXEC_HELPER_EXECUTE=import time\ndef main():\n    time.sleep(0.2)\n    return 1\n")
 	defer helper.wait()
 	t.Logf("the helper opened %s connections, each with a request", helper.connect())
-	time.Sleep(3 * time.Second) // the requests accepted wait, run and are answered
+	// The flood plays out while the pool runs and rebuilds sandboxes: the
+	// requests accepted wait, run and are answered, tens of them.
+	waitFor(t, 60*time.Second, "40 requests of the flood run and answered", func() bool {
+		return s.metric(`pyexec_execute_outcomes_total{outcome="ok"}`) >= 40
+	})
 	helper.wait()
 	if logs := s.logs.String(); strings.Contains(logs, "too many open files") {
 		t.Errorf("the server ran out of descriptors:\n%s", logs)

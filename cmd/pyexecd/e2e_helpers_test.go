@@ -356,17 +356,28 @@ func (s *testServer) poolFigures() (pool struct{ Idle, Building, Busy int }, ok 
 	return h.Pool, true
 }
 
-// waitFor polls /health until cond holds for the pool's busy count.
-func (s *testServer) waitFor(t testing.TB, cond func(busy int) bool) {
+// waitFor polls cond until it holds, and fails the test, naming what it
+// waited for, if it does not within timeout. Tests wait on the event they
+// need (a process appearing or going, a log line, a figure of /health or
+// /metrics) through it rather than sleeping for a guessed time.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if p, ok := s.poolFigures(); ok && cond(p.Busy) {
-			return
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("the pool never reached the awaited state")
+}
+
+// waitFor polls /health until cond holds for the pool's busy count.
+func (s *testServer) waitFor(t testing.TB, cond func(busy int) bool) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "the pool's busy count to reach the awaited state", func() bool {
+		p, ok := s.poolFigures()
+		return ok && cond(p.Busy)
+	})
 }
 
 // rawExecute posts a script and returns the raw answer body.
@@ -391,4 +402,39 @@ func (s *testServer) rawExecuteBody(t *testing.T, fields map[string]any) []byte 
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	return raw
+}
+
+// metric sums the samples of series on /metrics: a metric name (every
+// label set) or a name with its labels as the text format writes them
+// (`pyexec_execute_outcomes_total{outcome="ok"}`). It returns -1 when
+// /metrics cannot be read.
+func (s *testServer) metric(series string) float64 {
+	req, err := http.NewRequest(http.MethodGet, s.url+"/metrics", nil)
+	if err != nil {
+		return -1
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return -1
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(raw), "\n") {
+		rest, ok := strings.CutPrefix(line, series)
+		if !ok || rest == "" || (rest[0] != ' ' && (rest[0] != '{' || strings.Contains(series, "{"))) {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

@@ -47,131 +47,11 @@ func testService(t *testing.T, mode string, jail []string) {
 		// concurrent requests wait for theirs.
 		"--acquire-timeout", "90s")...)
 
-	t.Run("hello", func(t *testing.T) {
-		var got map[string]string
-		r := s.mustSucceed(t, helloScript, nil, &got)
-		if got["message"] != "Hello, World!" || len(got) != 1 {
-			t.Errorf("result = %v", got)
-		}
-		if r.Stdout != "" || r.Timing == nil || r.Timing.TotalMS <= 0 || r.Timing.ExecMS <= 0 {
-			t.Errorf("stdout %q timing %+v", r.Stdout, r.Timing)
-		}
-	})
-
-	t.Run("numpy", func(t *testing.T) {
-		var got map[string]float64
-		s.mustSucceed(t, numpyScript, nil, &got)
-		if len(got) != 4 || !(got["min"] <= got["mean"] && got["mean"] <= got["max"]) || got["std"] <= 0 {
-			t.Errorf("result = %v", got)
-		}
-	})
-
-	t.Run("pandas", func(t *testing.T) {
-		var got map[string]float64
-		s.mustSucceed(t, pandasScript, nil, &got)
-		if got["count"] != 50 || math.Abs(got["correlation"]) > 1 || len(got) != 4 {
-			t.Errorf("result = %v", got)
-		}
-	})
-
-	t.Run("input reaches main", func(t *testing.T) {
-		var got map[string]any
-		s.mustSucceed(t, "def main(data):\n    return {'sum': sum(data['xs']), 'name': data['name']}\n",
-			map[string]any{"input": map[string]any{"xs": []int{1, 2, 3}, "name": "zoë"}}, &got)
-		if got["sum"] != 6.0 || got["name"] != "zoë" {
-			t.Errorf("result = %v", got)
-		}
-	})
-
-	t.Run("stdout and os.write are captured in order", func(t *testing.T) {
-		r := s.mustSucceed(t, "import os, sys\ndef main():\n    print('a')\n    os.write(1, b'b\\n')\n    print('c', file=sys.stderr)\n    return None\n", nil, nil)
-		if r.Stdout != "a\nb\n" || r.Stderr != "c\n" || string(r.Result) != "null" {
-			t.Errorf("stdout %q stderr %q result %s", r.Stdout, r.Stderr, r.Result)
-		}
-	})
-
-	t.Run("main runs once even with a __main__ guard", func(t *testing.T) {
-		r := s.mustSucceed(t, "def main():\n    print('ran')\n    return __name__\nif __name__ == '__main__':\n    main()\n", nil, nil)
-		if r.Stdout != "ran\n" || string(r.Result) == `"__main__"` {
-			t.Errorf("stdout %q result %s", r.Stdout, r.Result)
-		}
-	})
-
-	t.Run("numpy values become plain JSON; NaN and Infinity become null", func(t *testing.T) {
-		r := s.mustSucceed(t, "import numpy as np\ndef main():\n    return {'i': np.int64(3), 'f': np.float32(0.5), 'b': np.bool_(True), 'a': np.arange(4).reshape(2, 2), 'nan': float('nan'), 'inf': np.inf, 't': (1, 2), 1: 'k'}\n", nil, nil)
-		want := `{"i":3,"f":0.5,"b":true,"a":[[0,1],[2,3]],"nan":null,"inf":null,"t":[1,2],"1":"k"}`
-		if string(r.Result) != want {
-			t.Errorf("result = %s, want %s", r.Result, want)
-		}
-	})
-
-	// Each error type; after each, the next request must succeed.
-	errorCases := []struct {
-		name, script string
-		fields       map[string]any
-		wantType     string
-		wantStatus   int
-		check        func(t *testing.T, r response)
-	}{
-		{"syntax error with line", "x = 1\ndef main(:\n    return 1\n", nil, "syntax_error", 400, func(t *testing.T, r response) {
-			if r.Error.Line != 2 || r.Error.Offset == 0 {
-				t.Errorf("line %d offset %d", r.Error.Line, r.Error.Offset)
-			}
-		}},
-		{"missing main", "print('no main here')\n", nil, "missing_main", 400, func(t *testing.T, r response) {
-			if r.Stdout != "" {
-				t.Errorf("stdout %q: the script ran, though validation refuses it before any code runs", r.Stdout)
-			}
-		}},
-		{"main not callable", "main = 3\n", nil, "missing_main", 400, nil},
-		{"forbidden import", "import subprocess\ndef main():\n    return 1\n", nil, "forbidden_import", 400, nil},
-		{"exception with traceback", "def helper():\n    raise ValueError('boom')\ndef main():\n    print('before')\n    helper()\n", nil, "script_error", 422, func(t *testing.T, r response) {
-			tb := r.Error.Traceback
-			if !strings.Contains(tb, `File "<script>", line 5, in main`) || !strings.Contains(tb, `line 2, in helper`) ||
-				!strings.Contains(tb, "ValueError: boom") || strings.Contains(tb, "sandbox") {
-				t.Errorf("traceback %q", tb)
-			}
-			if r.Stdout != "before\n" {
-				t.Errorf("stdout %q", r.Stdout)
-			}
-		}},
-		{"sys.exit counts as a script error", "import sys\ndef main():\n    sys.exit(3)\n", nil, "script_error", 422, nil},
-		{"non-serialisable result", "def main():\n    return {'s': [1, complex(1, 2)]}\n", nil, "result_not_serializable", 422, func(t *testing.T, r response) {
-			if !strings.Contains(r.Error.Message, "complex") || !strings.Contains(r.Error.Message, "result['s'][1]") {
-				t.Errorf("message %q", r.Error.Message)
-			}
-		}},
-		{"sleep past timeout_ms", "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(10)\n", map[string]any{"timeout_ms": 300}, "timeout", 422, func(t *testing.T, r response) {
-			if r.Stdout != "started\n" {
-				t.Errorf("stdout %q", r.Stdout)
-			}
-			if r.Timing.ExecMS > 5000 {
-				t.Errorf("killed after %v ms", r.Timing.ExecMS)
-			}
-		}},
-		{"2 GB allocation hits the memory limit", "def main():\n    print('allocating')\n    x = bytearray(2 * 1024**3)\n    return len(x)\n", nil, "memory_limit", 422, func(t *testing.T, r response) {
-			if r.Stdout != "allocating\n" {
-				t.Errorf("stdout %q", r.Stdout)
-			}
-		}},
-		{"numpy allocation over memory_mb", "import numpy as np\ndef main():\n    return float(np.ones(100 * 1024 * 1024).sum())\n", map[string]any{"memory_mb": 512}, "memory_limit", 422, nil},
-		{"stdout flood", "def main():\n    while True:\n        print('x' * 1000)\n", nil, "output_limit", 422, func(t *testing.T, r response) {
-			if len(r.Stdout) != 1<<20 || !strings.HasPrefix(r.Stdout, "xxxx") {
-				t.Errorf("stdout is %d bytes, want the first 1 MiB", len(r.Stdout))
-			}
-		}},
-		{"os.write flood on stderr", "import os\ndef main():\n    while True:\n        os.write(2, b'e' * 65536)\n", nil, "output_limit", 422, nil},
-		{"result over the cap", "def main():\n    return 'x' * (9 * 1024 * 1024)\n", nil, "output_limit", 422, nil},
-		{"segfault", "import ctypes\ndef main():\n    print('about to crash', flush=True)\n    ctypes.string_at(0)\n", nil, "sandbox_crashed", 422, func(t *testing.T, r response) {
-			if r.Stdout != "about to crash\n" || !strings.Contains(r.Error.Message, "signal 11") {
-				t.Errorf("stdout %q message %q", r.Stdout, r.Error.Message)
-			}
-		}},
-		{"timeout_ms above the maximum", helloScript, map[string]any{"timeout_ms": 60000}, "invalid_request", 400, nil},
-		{"memory_mb above the maximum", helloScript, map[string]any{"memory_mb": 4096}, "invalid_request", 400, nil},
-		{"empty script", "", nil, "invalid_request", 400, nil},
+	for _, c := range serviceBasics {
+		t.Run(c.name, func(t *testing.T) { c.run(t, s) })
 	}
-	for _, tc := range errorCases {
+	// Each error type; after each, the next request must succeed.
+	for _, tc := range serviceErrorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := s.mustFail(t, tc.script, tc.fields, tc.wantType, tc.wantStatus)
 			if r.Error.Retryable {
@@ -184,8 +64,155 @@ func testService(t *testing.T, mode string, jail []string) {
 			s.mustSucceed(t, helloScript, nil, &got)
 		})
 	}
+	for _, c := range serviceRequests {
+		t.Run(c.name, func(t *testing.T) { c.run(t, s) })
+	}
 
-	t.Run("malformed bodies", func(t *testing.T) {
+	securityTests(t, s)
+	seccompTests(t, s)
+	isolationTests(t, s)
+	processTests(t, s)
+}
+
+// serviceBasics are testService's first cases: scripts that succeed.
+var serviceBasics = []struct {
+	name string
+	run  func(t *testing.T, s *testServer)
+}{
+	{"hello", func(t *testing.T, s *testServer) {
+		var got map[string]string
+		r := s.mustSucceed(t, helloScript, nil, &got)
+		if got["message"] != "Hello, World!" || len(got) != 1 {
+			t.Errorf("result = %v", got)
+		}
+		if r.Stdout != "" || r.Timing == nil || r.Timing.TotalMS <= 0 || r.Timing.ExecMS <= 0 {
+			t.Errorf("stdout %q timing %+v", r.Stdout, r.Timing)
+		}
+	}},
+
+	{"numpy", func(t *testing.T, s *testServer) {
+		var got map[string]float64
+		s.mustSucceed(t, numpyScript, nil, &got)
+		if len(got) != 4 || !(got["min"] <= got["mean"] && got["mean"] <= got["max"]) || got["std"] <= 0 {
+			t.Errorf("result = %v", got)
+		}
+	}},
+
+	{"pandas", func(t *testing.T, s *testServer) {
+		var got map[string]float64
+		s.mustSucceed(t, pandasScript, nil, &got)
+		if got["count"] != 50 || math.Abs(got["correlation"]) > 1 || len(got) != 4 {
+			t.Errorf("result = %v", got)
+		}
+	}},
+
+	{"input reaches main", func(t *testing.T, s *testServer) {
+		var got map[string]any
+		s.mustSucceed(t, "def main(data):\n    return {'sum': sum(data['xs']), 'name': data['name']}\n",
+			map[string]any{"input": map[string]any{"xs": []int{1, 2, 3}, "name": "zoë"}}, &got)
+		if got["sum"] != 6.0 || got["name"] != "zoë" {
+			t.Errorf("result = %v", got)
+		}
+	}},
+
+	{"stdout and os.write are captured in order", func(t *testing.T, s *testServer) {
+		r := s.mustSucceed(t, "import os, sys\ndef main():\n    print('a')\n    os.write(1, b'b\\n')\n    print('c', file=sys.stderr)\n    return None\n", nil, nil)
+		if r.Stdout != "a\nb\n" || r.Stderr != "c\n" || string(r.Result) != "null" {
+			t.Errorf("stdout %q stderr %q result %s", r.Stdout, r.Stderr, r.Result)
+		}
+	}},
+
+	{"main runs once even with a __main__ guard", func(t *testing.T, s *testServer) {
+		r := s.mustSucceed(t, "def main():\n    print('ran')\n    return __name__\nif __name__ == '__main__':\n    main()\n", nil, nil)
+		if r.Stdout != "ran\n" || string(r.Result) == `"__main__"` {
+			t.Errorf("stdout %q result %s", r.Stdout, r.Result)
+		}
+	}},
+
+	{"numpy values become plain JSON; NaN and Infinity become null", func(t *testing.T, s *testServer) {
+		r := s.mustSucceed(t, "import numpy as np\ndef main():\n    return {'i': np.int64(3), 'f': np.float32(0.5), 'b': np.bool_(True), 'a': np.arange(4).reshape(2, 2), 'nan': float('nan'), 'inf': np.inf, 't': (1, 2), 1: 'k'}\n", nil, nil)
+		want := `{"i":3,"f":0.5,"b":true,"a":[[0,1],[2,3]],"nan":null,"inf":null,"t":[1,2],"1":"k"}`
+		if string(r.Result) != want {
+			t.Errorf("result = %s, want %s", r.Result, want)
+		}
+	}},
+}
+
+// serviceErrorCases are the error types testService provokes, each with
+// its status and what else its answer must say.
+var serviceErrorCases = []struct {
+	name, script string
+	fields       map[string]any
+	wantType     string
+	wantStatus   int
+	check        func(t *testing.T, r response)
+}{
+	{"syntax error with line", "x = 1\ndef main(:\n    return 1\n", nil, "syntax_error", 400, func(t *testing.T, r response) {
+		if r.Error.Line != 2 || r.Error.Offset == 0 {
+			t.Errorf("line %d offset %d", r.Error.Line, r.Error.Offset)
+		}
+	}},
+	{"missing main", "print('no main here')\n", nil, "missing_main", 400, func(t *testing.T, r response) {
+		if r.Stdout != "" {
+			t.Errorf("stdout %q: the script ran, though validation refuses it before any code runs", r.Stdout)
+		}
+	}},
+	{"main not callable", "main = 3\n", nil, "missing_main", 400, nil},
+	{"forbidden import", "import subprocess\ndef main():\n    return 1\n", nil, "forbidden_import", 400, nil},
+	{"exception with traceback", "def helper():\n    raise ValueError('boom')\ndef main():\n    print('before')\n    helper()\n", nil, "script_error", 422, func(t *testing.T, r response) {
+		tb := r.Error.Traceback
+		if !strings.Contains(tb, `File "<script>", line 5, in main`) || !strings.Contains(tb, `line 2, in helper`) ||
+			!strings.Contains(tb, "ValueError: boom") || strings.Contains(tb, "sandbox") {
+			t.Errorf("traceback %q", tb)
+		}
+		if r.Stdout != "before\n" {
+			t.Errorf("stdout %q", r.Stdout)
+		}
+	}},
+	{"sys.exit counts as a script error", "import sys\ndef main():\n    sys.exit(3)\n", nil, "script_error", 422, nil},
+	{"non-serialisable result", "def main():\n    return {'s': [1, complex(1, 2)]}\n", nil, "result_not_serializable", 422, func(t *testing.T, r response) {
+		if !strings.Contains(r.Error.Message, "complex") || !strings.Contains(r.Error.Message, "result['s'][1]") {
+			t.Errorf("message %q", r.Error.Message)
+		}
+	}},
+	{"sleep past timeout_ms", "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(10)\n", map[string]any{"timeout_ms": 300}, "timeout", 422, func(t *testing.T, r response) {
+		if r.Stdout != "started\n" {
+			t.Errorf("stdout %q", r.Stdout)
+		}
+		if r.Timing.ExecMS > 5000 {
+			t.Errorf("killed after %v ms", r.Timing.ExecMS)
+		}
+	}},
+	{"2 GB allocation hits the memory limit", "def main():\n    print('allocating')\n    x = bytearray(2 * 1024**3)\n    return len(x)\n", nil, "memory_limit", 422, func(t *testing.T, r response) {
+		if r.Stdout != "allocating\n" {
+			t.Errorf("stdout %q", r.Stdout)
+		}
+	}},
+	{"numpy allocation over memory_mb", "import numpy as np\ndef main():\n    return float(np.ones(100 * 1024 * 1024).sum())\n", map[string]any{"memory_mb": 512}, "memory_limit", 422, nil},
+	{"stdout flood", "def main():\n    while True:\n        print('x' * 1000)\n", nil, "output_limit", 422, func(t *testing.T, r response) {
+		if len(r.Stdout) != 1<<20 || !strings.HasPrefix(r.Stdout, "xxxx") {
+			t.Errorf("stdout is %d bytes, want the first 1 MiB", len(r.Stdout))
+		}
+	}},
+	{"os.write flood on stderr", "import os\ndef main():\n    while True:\n        os.write(2, b'e' * 65536)\n", nil, "output_limit", 422, nil},
+	{"result over the cap", "def main():\n    return 'x' * (9 * 1024 * 1024)\n", nil, "output_limit", 422, nil},
+	{"segfault", "import ctypes\ndef main():\n    print('about to crash', flush=True)\n    ctypes.string_at(0)\n", nil, "sandbox_crashed", 422, func(t *testing.T, r response) {
+		if r.Stdout != "about to crash\n" || !strings.Contains(r.Error.Message, "signal 11") {
+			t.Errorf("stdout %q message %q", r.Stdout, r.Error.Message)
+		}
+	}},
+	{"timeout_ms above the maximum", helloScript, map[string]any{"timeout_ms": 60000}, "invalid_request", 400, nil},
+	{"memory_mb above the maximum", helloScript, map[string]any{"memory_mb": 4096}, "invalid_request", 400, nil},
+	{"empty script", "", nil, "invalid_request", 400, nil},
+}
+
+// serviceRequests are testService's cases about the HTTP surface: bodies,
+// auth, encodings, health and concurrency.
+var serviceRequests = []struct {
+	name string
+	run  func(t *testing.T, s *testServer)
+}{
+	{"malformed bodies", func(t *testing.T, s *testServer) {
 		for name, body := range map[string]string{
 			"not json":       "{nope",
 			"no script":      `{"input": 1}`,
@@ -199,9 +226,9 @@ func testService(t *testing.T, mode string, jail []string) {
 				t.Errorf("%s: status %d error %+v", name, r.Status, r.Error)
 			}
 		}
-	})
+	}},
 
-	t.Run("body over the cap is payload_too_large", func(t *testing.T) {
+	{"body over the cap is payload_too_large", func(t *testing.T, s *testServer) {
 		// A raw connection: announce a 9 MiB body, send a little of it, and
 		// read the answer the server gives before reading the rest.
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
@@ -222,9 +249,9 @@ func testService(t *testing.T, mode string, jail []string) {
 		if resp.StatusCode != 413 || body.Error == nil || body.Error.Type != "payload_too_large" {
 			t.Errorf("status %d error %+v", resp.StatusCode, body.Error)
 		}
-	})
+	}},
 
-	t.Run("missing or wrong token is unauthorized", func(t *testing.T) {
+	{"missing or wrong token is unauthorized", func(t *testing.T, s *testServer) {
 		for _, token := range []string{"", "wrong"} {
 			other := *s
 			other.token = token
@@ -233,18 +260,18 @@ func testService(t *testing.T, mode string, jail []string) {
 				t.Errorf("token %q: status %d error %+v", token, r.Status, r.Error)
 			}
 		}
-	})
+	}},
 
-	t.Run("msgpack request", func(t *testing.T) {
+	{"msgpack request", func(t *testing.T, s *testServer) {
 		// {"script": "def main(x): return x", "input": [1, "a"]} in msgpack.
 		body := []byte("\x82\xa6script\xb5def main(x): return x\xa5input\x92\x01\xa1a")
 		r := s.post(t, "application/msgpack", body)
 		if r.Status != 200 || r.Header.Get("Content-Type") != "application/msgpack" {
 			t.Errorf("status %d content type %q", r.Status, r.Header.Get("Content-Type"))
 		}
-	})
+	}},
 
-	t.Run("health reports jail, mode and pool", func(t *testing.T) {
+	{"health reports jail, mode and pool", func(t *testing.T, s *testServer) {
 		resp, err := http.Get(s.url + "/health")
 		if err != nil {
 			t.Fatal(err)
@@ -259,13 +286,13 @@ func testService(t *testing.T, mode string, jail []string) {
 		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 			t.Fatal(err)
 		}
-		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != s.jail || h.Mode != mode ||
+		if resp.StatusCode != 200 || h.Status != "healthy" || h.Jail != s.jail || h.Mode != s.mode ||
 			h.Pool.Warm != 3 || h.Pool.Executed == 0 || len(h.Features) == 0 || h.Service == "" || h.MemoryAccounting != expectedAccounting() {
 			t.Errorf("health %d %+v", resp.StatusCode, h)
 		}
-	})
+	}},
 
-	t.Run("32 concurrent requests all succeed", func(t *testing.T) {
+	{"32 concurrent requests all succeed", func(t *testing.T, s *testServer) {
 		var wg sync.WaitGroup
 		errs := make(chan string, 32)
 		for i := range 32 {
@@ -283,12 +310,7 @@ func testService(t *testing.T, mode string, jail []string) {
 		for e := range errs {
 			t.Error(e)
 		}
-	})
-
-	securityTests(t, s)
-	seccompTests(t, s)
-	isolationTests(t, s)
-	processTests(t, s)
+	}},
 }
 
 // securityTests try to get out of the jail and show that it fails.

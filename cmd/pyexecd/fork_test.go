@@ -135,8 +135,16 @@ def main():
 func waitForBusySandboxPIDs(t *testing.T, s *testServer) []int {
 	t.Helper()
 	s.waitFor(t, func(busy int) bool { return busy == 1 })
-	// Give the victim a moment to fork its own child.
-	time.Sleep(300 * time.Millisecond)
+	// The victim forks a child of its own: a python3 below the sandbox's
+	// python3 and the zygote's, where a sandbox has only the zygote above.
+	waitFor(t, 10*time.Second, "the victim's own child process", func() bool {
+		for _, pid := range descendants(os.Getpid()) {
+			if python3Ancestors(pid) >= 2 {
+				return true
+			}
+		}
+		return false
+	})
 	// In the sibling's own namespace, pid 1 is itself: try 2 and 3, which
 	// the victim would use in its namespace, and the host pids.
 	pids := []int{2, 3}
@@ -146,6 +154,19 @@ func waitForBusySandboxPIDs(t *testing.T, s *testServer) []int {
 		}
 	}
 	return pids
+}
+
+// python3Ancestors counts the python3 processes directly above pid, up to
+// the first that is not python3 (the jail).
+func python3Ancestors(pid int) int {
+	n := 0
+	for {
+		ppid, err := strconv.Atoi(procStatus(pid)["PPid"])
+		if err != nil || ppid <= 1 || procStatus(ppid)["Name"] != "python3" {
+			return n
+		}
+		n, pid = n+1, ppid
+	}
 }
 
 func pythonList(xs []int) string {
@@ -192,11 +213,22 @@ func TestZygoteKilledUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
+	succeeded := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return statuses["200"]
+	}
+	waitFor(t, 20*time.Second, "requests to succeed before the kill", func() bool { return succeeded() > 0 })
 	if err := syscall.Kill(zygote, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill zygote %d: %v", zygote, err)
 	}
-	time.Sleep(3 * time.Second)
+	// The load goes on until a new zygote serves: more requests succeed
+	// after the kill than the four that may have been in flight through it.
+	before := succeeded()
+	waitFor(t, 30*time.Second, "a new zygote and requests succeeding after the kill", func() bool {
+		again := zygotePID()
+		return again != 0 && again != zygote && succeeded() >= before+8
+	})
 	close(stop)
 	wg.Wait()
 
@@ -218,6 +250,15 @@ func TestZygoteKilledUnderLoad(t *testing.T) {
 // the test whose parent is the jail (bwrap), not another python3.
 func findZygote(t *testing.T) int {
 	t.Helper()
+	pid := zygotePID()
+	if pid == 0 {
+		t.Fatal("no zygote found")
+	}
+	return pid
+}
+
+// zygotePID is the pid of a python3 right below a jail, or 0.
+func zygotePID() int {
 	for _, pid := range descendants(os.Getpid()) {
 		st := procStatus(pid)
 		if st["Name"] != "python3" {
@@ -228,7 +269,6 @@ func findZygote(t *testing.T) int {
 			return pid
 		}
 	}
-	t.Fatal("no zygote found")
 	return 0
 }
 

@@ -89,8 +89,13 @@ def main(_):
     return found
 `
 
-func testIsolation(t *testing.T, s *testServer) {
-	t.Run("only the sandbox's own /tmp and /dev/shm are writable, nosuid nodev noexec", func(t *testing.T) {
+// isolationCases are what testIsolation checks against one server, in
+// order: each tries one way out from inside a sandbox.
+var isolationCases = []struct {
+	name string
+	run  func(t *testing.T, s *testServer)
+}{
+	{"only the sandbox's own /tmp and /dev/shm are writable, nosuid nodev noexec", func(t *testing.T, s *testServer) {
 		var got struct {
 			Planted []string `json:"planted"`
 			RW      []struct {
@@ -124,9 +129,9 @@ func testIsolation(t *testing.T, s *testServer) {
 		if got := strings.Join(got.Dev, " "); got != want && got != ".tmp fd full null random shm stderr stdin stdout urandom zero" {
 			t.Errorf("/dev holds %q, want %q (no pts, no ptmx)", got, want)
 		}
-	})
+	}},
 
-	t.Run("a marker is seen neither by a later nor by a concurrent sandbox", func(t *testing.T) {
+	{"a marker is seen neither by a later nor by a concurrent sandbox", func(t *testing.T, s *testServer) {
 		var later []string
 		s.mustSucceed(t, markerSearch, map[string]any{"input": nil}, &later)
 		if len(later) != 0 {
@@ -134,7 +139,6 @@ func testIsolation(t *testing.T, s *testServer) {
 		}
 		// One sandbox plants markers and keeps running while a second one,
 		// started after the first planted, looks for them.
-		planted := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
@@ -151,21 +155,24 @@ def main():
 				t.Errorf("planting sandbox: status %d %+v", r.Status, r.Error)
 			}
 		}()
-		go func() {
-			// The planter prints within its first second; give it that.
-			time.Sleep(1500 * time.Millisecond)
-			close(planted)
-		}()
-		<-planted
+		// The planter's /tmp, seen from the host through its root.
+		waitFor(t, 20*time.Second, "the planting sandbox's marker", func() bool {
+			for _, pid := range descendants(os.Getpid()) {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/tmp/marker-concurrent", pid)); err == nil {
+					return true
+				}
+			}
+			return false
+		})
 		var concurrent []string
 		s.mustSucceed(t, markerSearch, map[string]any{"input": nil}, &concurrent)
 		wg.Wait()
 		if len(concurrent) != 0 {
 			t.Errorf("a concurrent sandbox sees %v", concurrent)
 		}
-	})
+	}},
 
-	t.Run("/dev is read-only: its links cannot be replaced", func(t *testing.T) {
+	{"/dev is read-only: its links cannot be replaced", func(t *testing.T, s *testServer) {
 		var got map[string]string
 		s.mustSucceed(t, `import os
 def main():
@@ -186,9 +193,9 @@ def main():
 				t.Errorf("%s: succeeded", name)
 			}
 		}
-	})
+	}},
 
-	t.Run("the scratch space is capped as a whole", func(t *testing.T) {
+	{"the scratch space is capped as a whole", func(t *testing.T, s *testServer) {
 		var got map[string]int
 		s.mustSucceed(t, `import os
 def fill(path):
@@ -209,9 +216,9 @@ def main():
 		if total > 8<<20 || got["tmp"] < 4<<20 {
 			t.Errorf("wrote %d bytes to /tmp and %d to /dev/shm: want at most 8 MiB together, and most of it in /tmp", got["tmp"], got["shm"])
 		}
-	})
+	}},
 
-	t.Run("nothing runs from a writable mount, nor any other program", func(t *testing.T) {
+	{"nothing runs from a writable mount, nor any other program", func(t *testing.T, s *testServer) {
 		var got map[string]string
 		s.mustSucceed(t, `import os, shutil, mmap
 def main():
@@ -234,9 +241,9 @@ def main():
 				t.Errorf("%s: succeeded", name)
 			}
 		}
-	})
+	}},
 
-	t.Run("seccomp refuses what a script has no need of", func(t *testing.T) {
+	{"seccomp refuses what a script has no need of", func(t *testing.T, s *testServer) {
 		var got map[string]int
 		s.mustSucceed(t, refusedSyscalls, nil, &got)
 		if len(got) < 20 {
@@ -251,9 +258,9 @@ def main():
 				t.Errorf("%s: errno %d, want %d", name, errno, want)
 			}
 		}
-	})
+	}},
 
-	t.Run("locks are taken in no kernel object", func(t *testing.T) {
+	{"locks are taken in no kernel object", func(t *testing.T, s *testServer) {
 		// Each lock would be a kernel object outside every limit, and
 		// locks on shared files are seen across sandboxes: taking one
 		// succeeds and does nothing. A second holder of the same file (a
@@ -286,9 +293,9 @@ def main():
 		if got["other process"] != "free" || got["getlk"] != true {
 			t.Errorf("after locking a shared file: %v: want it free for another holder and F_GETLK to see no lock", got)
 		}
-	})
+	}},
 
-	t.Run("what scripts do need still works under the filter", func(t *testing.T) {
+	{"what scripts do need still works under the filter", func(t *testing.T, s *testServer) {
 		var got map[string]any
 		s.mustSucceed(t, `import os, socket, threading, json, concurrent.futures as cf, tempfile, sqlite3, fcntl
 import numpy as np, pandas as pd
@@ -338,9 +345,9 @@ def main():
 		if cpus, _ := got["cpus"].(float64); cpus < 1 {
 			t.Errorf("os.cpu_count() = %v", got["cpus"])
 		}
-	})
+	}},
 
-	t.Run("no descriptor the sandbox holds shows the host's network", func(t *testing.T) {
+	{"no descriptor the sandbox holds shows the host's network", func(t *testing.T, s *testServer) {
 		var got map[string]any
 		s.mustSucceed(t, `import os, fcntl, socket, struct, array
 SIOCGIFCONF = 0x8912
@@ -372,9 +379,9 @@ def main():
 		if names, _ := got["own_socket"].([]any); len(names) > 1 || (len(names) == 1 && names[0] != "lo") {
 			t.Errorf("the sandbox's own namespace has interfaces %v", names)
 		}
-	})
+	}},
 
-	t.Run("host facts are masked and /proc is the sandbox's own", func(t *testing.T) {
+	{"host facts are masked and /proc is the sandbox's own", func(t *testing.T, s *testServer) {
 		// The sandbox's /proc is a subset=pid procfs: the host-wide files
 		// and /proc/sys do not exist in it. Empty would do as well; any
 		// content fails.
@@ -428,9 +435,9 @@ def main():
 		if bufs := fmt.Sprint(got["bufs"]); bufs != "[65536 65536]" {
 			t.Errorf("a new TCP socket's send and receive buffers are %s, want [65536 65536] (the sandbox's tcp_wmem and tcp_rmem)", bufs)
 		}
-	})
+	}},
 
-	t.Run("memfd and System V shared memory cannot hold memory outside the limit", func(t *testing.T) {
+	{"memfd and System V shared memory cannot hold memory outside the limit", func(t *testing.T, s *testServer) {
 		var got map[string]int
 		s.mustSucceed(t, `import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -451,9 +458,9 @@ def main():
 				t.Errorf("%s: errno %d, want EPERM", name, errno)
 			}
 		}
-	})
+	}},
 
-	t.Run("the huge-page files glibc reads are shown read-only", func(t *testing.T) {
+	{"the huge-page files glibc reads are shown read-only", func(t *testing.T, s *testServer) {
 		var got map[string][]any
 		s.mustSucceed(t, `import os
 def main():
@@ -483,11 +490,17 @@ def main():
 				t.Errorf("the sandbox sees %v beside %s, want only the two files", entries, path)
 			}
 		}
-	})
+	}},
 
-	t.Run("the server stays healthy", func(t *testing.T) {
+	{"the server stays healthy", func(t *testing.T, s *testServer) {
 		s.mustSucceed(t, helloScript, nil, nil)
-	})
+	}},
+}
+
+func testIsolation(t *testing.T, s *testServer) {
+	for _, c := range isolationCases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, s) })
+	}
 }
 
 // refusedSyscalls calls, with harmless arguments, each system call and

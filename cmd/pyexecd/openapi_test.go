@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -179,5 +178,5 @@ func TestOpenAPI(t *testing.T) {
 	check("overloaded", execute(script(helloScript)), 503, "overloaded")
 	check("ready under load", get("/ready", false), 200, "")
 	wg.Wait()
-	time.Sleep(10 * time.Millisecond)
+	s.waitFor(t, func(busy int) bool { return busy == 0 })
 }

@@ -208,10 +208,11 @@ func TestReadOnlyPathsFlagAndEnvironment(t *testing.T) {
 	}
 }
 
-// TestFlagsAreDocumented keeps README's flag table true: every flag has a
-// row with its PYEXEC_* variable, and every row names a flag that exists.
+// TestFlagsAreDocumented keeps the flag table of docs/operations.md true:
+// every flag has a row with its PYEXEC_* variable, and every row names a
+// flag that exists.
 func TestFlagsAreDocumented(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,14 +238,14 @@ func TestFlagsAreDocumented(t *testing.T) {
 			continue
 		}
 		if v, ok := documented[name]; !ok {
-			t.Errorf("--%s has no row in README's flag table", name)
+			t.Errorf("--%s has no row in the flag table of docs/operations.md", name)
 		} else if v != envName(name) {
-			t.Errorf("README gives --%s the variable %s, want %s", name, v, envName(name))
+			t.Errorf("docs/operations.md gives --%s the variable %s, want %s", name, v, envName(name))
 		}
 	}
 	for name := range documented {
 		if !seen[name] {
-			t.Errorf("README documents --%s, which does not exist", name)
+			t.Errorf("docs/operations.md documents --%s, which does not exist", name)
 		}
 	}
 }
