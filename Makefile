@@ -46,7 +46,7 @@ test: deps test-deps vet
 
 # image-test builds the Dockerfile with podman (rootless, from local base
 # images) and proves the image works; NSJAIL_SRC=DIR tests the nsjail
-# variant built from that source. Needs root on Debian 12 (README).
+# variant built from that source. Needs root on Debian 12 (docs/operations.md).
 image-test:
 	NSJAIL_SRC="$(NSJAIL_SRC)" ./scripts/image-test.sh
 

@@ -211,7 +211,7 @@ func decodeRaw(raw []byte, asMsgpack bool, out any) error {
 }
 
 // Error is a failure the server reported: its error type (script_error,
-// timeout, overloaded, ...; see the README's table), message and status.
+// timeout, overloaded, ...; see the table in docs/api.md), message and status.
 // What the script printed before it failed is in Stdout and Stderr.
 type Error struct {
 	Status    int

@@ -21,7 +21,7 @@ const socketBytesPerDescriptor = 228 << 10
 
 // sandboxStartBytes bounds what an idle sandbox holds of its own before
 // its script (copied pages, page tables, its warm-up's scratch): about 6
-// MB measured (README, "Performance").
+// MB measured (docs/performance.md).
 const sandboxStartBytes = 16 << 20
 
 // watchSlackPerCPU is what one CPU can fill between two readings of the
@@ -33,7 +33,7 @@ const watchSlackPerCPU = 64 << 20
 // processes can fill between two readings of the memory watch on cpus
 // CPUs (none with a cgroup, which enforces the limit as pages are
 // charged), and the kernel's socket buffers of every descriptor it may
-// open (processes × open files). README, "What a sandbox can hold".
+// open (processes × open files). docs/security.md, "What a sandbox can hold".
 func SandboxMemoryBound(limits Limits, cgroup bool, cpus int) int64 {
 	bound := limits.MemoryBytes + sandboxStartBytes + limits.Processes*limits.OpenFiles*socketBytesPerDescriptor
 	if !cgroup {
@@ -110,7 +110,7 @@ func FitMaxBusy(maxBusy int, explicit bool, perSandbox, fixed, available int64) 
 	}
 	fits := int((available - fixed) / perSandbox)
 	if explicit || fits < 1 {
-		return 0, fmt.Errorf("%d running sandboxes of up to %d MiB each, with %d MiB for the zygotes and warm sandboxes, need %d MiB, more than the %d MiB this host has available; lower --max-busy, --max-memory-mb, --max-processes or --max-open-files (README, \"What a sandbox can hold\")",
+		return 0, fmt.Errorf("%d running sandboxes of up to %d MiB each, with %d MiB for the zygotes and warm sandboxes, need %d MiB, more than the %d MiB this host has available; lower --max-busy, --max-memory-mb, --max-processes or --max-open-files (docs/security.md, \"What a sandbox can hold\")",
 			maxBusy, perSandbox>>20, fixed>>20, need>>20, available>>20)
 	}
 	return fits, nil

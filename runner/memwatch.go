@@ -38,7 +38,7 @@ import (
 // memWatchInterval is how often the watch reads a running sandbox. One
 // process fills memory at up to about 5.6 GB/s here (huge pages), so a
 // sandbox can pass its limit by up to about 60 MB per CPU before the watch
-// sees it (README, "What a sandbox can hold").
+// sees it (docs/security.md, "What a sandbox can hold").
 const memWatchInterval = 10 * time.Millisecond
 
 // memWatchPreciseInterval is how often, at most, the watch reads PSS

@@ -29,7 +29,7 @@ type Policy struct {
 func (p Policy) Refuses() bool { return len(p.DenyImports) > 0 || len(p.DenyCalls) > 0 }
 
 // SeedPolicy is the original service's list ("dangerous import/function
-// blocking"), made coherent (README, "Validation", says why each rule
+// blocking"), made coherent (docs/security.md, "Validation", says why each rule
 // exists): no program runs (subprocess, pty, os.system, os.popen, the
 // os.exec*, os.spawn*, os.posix_spawn* and os.fork* families); no network
 // module (socket, ssl and the clients and servers built on them, while the

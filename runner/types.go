@@ -34,7 +34,7 @@ type Limits struct {
 
 // MinMemoryBytes is the smallest memory limit a request may ask for: room
 // for a thread's 8 MiB stack and the script's small objects on top of
-// what the sandbox holds, and for the watch's tolerance (README, "What a
+// what the sandbox holds, and for the watch's tolerance (docs/security.md, "What a
 // sandbox can hold").
 const MinMemoryBytes int64 = 16 << 20
 

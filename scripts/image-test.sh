@@ -1,10 +1,10 @@
 #!/bin/bash
 # image-test: builds the Dockerfile with Debian's podman and proves the image
-# works, with the least privilege the README documents. `make image-test`.
+# works, with the least privilege docs/operations.md documents. `make image-test`.
 #
 #   scripts/image-test.sh                      the bubblewrap variant (CI)
 #   NSJAIL_SRC=DIR scripts/image-test.sh       the nsjail variant, nsjail
-#                                              built from DIR (see README)
+#                                              built from DIR (see docs/operations.md)
 #
 # It needs root on a Debian 12 machine: it installs podman and debootstrap
 # with apt-get, and creates an unprivileged user for the run. Podman runs
@@ -201,7 +201,7 @@ rm -f "$work/home/image.tar"
 # default plus what the jail needs), readable by the podman user.
 install -m 0644 "$repo/deploy/seccomp/pyexec.json" "$work/seccomp.json"
 
-# The README's privileges (README, "Running in production"), with one
+# The documented privileges (docs/operations.md, "Running in production"), with one
 # difference: the container shares the host's network namespace and listens
 # on a loopback port of its own, because publishing a port from a rootless
 # container needs slirp4netns and so /dev/net/tun, root-only on a fresh

@@ -28,7 +28,7 @@ var errClientGone = errors.New("the client closed the connection")
 // EPOLLRDHUP too, and no read tells it from one that closed the socket:
 // only a write would (a closed peer answers it with a reset), and the
 // answer is not ready. Such a client is taken as gone, and half-closing is
-// not supported (README, OpenAPI: 499 client_gone).
+// not supported (docs/api.md, OpenAPI: 499 client_gone).
 type hangupWatcher struct {
 	epoll, wake int
 	finished    chan struct{}

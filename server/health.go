@@ -26,7 +26,7 @@ type healthBody struct {
 	NotReady []string `json:"not_ready"`
 	// MemoryAccounting says what bounds a sandbox's memory: "rlimit"
 	// (address space per process, times processes, plus the scratch
-	// tmpfs; see README). Per-sandbox cgroup v2 accounting is not built.
+	// tmpfs; see docs/security.md). Per-sandbox cgroup v2 accounting is not built.
 	MemoryAccounting string     `json:"memory_accounting"`
 	Pool             poolHealth `json:"pool"`
 }

@@ -104,7 +104,7 @@ def _error(name, type_, retryable, doc):
     return type(name, (PyexecError,), {"type": type_, "default_retryable": retryable, "__doc__": doc})
 
 
-# One class per error type of the API (README: the error table). Names
+# One class per error type of the API (docs/api.md: the error table). Names
 # that would shadow a builtin (SyntaxError, TimeoutError) take a prefix.
 InvalidRequestError = _error("InvalidRequestError", "invalid_request", False, "The request is malformed or asks for more than the maxima.")
 PayloadTooLargeError = _error("PayloadTooLargeError", "payload_too_large", False, "The body is over the server's cap.")

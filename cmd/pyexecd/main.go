@@ -62,7 +62,7 @@ func sandboxCgroups(mode, mount string, logger zerolog.Logger) (*cgroupv2.Tree, 
 		return nil, fmt.Errorf("refusing to start: --cgroup required, but %w", err)
 	}
 	logger.Info().Str("reason", err.Error()).
-		Msg("memory accounting: rlimits only (no per-sandbox cgroup); the README's security section gives the bound")
+		Msg("memory accounting: rlimits only (no per-sandbox cgroup); docs/security.md gives the bound")
 	return nil, nil
 }
 

@@ -293,7 +293,7 @@ def private_proc(libc):
     exists, and no /proc/sys: nothing to mask one by one, and no mount per
     masked entry to make and tear down in every sandbox. (/proc/<pid>/net
     is the sandbox's network namespace, but a few of its files count for
-    the whole host: README, "Host facts masked".) The full procfs
+    the whole host: docs/security.md, "Host facts masked".) The full procfs
     stays below, unreachable: no path leads to it, and unmounting needs the
     capabilities and system calls a sandbox gives up in finish.
     """

@@ -5,7 +5,7 @@ original service's examples, the end-to-end suite's scripts and a set of
 typical numpy, pandas and standard-library workloads (CSV, groupby,
 linear algebra, FFT, datetime, threads, sockets on loopback, files in /tmp,
 sqlite in memory, compression, pickling), counted after numpy and pandas
-were imported; then narrowed by hand. See README "Security model".
+were imported; then narrowed by hand. See docs/security.md, "Security model".
 
 Everything not listed fails with EPERM, except clone3, which fails with
 ENOSYS so that glibc falls back to clone (whose flags a filter can see).
@@ -57,7 +57,7 @@ ALLOWED = (
     # sandbox's, so one process with 7 descriptors queued 311 MiB of
     # kernel memory in 1,400 of them (issue 25). Without listening
     # sockets, every socket buffer a sandbox fills belongs to a descriptor
-    # it holds, and RLIMIT_NOFILE × RLIMIT_NPROC bounds them (README,
+    # it holds, and RLIMIT_NOFILE × RLIMIT_NPROC bounds them (docs/security.md,
     # "What a sandbox can hold"). accept stays: without a listener it can
     # only fail.
     "bind", "accept", "accept4", "connect", "getsockname", "getpeername", "sendto", "recvfrom",
