@@ -4,10 +4,10 @@
 # cgroups are v1 (or are not ours to write): nothing is written to the
 # host's cgroups, everything cgroup happens inside the guest.
 #
-# NOT part of `make test` or CI: it installs packages (qemu-system-x86,
-# linux-image-amd64, busybox-static), needs root, and takes minutes (about
-# 6 under TCG emulation, where importing numpy and pandas alone takes
-# ~50 s). Run it by hand:
+# Run by .ci/run after `make image-test`, not by `make test`: it installs
+# packages (qemu-system-x86, linux-image-amd64, busybox-static), needs
+# root, and takes minutes (about 3 under TCG emulation on the 2-CPU
+# machines, where importing numpy and pandas alone takes ~50 s). By hand:
 #
 #	sudo scripts/cgroup2-vm-test.sh              # the default tests
 #	RUNS='TestCgroupV2Sandboxes' scripts/cgroup2-vm-test.sh
@@ -15,10 +15,10 @@
 # How: Debian's kernel boots with a tiny busybox initramfs that loads the
 # 9p modules and mounts the host's root file system read-only over 9p
 # (virtio); the guest's init (written below) mounts proc, sysfs, tmpfs
-# where writes are needed and cgroup2 on /sys/fs/cgroup, enables memory
-# and pids, moves itself into /pyexec (a delegated subtree, as in a
-# container) and runs the prebuilt test binary there with REQUIRE_JAIL=1
-# and REQUIRE_CGROUP2=1. The test output comes back over a second,
+# where writes are needed and cgroup2 on /sys/fs/cgroup, enables memory,
+# pids and cpu, moves itself into /pyexec (a delegated subtree, as in a
+# container) and runs the prebuilt test binary there with REQUIRE_JAIL=1,
+# REQUIRE_CGROUP2=1 and REQUIRE_CGROUP2_CPU=1. The test output comes back over a second,
 # writable 9p share. The guest has no network device.
 #
 # Environment:
@@ -46,7 +46,8 @@ VM_ACCEL=${VM_ACCEL:-tcg}
 VM_TIMEOUT=${VM_TIMEOUT:-3600}
 START_TIMEOUT=${START_TIMEOUT:-300s}
 RUNS=${RUNS:-'TestCgroupV2Sandboxes|TestCgroupRequired
-TestMemoryBound'}
+TestMemoryBound
+TestUsageCountsEveryProcess'}
 
 case "$VM_DIR" in
 "$repo" | "$repo"/*)
@@ -158,7 +159,7 @@ echo "guest: kernel \$(uname -r), \$(nproc) cpus, \$(grep MemTotal /proc/meminfo
 echo "guest: cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
 # A delegated subtree, as a systemd Delegate=yes unit has: its own group,
 # marked trusted.delegate, holding the service's process alone.
-echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
+echo "+memory +pids +cpu" >/sys/fs/cgroup/cgroup.subtree_control
 mkdir /sys/fs/cgroup/pyexec
 /usr/bin/python3 -c "import os; os.setxattr('/sys/fs/cgroup/pyexec', 'trusted.delegate', b'1')"
 echo "guest: /sys/fs/cgroup/pyexec made, controllers there: \$(cat /sys/fs/cgroup/pyexec/cgroup.controllers)"
@@ -176,7 +177,7 @@ while read -r RUN; do
 	# server/ group (as a restarted service would).
 	CG=/sys/fs/cgroup/pyexec
 	grep -q . \$CG/cgroup.subtree_control && CG=\$CG/server  # cgroupfs files all have size 0: read them
-	sh -c "echo \\\$\\\$ >\$CG/cgroup.procs && exec env -i PATH=\$PATH HOME=/root TMPDIR=/tmp REQUIRE_JAIL=1 REQUIRE_CGROUP2=1 PYEXEC_TEST_START_TIMEOUT=$START_TIMEOUT $VM_DIR/pyexecd.test -test.v -test.run '\$RUN' -test.timeout 30m" >\$OUT/test-\$n.log 2>&1
+	sh -c "echo \\\$\\\$ >\$CG/cgroup.procs && exec env -i PATH=\$PATH HOME=/root TMPDIR=/tmp REQUIRE_JAIL=1 REQUIRE_CGROUP2=1 REQUIRE_CGROUP2_CPU=1 PYEXEC_TEST_START_TIMEOUT=$START_TIMEOUT $VM_DIR/pyexecd.test -test.v -test.run '\$RUN' -test.timeout 30m" >\$OUT/test-\$n.log 2>&1
 	rc=\$?
 	[ \$rc -eq 0 ] || RC=\$rc
 	echo "guest: run \$n (\$RUN) exited \$rc after \$((\$(date +%s) - START))s"

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,7 +94,20 @@ func TestCgroupV2Sandboxes(t *testing.T) {
 	if len(groups) == 0 {
 		t.Fatalf("no sandbox group under %s (own cgroup %s)", sandboxes, own)
 	}
+	// Where the cpu controller is delegated, every sandbox group has the
+	// same cpu.weight: sandboxes share a contended CPU equally, whatever
+	// their process counts (REQUIRE_CGROUP2_CPU=1: the host delegates it).
+	control, _ := os.ReadFile(filepath.Join(sandboxes, "cgroup.subtree_control"))
+	cpu := slices.Contains(strings.Fields(string(control)), "cpu")
+	if !cpu && os.Getenv("REQUIRE_CGROUP2_CPU") == "1" {
+		t.Errorf("REQUIRE_CGROUP2_CPU=1 but the sandboxes' subtree_control is %q", control)
+	}
 	for _, g := range groups {
+		if cpu {
+			if got, err := os.ReadFile(filepath.Join(g, "cpu.weight")); err != nil || strings.TrimSpace(string(got)) != "100" {
+				t.Errorf("%s/cpu.weight = %q (%v), want 100", g, got, err)
+			}
+		}
 		for file, want := range map[string]string{"memory.max": "536870912", "pids.max": "8", "memory.oom.group": "1"} {
 			got, err := os.ReadFile(filepath.Join(g, file))
 			if err != nil || strings.TrimSpace(string(got)) != want {

@@ -40,6 +40,14 @@ var ErrNotDelegated = errors.New("cgroup v2 is not delegated to the service")
 // required are the controllers a sandbox's group must have.
 var required = []string{"memory", "pids"}
 
+// sandboxCPUWeight is every sandbox group's cpu.weight, where the cpu
+// controller is delegated too: sibling groups of equal weight share the
+// CPU equally when it is contended, however many processes or threads
+// each runs, so one sandbox's 16 busy processes get what one busy
+// process of another gets. It is the kernel's default, written so that
+// the rule does not depend on one.
+const sandboxCPUWeight = 100
+
 // Detect returns the service's own cgroup directory when it is on a
 // cgroup2 file system mounted at mount, writable, and offers the memory
 // and pids controllers. Otherwise the error wraps ErrNotDelegated and
@@ -143,11 +151,14 @@ func ownGroup(mount string, procSelfCgroup []byte, delegated func(dir, rel strin
 type Tree struct {
 	own       string
 	sandboxes string
+	// cpu says the cpu controller is enabled for the sandbox groups: it
+	// is optional (a host may delegate memory and pids only).
+	cpu bool
 }
 
 // Setup arranges dir (from Detect) for sandbox groups: it moves the
 // service's process into dir/server (refusing when dir holds any other
-// process), enables memory and pids for dir's
+// process), enables memory and pids (and cpu, where dir offers it) for dir's
 // children, and creates dir/sandboxes with the same controllers for its
 // own children. Groups a previous run of the service left in
 // dir/sandboxes are removed when empty.
@@ -175,7 +186,12 @@ func Setup(dir string) (*Tree, error) {
 			return nil, err
 		}
 	}
-	enable := "+" + strings.Join(required, " +")
+	controllers := required
+	if have, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(have)), "cpu") {
+		controllers = append(slices.Clone(required), "cpu")
+		t.cpu = true
+	}
+	enable := "+" + strings.Join(controllers, " +")
 	if err := write(filepath.Join(dir, "cgroup.subtree_control"), enable); err != nil {
 		return nil, err
 	}
@@ -207,6 +223,7 @@ type Limits struct {
 // Group is one sandbox's cgroup.
 type Group struct {
 	dir string
+	cpu bool // the cpu controller is enabled: cpu.weight is set
 }
 
 // New makes the group name below the sandboxes directory with limits, a
@@ -217,7 +234,7 @@ func (t *Tree) New(name string, limits Limits) (*Group, error) {
 	if name == "" || strings.ContainsAny(name, "/.") {
 		return nil, fmt.Errorf("cgroup: bad group name %q", name)
 	}
-	g := &Group{dir: filepath.Join(t.sandboxes, name)}
+	g := &Group{dir: filepath.Join(t.sandboxes, name), cpu: t.cpu}
 	// A group of that name already there is not ours to adopt.
 	if err := os.Mkdir(g.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
@@ -242,6 +259,11 @@ func (g *Group) apply(limits Limits) error {
 	}
 	if err := write(filepath.Join(g.dir, "memory.oom.group"), "1"); err != nil {
 		return err
+	}
+	if g.cpu {
+		if err := write(filepath.Join(g.dir, "cpu.weight"), strconv.Itoa(sandboxCPUWeight)); err != nil {
+			return err
+		}
 	}
 	return write(filepath.Join(g.dir, "pids.max"), strconv.FormatInt(limits.Processes, 10))
 }

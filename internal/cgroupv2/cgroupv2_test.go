@@ -208,3 +208,54 @@ func TestSetupRefusesToMoveOtherProcesses(t *testing.T) {
 		t.Errorf("something was moved: %q", b)
 	}
 }
+
+// Where the cpu controller is delegated too, it is enabled for the
+// sandbox groups and each gets the same cpu.weight, so sandboxes share a
+// contended CPU equally whatever their process counts; where it is not,
+// nothing asks for it (memory and pids are all a host must delegate).
+func TestCPUWeightWhereTheCPUControllerIsDelegated(t *testing.T) {
+	for _, tc := range []struct {
+		controllers, enabled string
+		weight                bool
+	}{
+		{"cpu memory pids", "+memory +pids +cpu", true},
+		{"memory pids", "+memory +pids", false},
+	} {
+		own := fakeGroup(t, tc.controllers)
+		os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+		os.Mkdir(filepath.Join(own, "server"), 0o755)
+		os.WriteFile(filepath.Join(own, "server", "cgroup.procs"), nil, 0o644)
+		os.Mkdir(filepath.Join(own, "sandboxes"), 0o755)
+		os.WriteFile(filepath.Join(own, "sandboxes", "cgroup.subtree_control"), nil, 0o644)
+		tree, err := Setup(own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(filepath.Join(tree.Dir(), "cgroup.subtree_control"))
+		if string(got) != tc.enabled {
+			t.Errorf("%s: sandboxes subtree_control = %q, want %q", tc.controllers, got, tc.enabled)
+		}
+		dir := filepath.Join(tree.Dir(), "sbx-1")
+		os.Mkdir(dir, 0o755)
+		// On cgroupfs the kernel makes a group's files, cpu.weight among
+		// them only with the cpu controller; here the test does.
+		files := []string{"memory.max", "memory.oom.group", "pids.max"}
+		if tc.weight {
+			files = append(files, "cpu.weight")
+		}
+		for _, name := range files {
+			os.WriteFile(filepath.Join(dir, name), nil, 0o644)
+		}
+		g := &Group{dir: dir, cpu: tree.cpu}
+		if err := g.apply(Limits{MemoryBytes: 1 << 20, Processes: 4}); err != nil {
+			t.Fatal(err)
+		}
+		weight, err := os.ReadFile(filepath.Join(dir, "cpu.weight"))
+		switch {
+		case tc.weight && (err != nil || string(weight) != "100"):
+			t.Errorf("%s: cpu.weight = %q (%v), want 100", tc.controllers, weight, err)
+		case !tc.weight && err == nil:
+			t.Errorf("%s: cpu.weight written without the cpu controller", tc.controllers)
+		}
+	}
+}
