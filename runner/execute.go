@@ -166,7 +166,8 @@ func (s *Sandbox) endChannelAt(ctx context.Context) (stop func() bool) {
 // none came (the read's or the write's error).
 type answer struct {
 	reply
-	err error
+	batch *batchReply // for a batch: whatever part of it came
+	err   error
 }
 
 // exchange sends frame and reads the reply in a goroutine of its own, so
@@ -187,11 +188,11 @@ func (s *Sandbox) exchange(frame *executeFrame, req Request, limits Limits) <-ch
 			// The reader alone writes b until it sends it.
 			b := &batchReply{}
 			err := readBatch(s.fromSandbox, limits, len(req.Inputs), b)
-			done <- answer{reply{batch: b}, err}
+			done <- answer{batch: b, err: err}
 			return
 		}
 		r, err := readReply(s.fromSandbox, maxReplyFrame(limits), replyShape{MaxFiles: limits.MaxFiles})
-		done <- answer{r, err}
+		done <- answer{reply: r, err: err}
 	}()
 	return done
 }
