@@ -31,6 +31,17 @@ func (s *Sandbox) groupCPU() time.Duration {
 	return cpu
 }
 
+// watchMemory starts the memory watch of s for an execution under limits,
+// or returns nil when a cgroup bounds the sandbox instead (or its baseline
+// is unknown: rlimits alone bound it then). It lives here, not in
+// memwatch.go, so that the watch knows nothing of Sandbox.
+func (s *Sandbox) watchMemory(limits Limits) *memWatcher {
+	if s.cgroup != nil || !s.memBase.known || limits.MemoryBytes <= 0 {
+		return nil
+	}
+	return startMemWatch(s.PID(), limits.MemoryBytes, s.memBase)
+}
+
 // exitGrace is how long a sandbox whose channel ended without a reply may
 // take to die by itself, so its exit status tells why it died.
 const exitGrace = 500 * time.Millisecond
