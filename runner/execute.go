@@ -306,7 +306,7 @@ func (s *Sandbox) finishSlow(ctx, execCtx context.Context, replied bool, pending
 	}
 	o.deadlineHit = execCtx.Err() != nil && ctx.Err() == nil
 	o.abandoned = ctx.Err()
-	o.zygoteDied = s.zygote.died()
+	o.zygoteDied = s.zygote.died() // Up a layer (doc.go, "Files"): its death is the sandbox's
 	o.stdout = s.stdout.drain(drainTimeout)
 	o.stderr = s.stderr.drain(drainTimeout)
 	o.overflowed = o.overflow != "" || s.stdout.overflowed() || s.stderr.overflowed()

@@ -78,6 +78,9 @@ type spawnOutcome struct {
 	err   error
 }
 
+// Up a layer (doc.go, "Files"): jailCommand, startZygote, zygoteArgv and
+// spawn are the Runner's methods, kept with the zygote they start and ask.
+//
 // jailCommand returns a command that runs argv in the jail as the
 // sandbox's host uid, in its own process group, killed if the server dies.
 func (r *Runner) jailCommand(argv []string) *exec.Cmd {
@@ -375,6 +378,8 @@ func (z *zygote) close() {
 	z.stderr.close()
 }
 
+// Up a layer (doc.go, "Files"): a Runner method, as jailCommand.
+//
 // spawn asks z for one sandbox, one of at most maxForks (0: no bound), and
 // waits until it says ready.
 func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm bool) (_ *Sandbox, err error) {
