@@ -3,6 +3,7 @@ package runner
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Kind says why a script did not produce a result. The server maps each kind
@@ -58,4 +59,22 @@ var (
 	ErrSandboxUsed = errors.New("sandbox already executed a script")
 	// ErrSandboxDead is returned by Execute on a sandbox that died while idle.
 	ErrSandboxDead = errors.New("sandbox died before it was used")
+	// ErrZygoteDied means the zygote that forked a sandbox died; the sandbox
+	// went with it. The request may succeed if sent again.
+	ErrZygoteDied = errors.New("zygote died")
 )
+
+// protocolError is a protocol_error finding: the sandbox broke the
+// protocol. Its message is clipped, as it may quote what the sandbox sent.
+func protocolError(format string, args ...any) *ScriptError {
+	return &ScriptError{Kind: KindProtocolError, Message: clip(fmt.Sprintf(format, args...), 1024)}
+}
+
+// clip bounds text that came from a sandbox before it reaches an error
+// message or a log line.
+func clip(text string, max int) string {
+	if len(text) <= max {
+		return text
+	}
+	return fmt.Sprintf("%s…[%d bytes cut]", strings.ToValidUTF8(text[:max], ""), len(text)-max)
+}

@@ -224,14 +224,12 @@ type memWatcher struct {
 	stopped  bool
 }
 
-// watchMemory starts the watch of s for an execution under limits, or
-// returns nil when a cgroup bounds the sandbox instead.
-func (s *Sandbox) watchMemory(limits Limits) *memWatcher {
-	if s.cgroup != nil || !s.memBase.known || limits.MemoryBytes <= 0 {
-		return nil
-	}
+// startMemWatch starts the watch of the sandbox whose first process is
+// pid, holding it to limit bytes on top of base. Sandbox.watchMemory
+// decides whether a sandbox is watched at all.
+func startMemWatch(pid int, limit int64, base memBaseline) *memWatcher {
 	m := &memWatcher{
-		w:        &memWatch{pid: s.PID(), limit: limits.MemoryBytes, base: s.memBase},
+		w:        &memWatch{pid: pid, limit: limit, base: base},
 		exceeded: make(chan int64, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),

@@ -187,10 +187,6 @@ func judgeFailure(e *errorFrame) error {
 	return &ScriptError{Kind: kind, Message: e.Message, Traceback: e.Traceback, Line: e.Line, Offset: e.Offset}
 }
 
-func protocolError(format string, args ...any) *ScriptError {
-	return &ScriptError{Kind: KindProtocolError, Message: clip(fmt.Sprintf(format, args...), 1024)}
-}
-
 // classifyExit explains a sandbox that ended without a reply, from the
 // kernel's wait status and CPU time. The CPU limit ends a script with
 // SIGXCPU, or with SIGKILL at the hard limit (the sandbox is PID 1 of its

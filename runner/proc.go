@@ -14,20 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// jailCommand returns a command that runs argv in the jail as the
-// sandbox's host uid, in its own process group, killed if the server dies.
-func (r *Runner) jailCommand(argv []string) *exec.Cmd {
-	path, args := r.cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv()})
-	cmd := exec.Command(path, args...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: r.credential,
-	}
-	return cmd
-}
-
 // jailedProc is a jail the runner started and is the parent of: a zygote.
 type jailedProc struct {
 	cmd *exec.Cmd

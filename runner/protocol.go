@@ -51,7 +51,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"syscall"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -140,6 +141,12 @@ type exitReport struct {
 	// MaxRSSKB is the largest resident set of the sandbox, in KiB.
 	MaxRSSKB int64 `msgpack:"max_rss_kb"`
 }
+
+// exitStatus turns a report's raw wait status into a syscall.WaitStatus.
+func (m exitReport) exitStatus() syscall.WaitStatus { return syscall.WaitStatus(m.Status) }
+
+// cpu is the CPU time the report counts.
+func (m exitReport) cpu() time.Duration { return time.Duration(m.CPUMicros) * time.Microsecond }
 
 // readyFrame is a sandbox's first frame.
 type readyFrame struct {
@@ -335,12 +342,11 @@ func decodeStrict(payload []byte, v any) error {
 	return nil
 }
 
-// reply is a sandbox's one reply: exactly one field is set (batch for a
-// batch, whatever part of it came).
+// reply is a single script's one reply: exactly one field is set (a
+// batch's frames are read into a batchReply instead).
 type reply struct {
 	result *resultFrame
 	failed *errorFrame
-	batch  *batchReply
 }
 
 // replyShape is what the runner expects of a reply: a batch's (Batch > 0
@@ -389,13 +395,4 @@ func readReply(r io.Reader, maxSize int, shape replyShape) (reply, error) {
 	default:
 		return reply{}, fmt.Errorf("%w: a reply of type %q to a request of %d inputs", errMalformed, clip(typ, 40), shape.Batch)
 	}
-}
-
-// clip bounds text that came from a sandbox before it reaches an error
-// message or a log line.
-func clip(text string, max int) string {
-	if len(text) <= max {
-		return text
-	}
-	return fmt.Sprintf("%s…[%d bytes cut]", strings.ToValidUTF8(text[:max], ""), len(text)-max)
 }

@@ -21,6 +21,8 @@ const drainTimeout = 5 * time.Second
 
 // Sandbox is one started, jailed interpreter waiting for its one script.
 type Sandbox struct {
+	// Up a layer (doc.go, "Files"): a sandbox is its zygote's child; the
+	// zygote reports its exit (wait) and is released through it.
 	zygote *zygote
 	// ownsZygote says the zygote was started for this sandbox alone (exec
 	// mode) and is closed with it.

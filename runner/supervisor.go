@@ -15,6 +15,8 @@ import (
 // hash seed. A rotated zygote is retired: it makes no more sandboxes and
 // is closed when its last one is. It is owned by the Runner.
 type zygoteSupervisor struct {
+	// Up a layer (doc.go, "Files"): zygotes start through the Runner (its
+	// Config, credential and program), and restarts are counted on it.
 	r *Runner
 
 	mu      sync.Mutex // guards current, changed and lastErr

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -16,10 +17,6 @@ import (
 
 	"github.com/sandbox-exec/pyexec/internal/msgpackcheck"
 )
-
-// ErrZygoteDied means the zygote that forked a sandbox died; the sandbox
-// went with it. The request may succeed if sent again.
-var ErrZygoteDied = errors.New("zygote died")
 
 // zygote is one running zygote: a jailed interpreter that imported the
 // preload modules once and forks a sandbox per spawn request. See
@@ -79,6 +76,23 @@ type spawnWait struct {
 type spawnOutcome struct {
 	pidfd int
 	err   error
+}
+
+// Up a layer (doc.go, "Files"): jailCommand, startZygote, zygoteArgv and
+// spawn are the Runner's methods, kept with the zygote they start and ask.
+//
+// jailCommand returns a command that runs argv in the jail as the
+// sandbox's host uid, in its own process group, killed if the server dies.
+func (r *Runner) jailCommand(argv []string) *exec.Cmd {
+	path, args := r.cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv()})
+	cmd := exec.Command(path, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: r.credential,
+	}
+	return cmd
 }
 
 // startZygote starts a zygote and waits until it says ready.
@@ -364,6 +378,8 @@ func (z *zygote) close() {
 	z.stderr.close()
 }
 
+// Up a layer (doc.go, "Files"): a Runner method, as jailCommand.
+//
 // spawn asks z for one sandbox, one of at most maxForks (0: no bound), and
 // waits until it says ready.
 func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm bool) (_ *Sandbox, err error) {
@@ -439,9 +455,3 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 	}
 	return sb, nil
 }
-
-// exitStatus turns a report's raw wait status into a syscall.WaitStatus.
-func (m exitReport) exitStatus() syscall.WaitStatus { return syscall.WaitStatus(m.Status) }
-
-// cpu is the CPU time the report counts.
-func (m exitReport) cpu() time.Duration { return time.Duration(m.CPUMicros) * time.Microsecond }
