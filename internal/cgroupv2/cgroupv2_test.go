@@ -216,7 +216,7 @@ func TestSetupRefusesToMoveOtherProcesses(t *testing.T) {
 func TestCPUWeightWhereTheCPUControllerIsDelegated(t *testing.T) {
 	for _, tc := range []struct {
 		controllers, enabled string
-		weight                bool
+		weight               bool
 	}{
 		{"cpu memory pids", "+memory +pids +cpu", true},
 		{"memory pids", "+memory +pids", false},
