@@ -3,7 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -55,195 +55,155 @@ const (
 	fieldEntrypoint = "entrypoint"
 )
 
-// setInt stores the integer field key (timeout_ms or memory_mb).
-func (req *executeRequest) setInt(key string, n int64) {
-	if key == fieldTimeoutMS {
-		req.TimeoutMS = &n
-	} else {
-		req.MemoryMB = &n
-	}
-}
-
 func unknownField(key string) error {
 	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s)",
 		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint))
-}
-
-// batchTooLong and filesTooMany refuse counts over the caps while they are
-// read, before decoding allocates for more: a body's listed or declared
-// elements cost the server more than their bytes.
-func batchTooLong(cfg *Config) error {
-	return invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, over the cap of %d`, cfg.MaxBatch, cfg.MaxBatch))
-}
-
-func filesTooMany(cfg *Config) error {
-	return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-		Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, cfg.MaxFiles, cfg.MaxFiles)}
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
 // envelope counts as one level).
 const maxInputDepth = 512
 
-// decodeJSON parses a JSON body strictly: the whole body must be RFC 8259
-// JSON, UTF-8 throughout, with no lone surrogate escapes, no key twice in
-// any object; the top level is an object with exact-case known fields.
-func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
-	doc, err := strictjson.Compact(make([]byte, 0, len(body)), body,
-		strictjson.Options{MaxDepth: maxInputDepth, RejectDuplicateKeys: true})
-	if err != nil {
-		return executeRequest{}, invalidRequest("body is not valid JSON: " + err.Error())
-	}
-	if doc[0] != '{' {
-		return executeRequest{}, invalidRequest("body must be a JSON object")
-	}
-	req := executeRequest{InputFormat: runner.InputJSON}
+// decodeRequest reads a body, JSON or msgpack alike: an object of the
+// exact-case fields below, "script" required. Each field's rules are
+// written once, here, for both formats.
+func decodeRequest(b *bodyReader, cfg *Config) (executeRequest, error) {
+	req := executeRequest{InputFormat: b.format}
 	haveScript := false
-	// doc is valid and compact: {"key":value,"key":value}
-	for i := 1; doc[i] != '}'; {
-		keyEnd := skipJSONString(doc, i)
-		key, err := unquoteJSON(doc[i:keyEnd])
-		if err != nil {
-			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
-		}
-		valueStart := keyEnd + 1 // past ':'
-		valueEnd := skipJSONValue(doc, valueStart)
-		value := doc[valueStart:valueEnd]
+	null, err := b.object(-1, func(key string) error {
+		var err error
 		switch key {
 		case fieldScript:
-			if value[0] != '"' {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be a string", key))
+			var s *string
+			if s, err = readString(b, `"script" must be a string`); err == nil && s == nil {
+				err = invalidRequest(`"script" must be a string`)
+			} else if err == nil {
+				req.Script, haveScript = *s, true
 			}
-			if req.Script, err = unquoteJSON(value); err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			haveScript = true
 		case fieldInput:
-			req.Input = value
-		case fieldStdin:
-			if string(value) == "null" {
-				break // absent
-			}
-			if value[0] != '"' {
-				return executeRequest{}, invalidRequest(`"stdin" must be a string`)
-			}
-			text, err := unquoteJSON(value)
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			req.Stdin = &text
+			req.Input, err = b.raw()
 		case fieldInputs:
-			if value[0] != '[' {
-				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
-			}
-			req.Inputs = [][]byte{}
-			for j := 1; value[j] != ']'; {
-				if len(req.Inputs) == cfg.MaxBatch {
-					return executeRequest{}, batchTooLong(cfg)
-				}
-				end := skipJSONValue(value, j)
-				req.Inputs = append(req.Inputs, value[j:end])
-				j = end
-				if value[j] == ',' {
-					j++
-				}
-			}
+			req.Inputs, err = readInputs(b, cfg)
 		case fieldFiles:
-			if req.Files, err = decodeJSONFiles(value, cfg); err != nil {
-				return executeRequest{}, err
-			}
+			req.Files, err = readFiles(b, cfg)
+		case fieldStdin:
+			req.Stdin, err = readString(b, `"stdin" must be a string`)
+		case fieldTimeoutMS:
+			req.TimeoutMS, err = readInt(b, key)
+		case fieldMemoryMB:
+			req.MemoryMB, err = readInt(b, key)
 		case fieldEntrypoint:
-			if string(value) == "null" {
-				break // absent
+			var s *string
+			switch s, err = readString(b, entrypointInvalid); {
+			case err != nil || s == nil: // null: absent
+			case *s == "":
+				err = invalidRequest(entrypointInvalid)
+			default:
+				req.Entrypoint = runner.Entrypoint(*s)
 			}
-			if value[0] != '"' {
-				return executeRequest{}, invalidRequest(entrypointInvalid)
-			}
-			text, err := unquoteJSON(value)
-			if err != nil || text == "" {
-				return executeRequest{}, invalidRequest(entrypointInvalid)
-			}
-			req.Entrypoint = runner.Entrypoint(text)
-		case fieldTimeoutMS, fieldMemoryMB:
-			if string(value) == "null" {
-				break // absent
-			}
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits, not %.40s", key, value))
-			}
-			req.setInt(key, n)
 		default:
-			return executeRequest{}, unknownField(key)
+			return unknownField(key)
 		}
-		i = valueEnd
-		if doc[i] == ',' {
-			i++
+		if _, ok := errors.AsType[*APIError](err); err != nil && !ok {
+			err = invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
 		}
-	}
-	if !haveScript {
+		return err
+	})
+	_, wrong := errors.AsType[*wrongType](err)
+	switch {
+	case errors.Is(err, errKeyType):
+		return executeRequest{}, invalidRequest("keys of the body must be strings")
+	case null || wrong:
+		return executeRequest{}, invalidRequest("body must be " + b.words().object)
+	case err != nil:
+		if _, ok := errors.AsType[*APIError](err); !ok {
+			err = invalidRequest("cannot read the body: " + err.Error())
+		}
+		return executeRequest{}, err
+	case !haveScript:
 		return executeRequest{}, invalidRequest(`"script" is required`)
 	}
 	return req, nil
 }
 
-// unquoteJSON unescapes a JSON string already checked by strictjson (so
-// UTF-8 and surrogate pairs are sound and nothing is replaced).
-func unquoteJSON(quoted []byte) (string, error) {
-	inner := quoted[1 : len(quoted)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner), nil
+// readString reads a string field: nil for null, notString the message
+// for a value of another type.
+func readString(b *bodyReader, notString string) (*string, error) {
+	s, err := b.str()
+	if _, ok := errors.AsType[*wrongType](err); ok {
+		return nil, invalidRequest(notString)
 	}
-	var s string
-	err := json.Unmarshal(quoted, &s)
 	return s, err
 }
 
-// skipJSONString returns the end of the string starting at doc[i] ('"'):
-// the first quote after it not escaped by an odd run of backslashes.
-func skipJSONString(doc []byte, i int) int {
-	for i++; ; {
-		q := i + bytes.IndexByte(doc[i:], '"')
-		backslashes := 0
-		for k := q - 1; k >= i && doc[k] == '\\'; k-- {
-			backslashes++
-		}
-		if backslashes%2 == 0 {
-			return q + 1
-		}
-		i = q + 1
+// readInt reads an integer field (timeout_ms, memory_mb): nil for null.
+func readInt(b *bodyReader, key string) (*int64, error) {
+	n, err := b.int64()
+	if wrong, ok := errors.AsType[*wrongType](err); ok {
+		return nil, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits, not %s", key, wrong.found))
 	}
+	return n, err
 }
 
-// skipJSONValue returns the end of the value starting at doc[i], in valid
-// compact JSON.
-func skipJSONValue(doc []byte, i int) int {
-	switch doc[i] {
-	case '"':
-		return skipJSONString(doc, i)
-	case '{', '[':
-		depth := 0
-		for {
-			switch doc[i] {
-			case '"':
-				i = skipJSONString(doc, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-	default:
-		for i < len(doc) && doc[i] != ',' && doc[i] != '}' && doc[i] != ']' {
-			i++
-		}
-		return i
+// readInputs reads "inputs", a batch: an array of values, each kept in
+// the body's encoding. More than the cap is refused as it is read, before
+// decoding allocates for more: a body's listed or declared elements cost
+// the server more than their bytes.
+func readInputs(b *bodyReader, cfg *Config) ([][]byte, error) {
+	inputs := [][]byte{}
+	err := b.array(cfg.MaxBatch, func() error {
+		raw, err := b.raw()
+		inputs = append(inputs, raw)
+		return err
+	})
+	switch _, wrong := errors.AsType[*wrongType](err); {
+	case wrong:
+		return nil, invalidRequest(`"inputs" must be an array`)
+	case errors.Is(err, errTooMany):
+		return nil, invalidRequest(fmt.Sprintf(`"inputs" has more than %d elements, over the cap of %d`, cfg.MaxBatch, cfg.MaxBatch))
+	case err != nil:
+		return nil, err
 	}
+	return inputs, nil
+}
+
+// readFiles reads "files": an object of file name → content, or null for
+// none; more than the cap is refused as it is read, as for "inputs".
+func readFiles(b *bodyReader, cfg *Config) ([]runner.File, error) {
+	files := []runner.File{}
+	null, err := b.object(cfg.MaxFiles, func(name string) error {
+		content, err := b.content(name)
+		files = append(files, runner.File{Name: name, Content: content})
+		return err
+	})
+	switch _, wrong := errors.AsType[*wrongType](err); {
+	case wrong:
+		return nil, invalidRequest(`"files" must be ` + b.words().files)
+	case errors.Is(err, errKeyType):
+		return nil, invalidRequest(`the file names in "files" must be strings`)
+	case errors.Is(err, errTooMany):
+		return nil, &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, cfg.MaxFiles, cfg.MaxFiles)}
+	case err != nil || null:
+		return nil, err
+	}
+	return files, nil
+}
+
+// decodeJSON parses a JSON body strictly: the whole body must be RFC 8259
+// JSON, UTF-8 throughout, with no lone surrogate escapes, no key twice in
+// any object; the top level is an object with exact-case known fields.
+// A body that is not JSON is refused as that, whatever its fields.
+func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
+	b := bodyReader{format: runner.InputJSON, size: len(body)}
+	b.json.Reset(body, strictjson.Options{MaxDepth: maxInputDepth, RejectDuplicateKeys: true})
+	req, err := decodeRequest(&b, cfg)
+	// The decoding stops at the first fault of a field; the rest of the
+	// text is read for a fault of its syntax, which is the one told.
+	if syntaxErr := b.json.Finish(); syntaxErr != nil {
+		return executeRequest{}, invalidRequest("body is not valid JSON: " + syntaxErr.Error())
+	}
+	return req, err
 }
 
 // strictMsgpack are the rules of a msgpack body, those of JSON: UTF-8
@@ -254,130 +214,378 @@ var strictMsgpack = msgpackcheck.Options{
 }
 
 // decodeMsgpack parses a msgpack body: a map with the same exact-case keys
-// as JSON. "input" is passed on as its msgpack bytes, so bin stays bytes
-// and integers stay exact (uint64 and negative int64 included).
+// as JSON, checked whole first. "input" is passed on as its msgpack
+// bytes, so bin stays bytes and integers stay exact (uint64 and negative
+// int64 included).
 func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 	if err := msgpackcheck.CheckWith(body, strictMsgpack); err != nil {
 		return executeRequest{}, invalidRequest("body is not a valid msgpack request: " + err.Error())
 	}
-	if !isMsgpackMap(body[0]) {
-		return executeRequest{}, invalidRequest("body must be a msgpack map")
+	// A bytes.Reader is read unbuffered: what is left of it is what the
+	// decoder has not read.
+	rd := bytes.NewReader(body)
+	b := bodyReader{format: runner.InputMsgpack, body: body, rd: rd, dec: msgpack.NewDecoder(rd)}
+	return decodeRequest(&b, cfg)
+}
+
+// bodyReader reads the values of one body, JSON or msgpack, each method
+// one whole value. A value of another type than asked is a *wrongType
+// error, after which the reader is left inside it: the decoding stops
+// there. One type with a branch for each format, not an interface: an
+// interface's methods would send the reader, the request being decoded
+// and its callbacks to the heap.
+type bodyReader struct {
+	format runner.InputFormat
+
+	// A JSON body, checked as it is read.
+	json strictjson.Reader
+	size int // of the body
+	// compact holds the compact text of "input" and of the elements of
+	// "inputs", each a slice of it: allocated once, at most the size of
+	// the rest of the body.
+	compact []byte
+	// scratch holds an escaped file content while it is decoded.
+	scratch []byte
+
+	// A msgpack body, checked by msgpackcheck (so its lengths fit and its
+	// maps repeat no key).
+	body []byte
+	rd   *bytes.Reader
+	dec  *msgpack.Decoder
+}
+
+// wrongType is a value of another type than its field's; found says what
+// it is ("an array", the text of a number).
+type wrongType struct{ found string }
+
+func (e *wrongType) Error() string { return "unexpected " + e.found }
+
+var (
+	errTooMany = errors.New("too many elements")
+	errKeyType = errors.New("a key is not a string")
+)
+
+// formatWords are the names of a body format's types, for messages.
+type formatWords struct {
+	object string // what the body must be
+	files  string // what "files" must be
+}
+
+var (
+	jsonWords    = formatWords{object: "a JSON object", files: "an object of file name to base64 content"}
+	msgpackWords = formatWords{object: "a msgpack map", files: "a map of file name to bin content"}
+)
+
+func (b *bodyReader) words() *formatWords {
+	if b.format == runner.InputMsgpack {
+		return &msgpackWords
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(body))
-	n, err := dec.DecodeMapLen()
+	return &jsonWords
+}
+
+// str reads a string, or null (nil).
+func (b *bodyReader) str() (*string, error) {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackStr()
+	}
+	return b.jsonStr()
+}
+
+// int64 reads an integer that fits in 64 bits, or null (nil).
+func (b *bodyReader) int64() (*int64, error) {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackInt64()
+	}
+	return b.jsonInt64()
+}
+
+// raw reads any value, kept in the body's encoding: compact JSON text or
+// msgpack bytes.
+func (b *bodyReader) raw() ([]byte, error) {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackRaw()
+	}
+	return b.jsonRaw()
+}
+
+// array reads an array, calling elem to read each element; one more than
+// limit is errTooMany, found before it is read.
+func (b *bodyReader) array(limit int, elem func() error) error {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackArray(limit, elem)
+	}
+	return b.jsonArray(limit, elem)
+}
+
+// object reads an object (a map with str keys) or null, calling entry to
+// read the value of each key; a key that is not a str is errKeyType, one
+// more than limit (if not negative) errTooMany.
+func (b *bodyReader) object(limit int, entry func(key string) error) (null bool, err error) {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackObject(limit, entry)
+	}
+	return b.jsonObject(limit, entry)
+}
+
+// content reads the content of the file name: a base64 string in JSON,
+// bin or str in msgpack. Its errors are the client's to read.
+func (b *bodyReader) content(name string) ([]byte, error) {
+	if b.format == runner.InputMsgpack {
+		return b.msgpackContent(name)
+	}
+	return b.jsonContent(name)
+}
+
+// jsonWrongType describes the token that opened a value of the wrong type.
+func jsonWrongType(tok strictjson.Token) error {
+	switch tok.Kind {
+	case strictjson.ObjectStart:
+		return &wrongType{found: "an object"}
+	case strictjson.ArrayStart:
+		return &wrongType{found: "an array"}
+	case strictjson.String:
+		return &wrongType{found: "a string"}
+	case strictjson.Number:
+		return &wrongType{found: clipText(string(tok.Raw), 40)}
+	}
+	return &wrongType{found: string(tok.Raw)} // true, false, null
+}
+
+func (b *bodyReader) jsonStr() (*string, error) {
+	tok, err := b.json.Next()
+	switch {
+	case err != nil:
+		return nil, err
+	case tok.Kind == strictjson.Null:
+		return nil, nil
+	case tok.Kind != strictjson.String:
+		return nil, jsonWrongType(tok)
+	}
+	s := tok.Text()
+	return &s, nil
+}
+
+func (b *bodyReader) jsonInt64() (*int64, error) {
+	tok, err := b.json.Next()
+	switch {
+	case err != nil:
+		return nil, err
+	case tok.Kind == strictjson.Null:
+		return nil, nil
+	case tok.Kind != strictjson.Number:
+		return nil, jsonWrongType(tok)
+	}
+	n, err := strconv.ParseInt(string(tok.Raw), 10, 64)
 	if err != nil {
-		return executeRequest{}, invalidRequest("body is not a valid msgpack map: " + err.Error())
+		return nil, jsonWrongType(tok)
 	}
-	req := executeRequest{InputFormat: runner.InputMsgpack}
-	haveScript := false
-	for ; n > 0; n-- {
-		code, err := dec.PeekCode()
+	return &n, nil
+}
+
+func (b *bodyReader) jsonRaw() ([]byte, error) {
+	if b.compact == nil {
+		b.compact = make([]byte, 0, b.size-b.json.InputOffset())
+	}
+	start := len(b.compact)
+	var err error
+	if b.compact, err = b.json.AppendValue(b.compact); err != nil {
+		return nil, err
+	}
+	return b.compact[start:len(b.compact):len(b.compact)], nil
+}
+
+func (b *bodyReader) jsonArray(limit int, elem func() error) error {
+	tok, err := b.json.Next()
+	switch {
+	case err != nil:
+		return err
+	case tok.Kind != strictjson.ArrayStart:
+		return jsonWrongType(tok)
+	}
+	for n := 0; b.json.More(); n++ {
+		if n == limit {
+			return errTooMany
+		}
+		if err := elem(); err != nil {
+			return err
+		}
+	}
+	_, err = b.json.Next() // ']'
+	return err
+}
+
+func (b *bodyReader) jsonObject(limit int, entry func(key string) error) (bool, error) {
+	tok, err := b.json.Next()
+	switch {
+	case err != nil:
+		return false, err
+	case tok.Kind == strictjson.Null:
+		return true, nil
+	case tok.Kind != strictjson.ObjectStart:
+		return false, jsonWrongType(tok)
+	}
+	for n := 0; b.json.More(); n++ {
+		key, err := b.json.Next()
 		if err != nil {
-			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
+			return false, err
 		}
-		if !isMsgpackStr(code) {
-			return executeRequest{}, invalidRequest("keys of the body must be strings")
+		if n == limit {
+			return false, errTooMany
 		}
-		key, err := dec.DecodeString()
+		if err := entry(key.Text()); err != nil {
+			return false, err
+		}
+	}
+	_, err = b.json.Next() // '}'
+	return false, err
+}
+
+// jsonContent reads standard base64 with padding; "\/" is '/' still, as
+// PHP's json_encode writes it.
+func (b *bodyReader) jsonContent(name string) ([]byte, error) {
+	tok, err := b.json.Next()
+	if err != nil {
+		return nil, err
+	}
+	if tok.Kind != strictjson.String {
+		return nil, invalidRequest(fmt.Sprintf("file %q: the content must be a base64 string", name))
+	}
+	b.scratch = tok.AppendText(b.scratch[:0])
+	enc := base64.StdEncoding.Strict()
+	decoded := make([]byte, enc.DecodedLen(len(b.scratch)))
+	n, err := enc.Decode(decoded, b.scratch)
+	if err != nil {
+		return nil, invalidRequest(fmt.Sprintf("file %q: the content is not standard base64: %v", name, err))
+	}
+	return decoded[:n], nil
+}
+
+func (b *bodyReader) msgpackStr() (*string, error) {
+	code, err := b.dec.PeekCode()
+	switch {
+	case err != nil:
+		return nil, err
+	case code == 0xc0:
+		return nil, b.dec.Skip()
+	case !isMsgpackStr(code):
+		return nil, &wrongType{found: msgpackType(code)}
+	}
+	s, err := b.dec.DecodeString()
+	return &s, err
+}
+
+func (b *bodyReader) msgpackInt64() (*int64, error) {
+	code, err := b.dec.PeekCode()
+	switch {
+	case err != nil:
+		return nil, err
+	case !isMsgpackScalar(code):
+		// Only scalars reach DecodeInterface: it would allocate for
+		// the declared length of an array or a map.
+		return nil, &wrongType{found: msgpackType(code)}
+	}
+	value, err := b.dec.DecodeInterface()
+	if err != nil || value == nil {
+		return nil, err
+	}
+	n, ok := msgpackInt(value)
+	if !ok {
+		switch value.(type) {
+		case float32, float64:
+			return nil, &wrongType{found: fmt.Sprintf("the float %v", value)}
+		case uint64:
+			return nil, &wrongType{found: fmt.Sprint(value)}
+		}
+		return nil, &wrongType{found: msgpackType(code)}
+	}
+	return &n, nil
+}
+
+// msgpackRaw returns the value's bytes in the body, not a copy: the request
+// lives no longer than its body.
+func (b *bodyReader) msgpackRaw() ([]byte, error) {
+	start := len(b.body) - b.rd.Len()
+	if err := b.dec.Skip(); err != nil {
+		return nil, err
+	}
+	end := len(b.body) - b.rd.Len()
+	return b.body[start:end:end], nil
+}
+
+func (b *bodyReader) msgpackArray(limit int, elem func() error) error {
+	code, err := b.dec.PeekCode()
+	switch {
+	case err != nil:
+		return err
+	case !isMsgpackArray(code):
+		return &wrongType{found: msgpackType(code)}
+	}
+	n, err := b.dec.DecodeArrayLen()
+	switch {
+	case err != nil:
+		return err
+	case limit >= 0 && n > limit:
+		return errTooMany
+	}
+	for range n {
+		if err := elem(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bodyReader) msgpackObject(limit int, entry func(key string) error) (bool, error) {
+	code, err := b.dec.PeekCode()
+	switch {
+	case err != nil:
+		return false, err
+	case code == 0xc0:
+		return true, b.dec.Skip()
+	case !isMsgpackMap(code):
+		return false, &wrongType{found: msgpackType(code)}
+	}
+	n, err := b.dec.DecodeMapLen()
+	switch {
+	case err != nil:
+		return false, err
+	case limit >= 0 && n > limit:
+		return false, errTooMany
+	}
+	for range n {
+		if code, err := b.dec.PeekCode(); err != nil || !isMsgpackStr(code) {
+			return false, errKeyType
+		}
+		key, err := b.dec.DecodeString()
 		if err != nil {
-			return executeRequest{}, invalidRequest("cannot read a key of the body: " + err.Error())
+			return false, err
 		}
-		switch key {
-		case fieldScript:
-			code, err := dec.PeekCode()
-			if err == nil && !isMsgpackStr(code) {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be a string", key))
-			}
-			if req.Script, err = dec.DecodeString(); err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			haveScript = true
-		case fieldStdin:
-			code, err := dec.PeekCode()
-			if err == nil && code == 0xc0 {
-				_ = dec.Skip() // nil: absent
-				break
-			}
-			if err == nil && !isMsgpackStr(code) {
-				return executeRequest{}, invalidRequest(`"stdin" must be a string`)
-			}
-			text, err := dec.DecodeString()
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			req.Stdin = &text
-		case fieldInput:
-			raw, err := dec.DecodeRaw()
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			req.Input = raw
-		case fieldInputs:
-			n, err := dec.DecodeArrayLen()
-			if err != nil || n < 0 {
-				return executeRequest{}, invalidRequest(`"inputs" must be an array`)
-			}
-			if n > cfg.MaxBatch {
-				return executeRequest{}, batchTooLong(cfg)
-			}
-			req.Inputs = make([][]byte, 0, n)
-			for range n {
-				raw, err := dec.DecodeRaw()
-				if err != nil {
-					return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-				}
-				req.Inputs = append(req.Inputs, append([]byte(nil), raw...))
-			}
-		case fieldFiles:
-			if req.Files, err = decodeMsgpackFiles(dec, cfg); err != nil {
-				return executeRequest{}, err
-			}
-		case fieldEntrypoint:
-			code, err := dec.PeekCode()
-			if err == nil && code == 0xc0 {
-				err = dec.Skip() // nil: absent
-			} else if err == nil && !isMsgpackStr(code) {
-				return executeRequest{}, invalidRequest(entrypointInvalid)
-			} else if err == nil {
-				var text string
-				if text, err = dec.DecodeString(); err == nil && text == "" {
-					return executeRequest{}, invalidRequest(entrypointInvalid)
-				}
-				req.Entrypoint = runner.Entrypoint(text)
-			}
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-		case fieldTimeoutMS, fieldMemoryMB:
-			// Only scalars reach DecodeInterface: it would allocate for
-			// the declared length of an array or a map.
-			if code, err := dec.PeekCode(); err == nil && !isMsgpackScalar(code) {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits", key))
-			}
-			value, err := dec.DecodeInterface()
-			if err != nil {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
-			}
-			if value == nil {
-				break // absent
-			}
-			n, ok := msgpackInt(value)
-			if !ok {
-				return executeRequest{}, invalidRequest(fmt.Sprintf("%q must be an integer that fits in 64 bits", key))
-			}
-			req.setInt(key, n)
-		default:
-			return executeRequest{}, unknownField(key)
+		if err := entry(key); err != nil {
+			return false, err
 		}
 	}
-	if !haveScript {
-		return executeRequest{}, invalidRequest(`"script" is required`)
+	return false, nil
+}
+
+// msgpackContent reads bin, or str for text.
+func (b *bodyReader) msgpackContent(name string) ([]byte, error) {
+	code, err := b.dec.PeekCode()
+	if err != nil || !(isMsgpackStr(code) || isMsgpackBin(code)) {
+		return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str)", name))
 	}
-	return req, nil
+	content, err := b.dec.DecodeBytes()
+	if err != nil {
+		return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str): %v", name, err))
+	}
+	return content, nil
 }
 
 func isMsgpackMap(code byte) bool {
 	return code >= 0x80 && code <= 0x8f || code == 0xde || code == 0xdf
+}
+
+func isMsgpackArray(code byte) bool {
+	return code >= 0x90 && code <= 0x9f || code == 0xdc || code == 0xdd
 }
 
 func isMsgpackBin(code byte) bool { return code >= 0xc4 && code <= 0xc6 }
@@ -389,6 +597,30 @@ func isMsgpackScalar(code byte) bool {
 
 func isMsgpackStr(code byte) bool {
 	return code >= 0xa0 && code <= 0xbf || code >= 0xd9 && code <= 0xdb
+}
+
+// msgpackType names the type of the value whose code is code, for a
+// message.
+func msgpackType(code byte) string {
+	switch {
+	case isMsgpackStr(code):
+		return "a str"
+	case isMsgpackBin(code):
+		return "bin"
+	case isMsgpackMap(code):
+		return "a map"
+	case isMsgpackArray(code):
+		return "an array"
+	case code == 0xc0:
+		return "nil"
+	case code == 0xc2 || code == 0xc3:
+		return "a boolean"
+	case code == 0xca || code == 0xcb:
+		return "a float"
+	case isMsgpackScalar(code):
+		return "an integer"
+	}
+	return "an ext value"
 }
 
 // msgpackInt accepts any msgpack integer that fits an int64.
@@ -473,90 +705,6 @@ func nulByte(script string, at int) error {
 	column := utf8.RuneCountInString(script[lineStart:at]) + 1
 	return &runner.ScriptError{Kind: runner.KindSyntaxError, Line: line, Offset: column,
 		Message: fmt.Sprintf("SyntaxError: source code cannot contain null bytes (a NUL at line %d, column %d)", line, column)}
-}
-
-// decodeJSONFiles reads "files" of a JSON body (valid, compact JSON): an
-// object of name → standard base64 (with padding), or null for none.
-func decodeJSONFiles(value []byte, cfg *Config) ([]runner.File, error) {
-	if string(value) == "null" {
-		return nil, nil
-	}
-	if value[0] != '{' {
-		return nil, invalidRequest(`"files" must be an object of file name to base64 content`)
-	}
-	files := []runner.File{}
-	for i := 1; value[i] != '}'; {
-		if len(files) == cfg.MaxFiles {
-			return nil, filesTooMany(cfg)
-		}
-		nameEnd := skipJSONString(value, i)
-		name, err := unquoteJSON(value[i:nameEnd])
-		if err != nil {
-			return nil, invalidRequest("cannot read a file name: " + err.Error())
-		}
-		contentEnd := skipJSONValue(value, nameEnd+1)
-		content := value[nameEnd+1 : contentEnd]
-		if content[0] != '"' {
-			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be a base64 string", name))
-		}
-		text, err := unquoteJSON(content)
-		if err != nil {
-			return nil, invalidRequest(fmt.Sprintf("file %q: cannot read the content: %v", name, err))
-		}
-		decoded, err := base64.StdEncoding.Strict().DecodeString(text)
-		if err != nil {
-			return nil, invalidRequest(fmt.Sprintf("file %q: the content is not standard base64: %v", name, err))
-		}
-		files = append(files, runner.File{Name: name, Content: decoded})
-		i = contentEnd
-		if value[i] == ',' {
-			i++
-		}
-	}
-	return files, nil
-}
-
-// decodeMsgpackFiles reads "files" of a msgpack body: a map of name (str)
-// → content (bin, or str for text), or nil for none. Keys were checked
-// unique by msgpackcheck.
-func decodeMsgpackFiles(dec *msgpack.Decoder, cfg *Config) ([]runner.File, error) {
-	code, err := dec.PeekCode()
-	if err != nil {
-		return nil, invalidRequest(`cannot read "files": ` + err.Error())
-	}
-	if code == 0xc0 {
-		return nil, dec.Skip()
-	}
-	if !isMsgpackMap(code) {
-		return nil, invalidRequest(`"files" must be a map of file name to bin content`)
-	}
-	n, err := dec.DecodeMapLen()
-	if err != nil {
-		return nil, invalidRequest(`cannot read "files": ` + err.Error())
-	}
-	if n > cfg.MaxFiles {
-		return nil, filesTooMany(cfg)
-	}
-	files := make([]runner.File, 0, n)
-	for range n {
-		if code, err := dec.PeekCode(); err != nil || !isMsgpackStr(code) {
-			return nil, invalidRequest(`the file names in "files" must be strings`)
-		}
-		name, err := dec.DecodeString()
-		if err != nil {
-			return nil, invalidRequest("cannot read a file name: " + err.Error())
-		}
-		code, err := dec.PeekCode()
-		if err != nil || !(isMsgpackStr(code) || isMsgpackBin(code)) {
-			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str)", name))
-		}
-		content, err := dec.DecodeBytes()
-		if err != nil {
-			return nil, invalidRequest(fmt.Sprintf("file %q: the content must be bin (or str): %v", name, err))
-		}
-		files = append(files, runner.File{Name: name, Content: content})
-	}
-	return files, nil
 }
 
 // validateFiles checks "files" against the caps and the name rules. The

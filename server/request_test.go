@@ -156,6 +156,57 @@ func TestDecodeJSONStrict(t *testing.T) {
 	}
 }
 
+// A JSON body is read in one pass that stops decoding at the first fault
+// of a field, but the body is read to its end: a fault of its syntax
+// anywhere is the one told, as when the body was checked whole first.
+func TestDecodeJSONSyntaxFaultWins(t *testing.T) {
+	caps := testConfig()
+	caps.MaxBatch, caps.MaxFiles = 2, 2
+	for _, tc := range []struct {
+		name, body, msg string
+	}{
+		{"unknown field, then NaN", `{"SCRIPT": "x", "input": NaN}`, "NaN is not JSON"},
+		{"wrong type, then a duplicate key", `{"script": 1, "script": "x"}`, `duplicate key "script"`},
+		{"batch over the cap, then a trailing comma", `{"script": "x", "inputs": [1, 2, 3, 4,]}`, "expected a value"},
+		{"files over the cap, then an unclosed object", `{"script": "x", "files": {"a": "", "b": "", "c": ""}`, "end of input inside object"},
+		{"not an object, then trailing data", `[1] 2`, "after the top-level value"},
+		{"missing script, then invalid UTF-8", "{\"input\": \"\xff\"}", "invalid UTF-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeJSON([]byte(tc.body), caps)
+			if !isInvalidRequest(err) || !strings.Contains(err.Error(), "body is not valid JSON") || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("err = %v, want invalid_request saying %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+// The elements of "inputs" share one buffer (JSON) or the body
+// (msgpack): each is capped at its length, so appending to one cannot
+// write over the next.
+func TestDecodedInputsDoNotOverlap(t *testing.T) {
+	packed, err := msgpack.Marshal(map[string]any{"script": "x", "inputs": []any{1, "ab", []int{3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, decode := range map[string]func() (executeRequest, error){
+		"json": func() (executeRequest, error) {
+			return decodeJSON([]byte(`{"script": "x", "inputs": [1, "ab", [3]]}`), testConfig())
+		},
+		"msgpack": func() (executeRequest, error) { return decodeMsgpack(packed, testConfig()) },
+	} {
+		req, err := decode()
+		if err != nil || len(req.Inputs) != 3 {
+			t.Fatalf("%s: %v %v", name, req.Inputs, err)
+		}
+		want := string(req.Inputs[1])
+		_ = append(req.Inputs[0], 'x', 'x', 'x')
+		if string(req.Inputs[1]) != want {
+			t.Errorf("%s: appending to the first input changed the second to %q", name, req.Inputs[1])
+		}
+	}
+}
+
 // mp builds msgpack bytes by hand, for bodies an encoder will not write.
 func mp(parts ...any) []byte {
 	var b []byte

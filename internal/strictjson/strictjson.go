@@ -1,5 +1,6 @@
-// Package strictjson validates untrusted JSON text against RFC 8259 with
-// no leniency and re-encodes it in compact form, in one pass.
+// Package strictjson reads untrusted JSON text against RFC 8259 with no
+// leniency, in one pass: a Reader gives the text's tokens one at a time,
+// or a whole value in compact form, and Compact re-encodes a whole text.
 //
 // Beyond what encoding/json checks, it refuses invalid UTF-8 anywhere,
 // escapes of lone UTF-16 surrogates, nesting past a depth and, on request,
@@ -22,7 +23,7 @@ import (
 // DefaultMaxDepth is the nesting limit when Options.MaxDepth is not set.
 const DefaultMaxDepth = 1000
 
-// Options are the rules of Compact beyond RFC 8259.
+// Options are the rules of a Reader and of Compact beyond RFC 8259.
 type Options struct {
 	// MaxDepth is the deepest nesting of arrays and objects allowed; a
 	// top-level array has depth 1. Zero or less: DefaultMaxDepth.
@@ -55,22 +56,183 @@ func (e *SyntaxError) Error() string {
 // by whitespace, and appends its compact form to dst. On error it returns
 // dst unchanged and a *SyntaxError.
 func Compact(dst, src []byte, opts Options) ([]byte, error) {
+	var r Reader
+	r.Reset(src, opts)
+	out, err := r.AppendValue(dst)
+	if err == nil {
+		err = r.Finish()
+	}
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// Kind is what a token is.
+type Kind uint8
+
+const (
+	// Invalid is the Kind returned with an error.
+	Invalid Kind = iota
+	// End is the end of the text, after the top-level value.
+	End
+	ObjectStart
+	ObjectEnd
+	ArrayStart
+	ArrayEnd
+	// Key is an object's key: a string, and the ':' after it.
+	Key
+	String
+	Number
+	True
+	False
+	Null
+)
+
+var kindNames = [...]string{"invalid", "end of input", "object", "end of object", "array", "end of array",
+	"key", "string", "number", "true", "false", "null"}
+
+// String names the kind as a message would: "string", "object".
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Token is one token of the text.
+type Token struct {
+	Kind Kind
+	// Raw is the token as written in src (a slice of it): a string or a
+	// key with its quotes and escapes, a number, a literal, or the one
+	// byte of a bracket or a brace. Empty for End.
+	Raw []byte
+	// Offset is where Raw starts in src.
+	Offset int
+	// escaped says a String or Key holds an escape.
+	escaped bool
+}
+
+// AppendText appends the text of a String or Key token, escapes decoded,
+// to dst.
+func (t Token) AppendText(dst []byte) []byte {
+	if !t.escaped {
+		return append(dst, t.Raw[1:len(t.Raw)-1]...)
+	}
+	s := scanner{src: t.Raw}
+	return s.keyBytes(dst, 0)
+}
+
+// Text is the text of a String or Key token, escapes decoded.
+func (t Token) Text() string {
+	if !t.escaped {
+		return string(t.Raw[1 : len(t.Raw)-1])
+	}
+	return string(t.AppendText(make([]byte, 0, len(t.Raw))))
+}
+
+// Reader reads a JSON text token by token, checking each as it goes. Its
+// first error ends the reading: every later call returns it. A text is
+// known to be valid only once Finish has returned nil.
+type Reader struct {
+	s scanner
+}
+
+// NewReader returns a Reader of src with the rules of opts.
+func NewReader(src []byte, opts Options) *Reader {
+	r := new(Reader)
+	r.Reset(src, opts)
+	return r
+}
+
+// Reset makes r a Reader of src with the rules of opts, as NewReader
+// does, keeping the buffers it grew for an earlier text.
+func (r *Reader) Reset(src []byte, opts Options) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
-	if opts.RejectDuplicateKeys && uint64(len(src)) >= math.MaxUint32 {
-		// A key's offset is 32 bits (keyRef).
-		return dst, &SyntaxError{Offset: math.MaxUint32 - 1,
-			Msg: fmt.Sprintf("input of %d bytes is over the 4 GiB that the duplicate key check handles", len(src))}
-	}
-	s := scanner{src: src, dst: dst, opts: opts}
+	r.s = scanner{src: src, opts: opts,
+		stack: r.s.stack[:0], keys: r.s.keys[:0], unescaped: r.s.unescaped[:0], other: r.s.other[:0]}
 	if opts.RejectDuplicateKeys {
-		s.seed = maphash.MakeSeed()
+		if uint64(len(src)) >= math.MaxUint32 {
+			// A key's offset is 32 bits (keyRef).
+			r.s.err = &SyntaxError{Offset: math.MaxUint32 - 1,
+				Msg: fmt.Sprintf("input of %d bytes is over the 4 GiB that the duplicate key check handles", len(src))}
+			return
+		}
+		r.s.seed = maphash.MakeSeed()
 	}
-	if err := s.run(); err != nil {
-		return dst, err
+	r.s.skipSpace()
+}
+
+// Next reads the next token: End after the top-level value (and on every
+// call after that). Errors are *SyntaxError.
+func (r *Reader) Next() (Token, error) {
+	s := &r.s
+	if err := s.next(); err != nil {
+		return Token{}, err
 	}
-	return s.dst, nil
+	return Token{Kind: s.kind, Raw: s.src[s.start:s.end], Offset: s.start, escaped: s.escaped}, nil
+}
+
+// InputOffset is the offset in src of the end of the last token read (or
+// of the whitespace after it): what is left to read is src[InputOffset():].
+func (r *Reader) InputOffset() int { return r.s.pos }
+
+// More reports whether the innermost open array or object has another
+// element (or key) before its end; false when none is open, or after an
+// error.
+func (r *Reader) More() bool {
+	s := &r.s
+	if s.err != nil || len(s.stack) == 0 {
+		return false
+	}
+	if s.state != afterValue && s.state != wantFirst {
+		return true
+	}
+	s.skipSpace()
+	if s.pos >= len(s.src) {
+		return true // the next read tells the end of input
+	}
+	c := s.src[s.pos]
+	if s.stack[len(s.stack)-1].object {
+		return c != '}'
+	}
+	return c != ']'
+}
+
+// AppendValue reads the next value whole, checking it, and appends its
+// compact form to dst. Call it where a value comes next: first, after a
+// Key, or in an array when More says so. On error, what it returns holds
+// dst and part of the value.
+func (r *Reader) AppendValue(dst []byte) ([]byte, error) {
+	s := &r.s
+	s.dst = dst
+	err := s.value(true)
+	out := s.dst
+	s.dst = nil
+	return out, err
+}
+
+// SkipValue reads the next value whole, checking it, as AppendValue does
+// with nothing to append.
+func (r *Reader) SkipValue() error {
+	return r.s.value(false)
+}
+
+// Finish reads the rest of the text, checking it: the open arrays and
+// objects to their ends, then nothing but whitespace. It returns the first
+// error of the text, whether read before or now.
+func (r *Reader) Finish() error {
+	s := &r.s
+	for {
+		if err := s.next(); err != nil {
+			return err
+		}
+		if s.kind == End {
+			return nil
+		}
+	}
 }
 
 // frame is one open array or object.
@@ -86,14 +248,42 @@ type frame struct {
 // hundred bytes a key, eleven times a body of short keys).
 const linearKeys = 16
 
+// state is what the scanner reads next.
+type state uint8
+
+const (
+	// wantValue: a value, at s.pos (the start, or after ':' or an
+	// array's ',').
+	wantValue state = iota
+	// wantFirst: after '[' or '{', its first element (or key) or its end.
+	wantFirst
+	// afterValue: ',', the end of the open array or object, or the end
+	// of the text.
+	afterValue
+	// ended: End was read.
+	ended
+)
+
 type scanner struct {
-	src, dst []byte
-	opts     Options
-	pos      int
+	src []byte
+	// dst receives the compact form while record is set: runs of src
+	// between whitespace outside strings.
+	dst    []byte
+	record bool
+	opts   Options
+	pos    int
 	// copied is where the bytes not yet copied to dst start; whitespace
 	// outside strings ends a run.
 	copied int
+	state  state
 	stack  []frame
+	// err is the first error; once set, the scanner reads no further.
+	err error
+	// The last token read: its kind, its bytes src[start:end], whether
+	// (a string or key) it holds an escape.
+	kind       Kind
+	start, end int
+	escaped    bool
 	// keys are the keys of the open objects (only with
 	// RejectDuplicateKeys).
 	keys []keyRef
@@ -136,12 +326,14 @@ func (s *scanner) describe(pos int) string {
 // isSpace is the whitespace of RFC 8259.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
-// skipSpace skips whitespace and leaves it out of the output.
+// skipSpace skips whitespace, leaving it out of the compact form.
 func (s *scanner) skipSpace() {
 	if s.pos >= len(s.src) || !isSpace(s.src[s.pos]) {
 		return
 	}
-	s.dst = append(s.dst, s.src[s.copied:s.pos]...)
+	if s.record {
+		s.dst = append(s.dst, s.src[s.copied:s.pos]...)
+	}
 	s.pos++
 	for s.pos < len(s.src) && isSpace(s.src[s.pos]) {
 		s.pos++
@@ -149,55 +341,101 @@ func (s *scanner) skipSpace() {
 	s.copied = s.pos
 }
 
-func (s *scanner) run() error {
-	s.skipSpace()
-	for {
-		// A value starts at s.pos.
-		opened, err := s.value()
-		if err != nil {
+// value reads one value whole, with record set appending its compact
+// form to s.dst. Nesting costs no recursion: the value's arrays and
+// objects are the frames above base.
+func (s *scanner) value(record bool) error {
+	base := len(s.stack)
+	if err := s.next(); err != nil {
+		return err
+	}
+	switch s.kind {
+	case ObjectEnd, ArrayEnd, Key, End:
+		err := s.fail(s.start, "expected a value, found %s", s.kind)
+		s.err = err
+		return err
+	}
+	if record {
+		// The whitespace after a token is skipped when the next one is
+		// read: the first token is src[start:pos], the run to copy.
+		s.copied, s.record = s.start, true
+		defer func() {
+			s.dst = append(s.dst, s.src[s.copied:s.pos]...)
+			s.record = false
+		}()
+	}
+	for len(s.stack) > base {
+		if err := s.next(); err != nil {
 			return err
 		}
-		if opened {
-			continue
+	}
+	return nil
+}
+
+// next reads one token into s.kind, s.start and s.end.
+func (s *scanner) next() error {
+	if s.err != nil {
+		return s.err
+	}
+	if err := s.step(); err != nil {
+		s.err = err
+		s.kind = Invalid
+		return err
+	}
+	return nil
+}
+
+func (s *scanner) step() error {
+	switch s.state {
+	case ended:
+		s.kind, s.start, s.end = End, s.pos, s.pos
+		return nil
+	case wantFirst:
+		s.skipSpace()
+		top := &s.stack[len(s.stack)-1]
+		if s.pos < len(s.src) && s.src[s.pos] == closer(top.object) {
+			return s.close()
 		}
-		// After a value: close containers or move to the next element.
-		for {
+		if top.object {
+			return s.key(top)
+		}
+	case afterValue:
+		s.skipSpace()
+		if len(s.stack) == 0 {
+			if s.pos != len(s.src) {
+				return s.fail(s.pos, "unexpected %s after the top-level value", s.describe(s.pos))
+			}
+			s.state = ended
+			s.kind, s.start, s.end = End, s.pos, s.pos
+			return nil
+		}
+		top := &s.stack[len(s.stack)-1]
+		if s.pos >= len(s.src) {
+			return s.fail(s.pos, "unexpected end of input inside %s", containerName(top.object))
+		}
+		switch c := s.src[s.pos]; {
+		case c == ',':
+			s.pos++
 			s.skipSpace()
-			if len(s.stack) == 0 {
-				if s.pos != len(s.src) {
-					return s.fail(s.pos, "unexpected %s after the top-level value", s.describe(s.pos))
-				}
-				s.dst = append(s.dst, s.src[s.copied:s.pos]...)
-				return nil
-			}
-			top := &s.stack[len(s.stack)-1]
-			if s.pos >= len(s.src) {
-				return s.fail(s.pos, "unexpected end of input inside %s", containerName(top.object))
-			}
-			c := s.src[s.pos]
-			if c == ',' {
-				s.pos++
-				s.skipSpace()
-				if top.object {
-					if err := s.key(top); err != nil {
-						return err
-					}
-				}
-				break
-			}
-			if top.object && c == '}' || !top.object && c == ']' {
-				s.pos++
-				if err := s.pop(); err != nil {
-					return err
-				}
-				continue
-			}
 			if top.object {
-				return s.fail(s.pos, "expected ',' or '}' after object value, found %s", s.describe(s.pos))
+				return s.key(top)
 			}
+		case c == closer(top.object):
+			return s.close()
+		case top.object:
+			return s.fail(s.pos, "expected ',' or '}' after object value, found %s", s.describe(s.pos))
+		default:
 			return s.fail(s.pos, "expected ',' or ']' after array element, found %s", s.describe(s.pos))
 		}
 	}
+	return s.scalarOrOpen()
+}
+
+func closer(object bool) byte {
+	if object {
+		return '}'
+	}
+	return ']'
 }
 
 func containerName(object bool) string {
@@ -207,87 +445,102 @@ func containerName(object bool) string {
 	return "array"
 }
 
-// value scans one value at s.pos. An array or object is opened (and, when
-// empty, closed); opened says a non-empty one was, with s.pos at its first
-// value, which run's loop scans next: nesting costs no recursion.
-func (s *scanner) value() (opened bool, err error) {
-	if s.pos >= len(s.src) {
-		return false, s.fail(s.pos, "unexpected end of input, expected a value")
+// close reads the '}' or ']' at s.pos, closing the innermost array or
+// object.
+func (s *scanner) close() error {
+	s.kind, s.start, s.end = ArrayEnd, s.pos, s.pos+1
+	if s.stack[len(s.stack)-1].object {
+		s.kind = ObjectEnd
 	}
-	switch c := s.src[s.pos]; c {
-	case '"':
-		_, err := s.str(false)
-		return false, err
-	case '{', '[':
-		if len(s.stack) >= s.opts.MaxDepth {
-			return false, s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
-		}
-		s.pos++
-		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys)})
-		s.skipSpace()
-		end := byte(']')
-		if c == '{' {
-			end = '}'
-		}
-		if s.pos < len(s.src) && s.src[s.pos] == end {
-			s.pos++
-			return false, s.pop()
-		}
-		if c == '{' {
-			return true, s.key(&s.stack[len(s.stack)-1])
-		}
-		return true, nil
-	case 't':
-		return false, s.literal("true")
-	case 'f':
-		return false, s.literal("false")
-	case 'n':
-		return false, s.literal("null")
-	case 'N':
-		return false, s.fail(s.pos, "NaN is not JSON")
-	case 'I':
-		return false, s.fail(s.pos, "Infinity is not JSON")
-	default:
-		if c == '-' || c >= '0' && c <= '9' {
-			return false, s.number()
-		}
-		return false, s.fail(s.pos, "unexpected %s, expected a value", s.describe(s.pos))
-	}
+	s.pos++
+	s.state = afterValue
+	return s.pop()
 }
 
-// key scans an object key, the colon after it and the whitespace around
-// it, leaving s.pos at the value.
+// scalarOrOpen reads the token that starts a value at s.pos: a scalar
+// whole, or the '[' or '{' that opens an array or object.
+func (s *scanner) scalarOrOpen() error {
+	s.start, s.escaped = s.pos, false
+	s.state = afterValue
+	if s.pos >= len(s.src) {
+		return s.fail(s.pos, "unexpected end of input, expected a value")
+	}
+	var err error
+	switch c := s.src[s.pos]; c {
+	case '"':
+		s.kind = String
+		s.escaped, err = s.str(false)
+	case '{', '[':
+		if len(s.stack) >= s.opts.MaxDepth {
+			return s.fail(s.pos, "nesting deeper than %d", s.opts.MaxDepth)
+		}
+		s.pos++
+		s.kind = ArrayStart
+		if c == '{' {
+			s.kind = ObjectStart
+		}
+		s.stack = append(s.stack, frame{object: c == '{', keys: len(s.keys)})
+		s.state = wantFirst
+	case 't':
+		s.kind = True
+		err = s.literal("true")
+	case 'f':
+		s.kind = False
+		err = s.literal("false")
+	case 'n':
+		s.kind = Null
+		err = s.literal("null")
+	case 'N':
+		return s.fail(s.pos, "NaN is not JSON")
+	case 'I':
+		return s.fail(s.pos, "Infinity is not JSON")
+	default:
+		if c != '-' && (c < '0' || c > '9') {
+			return s.fail(s.pos, "unexpected %s, expected a value", s.describe(s.pos))
+		}
+		s.kind = Number
+		err = s.number()
+	}
+	s.end = s.pos
+	return err
+}
+
+// key reads an object key at s.pos, the colon after it and the whitespace
+// around it, leaving s.pos at the value.
 func (s *scanner) key(f *frame) error {
+	s.kind, s.start = Key, s.pos
 	if s.pos >= len(s.src) {
 		return s.fail(s.pos, "unexpected end of input, expected an object key")
 	}
 	if s.src[s.pos] != '"' {
 		return s.fail(s.pos, "unexpected %s, expected an object key (a string)", s.describe(s.pos))
 	}
+	var err error
 	if s.opts.RejectDuplicateKeys {
 		at := s.pos
 		s.unescaped = s.unescaped[:0]
-		escaped, err := s.str(true)
-		if err != nil {
+		if s.escaped, err = s.str(true); err != nil {
 			return err
 		}
 		k := s.src[at+1 : s.pos-1]
-		if escaped {
+		if s.escaped {
 			k = s.unescaped
 		}
 		key := keyRef(uint64(uint32(maphash.Bytes(s.seed, k)))<<32 | uint64(at))
 		if err := s.addKey(f, key, k); err != nil {
 			return err
 		}
-	} else if _, err := s.str(false); err != nil {
+	} else if s.escaped, err = s.str(false); err != nil {
 		return err
 	}
+	s.end = s.pos
 	s.skipSpace()
 	if s.pos >= len(s.src) || s.src[s.pos] != ':' {
 		return s.fail(s.pos, "expected ':' after object key, found %s", s.describe(s.pos))
 	}
 	s.pos++
 	s.skipSpace()
+	s.state = wantValue
 	return nil
 }
 
