@@ -3,10 +3,11 @@ package server
 import (
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/sandbox-exec/pyexec/internal/cpuclock"
 )
 
 // The decoders' benchmarks: a body at the size cap (a long input), a
@@ -40,7 +41,7 @@ func benchDecode(b *testing.B, body []byte, decode func([]byte, *Config) (execut
 	cfg := testConfig()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
-	cpu := startCPU()
+	cpu := cpuclock.Start()
 	n := 0
 	for b.Loop() {
 		if _, err := decode(body, cfg); err != nil {
@@ -48,28 +49,7 @@ func benchDecode(b *testing.B, body []byte, decode func([]byte, *Config) (execut
 		}
 		n++
 	}
-	cpu.report(b, n)
-}
-
-// cpuClock reads the process's CPU time (user and system, the garbage
-// collector's included), reported as cpu-ns/op beside the wall time: on a
-// machine shared with other work, ns/op also counts the waits for a CPU.
-type cpuClock struct{ start int64 }
-
-func cpuNow() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
-func startCPU() cpuClock { return cpuClock{start: cpuNow()} }
-
-func (c cpuClock) report(b *testing.B, n int) {
-	if n > 0 {
-		b.ReportMetric(float64(cpuNow()-c.start)/float64(n), "cpu-ns/op")
-	}
+	cpu.Report(b, n)
 }
 
 func BenchmarkDecodeJSON8MiB(b *testing.B) {

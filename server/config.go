@@ -45,11 +45,6 @@ type Config struct {
 	// leaves in its output directory. Zero MaxFiles: the runner's
 	// defaults.
 	Limits runner.Limits
-	// MaxFiles, MaxFilesBytes and MaxFileBytes are the file caps the
-	// request decoder reads. Zero (as a service leaves them): Limits's
-	// MaxFiles, FilesBytes and FileSizeBytes; a test may set them alone.
-	MaxFiles, MaxFilesBytes int
-	MaxFileBytes            int64
 	// MaxTimeout is the longest wall-clock time a script may ask for, and
 	// the limit of a request that asks for none. Default: the runner's.
 	MaxTimeout time.Duration
@@ -160,9 +155,6 @@ func (c Config) withDefaults() Config {
 	if c.Limits.MaxFiles == 0 {
 		c.Limits = d.Limits
 	}
-	setDefault(&c.MaxFiles, c.Limits.MaxFiles)
-	setDefault(&c.MaxFilesBytes, c.Limits.FilesBytes)
-	setDefault(&c.MaxFileBytes, c.Limits.FileSizeBytes)
 	setDefault(&c.ReadTimeout, d.ReadTimeout)
 	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)

@@ -171,7 +171,7 @@ func readInputs(b *bodyReader, cfg *Config) ([][]byte, error) {
 // none; more than the cap is refused as it is read, as for "inputs".
 func readFiles(b *bodyReader, cfg *Config) ([]runner.File, error) {
 	files := []runner.File{}
-	null, err := b.object(cfg.MaxFiles, func(name string) error {
+	null, err := b.object(cfg.Limits.MaxFiles, func(name string) error {
 		content, err := b.content(name)
 		files = append(files, runner.File{Name: name, Content: content})
 		return err
@@ -183,7 +183,7 @@ func readFiles(b *bodyReader, cfg *Config) ([]runner.File, error) {
 		return nil, invalidRequest(`the file names in "files" must be strings`)
 	case errors.Is(err, errTooMany):
 		return nil, &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, cfg.MaxFiles, cfg.MaxFiles)}
+			Message: fmt.Sprintf(`"files" has more than %d files, over the cap of %d`, cfg.Limits.MaxFiles, cfg.Limits.MaxFiles)}
 	case err != nil || null:
 		return nil, err
 	}
@@ -729,15 +729,15 @@ func (req *executeRequest) validateFiles(cfg *Config) error {
 		if first, _, _ := strings.Cut(f.Name, "/"); first == "output" {
 			return invalidRequest(fmt.Sprintf(`"files": %q is in the output directory, which belongs to the script's results`, f.Name))
 		}
-		if int64(len(f.Content)) > cfg.MaxFileBytes {
+		if int64(len(f.Content)) > cfg.Limits.FileSizeBytes {
 			return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-				Message: fmt.Sprintf(`"files": %q is %d bytes, over the file size limit of %d`, f.Name, len(f.Content), cfg.MaxFileBytes)}
+				Message: fmt.Sprintf(`"files": %q is %d bytes, over the file size limit of %d`, f.Name, len(f.Content), cfg.Limits.FileSizeBytes)}
 		}
 		total += len(f.Content)
 	}
-	if total > cfg.MaxFilesBytes {
+	if total > cfg.Limits.FilesBytes {
 		return &APIError{Type: TypePayloadTooLarge, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf(`"files" hold %d bytes together, over the cap of %d`, total, cfg.MaxFilesBytes)}
+			Message: fmt.Sprintf(`"files" hold %d bytes together, over the cap of %d`, total, cfg.Limits.FilesBytes)}
 	}
 	// Names are unique: JSON objects and msgpack maps with a key twice
 	// were refused by the strict decoders. Two may still be one name on a

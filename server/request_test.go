@@ -161,7 +161,7 @@ func TestDecodeJSONStrict(t *testing.T) {
 // anywhere is the one told, as when the body was checked whole first.
 func TestDecodeJSONSyntaxFaultWins(t *testing.T) {
 	caps := testConfig()
-	caps.MaxBatch, caps.MaxFiles = 2, 2
+	caps.MaxBatch, caps.Limits.MaxFiles = 2, 2
 	for _, tc := range []struct {
 		name, body, msg string
 	}{
@@ -418,9 +418,9 @@ func FuzzDecodeMsgpack(f *testing.F) {
 
 func TestDecodeFiles(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.MaxFileBytes = 4
-	cfg.MaxFilesBytes = 6
-	cfg.MaxFiles = 2
+	cfg.Limits.FileSizeBytes = 4
+	cfg.Limits.FilesBytes = 6
+	cfg.Limits.MaxFiles = 2
 
 	req, err := decodeJSON([]byte(`{"script": "x", "files": {"b.txt": "aGk=", "dir/a.bin": ""}}`), &cfg)
 	if err != nil || req.validate(&cfg) != nil {
@@ -490,7 +490,7 @@ func testConfig() *Config {
 // are read, before the decoder allocates for them.
 func TestDecodingStopsAtTheCaps(t *testing.T) {
 	caps := testConfig()
-	caps.MaxBatch, caps.MaxFiles = 2, 2
+	caps.MaxBatch, caps.Limits.MaxFiles = 2, 2
 	wantType := func(name string, err error, typ string) {
 		t.Helper()
 		var apiErr *APIError

@@ -8,8 +8,9 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/sandbox-exec/pyexec/internal/cpuclock"
 )
 
 func TestCompactAccepts(t *testing.T) {
@@ -381,7 +382,7 @@ func BenchmarkCompact8MiB(b *testing.B) {
 	src := eightMiBOfAngles()
 	dst := make([]byte, 0, len(src))
 	b.SetBytes(int64(len(src)))
-	cpu := startCPU()
+	cpu := cpuclock.Start()
 	n := 0
 	for b.Loop() {
 		if _, err := Compact(dst[:0], src, Options{RejectDuplicateKeys: true}); err != nil {
@@ -389,28 +390,7 @@ func BenchmarkCompact8MiB(b *testing.B) {
 		}
 		n++
 	}
-	cpu.report(b, n)
-}
-
-// cpuClock reads the process's CPU time (user and system, the garbage
-// collector's included), reported as cpu-ns/op beside the wall time: on a
-// machine shared with other work, ns/op also counts the waits for a CPU.
-type cpuClock struct{ start int64 }
-
-func cpuNow() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
-func startCPU() cpuClock { return cpuClock{start: cpuNow()} }
-
-func (c cpuClock) report(b *testing.B, n int) {
-	if n > 0 {
-		b.ReportMetric(float64(cpuNow()-c.start)/float64(n), "cpu-ns/op")
-	}
+	cpu.Report(b, n)
 }
 
 func TestCompact8MiBKeepsAngles(t *testing.T) {
@@ -558,7 +538,7 @@ func BenchmarkCompactManyKeys(b *testing.B) {
 	dst := make([]byte, 0, len(src))
 	b.SetBytes(int64(len(src)))
 	b.ReportAllocs()
-	cpu := startCPU()
+	cpu := cpuclock.Start()
 	n := 0
 	for b.Loop() {
 		if _, err := Compact(dst[:0], src, Options{RejectDuplicateKeys: true}); err != nil {
@@ -566,7 +546,7 @@ func BenchmarkCompactManyKeys(b *testing.B) {
 		}
 		n++
 	}
-	cpu.report(b, n)
+	cpu.Report(b, n)
 }
 
 // Keys whose hashes collide are told apart by their bytes: every key of
