@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"runtime"
@@ -102,18 +103,18 @@ func DefaultConfig() Config {
 // withDefaults fills every zero field of c from DefaultConfig.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	setDefault(&c.Mode, d.Mode)
-	setDefault(&c.Python, d.Python)
+	c.Mode = cmp.Or(c.Mode, d.Mode)
+	c.Python = cmp.Or(c.Python, d.Python)
 	if c.Preload == nil {
 		c.Preload = d.Preload
 	}
-	setDefault(&c.StartTimeout, d.StartTimeout)
-	setDefault(&c.TmpBytes, d.TmpBytes)
-	setDefault(&c.SandboxUID, d.SandboxUID)
-	setDefault(&c.SandboxGID, d.SandboxGID)
-	setDefault(&c.ZygoteMaxForks, d.ZygoteMaxForks)
-	setDefault(&c.ZygoteMaxAge, d.ZygoteMaxAge)
-	setDefault(&c.Zygotes, d.Zygotes)
+	c.StartTimeout = cmp.Or(c.StartTimeout, d.StartTimeout)
+	c.TmpBytes = cmp.Or(c.TmpBytes, d.TmpBytes)
+	c.SandboxUID = cmp.Or(c.SandboxUID, d.SandboxUID)
+	c.SandboxGID = cmp.Or(c.SandboxGID, d.SandboxGID)
+	c.ZygoteMaxForks = cmp.Or(c.ZygoteMaxForks, d.ZygoteMaxForks)
+	c.ZygoteMaxAge = cmp.Or(c.ZygoteMaxAge, d.ZygoteMaxAge)
+	c.Zygotes = cmp.Or(c.Zygotes, d.Zygotes)
 	if c.Policy.Name == "" {
 		c.Policy = d.Policy
 	}
@@ -124,24 +125,17 @@ func (c Config) withDefaults() Config {
 		c.Policy.DenyCalls = []string{}
 	}
 	l, dl := &c.Limits, d.Limits
-	setDefault(&l.Timeout, dl.Timeout)
-	setDefault(&l.CPUTime, dl.CPUTime)
-	setDefault(&l.MemoryBytes, dl.MemoryBytes)
-	setDefault(&l.Processes, dl.Processes)
-	setDefault(&l.OpenFiles, dl.OpenFiles)
-	setDefault(&l.FileSizeBytes, dl.FileSizeBytes)
-	setDefault(&l.OutputBytes, dl.OutputBytes)
-	setDefault(&l.ResultBytes, dl.ResultBytes)
-	setDefault(&l.MaxFiles, dl.MaxFiles)
-	setDefault(&l.FilesBytes, dl.FilesBytes)
+	l.Timeout = cmp.Or(l.Timeout, dl.Timeout)
+	l.CPUTime = cmp.Or(l.CPUTime, dl.CPUTime)
+	l.MemoryBytes = cmp.Or(l.MemoryBytes, dl.MemoryBytes)
+	l.Processes = cmp.Or(l.Processes, dl.Processes)
+	l.OpenFiles = cmp.Or(l.OpenFiles, dl.OpenFiles)
+	l.FileSizeBytes = cmp.Or(l.FileSizeBytes, dl.FileSizeBytes)
+	l.OutputBytes = cmp.Or(l.OutputBytes, dl.OutputBytes)
+	l.ResultBytes = cmp.Or(l.ResultBytes, dl.ResultBytes)
+	l.MaxFiles = cmp.Or(l.MaxFiles, dl.MaxFiles)
+	l.FilesBytes = cmp.Or(l.FilesBytes, dl.FilesBytes)
 	return c
-}
-
-func setDefault[T comparable](field *T, value T) {
-	var zero T
-	if *field == zero {
-		*field = value
-	}
 }
 
 // MaxFilesCap keeps a request's files, each in up to 8 directories,

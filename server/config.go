@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -142,32 +143,25 @@ func MaxConnectionsFor(reserved int) int {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	setDefault(&c.MaxScriptBytes, d.MaxScriptBytes)
-	setDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
-	setDefault(&c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))
-	setDefault(&c.MaxAnswerBytes, d.MaxAnswerBytes)
+	c.MaxScriptBytes = cmp.Or(c.MaxScriptBytes, d.MaxScriptBytes)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, d.MaxBodyBytes)
+	c.MaxBodyBytesInFlight = cmp.Or(c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))
+	c.MaxAnswerBytes = cmp.Or(c.MaxAnswerBytes, d.MaxAnswerBytes)
 	c.MaxAnswerBytes = max(c.MaxAnswerBytes, minAnswerBytes)
-	setDefault(&c.MaxAnswerBytesInFlight, max(d.MaxAnswerBytesInFlight, int64(c.MaxAnswerBytes)))
+	c.MaxAnswerBytesInFlight = cmp.Or(c.MaxAnswerBytesInFlight, max(d.MaxAnswerBytesInFlight, int64(c.MaxAnswerBytes)))
 	c.MaxAnswerBytesInFlight = max(c.MaxAnswerBytesInFlight, int64(c.MaxAnswerBytes))
-	setDefault(&c.MaxTimeout, d.MaxTimeout)
-	setDefault(&c.MaxMemoryMB, d.MaxMemoryMB)
-	setDefault(&c.MaxBatch, d.MaxBatch)
+	c.MaxTimeout = cmp.Or(c.MaxTimeout, d.MaxTimeout)
+	c.MaxMemoryMB = cmp.Or(c.MaxMemoryMB, d.MaxMemoryMB)
+	c.MaxBatch = cmp.Or(c.MaxBatch, d.MaxBatch)
 	if c.Limits.MaxFiles == 0 {
 		c.Limits = d.Limits
 	}
-	setDefault(&c.ReadTimeout, d.ReadTimeout)
-	setDefault(&c.WriteTimeout, c.MaxTimeout+30*time.Second)
-	setDefault(&c.IdleTimeout, d.IdleTimeout)
-	setDefault(&c.MaxConnections, d.MaxConnections)
-	setDefault(&c.QueueTimeout, d.QueueTimeout)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, d.ReadTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, c.MaxTimeout+30*time.Second)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, d.IdleTimeout)
+	c.MaxConnections = cmp.Or(c.MaxConnections, d.MaxConnections)
+	c.QueueTimeout = cmp.Or(c.QueueTimeout, d.QueueTimeout)
 	return c
-}
-
-func setDefault[T comparable](field *T, value T) {
-	var zero T
-	if *field == zero {
-		*field = value
-	}
 }
 
 // maxBodyCap keeps the execute frame under the 64 MiB the sandbox reads

@@ -10,10 +10,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/syncbuf"
 
 	"github.com/rs/zerolog"
 )
@@ -154,7 +155,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	for range cap(failures) {
 		failures <- struct{}{}
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := DefaultConfig()
 	cfg.Logger = zerolog.New(logs)
 	srv := New(cfg, &fakeExecutor{})
@@ -187,23 +188,4 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	if !strings.Contains(logs.String(), "too many open files") {
 		t.Errorf("the burst was not logged: %s", logs)
 	}
-}
-
-// syncBuffer is a log destination written by the server's goroutines and
-// read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

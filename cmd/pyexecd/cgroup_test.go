@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
+	"github.com/sandbox-exec/pyexec/internal/syncbuf"
 )
 
 // expectedAccounting is what /health should report under --cgroup auto
@@ -33,7 +34,7 @@ func TestCgroupRequiredWithoutDelegation(t *testing.T) {
 	if _, err := cgroupv2.Detect(cgroupv2.DefaultMount); err == nil {
 		t.Skip("this host delegates cgroup v2; TestCgroupV2Sandboxes covers it")
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	start := time.Now()
 	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "bwrap", "--cgroup", "required"},
 		func(string) string { return "" }, &logs, nil)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandbox-exec/pyexec/internal/syncbuf"
+
 	"github.com/sandbox-exec/pyexec/internal/proctree"
 )
 
@@ -27,25 +29,7 @@ type testServer struct {
 	url     string
 	token   string
 	stop    func() error // cancels run and returns its error
-	logs    *syncBuffer
-}
-
-// syncBuffer collects the server's log lines for failure messages.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs    *syncbuf.Buffer
 }
 
 // requireJail skips without bubblewrap, or fails when REQUIRE_JAIL=1.
@@ -90,7 +74,7 @@ func startServer(t testing.TB, token string, args ...string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrCh := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	env := map[string]string{"AUTH_TOKEN": token}
 	// On a very slow machine (an emulated VM: scripts/cgroup2-vm-test.sh)
 	// PYEXEC_TEST_START_TIMEOUT gives the zygotes longer to import the

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sandbox-exec/pyexec/internal/syncbuf"
 )
 
 // TestOverloadedAnswers503 fills a one-sandbox server with a slow script
@@ -89,7 +91,7 @@ func TestNoSandboxLeftAfterStop(t *testing.T) {
 // TestRefusesToStartWithoutJail: no jail, no service, and the message
 // says how to fix it.
 func TestRefusesToStartWithoutJail(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jail", "bwrap", "--bwrap", "/nonexistent/bwrap"},
 		func(string) string { return "" }, &logs, nil)
 	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "apt-get install bubblewrap") {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandbox-exec/pyexec/internal/syncbuf"
 )
 
 // TestStartupFailureIsFastAndSaysWhy starts the server with a jail that
@@ -43,7 +45,7 @@ func TestStartupFailureIsFastAndSaysWhy(t *testing.T) {
 		for _, mode := range []string{"fork", "exec"} {
 			t.Run(name+"/"+mode, func(t *testing.T) {
 				args := append([]string{"--addr", "127.0.0.1:0", "--mode", mode, "--start-timeout", "30s"}, jailArgs...)
-				var logs syncBuffer
+				var logs syncbuf.Buffer
 				began := time.Now()
 				err := run(context.Background(), args, func(string) string { return "" }, &logs, nil)
 				took := time.Since(began)
