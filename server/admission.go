@@ -90,6 +90,18 @@ func (a *admission) admit(c net.Conn) bool {
 	return true
 }
 
+// counts are the connections open and, of those, the proven ones.
+func (a *admission) counts() (open, proven int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.conns {
+		if e.proven {
+			proven++
+		}
+	}
+	return len(a.conns), proven
+}
+
 // forget removes a connection; a.mu is held.
 func (a *admission) forget(e *admitted) {
 	if e.elem != nil {

@@ -81,7 +81,7 @@ type serverMetrics struct {
 // MaxTimeout, a wait up to QueueTimeout, a whole request up to both.
 // answers and bodyBytes are the budgets of answers and request bodies in
 // flight, shown as gauges.
-func newServerMetrics(reg *prometheus.Registry, cfg Config, exec Executor, answers *answerBudget, bodyBytes *atomic.Int64) *serverMetrics {
+func newServerMetrics(reg *prometheus.Registry, cfg Config, exec Executor, answers *answerBudget, bodyBytes *atomic.Int64, conns *admission) *serverMetrics {
 	histogram := func(name, help string, longest time.Duration) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: DurationBuckets(longest)})
 	}
@@ -117,6 +117,12 @@ func newServerMetrics(reg *prometheus.Registry, cfg Config, exec Executor, answe
 			func() float64 { return float64(held.Load()) })
 	}
 	reg.MustRegister(m.queue, m.exec, m.total, m.bytesIn, m.bytesOut, m.requests, m.outcomes, m.answersRefused,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_connections_open",
+			Help: "Connections open, of --max-connections."},
+			func() float64 { open, _ := conns.counts(); return float64(open) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_connections_proven",
+			Help: "Open connections that made a valid request: never closed to admit new ones."},
+			func() float64 { _, proven := conns.counts(); return float64(proven) }),
 		bytesGauge("pyexec_body_bytes_in_flight", "Bytes of request bodies held, of the budget --max-body-bytes-in-flight.", bodyBytes),
 		bytesGauge("pyexec_answer_bytes_in_flight", "Bytes of answers held until written, of the budget --max-answer-bytes-in-flight.", &answers.held),
 		gauge("pyexec_pool_idle", "Sandboxes started and waiting for a request.", func(s pool.Stats) int { return s.Idle }),

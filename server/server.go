@@ -63,7 +63,7 @@ func New(cfg Config, exec Executor) *Server {
 	}
 	s.answers = newAnswerBudget(s.cfg.MaxAnswerBytesInFlight)
 	s.conns = newAdmission(s.cfg.MaxConnections, s.cfg.Logger)
-	s.metrics = newServerMetrics(s.cfg.Metrics, s.cfg, exec, s.answers, &s.bodyBytesHeld)
+	s.metrics = newServerMetrics(s.cfg.Metrics, s.cfg, exec, s.answers, &s.bodyBytesHeld, s.conns)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	hangups, err := newHangupWatcher()
 	if err != nil {

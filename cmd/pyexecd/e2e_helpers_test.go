@@ -379,6 +379,9 @@ func (s *testServer) rawExecuteBody(t *testing.T, fields map[string]any) []byte 
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
+	// Its own connection, closed after the answer: a scrape leaves no
+	// connection open for the connection tests to count.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -400,6 +403,9 @@ func (s *testServer) metric(series string) float64 {
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
+	// Its own connection, closed after the answer: a scrape leaves no
+	// connection open for the connection tests to count.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
