@@ -5,7 +5,15 @@ BIN     := bin/pyexecd
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 ARGS    ?=
 
-.PHONY: run test deps test-deps build binary vet bench clean image-test
+.PHONY: run test deps test-deps build binary vet bench clean image-test runtimes
+
+# runtimes builds every runtime of runtimes/*.conf (or RUNTIMES="a b")
+# into RUNTIME_CACHE (default /var/cache/pyexec/runtimes) with debootstrap
+# from Debian's mirror; an unchanged list is found there and not rebuilt.
+# docs/operations.md, "Runtimes".
+RUNTIMES ?= $(basename $(notdir $(wildcard runtimes/*.conf)))
+runtimes:
+	./scripts/build-runtime.sh $(RUNTIMES)
 
 deps:
 	./scripts/install-deps.sh
