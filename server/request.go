@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ type executeRequest struct {
 	// Entrypoint is "entrypoint": "main" (the default) or "none" (run
 	// the script as a cell); checked by validate.
 	Entrypoint runner.Entrypoint
+	// Runtime is "runtime", the runtime to run in; checked by validate,
+	// empty: the default.
+	Runtime string
 }
 
 // Fields of the request body. Keys are exact-case.
@@ -53,6 +57,8 @@ const (
 	// fieldEntrypoint: "main" (call main, the default) or "none" (run
 	// the top-level code as a notebook cell).
 	fieldEntrypoint = "entrypoint"
+	// fieldRuntime names the runtime (docs/operations.md, "Runtimes").
+	fieldRuntime = "runtime"
 )
 
 // setInt stores the integer field key (timeout_ms or memory_mb).
@@ -65,8 +71,8 @@ func (req *executeRequest) setInt(key string, n int64) {
 }
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint, fieldRuntime))
 }
 
 // batchTooLong and filesTooMany refuse counts over the caps while they are
@@ -164,6 +170,15 @@ func decodeJSON(body []byte, cfg *Config) (executeRequest, error) {
 				return executeRequest{}, invalidRequest(entrypointInvalid)
 			}
 			req.Entrypoint = runner.Entrypoint(text)
+		case fieldRuntime:
+			if string(value) == "null" {
+				break // absent
+			}
+			text, err := unquoteJSON(value)
+			if value[0] != '"' || err != nil || text == "" {
+				return executeRequest{}, invalidRequest(runtimeInvalid(cfg))
+			}
+			req.Runtime = text
 		case fieldTimeoutMS, fieldMemoryMB:
 			if string(value) == "null" {
 				break // absent
@@ -345,6 +360,19 @@ func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 				}
 				req.Entrypoint = runner.Entrypoint(text)
 			}
+		case fieldRuntime:
+			code, err := dec.PeekCode()
+			if err == nil && code == 0xc0 {
+				err = dec.Skip() // nil: absent
+			} else if err == nil && !isMsgpackStr(code) {
+				return executeRequest{}, invalidRequest(runtimeInvalid(cfg))
+			} else if err == nil {
+				var text string
+				if text, err = dec.DecodeString(); err == nil && text == "" {
+					return executeRequest{}, invalidRequest(runtimeInvalid(cfg))
+				}
+				req.Runtime = text
+			}
 			if err != nil {
 				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
 			}
@@ -417,10 +445,34 @@ func msgpackInt(v any) (int64, bool) {
 // entrypointInvalid refuses an "entrypoint" that is not one of its values.
 const entrypointInvalid = `"entrypoint" must be "main" (call main, the default) or "none" (run the script's top-level code as a notebook cell)`
 
+// runtimeInvalid says which runtimes there are.
+func runtimeInvalid(cfg *Config) string {
+	names := runtimeNames(cfg)
+	return fmt.Sprintf(`"runtime" must name one of this server's runtimes: %s (default %s)`,
+		strings.Join(names, ", "), names[0])
+}
+
+// runtimeNames are the runtimes' names, the default first.
+func runtimeNames(cfg *Config) []string {
+	if len(cfg.Runtimes) == 0 {
+		return []string{"host"}
+	}
+	names := make([]string, len(cfg.Runtimes))
+	for i, rt := range cfg.Runtimes {
+		names[i] = rt.Name
+	}
+	return names
+}
+
 // validate checks the envelope against the server's limits.
 func (req *executeRequest) validate(cfg *Config) error {
 	if req.Script == "" {
 		return invalidRequest(`"script" must not be empty`)
+	}
+	if names := runtimeNames(cfg); req.Runtime == "" {
+		req.Runtime = names[0]
+	} else if !slices.Contains(names, req.Runtime) {
+		return invalidRequest(runtimeInvalid(cfg))
 	}
 	switch req.Entrypoint {
 	case "":
