@@ -40,8 +40,8 @@ type options struct {
 	// preloadSet says --preload was given: it then wins over the
 	// runtimes' own preload lists.
 	preloadSet bool
-	pool            pool.Config
-	server          server.Config
+	pool       pool.Config
+	server     server.Config
 }
 
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
