@@ -8,9 +8,11 @@
 #   RUNTIME_CONF_DIR=DIR                    where the .conf files are (default runtimes/)
 #
 # The result is $RUNTIME_CACHE/NAME, a link to NAME.HASH: HASH is a hash of
-# the .conf and of this script, so an unchanged list is found and not
-# rebuilt, and a changed one is built beside the old (which a running
-# server may still use) before the link moves. NAME.HASH holds:
+# the suite, the sorted package list and builder_version (raise it when a
+# change here changes what is built), so an unchanged list is found and
+# not rebuilt, and a changed one is built beside the old (which a running
+# server may still use) before the link moves. A change of preload or of
+# comments only refreshes runtime.conf. NAME.HASH holds:
 #   root/           the tree the jail binds (its usr and etc) read-only
 #   runtime.conf    the .conf it was built from (the server reads preload)
 #   versions        python, numpy, pandas versions, "key=value" lines
@@ -25,6 +27,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+builder_version=1
 cache=${RUNTIME_CACHE:-/var/cache/pyexec/runtimes}
 confdir=${RUNTIME_CONF_DIR:-$repo/runtimes}
 
@@ -35,7 +38,10 @@ fail() {
 }
 
 [ $# -gt 0 ] || fail "usage: $0 NAME... (runtimes: $(cd "$confdir" && ls -- *.conf | sed 's/\.conf$//' | tr '\n' ' '))"
-[ "$(id -u)" = 0 ] || fail "run as root: debootstrap needs it"
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null || fail "run as root: debootstrap needs it"
+	exec sudo RUNTIME_CACHE="$cache" RUNTIME_CONF_DIR="$confdir" MIRROR="${MIRROR:-}" "$0" "$@"
+fi
 
 if ! command -v debootstrap >/dev/null; then
 	say "installing debootstrap"
@@ -67,9 +73,12 @@ build_one() {
 	packages=$(conf_values packages "$conf" | tr ' ' '\n' | sort -u | tr '\n' ',' | sed 's/,$//')
 	[ -n "$suite" ] && [ -n "$packages" ] || fail "$conf: needs suite and packages"
 	[[ $suite =~ ^[a-z]+$ ]] || fail "$conf: suite $suite is not a Debian code name"
-	hash=$( (cat "$conf" "$0") | sha256sum | cut -c1-12)
+	hash=$(printf '%s\n' "$builder_version" "$suite" "$packages" | sha256sum | cut -c1-12)
 	dir=$cache/$name.$hash
 	if [ -f "$dir/versions" ]; then
+		if ! cmp -s "$conf" "$dir/runtime.conf"; then
+			cp "$conf" "$dir/runtime.conf.tmp" && chmod 644 "$dir/runtime.conf.tmp" && mv "$dir/runtime.conf.tmp" "$dir/runtime.conf"
+		fi
 		ln -sfn "$name.$hash" "$cache/$name.tmp" && mv -T "$cache/$name.tmp" "$cache/$name"
 		say "$name: cached at $dir ($(tr '\n' ' ' <"$dir/versions"))"
 		return

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -163,6 +164,42 @@ func TestRuntimeSeesOnlyItself(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestRuntimeAddsAPackage builds a small runtime of its own from
+// testdata/runtimes/test-extra.conf (cached like any other: a second run
+// finds it) and runs a script that imports the package it added, which
+// neither the host nor the shipped runtimes have. Building needs root and
+// Debian's mirror; without REQUIRE_RUNTIMES=1 the test skips when the
+// runtime is not built and cannot be.
+func TestRuntimeAddsAPackage(t *testing.T) {
+	requireJail(t)
+	if os.Getuid() != 0 && os.Getenv("REQUIRE_RUNTIMES") != "1" {
+		t.Skip("building a runtime needs root")
+	}
+	build := exec.Command("../../scripts/build-runtime.sh", "test-extra")
+	build.Env = append(os.Environ(), "RUNTIME_CONF_DIR=testdata/runtimes", "RUNTIME_CACHE="+runtimeDir())
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-runtime.sh test-extra: %v\n%s", err, out)
+	} else {
+		t.Logf("%s", out)
+	}
+	s := startServer(t, "", "--runtimes", "test-extra,host", "--runtime-dir", runtimeDir(), "--prewarm=false", "--warm", "2")
+	const script = `import six, sys
+def main():
+    return {"six": six.__version__, "python": "%d.%d" % sys.version_info[:2]}`
+	var got struct{ Six, Python string }
+	s.mustSucceed(t, script, nil, &got)
+	if got.Six == "" || got.Python != "3.13" {
+		t.Errorf("test-extra ran %+v: want six imported under Python 3.13", got)
+	}
+	// The host runtime lacks it (where the host has no six): the package
+	// came from the runtime.
+	if exec.Command("/usr/bin/python3", "-c", "import six").Run() != nil {
+		if r := s.execute(t, script, map[string]any{"runtime": "host"}); r.Error == nil {
+			t.Errorf("the host runtime imported six, which the host lacks: %+v", r)
 		}
 	}
 }
