@@ -360,6 +360,9 @@ func decodeMsgpack(body []byte, cfg *Config) (executeRequest, error) {
 				}
 				req.Entrypoint = runner.Entrypoint(text)
 			}
+			if err != nil {
+				return executeRequest{}, invalidRequest(fmt.Sprintf("cannot read %q: %v", key, err))
+			}
 		case fieldRuntime:
 			code, err := dec.PeekCode()
 			if err == nil && code == 0xc0 {
