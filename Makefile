@@ -5,7 +5,15 @@ BIN     := bin/pyexecd
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 ARGS    ?=
 
-.PHONY: run test deps test-deps build binary vet bench clean image-test
+.PHONY: run test deps test-deps build binary vet bench clean image-test runtimes
+
+# runtimes builds every runtime of runtimes/*.conf (or RUNTIMES="a b")
+# into RUNTIME_CACHE (default /var/cache/pyexec/runtimes) with debootstrap
+# from Debian's mirror; an unchanged list is found there and not rebuilt.
+# docs/operations.md, "Runtimes".
+RUNTIMES ?= $(basename $(notdir $(wildcard runtimes/*.conf)))
+runtimes:
+	./scripts/build-runtime.sh $(RUNTIMES)
 
 deps:
 	./scripts/install-deps.sh
@@ -17,7 +25,10 @@ build: deps binary
 binary:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pyexecd
 
-run: build
+# run serves the shipped runtimes, debian13-ds the default; the first run
+# builds them (about 7 minutes, docs/operations.md "Runtimes").
+export PYEXEC_RUNTIMES ?= debian13-ds,debian12
+run: build runtimes
 	./$(BIN) $(ARGS)
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -39,8 +50,11 @@ test-deps:
 # manifests are checked offline in their own module (deploy/check); the Go
 # client is a module of its own too (client/: it asks for an older Go).
 # REQUIRE_PROMTOOL=1 makes a missing promtool fail TestMetrics.
-test: deps test-deps vet
-	REQUIRE_JAIL=1 REQUIRE_PROMTOOL=1 $(GO) test -race -count=1 -timeout 30m ./...
+# The end-to-end suite runs against the default runtime (debian13-ds);
+# the runtime tests and the isolation of each shipped runtime need both
+# built (REQUIRE_RUNTIMES=1 makes a missing one a failure).
+test: deps test-deps vet runtimes
+	REQUIRE_JAIL=1 REQUIRE_PROMTOOL=1 REQUIRE_RUNTIMES=1 PYEXEC_TEST_RUNTIMES=debian13-ds $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd client && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && REQUIRE_JAIL=1 $(GO) test -race -count=1 ./...
 

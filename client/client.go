@@ -98,6 +98,9 @@ type Request struct {
 	// the script as written, as a notebook cell, with the input in the
 	// global INPUT; the value of its last expression is the result.
 	Entrypoint string
+	// Runtime names the runtime to run in (one of /health's runtimes);
+	// "": the server's default.
+	Runtime string
 	// Input, when not nil, is passed to main(input). Over msgpack, []byte
 	// arrives as bytes and integers stay exact.
 	Input any
@@ -360,6 +363,9 @@ func (c *Client) encode(req Request) ([]byte, string, error) {
 	fields := map[string]any{"script": req.Script}
 	if req.Entrypoint != "" {
 		fields["entrypoint"] = req.Entrypoint
+	}
+	if req.Runtime != "" {
+		fields["runtime"] = req.Runtime
 	}
 	if req.Input != nil || req.HasInput {
 		fields["input"] = req.Input

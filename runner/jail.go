@@ -30,6 +30,9 @@ type JailSpec struct {
 type Bubblewrap struct {
 	// Path is the bwrap binary.
 	Path string
+	// Runtime, when not empty, shows a runtime's files (RuntimeBinds) in
+	// place of the host's: bound first, read-only.
+	Runtime []Bind
 	// ReadOnlyPaths are bound read-only at the same place inside the jail
 	// when they exist on the host (see ResolveReadOnlyPaths).
 	ReadOnlyPaths []string
@@ -87,7 +90,7 @@ func (b *Bubblewrap) Name() string { return "bwrap" }
 //   - --die-with-parent: the sandbox dies with the runner's bwrap process;
 //   - --new-session: no access to the server's controlling terminal;
 //   - --cap-drop ALL: no capabilities inside the user namespace either;
-//   - read-only binds of ReadOnlyPaths only, a fresh /proc for the new PID
+//   - read-only binds of the Runtime and of ReadOnlyPaths only, a fresh /proc for the new PID
 //     namespace (writable: each sandbox writes its own uid_map), bwrap's
 //     minimal /dev (whose device nodes each sandbox binds into its own
 //     /dev), and an empty /tmp; the root itself is an empty tmpfs,
@@ -105,6 +108,9 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 		"--dir", "/tmp",
 		"--symlink", "usr/lib", "/lib",
 		"--symlink", "usr/lib64", "/lib64",
+	}
+	for _, m := range b.Runtime {
+		args = append(args, "--ro-bind", m.Src, m.Dst)
 	}
 	for _, p := range readOnlyBinds(b.ReadOnlyPaths) {
 		args = append(args, "--ro-bind", p, p)

@@ -29,9 +29,94 @@ func DefaultReadOnlyPaths(python string) []string {
 	if real, err := filepath.EvalSymlinks(python); err == nil && real != python {
 		paths = append(paths, real)
 	}
-	return append(paths,
-		"/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives",
-		"/usr/share/matplotlib", "/etc/matplotlibrc")
+	return append(paths, libraryPaths...)
+}
+
+// libraryPaths are the paths besides the interpreter that
+// DefaultReadOnlyPaths and RuntimeBinds show.
+var libraryPaths = []string{"/usr/lib", "/usr/lib64", "/usr/share/zoneinfo", "/etc/alternatives",
+	"/usr/share/matplotlib", "/etc/matplotlibrc"}
+
+// Bind is one read-only bind mount of a jail: the host's Src shown at Dst.
+type Bind struct{ Src, Dst string }
+
+// RuntimeBinds returns the binds that show a runtime, the root file system
+// built by scripts/build-runtime.sh at root, in place of the host's: each
+// of DefaultReadOnlyPaths(python) taken from under root. Links are followed
+// inside root (an absolute link in the runtime names a path of the
+// runtime, never of the host), so python's link and its target are both
+// bound from the runtime's file. Paths the runtime lacks are left out.
+// Nothing of the host's /usr or /etc is then visible: the jail's own /lib
+// and /lib64 are links into /usr, which is the runtime's. root must be an
+// absolute, clean path that passes CheckReadOnlyPath, traversable by the
+// sandbox's uid.
+func RuntimeBinds(root, python string) ([]Bind, error) {
+	if err := CheckReadOnlyPath(root); err != nil {
+		return nil, fmt.Errorf("runtime root: %w", err)
+	}
+	return runtimeBinds(root, python)
+}
+
+// runtimeBinds is RuntimeBinds without the check of root itself.
+func runtimeBinds(root, python string) ([]Bind, error) {
+	real, ok := resolveIn(root, python)
+	if fi, err := os.Stat(filepath.Join(root, real)); !ok || err != nil || fi.IsDir() {
+		return nil, fmt.Errorf("runtime root %s has no interpreter %s", root, python)
+	}
+	var binds []Bind
+	add := func(dst string) {
+		real, ok := resolveIn(root, dst)
+		if !ok {
+			return
+		}
+		binds = append(binds, Bind{Src: filepath.Join(root, real), Dst: dst})
+	}
+	add(python)
+	if real, ok := resolveIn(root, python); ok && real != python {
+		add(real)
+	}
+	for _, p := range libraryPaths {
+		add(p)
+	}
+	return binds, nil
+}
+
+// resolveIn follows the links of path inside root (each directory of it
+// and the last part), as a lookup from a jail whose root is root would,
+// and says whether what it leads to exists. At most 40 links, as the
+// kernel allows.
+func resolveIn(root, path string) (string, bool) {
+	parts := strings.Split(strings.TrimPrefix(filepath.Clean(path), "/"), "/")
+	cur := "/"
+	for links := 0; len(parts) > 0; {
+		next := filepath.Join(cur, parts[0])
+		parts = parts[1:]
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", false
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > 40 {
+			return "", false
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", false
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(cur, target)
+		}
+		rest := strings.Split(strings.TrimPrefix(filepath.Clean(target), "/"), "/")
+		if target == "/" {
+			rest = nil
+		}
+		parts = append(rest, parts...)
+		cur = "/"
+	}
+	return cur, true
 }
 
 // ErrPathRefused is wrapped by the error for a read-only path that would

@@ -124,26 +124,30 @@ func TestDefaultReadOnlyPathsAreAllowed(t *testing.T) {
 }
 
 // TestNsjailConfigBindsNoHostPaths keeps the read-only paths one list:
-// nsjail.cfg may bind only the device nodes and the /lib aliases of
-// /usr/lib; every other host path comes from the runner's list.
+// nsjail.cfg may bind only the device nodes (its /lib aliases are links
+// into the jail's /usr); every other host path comes from the runner's
+// list, or from the runtime's root.
 func TestNsjailConfigBindsNoHostPaths(t *testing.T) {
 	cfg, err := os.ReadFile("../nsjail.cfg")
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]string{"/lib": "/usr/lib", "/lib64": "/usr/lib64"}
 	mount := regexp.MustCompile(`(?m)^mount\s*\{[^}]*\}`)
 	src := regexp.MustCompile(`\bsrc:\s*"([^"]*)"`)
-	dst := regexp.MustCompile(`\bdst:\s*"([^"]*)"`)
 	n := 0
 	for _, m := range mount.FindAllString(string(cfg), -1) {
 		s := src.FindStringSubmatch(m)
 		if s == nil {
 			continue // a tmpfs or proc, not a host path
 		}
+		if strings.Contains(m, "is_symlink: true") {
+			if strings.HasPrefix(s[1], "/") {
+				t.Errorf("nsjail.cfg links to the absolute %s: a link must be relative, into the jail's own tree", s[1])
+			}
+			continue
+		}
 		n++
-		d := dst.FindStringSubmatch(m)
-		if strings.HasPrefix(s[1], "/dev/") || (d != nil && allowed[d[1]] == s[1]) {
+		if strings.HasPrefix(s[1], "/dev/") {
 			continue
 		}
 		t.Errorf("nsjail.cfg binds the host path %s; add it to DefaultReadOnlyPaths (runner/mounts.go) instead", s[1])
@@ -162,5 +166,52 @@ func TestNsjailCommandBindsTheList(t *testing.T) {
 	}
 	if strings.Index(got, "--config") > strings.Index(got, "--bindmount_ro") {
 		t.Errorf("args %q: the binds must come after --config (its root tmpfs first)", got)
+	}
+}
+
+// TestRuntimeBindsResolveInsideTheRoot: a runtime's links lead to the
+// runtime's own files, an absolute link too, never to the host's.
+func TestRuntimeBindsResolveInsideTheRoot(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"usr/bin", "usr/lib/x", "etc/alternatives"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/bin/python3.13"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Absolute, as a runtime may have it: on the host it would name the
+	// host's /usr/bin/python3.13.
+	if err := os.Symlink("/usr/bin/python3.13", filepath.Join(root, "usr/bin/python3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RuntimeBinds(root, "/usr/bin/python3"); !errors.Is(err, ErrPathRefused) {
+		t.Errorf("a runtime under /tmp: %v, want refused", err)
+	}
+	binds, err := runtimeBinds(root, "/usr/bin/python3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"/usr/bin/python3":    root + "/usr/bin/python3.13",
+		"/usr/bin/python3.13": root + "/usr/bin/python3.13",
+		"/usr/lib":            root + "/usr/lib",
+		"/etc/alternatives":   root + "/etc/alternatives",
+	}
+	got := map[string]string{}
+	for _, b := range binds {
+		got[b.Dst] = b.Src
+	}
+	if len(got) != len(want) {
+		t.Errorf("binds %v, want %v (missing paths left out)", got, want)
+	}
+	for dst, src := range want {
+		if got[dst] != src {
+			t.Errorf("%s bound from %q, want %q", dst, got[dst], src)
+		}
+	}
+	if _, err := runtimeBinds(filepath.Join(root, "usr/lib"), "/usr/bin/python3"); err == nil {
+		t.Error("a root without the interpreter was accepted")
 	}
 }

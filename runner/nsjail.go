@@ -16,6 +16,9 @@ type Nsjail struct {
 	Path string
 	// ConfigPath is the nsjail.cfg file.
 	ConfigPath string
+	// Runtime, when not empty, shows a runtime's files (RuntimeBinds) in
+	// place of the host's (--bindmount_ro SRC:DST).
+	Runtime []Bind
 	// ReadOnlyPaths are bound read-only at the same place inside the jail
 	// (--bindmount_ro) when they exist on the host.
 	ReadOnlyPaths []string
@@ -52,6 +55,9 @@ func (n *Nsjail) Name() string { return "nsjail" }
 func (n *Nsjail) Command(spec JailSpec) (string, []string) {
 	args := []string{"--config", n.ConfigPath, "--quiet", "--pass_fd", "3"}
 	// After --config, so these mounts come after the config's root tmpfs.
+	for _, m := range n.Runtime {
+		args = append(args, "--bindmount_ro", m.Src+":"+m.Dst)
+	}
 	for _, p := range readOnlyBinds(n.ReadOnlyPaths) {
 		args = append(args, "--bindmount_ro", p)
 	}
@@ -77,6 +83,10 @@ type JailOptions struct {
 	ReadOnlyPaths []string
 	// Python is the interpreter inside the jail, for the default paths.
 	Python string
+	// Runtime, when not empty, shows a runtime's files (RuntimeBinds)
+	// instead of the host's; ReadOnlyPaths then holds only the
+	// operator's extra host paths.
+	Runtime []Bind
 }
 
 // ChooseJail picks the backend o names. It never falls back silently from
@@ -95,20 +105,28 @@ func ChooseJail(o JailOptions) (Jail, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.ReadOnlyPaths = readOnly
+		b.ReadOnlyPaths, b.Runtime = readOnly, o.Runtime
 		return b, nil
+	}
+	nsjail := func(path string) (Jail, error) {
+		n, err := NewNsjail(path, o.NsjailConfig, readOnly)
+		if err != nil {
+			return nil, err
+		}
+		n.Runtime = o.Runtime
+		return n, nil
 	}
 	switch o.Name {
 	case "nsjail":
-		return NewNsjail(o.NsjailPath, o.NsjailConfig, readOnly)
+		return nsjail(o.NsjailPath)
 	case "bwrap":
 		return bwrap()
 	case "auto":
 		if o.NsjailPath != "" {
-			return NewNsjail(o.NsjailPath, o.NsjailConfig, readOnly)
+			return nsjail(o.NsjailPath)
 		}
 		if _, err := exec.LookPath("nsjail"); err == nil {
-			return NewNsjail("nsjail", o.NsjailConfig, readOnly)
+			return nsjail("nsjail")
 		}
 		jail, err := bwrap()
 		if err != nil {

@@ -105,6 +105,10 @@ type Request struct {
 	// clock and address-space limits for this request (never raise them).
 	Timeout     time.Duration
 	MemoryBytes int64
+	// Runtime names the runtime the script runs in (the server checked
+	// it); the runner ignores it, the executor that routes to one runner
+	// per runtime reads it. Empty: the default runtime.
+	Runtime string
 }
 
 // limitsFor are the limits of one request: the configured ones, lowered

@@ -26,6 +26,8 @@ type requestLog struct {
 	bytesOut int
 	// executed says the request reached the pool (queue and exec are set).
 	executed bool
+	// runtime is the runtime the script ran in, once executed.
+	runtime string
 }
 
 const requestLogKey = "pyexec.requestLog"

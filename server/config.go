@@ -65,6 +65,10 @@ type Config struct {
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on /execute.
 	AuthToken string
+	// Runtimes are the runtimes requests may name ("runtime"), the first
+	// the default; /health lists them. Zero: one, "host" (the host's
+	// Python), versions unknown.
+	Runtimes []Runtime
 	// Jail, Mode and Version are reported by /health.
 	Jail, Mode, Version string
 	// MemoryAccounting is what bounds a sandbox's memory, for /health:
@@ -141,8 +145,21 @@ func MaxConnectionsFor(reserved int) int {
 	return int(min(max(free/2, 8), maxConnectionsCeiling))
 }
 
+// Runtime describes one runtime: its name and the versions /health shows.
+type Runtime struct {
+	Name   string `json:"name"`
+	Python string `json:"python"`
+	Numpy  string `json:"numpy"`
+	Pandas string `json:"pandas"`
+	// Warm is how many of the warm sandboxes are of this runtime.
+	Warm int `json:"warm"`
+}
+
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
+	if len(c.Runtimes) == 0 {
+		c.Runtimes = []Runtime{{Name: "host"}}
+	}
 	c.MaxScriptBytes = cmp.Or(c.MaxScriptBytes, d.MaxScriptBytes)
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, d.MaxBodyBytes)
 	c.MaxBodyBytesInFlight = cmp.Or(c.MaxBodyBytesInFlight, max(d.MaxBodyBytesInFlight, int64(c.MaxBodyBytes)))

@@ -141,7 +141,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	execReq := runner.Request{Script: req.Script, Entrypoint: req.Entrypoint, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
+	execReq := runner.Request{Runtime: req.Runtime, Script: req.Script, Entrypoint: req.Entrypoint, Input: req.Input, Inputs: req.Inputs, InputFormat: req.InputFormat,
 		Stdin: req.Stdin, Files: req.Files, Timeout: req.timeout(&s.cfg)}
 	if asMsgpack {
 		// A msgpack answer carries the result as the sandbox encoded it,
@@ -162,7 +162,7 @@ func (s *Server) handleExecute(ctx *fasthttp.RequestCtx) {
 	out, poolTiming, err := s.exec.Execute(reqCtx, execReq)
 	stopWatching()
 	l := logOf(ctx)
-	l.queue, l.exec, l.executed = poolTiming.Queue, out.Exec, true
+	l.queue, l.exec, l.executed, l.runtime = poolTiming.Queue, out.Exec, true, req.Runtime
 	timing := timingBody{QueueMS: millis(poolTiming.Queue), ExecMS: millis(out.Exec), TotalMS: millis(time.Since(start))}
 	if err != nil {
 		var scriptErr *runner.ScriptError

@@ -29,6 +29,13 @@ type healthBody struct {
 	// tmpfs; see docs/security.md). Per-sandbox cgroup v2 accounting is not built.
 	MemoryAccounting string     `json:"memory_accounting"`
 	Pool             poolHealth `json:"pool"`
+	// Runtimes lists the runtimes a request may name, the default first.
+	Runtimes []runtimeHealth `json:"runtimes"`
+}
+
+type runtimeHealth struct {
+	Runtime
+	Default bool `json:"default"`
 }
 
 type poolHealth struct {
@@ -95,6 +102,9 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 			Waiting: st.Waiting, Created: st.Created, CreatedUrgent: st.CreatedUrgent, Executed: st.Executed,
 			ConsecutiveBuildFailures: st.ConsecutiveBuildFailures, LastBuildError: st.LastBuildError,
 		},
+	}
+	for i, rt := range s.cfg.Runtimes {
+		body.Runtimes = append(body.Runtimes, runtimeHealth{Runtime: rt, Default: i == 0})
 	}
 	if s.cfg.PolicyRefuses {
 		body.Features = append(body.Features, "dangerous import blocking")

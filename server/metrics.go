@@ -70,6 +70,9 @@ type serverMetrics struct {
 	bytesOut    prometheus.Counter
 	requests    *prometheus.CounterVec
 	outcomes    *prometheus.CounterVec
+	// byRuntime counts executions per runtime (a fixed set: the
+	// configured runtimes).
+	byRuntime *prometheus.CounterVec
 	// answersRefused counts answers replaced by a 503 for want of room
 	// in the budget of answers in flight.
 	answersRefused prometheus.Counter
@@ -101,12 +104,17 @@ func newServerMetrics(reg *prometheus.Registry, cfg Config, exec Executor, answe
 			[]string{"path", "status", "error"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pyexec_execute_outcomes_total",
 			Help: "Answers of /execute by outcome: ok, or the error type."}, []string{"outcome"}),
+		byRuntime: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pyexec_runtime_executions_total",
+			Help: "Scripts run, by runtime (the request's \"runtime\", or the default)."}, []string{"runtime"}),
 		answersRefused: counter("pyexec_answers_refused_total",
 			"Answers replaced by a 503 overloaded for want of room in the budget of answers in flight (--max-answer-bytes-in-flight)."),
 		knownPaths: map[string]bool{"/execute": true, "/health": true, "/ready": true, "/live": true, "/metrics": true},
 	}
 	for _, o := range executeOutcomes() {
 		m.outcomes.WithLabelValues(o)
+	}
+	for _, rt := range cfg.Runtimes {
+		m.byRuntime.WithLabelValues(rt.Name)
 	}
 	gauge := func(name, help string, f func(s pool.Stats) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
@@ -116,7 +124,7 @@ func newServerMetrics(reg *prometheus.Registry, cfg Config, exec Executor, answe
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
 			func() float64 { return float64(held.Load()) })
 	}
-	reg.MustRegister(m.queue, m.exec, m.total, m.bytesIn, m.bytesOut, m.requests, m.outcomes, m.answersRefused,
+	reg.MustRegister(m.queue, m.exec, m.total, m.bytesIn, m.bytesOut, m.requests, m.outcomes, m.byRuntime, m.answersRefused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_connections_open",
 			Help: "Connections open, of --max-connections."},
 			func() float64 { open, _ := conns.counts(); return float64(open) }),
@@ -157,6 +165,7 @@ func (m *serverMetrics) observe(ctx *fasthttp.RequestCtx, l *requestLog, took ti
 	if l.executed {
 		m.queue.Observe(l.queue.Seconds())
 		m.exec.Observe(l.exec.Seconds())
+		m.byRuntime.WithLabelValues(l.runtime).Inc()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ type executeRequest struct {
 	// Entrypoint is "entrypoint": "main" (the default) or "none" (run
 	// the script as a cell); checked by validate.
 	Entrypoint runner.Entrypoint
+	// Runtime is "runtime", the runtime to run in; checked by validate,
+	// empty: the default.
+	Runtime string
 }
 
 // Fields of the request body. Keys are exact-case.
@@ -53,11 +57,13 @@ const (
 	// fieldEntrypoint: "main" (call main, the default) or "none" (run
 	// the top-level code as a notebook cell).
 	fieldEntrypoint = "entrypoint"
+	// fieldRuntime names the runtime (docs/operations.md, "Runtimes").
+	fieldRuntime = "runtime"
 )
 
 func unknownField(key string) error {
-	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s)",
-		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint))
+	return invalidRequest(fmt.Sprintf("unknown field %q (fields are exact-case: %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+		key, fieldScript, fieldInput, fieldInputs, fieldFiles, fieldStdin, fieldTimeoutMS, fieldMemoryMB, fieldEntrypoint, fieldRuntime))
 }
 
 // maxInputDepth bounds the nesting of a body, JSON or msgpack (the
@@ -100,6 +106,15 @@ func decodeRequest(b *bodyReader, cfg *Config) (executeRequest, error) {
 				err = invalidRequest(entrypointInvalid)
 			default:
 				req.Entrypoint = runner.Entrypoint(*s)
+			}
+		case fieldRuntime:
+			var s *string
+			switch s, err = readString(b, runtimeInvalid(cfg)); {
+			case err != nil || s == nil: // null: absent
+			case *s == "":
+				err = invalidRequest(runtimeInvalid(cfg))
+			default:
+				req.Runtime = *s
 			}
 		default:
 			return unknownField(key)
@@ -649,10 +664,34 @@ func msgpackInt(v any) (int64, bool) {
 // entrypointInvalid refuses an "entrypoint" that is not one of its values.
 const entrypointInvalid = `"entrypoint" must be "main" (call main, the default) or "none" (run the script's top-level code as a notebook cell)`
 
+// runtimeInvalid says which runtimes there are.
+func runtimeInvalid(cfg *Config) string {
+	names := runtimeNames(cfg)
+	return fmt.Sprintf(`"runtime" must name one of this server's runtimes: %s (default %s)`,
+		strings.Join(names, ", "), names[0])
+}
+
+// runtimeNames are the runtimes' names, the default first.
+func runtimeNames(cfg *Config) []string {
+	if len(cfg.Runtimes) == 0 {
+		return []string{"host"}
+	}
+	names := make([]string, len(cfg.Runtimes))
+	for i, rt := range cfg.Runtimes {
+		names[i] = rt.Name
+	}
+	return names
+}
+
 // validate checks the envelope against the server's limits.
 func (req *executeRequest) validate(cfg *Config) error {
 	if req.Script == "" {
 		return invalidRequest(`"script" must not be empty`)
+	}
+	if names := runtimeNames(cfg); req.Runtime == "" {
+		req.Runtime = names[0]
+	} else if !slices.Contains(names, req.Runtime) {
+		return invalidRequest(runtimeInvalid(cfg))
 	}
 	switch req.Entrypoint {
 	case "":

@@ -89,6 +89,15 @@ func startServer(t testing.TB, token string, args ...string) *testServer {
 		env["PYEXEC_START_TIMEOUT"] = v
 		startWait += 2 * d
 	}
+	// PYEXEC_TEST_RUNTIMES runs every end-to-end test against those
+	// runtimes (say debian13-ds: `make test` builds it and sets this);
+	// unset, the host's Python as before runtimes.
+	if v := os.Getenv("PYEXEC_TEST_RUNTIMES"); v != "" {
+		env["PYEXEC_RUNTIMES"] = v
+	}
+	if v := os.Getenv("PYEXEC_TEST_RUNTIME_DIR"); v != "" {
+		env["PYEXEC_RUNTIME_DIR"] = v
+	}
 	getenv := func(k string) string { return env[k] }
 	// The jail, not the validation policy, is what the security tests show:
 	// every server runs with --policy none unless a test names one.

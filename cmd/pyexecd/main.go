@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sandbox-exec/pyexec/internal/cgroupv2"
 	"github.com/sandbox-exec/pyexec/pool"
@@ -86,46 +87,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	logger := zerolog.New(logOut).Level(level).With().Timestamp().Logger()
 
-	readOnly, skipped, err := runner.ResolveReadOnlyPaths(runner.DefaultReadOnlyPaths(o.runner.Python), o.roPaths.paths)
+	// One jail, runner and pool per runtime; the first is the default.
+	names := splitList(o.runtimes)
+	if len(names) == 0 {
+		return errNoRuntimes
+	}
+	specs := make([]runtimeSpec, len(names))
+	for i, name := range names {
+		for _, seen := range names[:i] {
+			if seen == name {
+				return fmt.Errorf("--runtimes names %s twice", name)
+			}
+		}
+		if specs[i], err = loadRuntime(o.runtimeDir, name, o.runner.Python); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+	}
+	warmSplit, err := parseWarmSplit(o.runtimeWarm, names, o.pool.Warm)
 	if err != nil {
-		return fmt.Errorf("refusing to start: %w", err)
+		return err
 	}
-	for _, p := range skipped {
-		logger.Warn().Str("path", p).Msg("--ro-paths names a path that does not exist here; sandboxes will not see it")
-	}
-	jail, err := runner.ChooseJail(runner.JailOptions{
-		Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
-		ReadOnlyPaths: readOnly, Python: o.runner.Python,
-	})
-	if err != nil {
-		return fmt.Errorf("refusing to start without a jail: %w", err)
-	}
-	o.runner.Jail = jail
-	o.server.Jail = jail.Name()
-	o.runner.Logger = logger
 	if o.runner.Cgroups, err = sandboxCgroups(o.cgroup, cgroupv2.DefaultMount, logger); err != nil {
 		return err
 	}
-	if o.pool.MaxBusy, err = o.runner.FitHostMemory(o.pool.WithDefaults().MaxBusy, o.pool.MaxBusy > 0, o.pool.Warm); err != nil {
+	totalWarm := 0
+	for _, name := range names {
+		totalWarm += warmSplit[name]
+	}
+	if o.pool.MaxBusy, err = o.runner.FitHostMemory(o.pool.WithDefaults().MaxBusy, o.pool.MaxBusy > 0, totalWarm); err != nil {
 		return err
 	}
-	r, err := runner.New(o.runner)
-	if err != nil {
-		return err
-	}
-	o.server.MemoryAccounting = r.MemoryAccounting()
-	defer r.Close()
-	probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
-	err = r.Probe(probeCtx)
-	cancelProbe()
-	if err != nil {
-		return fmt.Errorf("refusing to start: the jail does not work here: %w", err)
-	}
-
-	o.pool.New = func(ctx context.Context, urgent bool) (pool.Sandbox, error) {
-		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
-	}
-	o.pool.Logger = logger
 	// One registry: the server's series, the pool's builds, the runner's
 	// zygotes and the process's own, all on /metrics.
 	reg := server.NewRegistry()
@@ -133,27 +124,106 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		Help: "Time each sandbox took to build; its count is the sandboxes built.", Buckets: server.DurationBuckets(o.runner.StartTimeout)})
 	buildFailures := prometheus.NewCounter(prometheus.CounterOpts{Name: "pyexec_sandbox_build_failures_total",
 		Help: "Sandbox builds that failed."})
-	reg.MustRegister(buildSeconds, buildFailures,
+	builtByRuntime := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pyexec_runtime_sandboxes_built_total",
+		Help: "Sandboxes built, by runtime."}, []string{"runtime"})
+	runners := map[string]*runner.Runner{}
+	router := &runtimeRouter{names: names, pools: map[string]*pool.Pool{}, maxBusy: o.pool.MaxBusy,
+		busy: semaphore.NewWeighted(int64(o.pool.MaxBusy)), wait: o.pool.AcquireTimeout}
+	defer func() {
+		for _, p := range router.pools {
+			p.Close()
+		}
+		for _, r := range runners {
+			r.Close()
+		}
+	}()
+	var jailName string
+	for i, name := range names {
+		spec := specs[i]
+		jailOpts := runner.JailOptions{
+			Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
+			Python: o.runner.Python,
+		}
+		defaults := runner.DefaultReadOnlyPaths(o.runner.Python)
+		if spec.root != "" {
+			// The runtime's files, not the host's; the operator's
+			// --ro-paths are still host paths.
+			if jailOpts.Runtime, err = runner.RuntimeBinds(spec.root, o.runner.Python); err != nil {
+				return fmt.Errorf("refusing to start: %w", err)
+			}
+			defaults = nil
+		}
+		readOnly, skipped, err := runner.ResolveReadOnlyPaths(defaults, o.roPaths.paths)
+		if err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+		if i == 0 {
+			for _, p := range skipped {
+				logger.Warn().Str("path", p).Msg("--ro-paths names a path that does not exist here; sandboxes will not see it")
+			}
+		}
+		jailOpts.ReadOnlyPaths = append([]string{}, readOnly...)
+		jail, err := runner.ChooseJail(jailOpts)
+		if err != nil {
+			return fmt.Errorf("refusing to start without a jail: %w", err)
+		}
+		jailName = jail.Name()
+		cfg := o.runner
+		cfg.Jail, cfg.Logger = jail, logger.With().Str("runtime", name).Logger()
+		if spec.preload != nil && !o.preloadSet {
+			cfg.Preload = spec.preload
+		}
+		r, err := runner.New(cfg)
+		if err != nil {
+			return err
+		}
+		runners[name] = r
+		o.server.MemoryAccounting = r.MemoryAccounting()
+		probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
+		err = r.Probe(probeCtx)
+		cancelProbe()
+		if err != nil {
+			return fmt.Errorf("refusing to start: the jail does not work here (runtime %s): %w", name, err)
+		}
+		pcfg := o.pool
+		pcfg.Warm = warmSplit[name]
+		pcfg.New = func(ctx context.Context, urgent bool) (pool.Sandbox, error) {
+			return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
+		}
+		pcfg.Logger = logger.With().Str("runtime", name).Logger()
+		built := builtByRuntime.WithLabelValues(name)
+		pcfg.OnBuild = func(took time.Duration, err error) {
+			if err != nil {
+				buildFailures.Inc()
+				return
+			}
+			built.Inc()
+			buildSeconds.Observe(took.Seconds())
+		}
+		p, err := pool.New(pcfg)
+		if err != nil {
+			return err
+		}
+		router.pools[name] = p
+		spec.info.Warm = pcfg.Warm
+		o.server.Runtimes = append(o.server.Runtimes, spec.info)
+	}
+	o.server.Jail = jailName
+	reg.MustRegister(buildSeconds, buildFailures, builtByRuntime,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pyexec_zygote_restarts_total",
 			Help: "Zygotes that were replaced before their time (they died or failed)."},
-			func() float64 { return float64(r.ZygoteRestarts()) }))
-	o.pool.OnBuild = func(took time.Duration, err error) {
-		if err != nil {
-			buildFailures.Inc()
-			return
-		}
-		buildSeconds.Observe(took.Seconds())
-	}
+			func() float64 {
+				var n int64
+				for _, r := range runners {
+					n += r.ZygoteRestarts()
+				}
+				return float64(n)
+			}))
 	o.server.Metrics = reg
 	o.server.QueueTimeout = o.pool.AcquireTimeout
-	p, err := pool.New(o.pool)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
 
 	o.server.Logger = logger
-	srv := server.New(o.server, p)
+	srv := server.New(o.server, router)
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", o.addr, err)
@@ -165,7 +235,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		logger.Warn().Str("addr", ln.Addr().String()).
 			Msg("LISTENING BEYOND LOOPBACK WITHOUT A TOKEN: anyone who reaches this address can run code here; set --auth-token (PYEXEC_AUTH_TOKEN)")
 	}
-	logger.Info().Str("addr", ln.Addr().String()).Str("jail", jail.Name()).Str("mode", o.mode).
+	logger.Info().Str("addr", ln.Addr().String()).Str("jail", jailName).Strs("runtimes", names).Str("mode", o.mode).
 		Int("warm", o.pool.Warm).Str("version", version).Msg("serving")
 
 	serveErr := make(chan error, 1)

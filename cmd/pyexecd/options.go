@@ -34,8 +34,14 @@ type options struct {
 	mode            string
 	jail            string
 	cgroup          string
-	pool            pool.Config
-	server          server.Config
+	runtimes        string
+	runtimeDir      string
+	runtimeWarm     string
+	// preloadSet says --preload was given: it then wins over the
+	// runtimes' own preload lists.
+	preloadSet bool
+	pool       pool.Config
+	server     server.Config
 }
 
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
@@ -56,6 +62,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.StringVar(&o.nsjailPath, "nsjail", "", "path of the nsjail binary (default: nsjail on PATH)")
 	fs.StringVar(&o.nsjailConfig, "nsjail-config", "nsjail.cfg", "the nsjail policy file")
 	fs.StringVar(&o.cgroup, "cgroup", "auto", "per-sandbox cgroup v2 (memory.max, pids.max, no swap): auto (where the host delegates a writable cgroup v2 subtree), required (refuse to start without one) or off")
+	fs.StringVar(&o.runtimes, "runtimes", hostRuntime, "comma-separated runtimes sandboxes run in, the first the default (a request names one with \"runtime\"): names built by scripts/build-runtime.sh under --runtime-dir, or host (the host's /usr/bin/python3 and its libraries)")
+	fs.StringVar(&o.runtimeDir, "runtime-dir", "/var/cache/pyexec/runtimes", "where scripts/build-runtime.sh leaves the runtimes")
+	fs.StringVar(&o.runtimeWarm, "runtime-warm", "", "split of the warm sandboxes between runtimes: NAME=N pairs, comma-separated; runtimes not named share what is left of --warm (the default runtime the remainder), at least 1 each")
 	fs.Var(&o.roPaths, "ro-paths", "comma-separated host paths every jail shows read-only, besides the defaults (Python, numpy, pandas, matplotlib); repeatable")
 	// Every default below comes from its package's DefaultConfig.
 	o.runner, o.pool, o.server = runner.DefaultConfig(), pool.DefaultConfig(), server.DefaultConfig()
@@ -146,6 +155,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	// smaller --tmp-mb.
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	o.preloadSet = explicit["preload"] || getenv(envName("preload")) != ""
 	if !explicit["max-files-bytes"] {
 		o.runner.FitFilesBytes()
 	}

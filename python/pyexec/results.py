@@ -30,7 +30,9 @@
   above), else an object from index label to value when the index has one
   level; a Series with a MultiIndex is records like a DataFrame's, its
   levels then its values under the Series' name ("value" when unnamed).
-  Index: a list. Categorical: a list of its values.
+  Index: a list. Categorical and the other extension arrays (nullable
+  Int64, Float64, boolean, string, Arrow-backed): a list of their values,
+  pd.NA as null.
 * datetime, date, time, pandas Timestamp, numpy datetime64: ISO 8601
   (2024-01-31T12:00:00, with the offset when it has one); timedelta,
   pandas Timedelta, numpy timedelta64: ISO 8601 durations (P1DT2H0M0S);
@@ -217,7 +219,10 @@ def _special(value, path, depth, walk):
             return out
         if isinstance(value, pd.Index):
             return _map(value.astype(object).tolist(), path, depth + 1, walk)
-        if isinstance(value, pd.Categorical):
+        if isinstance(value, pd.api.extensions.ExtensionArray):
+            # Categorical and the nullable, string and Arrow-backed arrays
+            # (pd.array(..., dtype="Int64")): their missing values are
+            # pd.NA (or NaN, NaT), each mapped to null.
             return _map(list(value), path, depth + 1, walk)
         if isinstance(value, pd.Timedelta):
             return _iso_duration(value.total_seconds())

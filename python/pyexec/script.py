@@ -297,6 +297,14 @@ class _RunCell:
         return None if figures.is_plot(value) else value
 
 
+def _nul_position(source):
+    """The line and column (from 1) of the first NUL of source, or 0, 0."""
+    at = source.find("\0")
+    if at < 0:
+        return 0, 0
+    return source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at)
+
+
 def run(msgpack, message, policy, send=None):
     """Run the script of one execute message; return the reply message.
 
@@ -331,15 +339,19 @@ def run(msgpack, message, policy, send=None):
         validation.check(tree, policy, need_main=not as_cell)
         code = _cell(tree) if as_cell else compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        return error("syntax_error", "%s: %s" % (type(exc).__name__, exc.msg), line=exc.lineno or 0, offset=exc.offset or 0)
+        line, offset = exc.lineno or 0, exc.offset or 0
+        if not line and "\0" in source:
+            # Python 3.13 refuses a NUL byte with a SyntaxError that has no
+            # position: give the NUL's, as 3.11's ValueError gets below.
+            line, offset = _nul_position(source)
+        return error("syntax_error", "%s: %s" % (type(exc).__name__, exc.msg), line=line, offset=offset)
     except validation.Refusal as exc:
         return error(exc.kind, exc.message, line=exc.line, offset=exc.column)
     except (MemoryError, RecursionError) as exc:
         return error("syntax_error", "the script is too complex to parse: %r" % exc)
     except ValueError as exc:
         # Python 3.11 refuses a NUL byte with ValueError (3.12: SyntaxError).
-        at = source.find("\0")
-        line, offset = (source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at)) if at >= 0 else (0, 0)
+        line, offset = _nul_position(source)
         return error("syntax_error", "SyntaxError: %s" % exc, line=line, offset=offset)
 
     sys.stdin = _stdin(message["stdin"])

@@ -349,6 +349,37 @@ class DataScienceResultsTest(unittest.TestCase):
         for value, want in cases:
             self.assertEqual(json.loads(results.encode(value)), want, repr(value))
 
+    def test_nullable_and_string_dtypes(self):
+        # pandas' extension dtypes, whose missing value is pd.NA: the
+        # nullable integers, floats and booleans, the string dtype, and
+        # (pandas 2, where pyarrow is installed) the Arrow-backed ones.
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "i": pd.array([1, None], dtype="Int64"),
+            "f": pd.array([0.5, None], dtype="Float64"),
+            "b": pd.array([True, None], dtype="boolean"),
+            "s": pd.array(["x", None], dtype="string"),
+        })
+        cases = [
+            (frame, [{"i": 1, "f": 0.5, "b": True, "s": "x"}, {"i": None, "f": None, "b": None, "s": None}]),
+            (frame["i"], [1, None]),
+            (pd.array([1, None], dtype="UInt8"), [1, None]),
+            (frame.dtypes.astype(str).to_dict(), {"i": "Int64", "f": "Float64", "b": "boolean", "s": "string"}),
+            ({"na": pd.NA, "sum": frame["i"].sum()}, {"na": None, "sum": 1}),
+            (frame["i"].iloc[0], 1),
+            (frame["s"].str.upper(), ["X", None]),
+        ]
+        try:
+            import pyarrow  # noqa: F401  (not packaged by Debian 12 or 13)
+            cases.append((pd.Series([1, None], dtype="int64[pyarrow]"), [1, None]))
+        except ImportError:
+            pass
+        for value, want in cases:
+            self.assertEqual(json.loads(results.encode(value)), want, repr(value))
+            packed = results.encode_msgpack(__import__("msgpack"), value)
+            self.assertEqual(__import__("msgpack").unpackb(packed), want, repr(value))
+
     def test_labels_and_date_keys_that_become_one_json_key(self):
         import datetime
 
