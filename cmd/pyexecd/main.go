@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -88,20 +87,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	logger := zerolog.New(logOut).Level(level).With().Timestamp().Logger()
 
 	// One jail, runner and pool per runtime; the first is the default.
-	names := splitList(o.runtimes)
-	if len(names) == 0 {
-		return errNoRuntimes
-	}
-	specs := make([]runtimeSpec, len(names))
-	for i, name := range names {
-		for _, seen := range names[:i] {
-			if seen == name {
-				return fmt.Errorf("--runtimes names %s twice", name)
-			}
-		}
-		if specs[i], err = loadRuntime(o.runtimeDir, name, o.runner.Python); err != nil {
-			return fmt.Errorf("refusing to start: %w", err)
-		}
+	names, specs, err := loadRuntimes(o)
+	if err != nil {
+		return err
 	}
 	warmSplit, err := parseWarmSplit(o.runtimeWarm, names, o.pool.Warm)
 	if err != nil {
@@ -139,74 +127,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}()
 	var jailName string
 	for i, name := range names {
-		spec := specs[i]
-		jailOpts := runner.JailOptions{
-			Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
-			Python: o.runner.Python,
+		r, p, jail, err := startRuntime(ctx, o, name, specs[i], i == 0, warmSplit[name], logger, buildMetrics{buildSeconds, buildFailures, builtByRuntime.WithLabelValues(name)})
+		if r != nil {
+			runners[name] = r
 		}
-		defaults := runner.DefaultReadOnlyPaths(o.runner.Python)
-		if spec.root != "" {
-			// The runtime's files, not the host's; the operator's
-			// --ro-paths are still host paths.
-			if jailOpts.Runtime, err = runner.RuntimeBinds(spec.root, o.runner.Python); err != nil {
-				return fmt.Errorf("refusing to start: %w", err)
-			}
-			defaults = nil
-		}
-		readOnly, skipped, err := runner.ResolveReadOnlyPaths(defaults, o.roPaths.paths)
-		if err != nil {
-			return fmt.Errorf("refusing to start: %w", err)
-		}
-		if i == 0 {
-			for _, p := range skipped {
-				logger.Warn().Str("path", p).Msg("--ro-paths names a path that does not exist here; sandboxes will not see it")
-			}
-		}
-		jailOpts.ReadOnlyPaths = append([]string{}, readOnly...)
-		jail, err := runner.ChooseJail(jailOpts)
-		if err != nil {
-			return fmt.Errorf("refusing to start without a jail: %w", err)
-		}
-		jailName = jail.Name()
-		cfg := o.runner
-		cfg.Jail, cfg.Logger = jail, logger.With().Str("runtime", name).Logger()
-		if spec.preload != nil && !o.preloadSet {
-			cfg.Preload = spec.preload
-		}
-		r, err := runner.New(cfg)
-		if err != nil {
-			return err
-		}
-		runners[name] = r
-		o.server.MemoryAccounting = r.MemoryAccounting()
-		probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
-		err = r.Probe(probeCtx)
-		cancelProbe()
-		if err != nil {
-			return fmt.Errorf("refusing to start: the jail does not work here (runtime %s): %w", name, err)
-		}
-		pcfg := o.pool
-		pcfg.Warm = warmSplit[name]
-		pcfg.New = func(ctx context.Context, urgent bool) (pool.Sandbox, error) {
-			return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
-		}
-		pcfg.Logger = logger.With().Str("runtime", name).Logger()
-		built := builtByRuntime.WithLabelValues(name)
-		pcfg.OnBuild = func(took time.Duration, err error) {
-			if err != nil {
-				buildFailures.Inc()
-				return
-			}
-			built.Inc()
-			buildSeconds.Observe(took.Seconds())
-		}
-		p, err := pool.New(pcfg)
 		if err != nil {
 			return err
 		}
 		router.pools[name] = p
-		spec.info.Warm = pcfg.Warm
-		o.server.Runtimes = append(o.server.Runtimes, spec.info)
+		jailName = jail
+		o.server.MemoryAccounting = r.MemoryAccounting()
+		info := specs[i].info
+		info.Warm = warmSplit[name]
+		o.server.Runtimes = append(o.server.Runtimes, info)
 	}
 	o.server.Jail = jailName
 	reg.MustRegister(buildSeconds, buildFailures, builtByRuntime,

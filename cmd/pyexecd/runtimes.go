@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/semaphore"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/sandbox-exec/pyexec/pool"
 	"github.com/sandbox-exec/pyexec/runner"
 	"github.com/sandbox-exec/pyexec/server"
@@ -242,3 +245,99 @@ func (r *runtimeRouter) Stats() pool.Stats {
 }
 
 var errNoRuntimes = errors.New("--runtimes names no runtime")
+
+// loadRuntimes reads the runtimes --runtimes names, in order (the first is
+// the default), each once.
+func loadRuntimes(o options) ([]string, []runtimeSpec, error) {
+	names := splitList(o.runtimes)
+	if len(names) == 0 {
+		return nil, nil, errNoRuntimes
+	}
+	specs := make([]runtimeSpec, len(names))
+	for i, name := range names {
+		if slices.Contains(names[:i], name) {
+			return nil, nil, fmt.Errorf("--runtimes names %s twice", name)
+		}
+		var err error
+		if specs[i], err = loadRuntime(o.runtimeDir, name, o.runner.Python); err != nil {
+			return nil, nil, fmt.Errorf("refusing to start: %w", err)
+		}
+	}
+	return names, specs, nil
+}
+
+// buildMetrics are the series a runtime's pool counts its builds in.
+type buildMetrics struct {
+	seconds  prometheus.Histogram
+	failures prometheus.Counter
+	built    prometheus.Counter
+}
+
+// startRuntime makes one runtime's jail and runner, proves the jail works
+// (the probe), and starts its pool with warm sandboxes. The runner is
+// returned also with an error once made, for the caller to close.
+func startRuntime(ctx context.Context, o options, name string, spec runtimeSpec, first bool, warm int,
+	logger zerolog.Logger, m buildMetrics) (*runner.Runner, *pool.Pool, string, error) {
+	jailOpts := runner.JailOptions{
+		Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
+		Python: o.runner.Python,
+	}
+	defaults := runner.DefaultReadOnlyPaths(o.runner.Python)
+	if spec.root != "" {
+		// The runtime's files, not the host's; the operator's --ro-paths
+		// are still host paths.
+		var err error
+		if jailOpts.Runtime, err = runner.RuntimeBinds(spec.root, o.runner.Python); err != nil {
+			return nil, nil, "", fmt.Errorf("refusing to start: %w", err)
+		}
+		defaults = nil
+	}
+	readOnly, skipped, err := runner.ResolveReadOnlyPaths(defaults, o.roPaths.paths)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("refusing to start: %w", err)
+	}
+	if first {
+		for _, p := range skipped {
+			logger.Warn().Str("path", p).Msg("--ro-paths names a path that does not exist here; sandboxes will not see it")
+		}
+	}
+	jailOpts.ReadOnlyPaths = append([]string{}, readOnly...)
+	jail, err := runner.ChooseJail(jailOpts)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("refusing to start without a jail: %w", err)
+	}
+	cfg := o.runner
+	cfg.Jail, cfg.Logger = jail, logger.With().Str("runtime", name).Logger()
+	if spec.preload != nil && !o.preloadSet {
+		cfg.Preload = spec.preload
+	}
+	r, err := runner.New(cfg)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	probeCtx, cancelProbe := context.WithTimeout(ctx, o.runner.StartTimeout+5*time.Second)
+	err = r.Probe(probeCtx)
+	cancelProbe()
+	if err != nil {
+		return r, nil, "", fmt.Errorf("refusing to start: the jail does not work here (runtime %s): %w", name, err)
+	}
+	pcfg := o.pool
+	pcfg.Warm = warm
+	pcfg.New = func(ctx context.Context, urgent bool) (pool.Sandbox, error) {
+		return r.Start(ctx, runner.StartOptions{SkipPrewarm: urgent})
+	}
+	pcfg.Logger = logger.With().Str("runtime", name).Logger()
+	pcfg.OnBuild = func(took time.Duration, err error) {
+		if err != nil {
+			m.failures.Inc()
+			return
+		}
+		m.built.Inc()
+		m.seconds.Observe(took.Seconds())
+	}
+	p, err := pool.New(pcfg)
+	if err != nil {
+		return r, nil, "", err
+	}
+	return r, p, jail.Name(), nil
+}
