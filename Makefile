@@ -26,7 +26,7 @@ binary:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pyexecd
 
 # run serves the shipped runtimes, debian13-ds the default; the first run
-# builds them (about 7 minutes, docs/operations.md "Runtimes").
+# builds them (about 3 minutes, both at once; docs/operations.md "Runtimes").
 export PYEXEC_RUNTIMES ?= debian13-ds,debian12
 run: build runtimes
 	./$(BIN) $(ARGS)
