@@ -84,7 +84,11 @@ build_one() {
 		return
 	fi
 	mkdir -p "$cache"
-	chmod 755 "$cache" "$(dirname "$cache")"
+	# The jail's uid must traverse to the roots: the cache is made
+	# readable, and its parent only gains the search bit (it may be a
+	# shared directory such as /var/tmp, whose other bits are not ours).
+	chmod 755 "$cache"
+	chmod a+x "$(dirname "$cache")"
 	tmp=$(mktemp -d "$cache/.$name.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	chmod 755 "$tmp"
