@@ -99,23 +99,11 @@ func decodeRequest(b *bodyReader, cfg *Config) (executeRequest, error) {
 		case fieldMemoryMB:
 			req.MemoryMB, err = readInt(b, key)
 		case fieldEntrypoint:
-			var s *string
-			switch s, err = readString(b, entrypointInvalid); {
-			case err != nil || s == nil: // null: absent
-			case *s == "":
-				err = invalidRequest(entrypointInvalid)
-			default:
-				req.Entrypoint = runner.Entrypoint(*s)
-			}
+			var name string
+			name, err = readName(b, func() string { return entrypointInvalid })
+			req.Entrypoint = runner.Entrypoint(name)
 		case fieldRuntime:
-			var s *string
-			switch s, err = readString(b, runtimeInvalid(cfg)); {
-			case err != nil || s == nil: // null: absent
-			case *s == "":
-				err = invalidRequest(runtimeInvalid(cfg))
-			default:
-				req.Runtime = *s
-			}
+			req.Runtime, err = readName(b, func() string { return runtimeInvalid(cfg) })
 		default:
 			return unknownField(key)
 		}
@@ -149,6 +137,21 @@ func readString(b *bodyReader, notString string) (*string, error) {
 		return nil, invalidRequest(notString)
 	}
 	return s, err
+}
+
+// readName reads a field that names one of a set (entrypoint, runtime):
+// "" for null or absent; a value that is not a string, or is empty, is
+// invalid_request with invalid's message (built only then: the runtimes'
+// list is not formatted for every request). Validate checks the name.
+func readName(b *bodyReader, invalid func() string) (string, error) {
+	s, err := b.str()
+	if _, ok := errors.AsType[*wrongType](err); ok || (err == nil && s != nil && *s == "") {
+		return "", invalidRequest(invalid())
+	}
+	if err != nil || s == nil {
+		return "", err
+	}
+	return *s, nil
 }
 
 // readInt reads an integer field (timeout_ms, memory_mb): nil for null.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -138,26 +137,12 @@ func dialSlowReader(t *testing.T, s *testServer, body []byte) net.Conn {
 	return c
 }
 
-// answerGauge reads the gauge's value, which the text format may write
-// with an exponent (6.304303e+06).
-var answerGauge = regexp.MustCompile(`(?m)^pyexec_answer_bytes_in_flight (\S+)`)
-
 // answersInFlight reads the gauge of answer bytes held.
 func (s *testServer) answersInFlight(t *testing.T) int64 {
 	t.Helper()
-	resp, err := http.Get(s.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	m := answerGauge.FindSubmatch(raw)
-	if m == nil {
-		t.Fatalf("no pyexec_answer_bytes_in_flight in /metrics:\n%s", raw)
-	}
-	n, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatalf("pyexec_answer_bytes_in_flight %q: %v", m[1], err)
+	n := s.metric("pyexec_answer_bytes_in_flight")
+	if n < 0 {
+		t.Fatal("no pyexec_answer_bytes_in_flight in /metrics")
 	}
 	return int64(n)
 }

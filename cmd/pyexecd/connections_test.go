@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -152,35 +151,10 @@ func TestUnprovenConnectionsCannotStarveValidOnes(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		fmt.Fprintf(c, "POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", token, 8<<20)
 	}
-	metrics := func() string {
-		req, _ := http.NewRequest(http.MethodGet, s.url+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		return string(raw)
-	}
 	// Every upload is being read: 32 first buffers of 64 KiB are held.
-	deadline := time.Now().Add(10 * time.Second)
-	// The text format may write the value with an exponent (2.097152e+06).
-	bodyBytes := regexp.MustCompile(`(?m)^pyexec_body_bytes_in_flight (\S+)$`)
-	held := func(text string) float64 {
-		m := bodyBytes.FindStringSubmatch(text)
-		if m == nil {
-			return -1
-		}
-		v, _ := strconv.ParseFloat(m[1], 64)
-		return v
-	}
-	for held(metrics()) != 32*64<<10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the uploads are not all being read:\n%s", metrics())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "the 32 uploads to be read, 64 KiB each", func() bool {
+		return s.metric("pyexec_body_bytes_in_flight") == 32*64<<10
+	})
 	// New connections each time, as a probe's and a new client's are.
 	fresh := &http.Client{Timeout: 4 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for range 3 {
