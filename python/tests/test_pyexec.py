@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 
 import os
+import sys
 import tempfile
 
 from pyexec import files, protocol, results, script, zygote
@@ -129,6 +130,18 @@ class ScriptTest(unittest.TestCase):
 
     def test_missing_main(self):
         self.assertEqual(execute("x = 1\n")["kind"], "missing_main")
+
+    def test_the_warm_up_runs_the_whole_way(self):
+        # A warm-up that fails half-way leaves every request to pay for the
+        # rest: its message has every key, and it ends in a result.
+        protocol.check_shape(zygote.PREWARM_MESSAGE, protocol.CHANNEL_MESSAGES)
+        main_module = sys.modules["__main__"]
+        try:
+            reply = zygote._prewarm(msgpack, {"name": "seed", "deny_imports": [], "deny_calls": []})
+        finally:
+            sys.modules["__main__"] = main_module
+        self.assertEqual(reply["type"], "result", reply)
+        self.assertEqual(json.loads(reply["result"])["n"], 2)
 
     def test_stdin(self):
         source = "import sys\ndef main():\n    return [input(), sys.stdin.read()]\n"
