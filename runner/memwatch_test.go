@@ -4,6 +4,7 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestMemoryReadings reads this process as the watch reads a sandbox.
@@ -20,8 +21,21 @@ func TestMemoryReadings(t *testing.T) {
 	if got := sandboxProcesses(pid); len(got) == 0 || got[0] != pid || slices.Contains(got[1:], pid) {
 		t.Errorf("sandboxProcesses = %v", got)
 	}
-	if base := readMemBaseline(pid); !base.known || base.rssAnon <= 0 {
-		t.Errorf("baseline %+v", base)
+	// The sampler reads PSS once an interval; in between it takes the
+	// last reading's shared share off the resident memory.
+	var sampler baselineSampler
+	now := time.Now()
+	first := sampler.read(pid, now)
+	if !first.known || first.rssAnon <= 0 || first.pssAnon <= 0 {
+		t.Fatalf("first baseline %+v", first)
+	}
+	next := sampler.read(pid, now.Add(memBaselineSampleInterval/2))
+	if want := max(next.rssAnon-max(first.rssAnon-first.pssAnon, 0), 0); !next.known || next.pssAnon != want {
+		t.Errorf("baseline within the interval %+v, want pssAnon %d", next, want)
+	}
+	later := now.Add(memBaselineSampleInterval)
+	if sampler.read(pid, later); !sampler.at.Equal(later) {
+		t.Errorf("no new reading after the interval: last at %v, want %v", sampler.at, later)
 	}
 	// One process: what it added since its baseline, exactly.
 	w := &memWatch{pid: pid, limit: 1 << 40, base: memBaseline{rssAnon: rss, pssAnon: pss, known: true}}

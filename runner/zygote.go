@@ -44,6 +44,10 @@ type zygote struct {
 	// spawnTimeouts counts spawn requests in a row the zygote did not
 	// answer in time; see stuck.
 	spawnTimeouts int
+
+	// baselines reads what each of its sandboxes holds at ready, for the
+	// memory watch.
+	baselines baselineSampler
 }
 
 // maxSpawnTimeouts is how many spawns in a row a zygote may leave
@@ -451,7 +455,7 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm boo
 	}
 	if r.cfg.Cgroups == nil {
 		// Read while the sandbox waits idle, off the request's path.
-		sb.memBase = readMemBaseline(sb.PID())
+		sb.memBase = z.baselines.read(sb.PID(), time.Now())
 	}
 	return sb, nil
 }
