@@ -36,8 +36,24 @@ import msgpack  # noqa: E402
 from pyexec import isolation, protocol, script, syscalls, zygote  # noqa: E402
 
 POLICY = {"name": "seed", "deny_imports": [], "deny_calls": []}
-HELLO = {"type": "execute", "script": "def main():\n    return {'message': 'Hello, World!'}\n", "input": None,
-         "inputs": None, "input_format": "", "limits": {}, "deny_imports": [], "files": [],
+HELLO_SCRIPT = "def main():\n    return {'message': 'Hello, World!'}\n"
+PANDAS_SCRIPT = """import pandas as pd
+import numpy as np
+
+def main():
+    df = pd.DataFrame({'x': np.random.randn(50), 'y': np.random.randn(50)})
+    return {'count': len(df), 'correlation': float(df['x'].corr(df['y'])),
+            'x_mean': float(df['x'].mean()), 'y_mean': float(df['y'].mean())}
+"""
+# PHASES_SCRIPT=pandas times the original README's pandas example instead
+# of hello; PHASES_PREWARM=1 runs the warm-up in each sandbox before it
+# idles, as the server does by default (--prewarm).
+REQUEST_SCRIPT = PANDAS_SCRIPT if os.environ.get("PHASES_SCRIPT") == "pandas" else HELLO_SCRIPT
+PREWARM_EACH = os.environ.get("PHASES_PREWARM") == "1"
+# Every key of today's execute message; older trees ignore those they do
+# not know.
+HELLO = {"type": "execute", "script": REQUEST_SCRIPT, "entrypoint": "main", "input": None, "inputs": None,
+         "input_format": "", "stdin": None, "result_format": "json", "limits": {}, "deny_imports": [], "files": [],
          "output_files": {"max_files": 0, "max_bytes": 0}}
 SCRATCH = 64 << 20
 
@@ -83,6 +99,9 @@ def sandbox(report_fd, go_fd):
         mark("/proc")
         isolation.finish(libc, sandbox_filter)
         mark("hostname, reseed, capabilities, seccomp")
+        if PREWARM_EACH:
+            zygote._prewarm(msgpack, POLICY)
+            mark("warm-up run")
         os.read(go_fd, 1)  # idle in the pool until "the request" comes
         marks.append(("(idle in the pool)",) + usage())
         message = msgpack.unpackb(msgpack.packb(HELLO, use_bin_type=True), raw=False)
@@ -91,7 +110,7 @@ def sandbox(report_fd, go_fd):
         limits.apply(message["limits"])
         mark("limits")
         reply = script.run(msgpack, message, POLICY)
-        mark("hello (script.run)")
+        mark("the script (script.run)")
         protocol.encode_frame(msgpack, reply)
         mark("reply encoded")
         steps = [(marks[i][0], marks[i][1] - marks[i - 1][1], marks[i][2] - marks[i - 1][2]) for i in range(1, len(marks))]

@@ -30,4 +30,5 @@ exec $as_nobody bwrap --unshare-all --unshare-user --die-with-parent --new-sessi
 	--setenv PATH /usr/bin:/bin --setenv LANG C.UTF-8 \
 	--setenv OPENBLAS_NUM_THREADS 1 --setenv OMP_NUM_THREADS 1 --setenv MKL_NUM_THREADS 1 \
 	--setenv GLIBC_TUNABLES glibc.malloc.hugetlb=1 --setenv PYTHONMALLOC malloc \
+	--setenv PHASES_SCRIPT "${PHASES_SCRIPT:-hello}" --setenv PHASES_PREWARM "${PHASES_PREWARM:-0}" \
 	-- /usr/bin/python3 -s -P -B "/phases/$script" /python "$n" ${held:+"$held"}
