@@ -37,6 +37,11 @@ type Config struct {
 	// server runs as root. Zero: 65534 (nobody/nogroup). The sandbox never
 	// runs as host root: New refuses a configuration that would.
 	SandboxUID, SandboxGID uint32
+	// SandboxIDs is the range of host ids sandboxes take their own uid and
+	// gid from, when the server runs as root and the jail is bubblewrap
+	// (hostids.go): one id per live sandbox, so that the kernel's per-user
+	// counters are per sandbox. Empty: every sandbox runs as SandboxUID.
+	SandboxIDs IDRange
 	// Prewarm makes each fork-mode sandbox run a fixed script through the
 	// execute path before it says ready, paying its copy-on-write faults
 	// and first-run costs off the request path (slower to build, faster to
@@ -79,6 +84,7 @@ func DefaultConfig() Config {
 		StartTimeout:   30 * time.Second,
 		TmpBytes:       64 << 20,
 		SandboxUID:     65534,
+		SandboxIDs:     DefaultSandboxIDs,
 		SandboxGID:     65534,
 		Prewarm:        true,
 		ZygoteMaxForks: 200,
@@ -165,6 +171,9 @@ func (c Config) Validate() error {
 	}
 	if c.SandboxUID == 0 || c.SandboxGID == 0 {
 		return errors.New("--sandbox-uid and --sandbox-gid must not be 0: sandboxes never run as host root")
+	}
+	if err := c.SandboxIDs.Validate(c.SandboxUID, c.SandboxGID); err != nil {
+		return fmt.Errorf("--sandbox-ids: %w", err)
 	}
 	if c.ZygoteMaxForks < 1 || c.ZygoteMaxAge <= 0 || c.Zygotes < 1 {
 		return errors.New("--zygotes and --zygote-max-forks must be at least 1 and --zygote-max-age positive")

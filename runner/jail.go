@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -24,7 +27,29 @@ type JailSpec struct {
 	Argv []string
 	// Env is the complete environment of the jailed process.
 	Env []string
+	// IDMap, when set, asks the jail to leave its user namespace's maps to
+	// the runner (see IDMapper).
+	IDMap *IDMapHandoff
 }
+
+// IDMapHandoff is how a jail that creates its user namespace lets the
+// runner write its maps: it reports the namespace's first process on
+// InfoFD (JSON with "child-pid") and waits to go on until a byte arrives
+// on BlockFD. The jail's first process keeps CAP_SETUID, CAP_SETGID and
+// CAP_SYS_ADMIN in that namespace for the zygote, which needs them to map
+// each sandbox to an id of its own and, without a user namespace of its
+// own, to mount the scratch for its imports.
+type IDMapHandoff struct {
+	BlockFD, InfoFD int
+}
+
+// IDMapper is a Jail that supports IDMapHandoff.
+type IDMapper interface {
+	Jail
+	mapsIDs()
+}
+
+func (b *Bubblewrap) mapsIDs() {}
 
 // Bubblewrap is the bwrap(1) jail, from Debian's bubblewrap package.
 type Bubblewrap struct {
@@ -109,10 +134,25 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 		"--symlink", "usr/lib", "/lib",
 		"--symlink", "usr/lib64", "/lib64",
 	}
+	if m := spec.IDMap; m != nil {
+		args = append(args, "--userns-block-fd", strconv.Itoa(m.BlockFD), "--info-fd", strconv.Itoa(m.InfoFD),
+			"--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN")
+	}
+	roBinds := readOnlyBinds(b.ReadOnlyPaths)
+	dsts := slices.Clone(roBinds)
+	for _, m := range b.Runtime {
+		dsts = append(dsts, m.Dst)
+	}
+	// bwrap makes the directories above a bind's destination mode 0700,
+	// owned by the jail's uid; a sandbox with a host uid of its own could
+	// not pass them (--sandbox-ids). They hold only mount points.
+	for _, dir := range ancestorDirs(dsts) {
+		args = append(args, "--perms", "0755", "--dir", dir)
+	}
 	for _, m := range b.Runtime {
 		args = append(args, "--ro-bind", m.Src, m.Dst)
 	}
-	for _, p := range readOnlyBinds(b.ReadOnlyPaths) {
+	for _, p := range roBinds {
 		args = append(args, "--ro-bind", p, p)
 	}
 	// The root is bwrap's own tmpfs: make it read-only once the mount points
@@ -126,4 +166,28 @@ func (b *Bubblewrap) Command(spec JailSpec) (string, []string) {
 	args = append(args, "--")
 	args = append(args, spec.Argv...)
 	return b.Path, args
+}
+
+// ancestorDirs lists the directories above paths, but for / and paths
+// themselves, parents first, each once.
+func ancestorDirs(paths []string) []string {
+	seen := map[string]bool{"/": true}
+	for _, p := range paths {
+		seen[filepath.Clean(p)] = true
+	}
+	var dirs []string
+	for _, p := range paths {
+		for dir := filepath.Dir(filepath.Clean(p)); !seen[dir]; dir = filepath.Dir(dir) {
+			seen[dir] = true
+			dirs = append(dirs, dir)
+		}
+	}
+	// Parents before children: fewer separators first, then by name.
+	slices.SortFunc(dirs, func(a, b string) int {
+		if c := strings.Count(a, "/") - strings.Count(b, "/"); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return dirs
 }

@@ -97,6 +97,10 @@ type zygoteConfig struct {
 	ScratchBytes int64 `json:"scratch_bytes"`
 	// Policy is what every sandbox checks in its script before running it.
 	Policy Policy `json:"policy"`
+	// SandboxIDs is the zygote's slice of host ids, [first, count], which
+	// its jail maps to themselves; null when sandboxes keep the jail's own
+	// ids (hostids.go).
+	SandboxIDs []uint32 `json:"sandbox_ids"`
 }
 
 // zygoteReady is the zygote's first packet.

@@ -23,7 +23,14 @@ type Runner struct {
 	next    atomic.Uint64
 	// zygoteRestarts counts zygotes that died and were replaced.
 	zygoteRestarts atomic.Int64
+	// ids hands each zygote its slice of Config.SandboxIDs; nil when
+	// sandboxes do not get host ids of their own (hostids.go).
+	ids *idSlices
 }
+
+// HostIDPerSandbox says whether each sandbox runs as a host uid and gid of
+// its own (Config.SandboxIDs, as root, with a jail that supports it).
+func (r *Runner) HostIDPerSandbox() bool { return r.ids != nil }
 
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
 // thread counts are pinned to one so an idle sandbox has no helper threads
@@ -80,6 +87,15 @@ func New(cfg Config) (*Runner, error) {
 		// As root, start the jail as an unprivileged host uid: bwrap then
 		// maps the sandbox's uid to it, never to host root.
 		r.credential = &syscall.Credential{Uid: cfg.SandboxUID, Gid: cfg.SandboxGID, Groups: []uint32{}}
+	}
+	switch _, mapper := cfg.Jail.(IDMapper); {
+	case cfg.SandboxIDs.Count == 0:
+	case os.Geteuid() != 0:
+		cfg.Logger.Warn().Msg("sandbox ids: not root, so every sandbox runs as the server's own uid (docs/security.md, \"Quotas of the host user\")")
+	case !mapper:
+		cfg.Logger.Warn().Str("jail", cfg.Jail.Name()).Msg("sandbox ids: this jail maps one id, so every sandbox runs as --sandbox-uid (docs/security.md, \"Quotas of the host user\")")
+	default:
+		r.ids = newIDSlices(cfg.SandboxIDs)
 	}
 	if cfg.Mode == ModeFork {
 		for range cfg.Zygotes {

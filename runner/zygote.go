@@ -48,6 +48,9 @@ type zygote struct {
 	// baselines reads what each of its sandboxes holds at ready, for the
 	// memory watch.
 	baselines baselineSampler
+	// ids is the slice of host ids its sandboxes take theirs from (empty:
+	// they run as the jail's own uid).
+	ids IDRange
 }
 
 // maxSpawnTimeouts is how many spawns in a row a zygote may leave
@@ -87,8 +90,8 @@ type spawnOutcome struct {
 //
 // jailCommand returns a command that runs argv in the jail as the
 // sandbox's host uid, in its own process group, killed if the server dies.
-func (r *Runner) jailCommand(argv []string) *exec.Cmd {
-	path, args := r.cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv()})
+func (r *Runner) jailCommand(argv []string, idMap *IDMapHandoff) *exec.Cmd {
+	path, args := r.cfg.Jail.Command(JailSpec{Argv: argv, Env: sandboxEnv(), IDMap: idMap})
 	cmd := exec.Command(path, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -117,35 +120,77 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		control.Close()
 		return nil, fmt.Errorf("cannot create zygote stderr pipe: %w", err)
 	}
-	argv, err := r.zygoteArgv()
+	var ids IDRange
+	if r.ids != nil {
+		if ids, err = r.ids.take(); err != nil {
+			childEnd.Close()
+			control.Close()
+			stderrR.Close()
+			stderrW.Close()
+			return nil, err
+		}
+	}
+	argv, err := r.zygoteArgv(ids)
+	var handoff *idMapHandoff
+	if err == nil && r.ids != nil {
+		handoff, err = newIDMapHandoff()
+	}
 	if err != nil {
 		childEnd.Close()
 		control.Close()
 		stderrR.Close()
 		stderrW.Close()
+		if r.ids != nil {
+			r.ids.give(ids)
+		}
 		return nil, err
 	}
-	cmd := r.jailCommand(argv)
+	cmd := r.jailCommand(argv, handoff.spec())
 	cmd.Stderr = stderrW
-	cmd.ExtraFiles = []*os.File{childEnd}
+	cmd.ExtraFiles = append([]*os.File{childEnd}, handoff.jailEnds()...)
 	proc, err := startJailed(cmd)
 	// Only the zygote holds these now: a zygote that dies at once is seen
 	// as EOF on the control socket, not after the start timeout.
 	stderrW.Close()
 	childEnd.Close()
+	handoff.closeJailEnds()
 	if err != nil {
 		control.Close()
 		stderrR.Close()
+		handoff.close()
+		if r.ids != nil {
+			r.ids.give(ids)
+		}
 		return nil, err
+	}
+	if r.ids != nil {
+		// The slice is free again once the jail is gone, and with it
+		// every sandbox of the zygote.
+		go func() {
+			<-proc.exited
+			r.ids.give(ids)
+		}()
 	}
 	z := &zygote{
 		proc: proc, control: control, stderr: newCappedPipe(stderrR), started: time.Now(),
 		gone: make(chan struct{}), readerEnd: make(chan struct{}), pending: map[uint64]*spawnWait{},
+		ids: ids,
 	}
 
 	deadline := time.Now().Add(r.cfg.StartTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
+	}
+	if handoff != nil {
+		err := handoff.mapJail(deadline, r.cfg.SandboxUID, r.cfg.SandboxGID, ids)
+		handoff.close()
+		if err != nil {
+			z.proc.kill()
+			tail := stderrTail(z.stderr)
+			close(z.readerEnd)
+			z.close()
+			return nil, fmt.Errorf("cannot map the jail's ids: %w (%s)", err, tail)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { control.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -184,8 +229,12 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 // the user site and the working directory off sys.path, -B writes no bytecode,
 // -u makes stdout and stderr unbuffered so print() and os.write() reach
 // the pipes in order. python/boot.py loads the embedded package.
-func (r *Runner) zygoteArgv() ([]string, error) {
-	config, err := json.Marshal(zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes, Policy: r.cfg.Policy})
+func (r *Runner) zygoteArgv(ids IDRange) ([]string, error) {
+	zc := zygoteConfig{Preload: r.cfg.Preload, ScratchBytes: r.cfg.TmpBytes, Policy: r.cfg.Policy}
+	if ids.Count > 0 {
+		zc.SandboxIDs = []uint32{ids.First, ids.Count}
+	}
+	config, err := json.Marshal(zc)
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode zygote config: %w", err)
 	}

@@ -507,10 +507,10 @@ func testIsolation(t *testing.T, s *testServer) {
 // socket family the filter refuses, and returns the errno of each. Among
 // them, everything the zygote's own filter allows and each sandbox's layer
 // takes back (python/pyexec/syscalls.py): clone into namespaces, mount,
-// sethostname, capset, pidfd_open and prctl's dumpable and capability
-// options. Most would succeed if the filter allowed them (the clones with
+// sethostname, capset, pidfd_open, setresuid, setresgid and prctl's
+// dumpable and capability options. Most would succeed if the filter allowed them (the clones with
 // a new user namespace, capset, pidfd_open, mount's EFAULT, the dumpable
-// and ambient prctls); sethostname and PR_CAPBSET_DROP fail for want of a
+// and ambient prctls, setresuid and setresgid that change nothing); sethostname and PR_CAPBSET_DROP fail for want of a
 // capability anyway, so python/tests' SeccompLayersTest, which runs the
 // filters themselves, is what guards those.
 const refusedSyscalls = `import ctypes, socket, errno as E
@@ -572,6 +572,8 @@ def main():
         "landlock_create_ruleset": call(444, 0, 0, 1),
         "seccomp": call(317, 0, 0, 0),
         "setuid": call(105, 0),
+        "setresuid(-1, -1, -1)": call(117, -1, -1, -1),
+        "setresgid(-1, -1, -1)": call(119, -1, -1, -1),
         "capset": call(126, 0, 0),
         "setsockopt(SO_SNDBUF)": call(54, 0, 1, 7, 0, 4),
         "setsockopt(SO_RCVBUFFORCE)": call(54, 0, 1, 33, 0, 4),

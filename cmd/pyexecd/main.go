@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if err != nil {
 		return err
 	}
+	// Each runtime's runner hands its own part of --sandbox-ids to its
+	// zygotes.
+	idSplit := o.runner.SandboxIDs.Split(len(names))
 	if o.runner.Cgroups, err = sandboxCgroups(o.cgroup, cgroupv2.DefaultMount, logger); err != nil {
 		return err
 	}
@@ -127,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}()
 	var jailName string
 	for i, name := range names {
-		r, p, jail, err := startRuntime(ctx, o, name, specs[i], i == 0, warmSplit[name], logger, buildMetrics{buildSeconds, buildFailures, builtByRuntime.WithLabelValues(name)})
+		r, p, jail, err := startRuntime(ctx, o, name, specs[i], i == 0, warmSplit[name], idSplit[i], logger, buildMetrics{buildSeconds, buildFailures, builtByRuntime.WithLabelValues(name)})
 		if r != nil {
 			runners[name] = r
 		}

@@ -81,6 +81,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	tmpMB := fs.Int64("tmp-mb", rd.TmpBytes>>20, "size of each sandbox's private scratch tmpfs, which holds its /tmp and /dev/shm together, MiB")
 	uid := fs.Uint("sandbox-uid", uint(rd.SandboxUID), "host uid the jail runs as when the server runs as root (never 0)")
 	gid := fs.Uint("sandbox-gid", uint(rd.SandboxGID), "host gid the jail runs as when the server runs as root (never 0)")
+	sandboxIDs := fs.String("sandbox-ids", rd.SandboxIDs.String(), "FIRST:COUNT: host ids no user or group of the host holds, from which each sandbox gets a uid and gid of its own while it lives, so that the kernel's per-user counters (descriptors in flight, pipe buffers) are per sandbox; split between runtimes, 256 per zygote; root and bwrap only; off: every sandbox runs as --sandbox-uid")
 
 	fs.IntVar(&o.pool.Warm, "warm", o.pool.Warm, "started sandboxes kept waiting for requests")
 	fs.IntVar(&o.pool.MaxBusy, "max-busy", 0, "scripts running at once (0: 2 x CPUs)")
@@ -148,6 +149,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	o.runner.Mode = runner.Mode(o.mode)
 	o.runner.SandboxUID, o.runner.SandboxGID = uint32(*uid), uint32(*gid)
+	ids, err := runner.ParseIDRange(*sandboxIDs)
+	if err != nil {
+		return o, err
+	}
+	o.runner.SandboxIDs = ids
 	o.runner.TmpBytes = *tmpMB << 20
 	// The server's two per-request maxima are the runner's limits too.
 	limits.Timeout, limits.MemoryBytes = o.server.MaxTimeout, o.server.MaxMemoryMB<<20

@@ -277,7 +277,7 @@ type buildMetrics struct {
 // (the probe), and starts its pool with warm sandboxes. The runner is
 // returned also with an error once made, for the caller to close.
 func startRuntime(ctx context.Context, o options, name string, spec runtimeSpec, first bool, warm int,
-	logger zerolog.Logger, m buildMetrics) (*runner.Runner, *pool.Pool, string, error) {
+	ids runner.IDRange, logger zerolog.Logger, m buildMetrics) (*runner.Runner, *pool.Pool, string, error) {
 	jailOpts := runner.JailOptions{
 		Name: o.jail, NsjailPath: o.nsjailPath, NsjailConfig: o.nsjailConfig, BwrapPath: o.bwrapPath,
 		Python: o.runner.Python,
@@ -307,7 +307,7 @@ func startRuntime(ctx context.Context, o options, name string, spec runtimeSpec,
 		return nil, nil, "", fmt.Errorf("refusing to start without a jail: %w", err)
 	}
 	cfg := o.runner
-	cfg.Jail, cfg.Logger = jail, logger.With().Str("runtime", name).Logger()
+	cfg.Jail, cfg.Logger, cfg.SandboxIDs = jail, logger.With().Str("runtime", name).Logger(), ids
 	if spec.preload != nil && !o.preloadSet {
 		cfg.Preload = spec.preload
 	}

@@ -37,6 +37,7 @@ SCRATCH_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CAP_SETGID, CAP_SETUID = 6, 7
 
 # Device nodes a sandbox gets, bound from the jail's /dev; "full" is
 # optional because not every jail provides it.
@@ -150,21 +151,28 @@ class Libc:
         c_ulong = self.ctypes.c_ulong
         self.check(self.lib.prctl(option, c_ulong(arg2), c_ulong(arg3), c_ulong(0), c_ulong(0)), "prctl %d" % option)
 
-    def drop_capabilities(self):
+    def drop_capabilities(self, keep=()):
+        """Drop every capability but those in keep (effective and
+        permitted; none inheritable or ambient), and every other one from
+        the bounding set."""
         ctypes = self.ctypes
         for cap in range(64):
+            if cap in keep:
+                continue
             if self.lib.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
                 break  # past the last capability the kernel knows
         self.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
         header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-        data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2: all zero
+        mask = sum(1 << cap for cap in keep)  # all below 32
+        # effective, permitted, inheritable for capabilities 0-31, then 32-63
+        data = (ctypes.c_uint32 * 6)(mask, mask, 0, 0, 0, 0)
         self.check(self.lib.capset(header, data), "capset")
 
 
 CLONE_NEWUSER_NEWNS = CLONE_NEWUSER | CLONE_NEWNS
 
 
-def scratch_for_imports(libc, scratch_bytes):
+def scratch_for_imports(libc, scratch_bytes, own_user_namespace=True):
     """Give the zygote a /tmp of its own for its imports (sealed afterwards).
 
     Some libraries write while they are imported or first used: matplotlib
@@ -176,22 +184,32 @@ def scratch_for_imports(libc, scratch_bytes):
     tmpfs on /tmp that only it sees. seal_imports_scratch then makes that
     tmpfs read-only and drops the capabilities the new user namespace gave;
     every sandbox mounts its own /tmp over it.
+
+    With host ids per sandbox (own_user_namespace False), the zygote stays
+    in the jail's user namespace, where the runner mapped its slice of ids
+    and the jail left it CAP_SYS_ADMIN for this mount namespace and its
+    tmpfs: a user namespace of its own could map no more than its own id.
     """
-    uid, gid = os.getuid(), os.getgid()
-    libc.check(libc.lib.unshare(CLONE_NEWUSER_NEWNS), "unshare")
-    map_ids(uid, gid)
+    if own_user_namespace:
+        uid, gid = os.getuid(), os.getgid()
+        libc.check(libc.lib.unshare(CLONE_NEWUSER_NEWNS), "unshare")
+        map_ids(uid, gid)
+    else:
+        libc.check(libc.lib.unshare(CLONE_NEWNS), "unshare")
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     libc.mount("tmpfs", "/tmp", "tmpfs", SCRATCH_FLAGS,
                "size=%d,nr_inodes=%d,mode=0755" % (scratch_bytes, SCRATCH_INODES))
     os.chdir("/tmp")
 
 
-def seal_imports_scratch(libc):
+def seal_imports_scratch(libc, keep_id_capabilities=False):
     """After the imports: the zygote's /tmp read-only, its capabilities gone
-    (it needs none: a sandbox's namespaces come from clone's own new user
-    namespace)."""
+    (a sandbox's namespaces come from clone's own new user namespace), but
+    for CAP_SETUID and CAP_SETGID in the jail's user namespace with host ids
+    per sandbox: the zygote needs them to write each sandbox's map
+    (map_sandbox_ids)."""
     libc.mount(None, "/tmp", None, MS_REMOUNT | MS_RDONLY | SCRATCH_FLAGS)
-    libc.drop_capabilities()
+    libc.drop_capabilities((CAP_SETGID, CAP_SETUID) if keep_id_capabilities else ())
 
 
 def place_descriptors(fds):
@@ -214,6 +232,28 @@ def map_ids(uid, gid):
     _write_file("/proc/self/setgroups", b"deny")
     _write_file("/proc/self/uid_map", b"%d %d 1" % (uid, uid))
     _write_file("/proc/self/gid_map", b"%d %d 1" % (gid, gid))
+
+
+def map_sandbox_ids(pid, uid, gid, host_id):
+    """From the zygote: map the new sandbox pid's uid and gid to host_id,
+    an id of the zygote's slice that no other live sandbox holds. The
+    zygote may: it holds CAP_SETUID and CAP_SETGID in the jail's user
+    namespace, which maps the slice, and every capability in the
+    sandbox's (it made it). setgroups is denied first, as map_ids does."""
+    base = "/proc/%d/" % pid
+    _write_file(base + "setgroups", b"deny")
+    _write_file(base + "uid_map", b"%d %d 1" % (uid, host_id))
+    _write_file(base + "gid_map", b"%d %d 1" % (gid, host_id))
+
+
+def take_own_ids(uid, gid):
+    """In the new sandbox, once the zygote has mapped its ids
+    (map_sandbox_ids): become them. Until now it ran as the zygote's host
+    uid, which its namespace does not map; from now on as its own, in
+    every kernel counter kept per host user. Capabilities stay (no id
+    involved is root) until finish drops them."""
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
 
 
 def _write_file(path, data):

@@ -49,7 +49,7 @@ CONTROL_MESSAGES = {
 }
 
 # Keys of the zygote's configuration (JSON on its command line).
-ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "policy")
+ZYGOTE_CONFIG_KEYS = ("preload", "scratch_bytes", "policy", "sandbox_ids")
 
 # Keys of the validation policy in the zygote's configuration.
 POLICY_KEYS = ("name", "deny_imports", "deny_calls")

@@ -171,7 +171,10 @@ PERSONALITY_ALLOWED = (0, 0xFFFFFFFF)
 # sandboxes made another tenant's hello go from 4 ms to 110-315 ms
 # (issue 25). In one session a sandbox weighs one share, however many
 # processes it runs. setpgid stays: process groups do not make autogroups.
-ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open", "setsid")
+#
+# setresuid and setresgid: with host ids per sandbox, a fresh sandbox
+# switches to the id the zygote mapped for it (isolation.take_own_ids).
+ISOLATION_CALLS = ("mount", "sethostname", "capset", "pidfd_open", "setsid", "setresuid", "setresgid")
 ISOLATION_PRCTL_OPTIONS = (4, 24, 47)
 
 

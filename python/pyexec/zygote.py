@@ -183,8 +183,16 @@ def serve_one(msgpack, policy):
     os._exit(0)
 
 
+# Descriptor of a fresh sandbox's gate (host ids per sandbox): the zygote
+# writes a byte once the sandbox's ids are mapped, or closes it if they
+# cannot be.
+GATE_FD = 5
+
+
 def _become_sandbox(libc, msgpack, fds, config, sandbox_layer, ids, prewarm):
-    """In the fresh clone: isolate, say ready, run the one script, exit."""
+    """In the fresh clone: isolate, say ready, run the one script, exit.
+    fds has a fifth descriptor, the gate, when the zygote maps the
+    sandbox's ids (host ids per sandbox); else the sandbox maps its own."""
     import signal
     import traceback
 
@@ -197,13 +205,20 @@ def _become_sandbox(libc, msgpack, fds, config, sandbox_layer, ids, prewarm):
         # process groups are found without regard to PID namespaces.
         os.setsid()
         libc.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        channel_in, channel_out, stdout, stderr = fds
+        channel_in, channel_out, stdout, stderr = fds[:4]
         devnull = os.open(os.devnull, os.O_RDONLY)
-        # 0-4 as the protocol says; this also closes the control socket,
-        # which no sandbox ever holds.
-        isolation.place_descriptors([devnull, stdout, stderr, channel_in, channel_out])
-        isolation.map_ids(*ids)
+        # 0-4 as the protocol says (and the gate, if any, 5); this also
+        # closes the control socket, which no sandbox ever holds.
+        isolation.place_descriptors([devnull, stdout, stderr, channel_in, channel_out] + list(fds[4:]))
+        gated = len(fds) > 4
+        if not gated:
+            isolation.map_ids(*ids)
         isolation.private_mounts_and_loopback(libc)
+        if gated:
+            if os.read(GATE_FD, 1) != b"x":
+                raise OSError("the zygote could not map this sandbox's ids")
+            os.close(GATE_FD)
+            isolation.take_own_ids(*ids)
         isolation.private_dev_and_tmp(libc, config["scratch_bytes"])
         isolation.private_proc(libc)
         if "matplotlib" in sys.modules:
@@ -247,6 +262,14 @@ def zygote(config, libc):
     from . import isolation, syscalls
 
     import_sandbox_modules()
+    # Host ids per sandbox: the zygote's slice, each id held by at most one
+    # live sandbox and handed out again as late as possible.
+    free_ids = None
+    if config["sandbox_ids"]:
+        import collections
+
+        first, count = config["sandbox_ids"]
+        free_ids = collections.deque(range(first, first + count))
     cloner = isolation.Cloner(libc)
     zygote_filter = syscalls.Program(libc, syscalls.build_bpf(for_zygote=True))
     sandbox_layer = syscalls.Program(libc, syscalls.build_sandbox_layer())
@@ -254,7 +277,7 @@ def zygote(config, libc):
     control = socket.socket(fileno=protocol.CONTROL_FD)
     poller = select.poll()
     poller.register(control, select.POLLIN)
-    live = {}  # pidfd -> (spawn id, pid)
+    live = {}  # pidfd -> (spawn id, pid, host id or None)
 
     def report(message, fds=()):
         packet = protocol.control_packet(msgpack, message)
@@ -270,7 +293,7 @@ def zygote(config, libc):
     _prewarm(msgpack, config["policy"])
     if "matplotlib" in sys.modules:
         _warm_matplotlib()
-    isolation.seal_imports_scratch(libc)
+    isolation.seal_imports_scratch(libc, keep_id_capabilities=free_ids is not None)
     # From here on the zygote, and every sandbox until it adds its layer,
     # runs under the allow list plus what cloning and isolating need.
     libc.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
@@ -286,10 +309,12 @@ def zygote(config, libc):
             continue
         for fd, _ in events:
             if fd in live:
-                spawn_id, pid = live.pop(fd)
+                spawn_id, pid, host_id = live.pop(fd)
                 poller.unregister(fd)
                 _, status, usage = os.wait4(pid, 0)
                 os.close(fd)
+                if host_id is not None:
+                    free_ids.append(host_id)
                 report({"type": "exit", "id": spawn_id, "status": status,
                         "cpu_us": int((usage.ru_utime + usage.ru_stime) * 1e6), "max_rss_kb": int(usage.ru_maxrss)})
                 continue
@@ -304,19 +329,38 @@ def zygote(config, libc):
                 for received in fds:
                     os.close(received)
                 continue
+            host_id, gate = None, None
             try:
+                if free_ids is not None:
+                    if not free_ids:
+                        raise OSError("every id of this zygote's slice is held by a live sandbox")
+                    gate = os.pipe()
                 pid = cloner.clone(isolation.SANDBOX_NAMESPACES)
             except OSError as exc:
-                for received in fds:
+                for received in fds + list(gate or ()):
                     os.close(received)
                 report({"type": "spawn_failed", "id": message["id"], "message": str(exc)})
                 continue
             if pid == 0:
+                if gate is not None:
+                    os.close(gate[1])
+                    fds = fds + [gate[0]]
                 _become_sandbox(libc, msgpack, fds, config, sandbox_layer, ids, message["prewarm"])
             for received in fds:
                 os.close(received)
+            if gate is not None:
+                os.close(gate[0])
+                host_id = free_ids.popleft()
+                try:
+                    isolation.map_sandbox_ids(pid, ids[0], ids[1], host_id)
+                    os.write(gate[1], b"x")
+                except OSError as exc:
+                    # The sandbox reads EOF and exits before it says
+                    # ready; the runner sees its spawn fail.
+                    os.write(2, ("cannot map sandbox %d's ids: %s\n" % (pid, exc)).encode())
+                os.close(gate[1])
             pidfd = os.pidfd_open(pid)
-            live[pidfd] = (message["id"], pid)
+            live[pidfd] = (message["id"], pid, host_id)
             poller.register(pidfd, select.POLLIN)
             report({"type": "spawned", "id": message["id"], "pid": pid}, [pidfd])
 
@@ -329,8 +373,11 @@ def main(config_json):
             sorted(config), sorted(config.get("policy", {})), sorted(protocol.ZYGOTE_CONFIG_KEYS), sorted(protocol.POLICY_KEYS)))
     from . import isolation
 
+    # Nothing but the control socket (3) is the zygote's: a jail that
+    # handed the runner its id maps leaves the pipe it waited on (4).
+    os.closerange(protocol.CONTROL_FD + 1, 1 << 16)
     libc = isolation.Libc()
-    isolation.scratch_for_imports(libc, config["scratch_bytes"])
+    isolation.scratch_for_imports(libc, config["scratch_bytes"], own_user_namespace=not config["sandbox_ids"])
     for name in config["preload"]:
         __import__(name)
     zygote(config, libc)
