@@ -124,13 +124,21 @@ const (
 	warmSandboxBytes = 64 << 20
 )
 
+// fixedMemory is what the zygotes of runtimes runtimes (each with its
+// own, one more while one rotates) and warm idle sandboxes hold, whatever
+// runs.
+func fixedMemory(zygotes, runtimes, warm int) int64 {
+	return int64(runtimes)*int64(zygotes+1)*zygoteBytes + int64(warm)*warmSandboxBytes
+}
+
 // FitHostMemory checks that maxBusy running sandboxes, each at the most
 // it can hold (SandboxMemoryBound), fit in the host's memory beside the
-// zygotes (one more while one rotates) and warm idle sandboxes: an
-// explicit maxBusy that does not is refused, a default one lowered to
-// what fits, and either way the figures go to c.Logger. It returns the
-// maxBusy to use; when the host's memory cannot be read, maxBusy as is.
-func (c Config) FitHostMemory(maxBusy int, explicit bool, warm int) (int, error) {
+// zygotes of every runtime (one more each while one rotates) and warm idle
+// sandboxes: an explicit maxBusy that does not is refused, a default one
+// lowered to what fits, and either way the figures go to c.Logger. It
+// returns the maxBusy to use; when the host's memory cannot be read,
+// maxBusy as is.
+func (c Config) FitHostMemory(maxBusy int, explicit bool, warm, runtimes int) (int, error) {
 	logger := c.Logger
 	available, source, err := HostMemory()
 	if err != nil {
@@ -138,7 +146,7 @@ func (c Config) FitHostMemory(maxBusy int, explicit bool, warm int) (int, error)
 		return maxBusy, nil
 	}
 	perSandbox := SandboxMemoryBound(c.Limits, c.Cgroups != nil, runtime.NumCPU())
-	fixed := int64(c.Zygotes+1)*zygoteBytes + int64(warm)*warmSandboxBytes
+	fixed := fixedMemory(c.Zygotes, runtimes, warm)
 	fitted, err := FitMaxBusy(maxBusy, explicit, perSandbox, fixed, available)
 	if err != nil {
 		return 0, fmt.Errorf("refusing to start: %w", err)

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	for _, name := range names {
 		totalWarm += warmSplit[name]
 	}
-	if o.pool.MaxBusy, err = o.runner.FitHostMemory(o.pool.WithDefaults().MaxBusy, o.pool.MaxBusy > 0, totalWarm); err != nil {
+	if o.pool.MaxBusy, err = o.runner.FitHostMemory(o.pool.WithDefaults().MaxBusy, o.pool.MaxBusy > 0, totalWarm, len(names)); err != nil {
 		return err
 	}
 	// One registry: the server's series, the pool's builds, the runner's
