@@ -127,7 +127,8 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 		return r
 	}
 	results := []*result{mk("exec", 40), mk("fork", 10)}
-	ceiling := &forkCeiling{ForksPerSec: 200, Processes: 2, SingleCoreForksPerSec: 110, Seconds: 5, Interpreter: ceilingPython, Imports: "numpy, pandas"}
+	ceiling := &forkCeiling{ForksPerSec: 200, Processes: 2, SingleCoreForksPerSec: 110, Seconds: 5, Interpreter: ceilingPython, Imports: "numpy, pandas",
+		Floor: &isolationFloor{CPUMSPerClone: 2.5, BusyMSPerClone: 3, Clones: 1000, Processes: 2, Seconds: 5}}
 	results[1].setCeiling(ceiling)
 	results[1].setCPU(&cpuFigures{Seconds: 1.5, WallSeconds: 1, Cores: 1.5})
 	var table bytes.Buffer
@@ -135,15 +136,16 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 	for _, want := range []string{"ratios against exec", "throughput   1.00×", "p50   0.25×", "config fork: server --mode fork", "closed c=4",
 		"machine: fork ceiling 200.0 forks/s with 2 processes (single core 110.0 forks/s)",
 		"   50.0 ",     // fork: 100 ok/s of a 200 forks/s ceiling
-		"     15.00  ", // fork: 1.5 CPU seconds over 100 answers
+		"     15.00    6.00  ", // fork: 1.5 CPU seconds over 100 answers, 6 × the 2.5 ms floor
+		"machine: isolation floor 2.50 CPU ms per clone into a sandbox's namespaces and exit (machine busy 3.00 ms)",
 	} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
 	}
 	for _, line := range strings.Split(table.String(), "\n") {
-		if strings.HasPrefix(line, "exec ") && strings.Count(line, " - ") != 2 || strings.HasPrefix(line, "exec ") && !strings.HasSuffix(line, " -  ") {
-			t.Errorf("exec row should show - for the ceiling %% and the CPU: %q", line)
+		if strings.HasPrefix(line, "exec ") && strings.Count(line, " - ") != 3 || strings.HasPrefix(line, "exec ") && !strings.HasSuffix(line, " -  ") {
+			t.Errorf("exec row should show - for the ceiling %%, the CPU and its ratio to the floor: %q", line)
 		}
 	}
 	var js bytes.Buffer
@@ -154,7 +156,9 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil || len(decoded) != 2 || decoded[1]["server_args"] != "--mode fork" {
 		t.Errorf("json %s: %v", js.String(), err)
 	}
-	if decoded[1]["cpu_ms_per_req"] != 15.0 || decoded[1]["ceiling_pct"] != 50.0 || decoded[1]["fork_ceiling"].(map[string]any)["forks_per_s"] != 200.0 {
+	if decoded[1]["cpu_ms_per_req"] != 15.0 || decoded[1]["ceiling_pct"] != 50.0 || decoded[1]["cpu_per_floor"] != 6.0 ||
+		decoded[1]["fork_ceiling"].(map[string]any)["forks_per_s"] != 200.0 ||
+		decoded[1]["fork_ceiling"].(map[string]any)["isolation_floor"].(map[string]any)["cpu_ms_per_clone"] != 2.5 {
 		t.Errorf("json lacks the CPU or ceiling figures: %v", decoded[1])
 	}
 	if _, ok := decoded[0]["cpu_ms_per_req"]; ok {
@@ -224,6 +228,11 @@ func TestBenchAgainstRealServer(t *testing.T) {
 		}
 		if r.ForkCeiling == nil || r.ForkCeiling.ForksPerSec <= 0 || r.ForkCeiling.SingleCoreForksPerSec <= 0 || r.CeilingPct == nil || *r.CeilingPct <= 0 {
 			t.Errorf("%s %s: no fork ceiling: %+v, %v", r.Config, r.Scenario, r.ForkCeiling, r.CeilingPct)
+		}
+		// The floor: a clone into new namespaces costs more than nothing,
+		// and a request (a clone and far more) more than it.
+		if f := r.ForkCeiling; f == nil || f.Floor == nil || f.Floor.Clones <= 0 || f.Floor.CPUMSPerClone <= 0 || r.CPUPerFloor == nil || *r.CPUPerFloor <= 1 {
+			t.Errorf("%s %s: no isolation floor or ratio to it: %+v, %v", r.Config, r.Scenario, r.ForkCeiling, r.CPUPerFloor)
 		}
 		// Every request costs at least a sandbox's start and the script's
 		// run: far more than nothing.

@@ -118,11 +118,11 @@ while time.process_time() < e: pass"`
 }
 
 func TestParseForkLoop(t *testing.T) {
-	l, err := parseForkLoop("310 5.012000")
-	if err != nil || l.forks != 310 || l.rate() < 61.8 || l.rate() > 61.9 {
+	l, err := parseForkLoop("310 5.012000 4.5")
+	if err != nil || l.forks != 310 || l.rate() < 61.8 || l.rate() > 61.9 || l.cpuSeconds != 4.5 {
 		t.Errorf("%+v %v", l, err)
 	}
-	for _, bad := range []string{"", "ready", "0 5.0", "12 0", "1 2 3"} {
+	for _, bad := range []string{"", "ready", "0 5.0 1", "12 0 1", "1 2", "1 2 -3", "1 2 3 4"} {
 		if _, err := parseForkLoop(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

@@ -43,6 +43,9 @@ type result struct {
 	// this bench run; CeilingPct is ok/s as a percentage of it.
 	ForkCeiling *forkCeiling `json:"fork_ceiling,omitempty"`
 	CeilingPct  *float64     `json:"ceiling_pct,omitempty"`
+	// CPUPerFloor is CPU ms per request as a multiple of the isolation
+	// floor (ForkCeiling.Floor): the ceil % column's twin in CPU.
+	CPUPerFloor *float64 `json:"cpu_per_floor,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -131,6 +134,16 @@ func (r *result) setCeiling(c *forkCeiling) {
 	}
 	pct := 100 * r.Throughput / c.ForksPerSec
 	r.ForkCeiling, r.CeilingPct = c, &pct
+	r.setFloorRatio()
+}
+
+// setFloorRatio sets CPUPerFloor once both figures are known.
+func (r *result) setFloorRatio() {
+	if r.CPUMSPerReq == nil || r.ForkCeiling == nil || r.ForkCeiling.Floor == nil || r.ForkCeiling.Floor.CPUMSPerClone <= 0 {
+		return
+	}
+	ratio := *r.CPUMSPerReq / r.ForkCeiling.Floor.CPUMSPerClone
+	r.CPUPerFloor = &ratio
 }
 
 // setCPU records the run's CPU and the CPU per answered request.
@@ -139,6 +152,7 @@ func (r *result) setCPU(f *cpuFigures) {
 	if f != nil && r.answers() > 0 {
 		ms := f.Seconds * 1000 / float64(r.answers())
 		r.CPUMSPerReq = &ms
+		r.setFloorRatio()
 	}
 }
 
@@ -167,17 +181,17 @@ func writeTable(w io.Writer, results []*result) {
 	if len(ceilings) == 0 {
 		fmt.Fprintln(w, "machine: fork ceiling not measured (-ceiling-d 0)")
 	}
-	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %7s %6s %9s %9s %9s %9s %9s %10s  %s\n",
-		"config", "scenario", "load", "requests", "ok/s", "ceil %", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu ms/req", "sandboxes")
+	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %7s %6s %9s %9s %9s %9s %9s %10s %7s  %s\n",
+		"config", "scenario", "load", "requests", "ok/s", "ceil %", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu ms/req", "× floor", "sandboxes")
 	for _, r := range results {
 		sandboxes := ""
 		if r.Server != nil {
 			sandboxes = fmt.Sprintf("%d created (%s/%s)", r.Server.SandboxesCreated, r.Server.Mode, r.Server.Jail)
 		}
-		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %s %6d %9.2f %9.2f %9.2f %9.2f %9.2f %s  %s\n",
+		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %s %6d %9.2f %9.2f %9.2f %9.2f %9.2f %s %s  %s\n",
 			r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, optional(r.CeilingPct, 7, "%.1f"), r.Errors,
 			r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["p99.9"], r.LatencyMS["max"],
-			optional(r.CPUMSPerReq, 10, "%.2f"), sandboxes)
+			optional(r.CPUMSPerReq, 10, "%.2f"), optional(r.CPUPerFloor, 7, "%.2f"), sandboxes)
 		if len(r.ByError) > 0 || r.Errors > 0 {
 			fmt.Fprintf(w, "%10s statuses %v, error types %v\n", "", r.ByStatus, r.ByError)
 		}
