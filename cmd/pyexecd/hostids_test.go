@@ -23,7 +23,9 @@ import (
 // hoardDescriptorsInFlight sends descriptors over a socket pair it never
 // reads until the kernel refuses ("Too many references": more in flight
 // than the sender's open-files limit, counted per host user), then holds
-// them.
+// them. The kernel checks the count before each message, not each
+// descriptor, so messages of 200 leave it far past the limit, whatever
+// else that user has in flight.
 const hoardDescriptorsInFlight = `import os, socket, time
 def main():
     a, b = socket.socketpair()
@@ -32,8 +34,8 @@ def main():
     sent, err = 0, 0
     try:
         while sent < 4096:
-            socket.send_fds(a, [b"x"], [fd])
-            sent += 1
+            socket.send_fds(a, [b"x"], [fd] * 200)
+            sent += 200
     except OSError as e:
         err = e.errno
     time.sleep(4)
