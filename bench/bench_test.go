@@ -135,7 +135,7 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 	writeTable(&table, results)
 	for _, want := range []string{"ratios against exec", "throughput   1.00×", "p50   0.25×", "config fork: server --mode fork", "closed c=4",
 		"machine: fork ceiling 200.0 forks/s with 2 processes (single core 110.0 forks/s)",
-		"   50.0 ",     // fork: 100 ok/s of a 200 forks/s ceiling
+		"   50.0 ",             // fork: 100 ok/s of a 200 forks/s ceiling
 		"     15.00    6.00  ", // fork: 1.5 CPU seconds over 100 answers, 6 × the 2.5 ms floor
 		"machine: isolation floor 2.50 CPU ms per clone into a sandbox's namespaces and exit (machine busy 3.00 ms)",
 	} {
