@@ -227,3 +227,37 @@ func (h *idMapHandoff) mapJail(deadline time.Time, uid, gid uint32, ids IDRange)
 	}
 	return nil
 }
+
+// MappedHere says whether every id of r is a uid and a gid of the user
+// namespace this process runs in (/proc/self/uid_map and gid_map): in a
+// container's user namespace, ids past its map cannot be mapped into the
+// jail either.
+func (r IDRange) MappedHere() (bool, error) {
+	for _, file := range []string{"/proc/self/uid_map", "/proc/self/gid_map"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return false, err
+		}
+		if !idMapHolds(string(data), r) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// idMapHolds says whether the uid_map text m has one extent that holds
+// all of r in its first column (the ids of this namespace).
+func idMapHolds(m string, r IDRange) bool {
+	for _, line := range strings.Split(m, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		first, err1 := strconv.ParseUint(f[0], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && uint64(r.First) >= first && uint64(r.First)+uint64(r.Count) <= first+count {
+			return true
+		}
+	}
+	return false
+}

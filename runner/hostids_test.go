@@ -76,3 +76,23 @@ func TestAncestorDirs(t *testing.T) {
 		t.Errorf("ancestorDirs = %v, want %v", got, want)
 	}
 }
+
+func TestIDMapHolds(t *testing.T) {
+	host := "         0          0 4294967295\n"
+	container := "         0       1000          1\n         1     100000      65536\n"
+	for _, tc := range []struct {
+		m    string
+		r    IDRange
+		want bool
+	}{
+		{host, DefaultSandboxIDs, true},
+		{container, DefaultSandboxIDs, false},
+		{container, IDRange{20000, 8192}, true},
+		{container, IDRange{60000, 8192}, false}, // runs past the extent
+		{"", IDRange{1, 256}, false},
+	} {
+		if got := idMapHolds(tc.m, tc.r); got != tc.want {
+			t.Errorf("idMapHolds(%q, %v) = %v, want %v", tc.m, tc.r, got, tc.want)
+		}
+	}
+}

@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if err != nil {
 		return err
 	}
+	if err := fitSandboxIDs(&o, logger); err != nil {
+		return err
+	}
 	// Each runtime's runner hands its own part of --sandbox-ids to its
 	// zygotes.
 	idSplit := o.runner.SandboxIDs.Split(len(names))
@@ -190,5 +193,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if err := <-serveErr; err != nil {
 		return fmt.Errorf("server stopped: %w", err)
 	}
+	return nil
+}
+
+// fitSandboxIDs checks, as root, that this server's own user namespace
+// maps --sandbox-ids (in a container's it may map only 65536 ids): if it
+// does not, the default range is turned off with a warning, and a range
+// the operator gave is refused.
+func fitSandboxIDs(o *options, logger zerolog.Logger) error {
+	ids := o.runner.SandboxIDs
+	if ids.Count == 0 || os.Geteuid() != 0 {
+		return nil
+	}
+	mapped, err := ids.MappedHere()
+	if err == nil && mapped {
+		return nil
+	}
+	why := "this server's user namespace does not map them"
+	if err != nil {
+		why = err.Error()
+	}
+	if o.sandboxIDsSet {
+		return fmt.Errorf("refusing to start: --sandbox-ids %v: %s; give a range of /proc/self/uid_map and gid_map, or off", ids, why)
+	}
+	logger.Warn().Str("sandbox_ids", ids.String()).Str("why", why).
+		Msg("sandbox ids: every sandbox runs as --sandbox-uid (give --sandbox-ids a range this namespace maps; docs/security.md, \"Quotas of the host user\")")
+	o.runner.SandboxIDs = runner.IDRange{}
 	return nil
 }

@@ -40,8 +40,11 @@ type options struct {
 	// preloadSet says --preload was given: it then wins over the
 	// runtimes' own preload lists.
 	preloadSet bool
-	pool       pool.Config
-	server     server.Config
+	// sandboxIDsSet says --sandbox-ids was given: a range this server's
+	// user namespace does not map is then an error, not a fallback.
+	sandboxIDsSet bool
+	pool          pool.Config
+	server        server.Config
 }
 
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
@@ -162,6 +165,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	o.preloadSet = explicit["preload"] || getenv(envName("preload")) != ""
+	o.sandboxIDsSet = explicit["sandbox-ids"] || getenv(envName("sandbox-ids")) != ""
 	if !explicit["max-files-bytes"] {
 		o.runner.FitFilesBytes()
 	}
