@@ -16,12 +16,18 @@ import (
 // complete request when no token is set); then it is *proven* for the
 // rest of its life. When the cap is reached, a new connection takes the
 // place of the unproven connection idle the longest (one with no request
-// being handled), which is closed; only when every open connection is
-// proven or busy is the new one refused with a plain 503. So idle or slow
-// connections without the token, however many, cannot keep an authorised
-// client, or a probe, out: each new connection pushes the oldest of them
-// out, and a probe or a client that sends its request at once is served
-// before a flood of new connections reaches it.
+// being handled), which is closed; when there is none, of the proven
+// connection idle the longest (a kept-alive connection waiting for its
+// next request: closing it is ordinary HTTP, its client opens another);
+// only when every open connection has a request being handled is the new
+// one refused with a plain 503. So idle or slow connections without the
+// token, however many, cannot keep an authorised client, or a probe, out:
+// each new connection pushes the oldest of them out, and a probe or a
+// client that sends its request at once is served before a flood of new
+// connections reaches it. Nor can a client that made valid requests (any
+// client, without a token) keep the others and the probes out by holding
+// --max-connections idle kept-alive connections: they go next, the
+// longest idle first.
 //
 // fasthttp's own Concurrency stays well above the cap (the workers of closed
 // connections end a moment after they are closed); this is what counts.
@@ -34,8 +40,9 @@ type admission struct {
 	// serves (the one the listener returned).
 	conns map[net.Conn]*admitted
 	// idle lists the unproven connections with no request being handled,
-	// the longest idle at the front: the next to close.
-	idle *list.List
+	// the longest idle at the front: the next to close. idleProven lists
+	// the proven ones the same way: next after those.
+	idle, idleProven *list.List
 	// lastEvictLog and lastRefuseLog rate-limit the log lines.
 	lastEvictLog, lastRefuseLog time.Time
 	evicted, refused            int
@@ -46,27 +53,31 @@ type admitted struct {
 	conn   net.Conn
 	proven bool
 	busy   int // requests being handled (one, without pipelining)
-	// elem is its place in idle, nil when it is not there.
+	// elem is its place in idle or idleProven, nil when it is in neither.
 	elem *list.Element
 }
 
 func newAdmission(limit int, logger zerolog.Logger) *admission {
-	return &admission{limit: limit, logger: logger, conns: make(map[net.Conn]*admitted), idle: list.New()}
+	return &admission{limit: limit, logger: logger, conns: make(map[net.Conn]*admitted), idle: list.New(), idleProven: list.New()}
 }
 
 // admit says whether c may be served, closing the longest idle unproven
-// connection to make room when the cap is reached.
+// connection (else the longest idle proven one) to make room when the cap
+// is reached.
 func (a *admission) admit(c net.Conn) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.conns) >= a.limit {
 		front := a.idle.Front()
 		if front == nil {
+			front = a.idleProven.Front()
+		}
+		if front == nil {
 			a.refused++
 			if time.Since(a.lastRefuseLog) > time.Minute {
 				a.lastRefuseLog = time.Now()
 				a.logger.Warn().Int("max_connections", a.limit).Int("refused", a.refused).
-					Msg("refusing connections: --max-connections are open, every one with a valid request or one being handled")
+					Msg("refusing connections: --max-connections are open, every one with a request being handled")
 				a.refused = 0
 			}
 			return false
@@ -80,7 +91,7 @@ func (a *admission) admit(c net.Conn) bool {
 		if time.Since(a.lastEvictLog) > time.Minute {
 			a.lastEvictLog = time.Now()
 			a.logger.Warn().Int("max_connections", a.limit).Int("closed", a.evicted).
-				Msg("closing connections that made no valid request, to admit new ones: --max-connections are open")
+				Msg("closing idle connections, those that made no valid request first, to admit new ones: --max-connections are open")
 			a.evicted = 0
 		}
 	}
@@ -104,11 +115,21 @@ func (a *admission) counts() (open, proven int) {
 
 // forget removes a connection; a.mu is held.
 func (a *admission) forget(e *admitted) {
-	if e.elem != nil {
-		a.idle.Remove(e.elem)
-		e.elem = nil
-	}
+	a.unlistIdle(e)
 	delete(a.conns, e.conn)
+}
+
+// unlistIdle takes e off its idle list, if it is on one; a.mu is held.
+func (a *admission) unlistIdle(e *admitted) {
+	if e.elem == nil {
+		return
+	}
+	if e.proven {
+		a.idleProven.Remove(e.elem)
+	} else {
+		a.idle.Remove(e.elem)
+	}
+	e.elem = nil
 }
 
 // closed forgets a connection fasthttp has closed.
@@ -131,11 +152,8 @@ func (a *admission) enter(c net.Conn, valid bool) {
 		return
 	}
 	e.busy++
+	a.unlistIdle(e) // before proven changes: it names the list
 	e.proven = e.proven || valid
-	if e.elem != nil {
-		a.idle.Remove(e.elem)
-		e.elem = nil
-	}
 }
 
 func (a *admission) leave(c net.Conn) {
@@ -146,9 +164,13 @@ func (a *admission) leave(c net.Conn) {
 		return
 	}
 	e.busy--
-	if e.busy == 0 && !e.proven && e.elem == nil {
-		// Idle again, and the most recently active of the unproven.
-		e.elem = a.idle.PushBack(e)
+	if e.busy == 0 && e.elem == nil {
+		// Idle again, and the most recently active of its kind.
+		if e.proven {
+			e.elem = a.idleProven.PushBack(e)
+		} else {
+			e.elem = a.idle.PushBack(e)
+		}
 	}
 }
 

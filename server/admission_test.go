@@ -23,8 +23,9 @@ func newPipeConn(t *testing.T) *pipeConn {
 }
 
 // TestAdmission: at the cap a new connection closes the unproven one idle
-// the longest; connections with a request being handled, or that made a
-// valid one, are never closed; when all are, the new one is refused.
+// the longest, else the proven one idle the longest; connections with a
+// request being handled are never closed; when all have one, the new one
+// is refused.
 func TestAdmission(t *testing.T) {
 	a := newAdmission(3, zerolog.Nop())
 	c1, c2, c3 := newPipeConn(t), newPipeConn(t), newPipeConn(t)
@@ -49,13 +50,45 @@ func TestAdmission(t *testing.T) {
 	}
 	a.enter(c1, true)
 	a.enter(c5, false)
-	if c6 := newPipeConn(t); a.admit(c6) || c6.closed {
-		t.Errorf("admitted past the cap with every connection proven or busy")
+	// c1 and c5 are busy, c2 proven and idle: it makes room.
+	c6 := newPipeConn(t)
+	if !a.admit(c6) || !c2.closed || c1.closed || c5.closed {
+		t.Fatalf("want c2, proven but idle, closed for c6: closed %v %v %v", c1.closed, c2.closed, c5.closed)
+	}
+	a.closed(c2)
+	a.enter(c6, true)
+	if c7 := newPipeConn(t); a.admit(c7) || c7.closed {
+		t.Errorf("admitted past the cap with every connection busy")
 	}
 	// One goes: room again.
-	a.closed(c2)
-	if c7 := newPipeConn(t); !a.admit(c7) {
+	a.leave(c5)
+	a.closed(c5)
+	if c8 := newPipeConn(t); !a.admit(c8) {
 		t.Errorf("refused after a connection closed")
+	}
+}
+
+// TestAdmissionClosesProvenIdleLongestFirst: a client that made valid
+// requests on every connection and keeps them all idle cannot keep a
+// probe out; the unproven go before any proven one.
+func TestAdmissionClosesProvenIdleLongestFirst(t *testing.T) {
+	a := newAdmission(3, zerolog.Nop())
+	p1, p2, u := newPipeConn(t), newPipeConn(t), newPipeConn(t)
+	for _, c := range []*pipeConn{p1, p2, u} {
+		a.admit(c)
+	}
+	for _, c := range []*pipeConn{p2, p1} { // p2 idle longer than p1
+		a.enter(c, true)
+		a.leave(c)
+	}
+	probe := newPipeConn(t)
+	if !a.admit(probe) || !u.closed || p1.closed || p2.closed {
+		t.Fatalf("want the unproven one closed first: %v %v %v", u.closed, p1.closed, p2.closed)
+	}
+	a.closed(u)
+	a.enter(probe, true) // the probe's request is being handled
+	if next := newPipeConn(t); !a.admit(next) || !p2.closed || p1.closed {
+		t.Fatalf("want p2, the longest idle proven, closed: p2 %v p1 %v", p2.closed, p1.closed)
 	}
 }
 

@@ -57,8 +57,9 @@ func (s *testServer) dialIdle(t *testing.T, n int) ([]net.Conn, error) {
 // idle the longest that has made no valid request, which is closed; once
 // they close the server answers as before (the flood of 20,400 idle
 // connections used to take every descriptor and end the process). When
-// every open connection has made a valid request (or is making one), a new
-// one is answered a plain 503 and closed.
+// every open connection has made a valid request, a new one takes the
+// place of the one of them idle the longest; when every one has a request
+// being handled, a new one is answered a plain 503 and closed.
 func TestConnectionCap(t *testing.T) {
 	const limit = 32
 	s := startServer(t, "", "--warm", "1", "--max-connections", strconv.Itoa(limit))
@@ -89,38 +90,74 @@ func TestConnectionCap(t *testing.T) {
 	if err := s.healthOK(); err != nil {
 		t.Fatalf("/health after the connections closed: %v\n%s", err, s.logs)
 	}
-	if !strings.Contains(s.logs.String(), "closing connections that made no valid request") {
+	if !strings.Contains(s.logs.String(), "closing idle connections, those that made no valid request first") {
 		t.Errorf("the closings were not logged:\n%s", s.logs)
 	}
 
-	// Connections that each made a valid request are not closed for new
-	// ones: past the cap a new one is refused. First every connection of
-	// the flood, and /health's kept-alive one, are gone from the server's
-	// count (it sees a close a moment after the client makes it): the
-	// scrape counts only itself, and closes after its answer.
+	// Connections that each made a valid request and wait idle for their
+	// next: a new one takes the place of the one idle the longest (a
+	// client holding the cap in kept-alive connections must not keep a
+	// probe out). First every connection of the flood, and /health's
+	// kept-alive one, are gone from the server's count (it sees a close a
+	// moment after the client makes it): the scrape counts only itself,
+	// and closes after its answer.
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	waitFor(t, 10*time.Second, "the server to see the flood's connections close", func() bool {
 		return s.metric("pyexec_connections_open") == 1
 	})
+	addr := strings.TrimPrefix(s.url, "http://")
+	live := func(c net.Conn, r *bufio.Reader) {
+		t.Helper()
+		fmt.Fprintf(c, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+		status, err := r.ReadString('\n')
+		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("/live: %q %v", status, err)
+		}
+		if _, err := r.Discard(r.Buffered()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var proven []net.Conn
+	var readers []*bufio.Reader
 	for range limit {
-		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
-		if status, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
-			t.Fatalf("/live on a fresh connection: %q %v", status, err)
-		}
+		r := bufio.NewReader(c)
+		live(c, r)
+		proven, readers = append(proven, c), append(readers, r)
 	}
-	c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	probe, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	live(probe, bufio.NewReader(probe))
+	_ = proven[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := readers[0].ReadString('\n'); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the longest idle connection was not closed for the probe: %v", err)
+	}
+
+	// Every connection with a request being handled (a script that sleeps,
+	// running or waiting for a sandbox): a new one is refused.
+	body := `{"script":"import time\ndef main():\n    time.sleep(3)\n"}`
+	for _, c := range append(proven[1:], probe) {
+		fmt.Fprintf(c, "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	// No scrape can say when they all are: it would need a connection of
+	// its own. The server reads a request within milliseconds; the
+	// scripts hold every connection busy for seconds after this.
+	time.Sleep(time.Second)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if status, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 503") {
-		t.Errorf("a connection past %d that each made a valid request: %q %v, want a plain 503", limit, status, err)
+		t.Errorf("a connection past %d that each have a request being handled: %q %v, want a plain 503", limit, status, err)
 	}
 	if !strings.Contains(s.logs.String(), "refusing connections") {
 		t.Errorf("the refusal was not logged:\n%s", s.logs)
