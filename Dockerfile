@@ -50,6 +50,17 @@ COPY --from=nsjail-src / /nsjail
 RUN make -C /nsjail clean >/dev/null && make -C /nsjail -j"$(nproc)" \
  && install -D -m 0755 /nsjail/nsjail /out/nsjail
 
+# The default runtime (issue 22): Debian 13's Python and scientific stack
+# from runtimes/debian13-ds.conf, installed into an image of its own suite
+# (a rootless build cannot debootstrap), whose root the final image carries
+# as the runtime's root. deploy/image/build-runtime-in-image.sh writes its
+# runtime.conf, versions and packages under /out, as scripts/build-runtime.sh
+# does on a host.
+FROM docker.io/library/debian:trixie-slim AS runtime-debian13-ds
+COPY runtimes/debian13-ds.conf /tmp/runtime.conf
+COPY deploy/image/build-runtime-in-image.sh /tmp/build-runtime-in-image.sh
+RUN /tmp/build-runtime-in-image.sh debian13-ds && rm /tmp/build-runtime-in-image.sh /tmp/runtime.conf
+
 # What both variants run: Debian's python3 with numpy, pandas, msgpack and
 # seccomp, bubblewrap, and (nsjail variant) nsjail's shared libraries.
 FROM docker.io/library/debian:bookworm-slim AS runtime
@@ -68,9 +79,20 @@ COPY --from=nsjail /out/nsjail /usr/local/bin/nsjail
 # The variant JAIL names; the other's stages are not built.
 FROM with-${JAIL}
 ARG JAIL
+# The runtime's root and its description, laid out as the server's
+# --runtime-dir expects (NAME a link to NAME.HASH; here the hash is
+# "image"); its files keep the modes dpkg gave them.
+COPY --from=runtime-debian13-ds / /var/lib/pyexec/runtimes/debian13-ds.image/root/
+RUN cd /var/lib/pyexec/runtimes \
+ && mv debian13-ds.image/root/out/debian13-ds/* debian13-ds.image/ && rm -rf debian13-ds.image/root/out \
+ && ln -s debian13-ds.image debian13-ds \
+ && chmod 755 /var/lib/pyexec . debian13-ds.image debian13-ds.image/root && chmod 644 debian13-ds.image/versions debian13-ds.image/packages debian13-ds.image/runtime.conf
 # Everything runs as nobody; the jail maps the sandbox to that same uid.
 USER 65534:65534
-ENV PORT=8080 PYEXEC_JAIL=${JAIL} PYEXEC_NSJAIL_CONFIG=/etc/pyexec/nsjail.cfg
+# Sandboxes run the Debian 13 runtime; --runtimes debian13-ds,host (or
+# PYEXEC_RUNTIMES) adds the image's own Debian 12 Python beside it.
+ENV PORT=8080 PYEXEC_JAIL=${JAIL} PYEXEC_NSJAIL_CONFIG=/etc/pyexec/nsjail.cfg \
+    PYEXEC_RUNTIMES=debian13-ds PYEXEC_RUNTIME_DIR=/var/lib/pyexec/runtimes
 EXPOSE 8080
 # Kept by podman and buildah only with --format docker (OCI images have no
 # health check).

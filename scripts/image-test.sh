@@ -140,6 +140,19 @@ make_base_images() {
 	chmod 644 "$work/debian.tar"
 	pm import --quiet --change 'CMD ["bash"]' "$work/debian.tar" docker.io/library/debian:bookworm >/dev/null
 	pm tag docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim
+	# The default runtime's stage (Dockerfile, runtime-debian13-ds).
+	debootstrap --variant=minbase trixie "$work/trixie" "$mirror" >"$work/debootstrap-trixie.log" 2>&1 ||
+		{ tail -n 20 "$work/debootstrap-trixie.log" >&2; fail "debootstrap trixie failed"; }
+	cat >"$work/trixie/etc/apt/sources.list" <<-EOF
+		deb ${mirror%/} trixie main
+		deb ${mirror%/} trixie-updates main
+		deb ${mirror%/}-security trixie-security main
+	EOF
+	rm -rf "$work"/trixie/var/cache/apt/archives/*.deb "$work"/trixie/var/lib/apt/lists/*
+	tar -C "$work/trixie" -cf "$work/trixie.tar" .
+	chmod 644 "$work/trixie.tar"
+	pm import --quiet --change 'CMD ["bash"]' "$work/trixie.tar" docker.io/library/debian:trixie-slim >/dev/null
+	rm -rf "$work/trixie" "$work/trixie.tar"
 	# The Go build image: the same system with make, the machine's Go
 	# toolchain and the environment of Docker's golang images.
 	cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
@@ -157,7 +170,7 @@ make_base_images() {
 	say "base images made in $(($(date +%s) - t0)) s"
 }
 if [ "${IMAGE_TEST_PULL:-0}" = 1 ]; then
-	pm pull --quiet docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim docker.io/library/golang:1.26-bookworm >/dev/null
+	pm pull --quiet docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim docker.io/library/debian:trixie-slim docker.io/library/golang:1.26-bookworm >/dev/null
 else
 	make_base_images
 fi
@@ -230,6 +243,10 @@ done
 got=$(jq -r '.jail + " " + .version' "$work/health.json")
 [ "$got" = "$jail $version" ] || fail "/health says jail and version \"$got\", want \"$jail $version\""
 say "ok: /health names the jail and version: $got"
+# The default runtime is Debian 13's (Python 3.13, pandas 2).
+got=$(jq -r '[.runtimes[] | select(.default) | .name + " " + .python + " " + .pandas] | join(",")' "$work/health.json")
+case "$got" in "debian13-ds 3.13."*" 2."*) ;; *) fail "/health's default runtime is \"$got\", want debian13-ds with Python 3.13 and pandas 2" ;; esac
+say "ok: the default runtime: $got"
 
 execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' -d "$1"; }
 check() { # name, request, jq test of the answer
