@@ -18,6 +18,30 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 )
 
+// TestPoolDescriptorsCountEveryRuntime: each runtime has its own pool's
+// builds and its own zygotes, so a second runtime leaves fewer
+// descriptors for connections (the default --max-connections).
+func TestPoolDescriptorsCountEveryRuntime(t *testing.T) {
+	none := func(string) string { return "" }
+	args := []string{"--max-busy", "4", "--warm", "8", "--build-concurrency", "2", "--zygotes", "2"}
+	one, err := parseOptions(append(args, "--runtimes", "host"), none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := parseOptions(append(args, "--runtimes", "debian13-ds,debian12"), none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 64 + 8 × (4 busy + 8 warm + 2 building) + 16 × 2 zygotes, and a
+	// second runtime's 2 builds and 2 zygotes.
+	if got, want := poolDescriptors(one), 64+8*14+16*2; got != want {
+		t.Errorf("one runtime: %d descriptors, want %d", got, want)
+	}
+	if got, want := poolDescriptors(two), 64+8*16+16*4; got != want {
+		t.Errorf("two runtimes: %d descriptors, want %d", got, want)
+	}
+}
+
 func TestOptionsFromEnvironmentAndFlags(t *testing.T) {
 	env := map[string]string{"PYEXEC_MAX_BUSY": "3", "PYEXEC_WARM": "7", "PYEXEC_POLICY": "none", "PYEXEC_AUTH_TOKEN": "s3cret"}
 	getenv := func(k string) string { return env[k] }

@@ -230,8 +230,11 @@ func splitList(s string) []string {
 // channel, output pipes, pidfd and, while it is made, the other ends),
 // busy, warm or being built, 16 for each zygote (counting one retiring
 // while its successor serves), and 64 for the rest (the listener, logs,
-// the runtime's own). The pool says what its zero sizes come to.
+// the runtime's own). Each runtime has a pool that builds and zygotes of
+// its own; busy and warm sandboxes are counted across all of them. The
+// pool says what its zero sizes come to.
 func poolDescriptors(o options) int {
 	p := o.pool.WithDefaults()
-	return 64 + 8*(p.MaxBusy+p.Warm+p.BuildConcurrency) + 16*o.runner.Zygotes
+	runtimes := max(len(splitList(o.runtimes)), 1)
+	return 64 + 8*(p.MaxBusy+p.Warm+runtimes*p.BuildConcurrency) + 16*runtimes*o.runner.Zygotes
 }
