@@ -58,8 +58,8 @@ RUN make -C /nsjail clean >/dev/null && make -C /nsjail -j"$(nproc)" \
 # does on a host.
 FROM docker.io/library/debian:trixie-slim AS runtime-debian13-ds
 COPY runtimes/debian13-ds.conf /tmp/runtime.conf
-COPY deploy/image/build-runtime-in-image.sh /tmp/build-runtime-in-image.sh
-RUN /tmp/build-runtime-in-image.sh debian13-ds && rm /tmp/build-runtime-in-image.sh /tmp/runtime.conf
+COPY deploy/image/build-runtime-in-image.sh scripts/runtime-versions.py /tmp/
+RUN /tmp/build-runtime-in-image.sh debian13-ds && rm /tmp/build-runtime-in-image.sh /tmp/runtime-versions.py /tmp/runtime.conf
 
 # What both variants run: Debian's python3 with numpy, pandas, msgpack and
 # seccomp, bubblewrap, and (nsjail variant) nsjail's shared libraries.

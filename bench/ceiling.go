@@ -95,7 +95,7 @@ func (f *isolationFloor) String() string {
 // once, each cloning for d, with the zygote's allocator.
 func measureFloor(ctx context.Context, d time.Duration) (*isolationFloor, error) {
 	n := runtime.NumCPU()
-	loops, err := forkLoops(ctx, n, d, false, runner.AllocatorEnv(), sandboxNamespaces)
+	loops, busy, err := forkLoops(ctx, n, d, false, runner.AllocatorEnv(), sandboxNamespaces)
 	if err != nil {
 		return nil, fmt.Errorf("isolation floor: %w", err)
 	}
@@ -106,7 +106,7 @@ func measureFloor(ctx context.Context, d time.Duration) (*isolationFloor, error)
 		cpu += l.cpuSeconds
 	}
 	f.CPUMSPerClone = cpu * 1000 / float64(f.Clones)
-	f.BusyMSPerClone = loops[0].loopBusy.Seconds() * 1000 / float64(f.Clones)
+	f.BusyMSPerClone = busy.Seconds() * 1000 / float64(f.Clones)
 	return f, nil
 }
 
@@ -165,12 +165,12 @@ func measureCeiling(ctx context.Context, d time.Duration) (*forkCeiling, error) 
 }
 
 func measureCeilingWith(ctx context.Context, d time.Duration, env []string) (*forkCeiling, error) {
-	single, err := forkLoops(ctx, 1, d, true, env, 0)
+	single, _, err := forkLoops(ctx, 1, d, true, env, 0)
 	if err != nil {
 		return nil, err
 	}
 	n := runtime.NumCPU()
-	all, err := forkLoops(ctx, n, d, false, env, 0)
+	all, _, err := forkLoops(ctx, n, d, false, env, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -184,14 +184,11 @@ func measureCeilingWith(ctx context.Context, d time.Duration, env []string) (*fo
 	return c, nil
 }
 
-// forkLoop is what one copy of the script reported, and the machine's
-// busy time while the copies looped (loopBusy, the same for all, filled
-// in by forkLoops).
+// forkLoop is what one copy of the script reported.
 type forkLoop struct {
 	forks      int64
 	seconds    float64
 	cpuSeconds float64
-	loopBusy   time.Duration
 }
 
 func (l forkLoop) rate() float64 { return float64(l.forks) / l.seconds }
@@ -249,8 +246,8 @@ type ceilingCopy struct {
 
 // forkLoops starts n copies of the script, waits until every one has
 // imported its modules, starts all their loops at once and returns what
-// each reported.
-func forkLoops(ctx context.Context, n int, d time.Duration, pin bool, env []string, flags int) ([]forkLoop, error) {
+// each reported, and the machine's busy time while they looped.
+func forkLoops(ctx context.Context, n int, d time.Duration, pin bool, env []string, flags int) ([]forkLoop, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+5*time.Minute)
 	defer cancel()
 	pinArg := "0"
@@ -275,14 +272,14 @@ func forkLoops(ctx context.Context, n int, d time.Duration, pin bool, env []stri
 		cmd.Stderr = stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("fork ceiling: %w", err)
+			return nil, 0, fmt.Errorf("fork ceiling: %w", err)
 		}
 		copies = append(copies, &ceilingCopy{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout), stderr: stderr})
 	}
@@ -295,32 +292,29 @@ func forkLoops(ctx context.Context, n int, d time.Duration, pin bool, env []stri
 	}
 	for _, c := range copies {
 		if l, err := line(c, "it was ready"); err != nil {
-			return nil, err
+			return nil, 0, err
 		} else if l != "ready" {
-			return nil, fmt.Errorf("fork ceiling: copy printed %q, want ready", l)
+			return nil, 0, fmt.Errorf("fork ceiling: copy printed %q, want ready", l)
 		}
 	}
 	busy1, _ := machineBusy()
 	for _, c := range copies {
 		if _, err := io.WriteString(c.stdin, "go\n"); err != nil {
-			return nil, fmt.Errorf("fork ceiling: %w", err)
+			return nil, 0, fmt.Errorf("fork ceiling: %w", err)
 		}
 	}
 	var loops []forkLoop
 	for _, c := range copies {
 		l, err := line(c, "its count")
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		loop, err := parseForkLoop(l)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		loops = append(loops, loop)
 	}
 	busy2, _ := machineBusy()
-	for i := range loops {
-		loops[i].loopBusy = busy2 - busy1
-	}
-	return loops, nil
+	return loops, busy2 - busy1, nil
 }

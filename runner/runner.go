@@ -28,10 +28,6 @@ type Runner struct {
 	ids *idSlices
 }
 
-// HostIDPerSandbox says whether each sandbox runs as a host uid and gid of
-// its own (Config.SandboxIDs, as root, with a jail that supports it).
-func (r *Runner) HostIDPerSandbox() bool { return r.ids != nil }
-
 // sandboxEnv is the whole environment inside the jail. The BLAS and OpenMP
 // thread counts are pinned to one so an idle sandbox has no helper threads
 // and numpy imports within small address-space limits.

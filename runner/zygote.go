@@ -48,9 +48,6 @@ type zygote struct {
 	// baselines reads what each of its sandboxes holds at ready, for the
 	// memory watch.
 	baselines baselineSampler
-	// ids is the slice of host ids its sandboxes take theirs from (empty:
-	// they run as the jail's own uid).
-	ids IDRange
 }
 
 // maxSpawnTimeouts is how many spawns in a row a zygote may leave
@@ -121,6 +118,7 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		return nil, fmt.Errorf("cannot create zygote stderr pipe: %w", err)
 	}
 	var ids IDRange
+	jailStarted := false
 	if r.ids != nil {
 		if ids, err = r.ids.take(); err != nil {
 			childEnd.Close()
@@ -129,6 +127,13 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 			stderrW.Close()
 			return nil, err
 		}
+		// Given back here if no jail started, else once the jail is gone,
+		// and with it every sandbox of the zygote.
+		defer func() {
+			if !jailStarted {
+				r.ids.give(ids)
+			}
+		}()
 	}
 	argv, err := r.zygoteArgv(ids)
 	var handoff *idMapHandoff
@@ -140,9 +145,6 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		control.Close()
 		stderrR.Close()
 		stderrW.Close()
-		if r.ids != nil {
-			r.ids.give(ids)
-		}
 		return nil, err
 	}
 	cmd := r.jailCommand(argv, handoff.spec())
@@ -158,14 +160,10 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		control.Close()
 		stderrR.Close()
 		handoff.close()
-		if r.ids != nil {
-			r.ids.give(ids)
-		}
 		return nil, err
 	}
 	if r.ids != nil {
-		// The slice is free again once the jail is gone, and with it
-		// every sandbox of the zygote.
+		jailStarted = true
 		go func() {
 			<-proc.exited
 			r.ids.give(ids)
@@ -174,7 +172,6 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 	z := &zygote{
 		proc: proc, control: control, stderr: newCappedPipe(stderrR), started: time.Now(),
 		gone: make(chan struct{}), readerEnd: make(chan struct{}), pending: map[uint64]*spawnWait{},
-		ids: ids,
 	}
 
 	deadline := time.Now().Add(r.cfg.StartTimeout)
@@ -182,24 +179,23 @@ func (r *Runner) startZygote(ctx context.Context) (*zygote, error) {
 		deadline = d
 	}
 	if handoff != nil {
-		err := handoff.mapJail(deadline, r.cfg.SandboxUID, r.cfg.SandboxGID, ids)
+		// The jail waits for its maps before it starts the zygote.
+		err = handoff.mapJail(deadline, r.cfg.SandboxUID, r.cfg.SandboxGID, ids)
 		handoff.close()
 		if err != nil {
-			z.proc.kill()
-			tail := stderrTail(z.stderr)
-			close(z.readerEnd)
-			z.close()
-			return nil, fmt.Errorf("cannot map the jail's ids: %w (%s)", err, tail)
+			err = fmt.Errorf("cannot map the jail's ids: %w", err)
 		}
 	}
 	stop := context.AfterFunc(ctx, func() { control.SetReadDeadline(time.Now()) })
 	defer stop()
-	control.SetReadDeadline(deadline)
-	buf := make([]byte, maxControlPacket)
-	n, err := control.Read(buf)
 	var ready zygoteReady
 	if err == nil {
-		err = decodeStrict(buf[:n], &ready)
+		control.SetReadDeadline(deadline)
+		buf := make([]byte, maxControlPacket)
+		var n int
+		if n, err = control.Read(buf); err == nil {
+			err = decodeStrict(buf[:n], &ready)
+		}
 	}
 	if err == nil && ready.Type != msgReady {
 		err = fmt.Errorf("zygote sent %q instead of ready", clip(ready.Type, 40))

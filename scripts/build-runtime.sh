@@ -99,15 +99,7 @@ build_one() {
 	# What the jail never needs: downloaded packages and apt's lists.
 	rm -rf "$tmp"/root/var/cache/apt/archives/*.deb "$tmp"/root/var/lib/apt/lists/*
 	chroot "$tmp/root" dpkg-query -W -f='${Package} ${Version}\n' >"$tmp/packages"
-	chroot "$tmp/root" /usr/bin/python3 -I -c '
-import platform
-print("python=" + platform.python_version())
-for m in ("numpy", "pandas"):
-    try:
-        print(m + "=" + __import__(m).__version__)
-    except ImportError:
-        print(m + "=")
-' >"$tmp/versions"
+	chroot "$tmp/root" /usr/bin/python3 -I - <"$repo/scripts/runtime-versions.py" >"$tmp/versions"
 	cp "$conf" "$tmp/runtime.conf"
 	rm -f "$tmp/debootstrap.log"
 	chmod 755 "$tmp" "$tmp/root"

@@ -12,9 +12,10 @@
 # podman has none, and the cgroup v1 hierarchy belongs to the machine. The
 # script checks that no cgroup appeared, and fails if one did.
 #
-# Base images: the FROM lines' images are made locally (a debootstrap of
-# bookworm from the machine's Debian mirror, and a Go build image from it
-# with the machine's /usr/local/go), so nothing is pulled from a registry.
+# Base images: the FROM lines' images are made locally (debootstraps of
+# bookworm and, for the default runtime's stage, trixie from the machine's
+# Debian mirror, and a Go build image from the bookworm one with the
+# machine's /usr/local/go), so nothing is pulled from a registry.
 # IMAGE_TEST_PULL=1 pulls them from their registry instead.
 #
 # Where the machine trusts an extra CA (a TLS-intercepting egress), the
@@ -120,39 +121,43 @@ pm() {
 		PATH=/usr/sbin:/usr/bin:/sbin:/bin podman "$@")
 }
 
+# A minbase root file system of Debian's SUITE in DIR, with its apt sources
+# and nothing downloaded left in it.
+debian_rootfs() {
+	local suite=$1 dir=$2
+	debootstrap --variant=minbase "$suite" "$dir" "$mirror" >"$work/debootstrap-$suite.log" 2>&1 ||
+		{ tail -n 20 "$work/debootstrap-$suite.log" >&2; fail "debootstrap $suite failed"; }
+	cat >"$dir/etc/apt/sources.list" <<-EOF
+		deb ${mirror%/} $suite main
+		deb ${mirror%/} $suite-updates main
+		deb ${mirror%/}-security $suite-security main
+	EOF
+	rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+}
+
+# import_rootfs DIR NAME: the root file system DIR as the image NAME.
+import_rootfs() {
+	tar -C "$1" -cf "$work/rootfs.tar" .
+	chmod 644 "$work/rootfs.tar"
+	pm import --quiet --change 'CMD ["bash"]' "$work/rootfs.tar" "$2" >/dev/null
+	rm -f "$work/rootfs.tar"
+}
+
 # Base images, under the names the Dockerfile's FROM lines use.
 make_base_images() {
-	local mirror t0
+	local t0
 	t0=$(date +%s)
 	mirror=$(grep -hs -E '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources |
 		grep -Eo 'https?://[^ ]+/debian/?( |$)' | head -n 1 | tr -d ' ' || true)
 	mirror=${mirror:-http://deb.debian.org/debian}
-	say "making base images: debootstrap bookworm from $mirror"
-	debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-		{ tail -n 20 "$work/debootstrap.log" >&2; fail "debootstrap failed"; }
-	cat >"$work/rootfs/etc/apt/sources.list" <<-EOF
-		deb ${mirror%/} bookworm main
-		deb ${mirror%/} bookworm-updates main
-		deb ${mirror%/}-security bookworm-security main
-	EOF
-	rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
-	tar -C "$work/rootfs" -cf "$work/debian.tar" .
-	chmod 644 "$work/debian.tar"
-	pm import --quiet --change 'CMD ["bash"]' "$work/debian.tar" docker.io/library/debian:bookworm >/dev/null
+	say "making base images: debootstrap bookworm and trixie from $mirror"
+	debian_rootfs bookworm "$work/rootfs"
+	import_rootfs "$work/rootfs" docker.io/library/debian:bookworm
 	pm tag docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim
 	# The default runtime's stage (Dockerfile, runtime-debian13-ds).
-	debootstrap --variant=minbase trixie "$work/trixie" "$mirror" >"$work/debootstrap-trixie.log" 2>&1 ||
-		{ tail -n 20 "$work/debootstrap-trixie.log" >&2; fail "debootstrap trixie failed"; }
-	cat >"$work/trixie/etc/apt/sources.list" <<-EOF
-		deb ${mirror%/} trixie main
-		deb ${mirror%/} trixie-updates main
-		deb ${mirror%/}-security trixie-security main
-	EOF
-	rm -rf "$work"/trixie/var/cache/apt/archives/*.deb "$work"/trixie/var/lib/apt/lists/*
-	tar -C "$work/trixie" -cf "$work/trixie.tar" .
-	chmod 644 "$work/trixie.tar"
-	pm import --quiet --change 'CMD ["bash"]' "$work/trixie.tar" docker.io/library/debian:trixie-slim >/dev/null
-	rm -rf "$work/trixie" "$work/trixie.tar"
+	debian_rootfs trixie "$work/trixie"
+	import_rootfs "$work/trixie" docker.io/library/debian:trixie-slim
+	rm -rf "$work/trixie"
 	# The Go build image: the same system with make, the machine's Go
 	# toolchain and the environment of Docker's golang images.
 	cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
@@ -166,7 +171,7 @@ make_base_images() {
 	pm import --quiet --change 'ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 		--change 'ENV GOPATH=/go' --change 'WORKDIR /go' --change 'CMD ["bash"]' \
 		"$work/golang.tar" docker.io/library/golang:1.26-bookworm >/dev/null
-	rm -rf "$work/rootfs" "$work/debian.tar" "$work/golang.tar"
+	rm -rf "$work/rootfs" "$work/golang.tar"
 	say "base images made in $(($(date +%s) - t0)) s"
 }
 if [ "${IMAGE_TEST_PULL:-0}" = 1 ]; then

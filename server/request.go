@@ -478,29 +478,36 @@ func (b *bodyReader) jsonContent(name string) ([]byte, error) {
 	return decoded[:n], nil
 }
 
-func (b *bodyReader) msgpackStr() (*string, error) {
-	code, err := b.dec.PeekCode()
+// msgpackPeek looks at the next value's first byte before it is decoded:
+// a nil is skipped (null true) where nullable, and a value whose code is
+// does not accept is a wrongType.
+func (b *bodyReader) msgpackPeek(is func(code byte) bool, nullable bool) (code byte, null bool, err error) {
+	code, err = b.dec.PeekCode()
 	switch {
 	case err != nil:
+		return 0, false, err
+	case nullable && code == 0xc0:
+		return code, true, b.dec.Skip()
+	case !is(code):
+		return code, false, &wrongType{found: msgpackType(code)}
+	}
+	return code, false, nil
+}
+
+func (b *bodyReader) msgpackStr() (*string, error) {
+	if _, null, err := b.msgpackPeek(isMsgpackStr, true); err != nil || null {
 		return nil, err
-	case code == 0xc0:
-		return nil, b.dec.Skip()
-	case !isMsgpackStr(code):
-		return nil, &wrongType{found: msgpackType(code)}
 	}
 	s, err := b.dec.DecodeString()
 	return &s, err
 }
 
 func (b *bodyReader) msgpackInt64() (*int64, error) {
-	code, err := b.dec.PeekCode()
-	switch {
-	case err != nil:
+	// Only scalars reach DecodeInterface: it would allocate for the
+	// declared length of an array or a map.
+	code, _, err := b.msgpackPeek(isMsgpackScalar, false)
+	if err != nil {
 		return nil, err
-	case !isMsgpackScalar(code):
-		// Only scalars reach DecodeInterface: it would allocate for
-		// the declared length of an array or a map.
-		return nil, &wrongType{found: msgpackType(code)}
 	}
 	value, err := b.dec.DecodeInterface()
 	if err != nil || value == nil {
@@ -531,12 +538,8 @@ func (b *bodyReader) msgpackRaw() ([]byte, error) {
 }
 
 func (b *bodyReader) msgpackArray(limit int, elem func() error) error {
-	code, err := b.dec.PeekCode()
-	switch {
-	case err != nil:
+	if _, _, err := b.msgpackPeek(isMsgpackArray, false); err != nil {
 		return err
-	case !isMsgpackArray(code):
-		return &wrongType{found: msgpackType(code)}
 	}
 	n, err := b.dec.DecodeArrayLen()
 	switch {
@@ -554,14 +557,8 @@ func (b *bodyReader) msgpackArray(limit int, elem func() error) error {
 }
 
 func (b *bodyReader) msgpackObject(limit int, entry func(key string) error) (bool, error) {
-	code, err := b.dec.PeekCode()
-	switch {
-	case err != nil:
-		return false, err
-	case code == 0xc0:
-		return true, b.dec.Skip()
-	case !isMsgpackMap(code):
-		return false, &wrongType{found: msgpackType(code)}
+	if _, null, err := b.msgpackPeek(isMsgpackMap, true); err != nil || null {
+		return null, err
 	}
 	n, err := b.dec.DecodeMapLen()
 	switch {

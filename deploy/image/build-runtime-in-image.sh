@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds, inside the Dockerfile's runtime stage (a Debian image of the
-# runtime's suite), the runtime NAME from /tmp/runtime.conf: installs its
+# runtime's suite), the runtime NAME from /tmp/runtime.conf (versions by
+# /tmp/runtime-versions.py, scripts/runtime-versions.py): installs its
 # packages with apt into this very image, whose root then becomes the
 # runtime's root/, and writes /out/NAME/{runtime.conf,versions,packages}
 # as scripts/build-runtime.sh does on a host (where debootstrap needs root,
@@ -16,14 +17,6 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $p
 rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 mkdir -p "/out/$name"
 cp "$conf" "/out/$name/runtime.conf"
-/usr/bin/python3 -I -c '
-import platform
-print("python=" + platform.python_version())
-for m in ("numpy", "pandas"):
-    try:
-        print(m + "=" + __import__(m).__version__)
-    except ImportError:
-        print(m + "=")
-' >"/out/$name/versions"
+/usr/bin/python3 -I /tmp/runtime-versions.py >"/out/$name/versions"
 dpkg-query -W -f '${Package} ${Version}\n' >"/out/$name/packages"
 cat "/out/$name/versions"
