@@ -23,6 +23,9 @@
 # passed to the Go build stage as a build secret; the test checks that no
 # layer of the image holds the machine's own CAs.
 #
+# Last, scripts/kube-play-test.sh plays deploy/k8s on the image with
+# Debian 13's podman.
+#
 # Everything it makes (user, images, containers, files) is removed at the
 # end, also on failure. It dials nothing but loopback once the image is
 # built.
@@ -213,7 +216,6 @@ for crt in /usr/local/share/ca-certificates/*.crt; do
 	[ "$hits" = 0 ] || fail "a layer of the image holds $crt"
 	say "ok: no layer holds $crt"
 done
-rm -f "$work/home/image.tar"
 
 # The container's seccomp profile (deploy/seccomp/pyexec.json: the runtime
 # default plus what the jail needs), readable by the podman user.
@@ -254,22 +256,9 @@ case "$got" in "debian13-ds 3.13."*" 2."*) ;; *) fail "/health's default runtime
 say "ok: the default runtime: $got"
 
 execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' -d "$1"; }
-check() { # name, request, jq test of the answer
-	local answer
-	answer=$(execute "$2")
-	echo "$answer" | jq -e "$3" >/dev/null || fail "$1 answered: $answer"
-	say "ok: $1: $(echo "$answer" | jq -c '.result')"
-}
-check hello '{"script": "def main():\n    return {\"message\": \"Hello, World!\", \"data\": [1, 2, 3]}"}' \
-	'.result == {"message": "Hello, World!", "data": [1, 2, 3]}'
-check numpy '{"script": "import numpy as np\ndef main():\n    data = np.random.randn(10)\n    return {\"mean\": float(np.mean(data)), \"data\": data.tolist()}"}' \
-	'(.result.data | length) == 10 and (.result.mean | type) == "number"'
-check pandas '{"script": "import pandas as pd\nimport numpy as np\ndef main():\n    df = pd.DataFrame({\"x\": np.random.randn(5), \"y\": np.random.randn(5)})\n    return {\"correlation\": float(df[\"x\"].corr(df[\"y\"])), \"shape\": list(df.shape)}"}' \
-	'.result.shape == [5, 2] and (.result.correlation | type) == "number"'
-check interfaces '{"script": "import pathlib\ndef main():\n    lines = pathlib.Path(\"/proc/self/net/dev\").read_text().splitlines()[2:]\n    return [l.split(\":\")[0].strip() for l in lines]"}' \
-	'.result == ["lo"]'
-check uid '{"script": "import os\ndef main():\n    return [os.getuid(), os.geteuid(), os.getgid()]"}' \
-	'.result == [65534, 65534, 65534]'
+# shellcheck source=scripts/examples.sh
+. "$repo/scripts/examples.sh"
+check_examples
 
 # Every process of the container: no capabilities, and not root, neither in
 # the container nor on the host.
@@ -325,6 +314,12 @@ for addition in $(cd "$profiles" && go run ./cmd/container-seccomp -list); do
 	grep -q 'refusing to start' "$work/less.log" || { cat "$work/less.log" >&2; fail "without $addition the server stopped for another reason"; }
 	say "ok: without the seccomp addition \"$addition\" the server refuses to start: $(grep -o 'refusing to start[^"]*' "$work/less.log" | head -c 200)"
 done
+
+# The Kubernetes manifests, played for real by Debian 13's podman
+# (scripts/kube-play-test.sh).
+DEBIAN_MIRROR=${mirror:-http://deb.debian.org/debian} "$repo/scripts/kube-play-test.sh" "$work/home/image.tar" "$image" "$user" ||
+	fail "the Kubernetes manifests did not play"
+rm -f "$work/home/image.tar"
 
 cgroups >"$work/cgroups.after"
 own=$(dirname "$(awk -F: '$2 == "memory" { print $3 }' /proc/self/cgroup)")
