@@ -38,6 +38,11 @@ func TestSeedPolicy(t *testing.T) {
 		{"getattr with a constant", "import os\ndef main():\n    getattr(os, 'listdir')('/')\n", "forbidden_call", 3, 5},
 		{"exec family", "import os\ndef main():\n    os.execv('/bin/sh', ['sh'])\n", "forbidden_call", 3, 5},
 		{"glob", "import glob\ndef main():\n    return glob.glob('/*')\n", "forbidden_call", 3, 12},
+		// Names as Python reads them: the check that lets most scripts
+		// skip the policy's walk sees these too (python/pyexec/policy.py).
+		{"a full-width eval", "def main():\n    return \uff45\uff56\uff41\uff4c('1')\n", "forbidden_call", 2, 12},
+		{"getattr with an escaped name", "import os\ndef main():\n    getattr(os, 'list\\x64ir')('/')\n", "forbidden_call", 3, 5},
+		{"getattr with joined literals", "import os\ndef main():\n    getattr(os, 'sys' 'tem')('id')\n", "forbidden_call", 3, 5},
 		{"missing main", "def helper():\n    pass\n", "missing_main", 0, 0},
 	}
 	for _, tc := range cases {

@@ -32,7 +32,8 @@ A policy has two lists (runner/protocol.go, policyConfig):
 
 Code that can never run is not checked: the branch of an `if` or `while`
 whose test is a constant (`if False:`, `if 0:`, `while False:`), which the
-compiler drops too.
+compiler drops too. Other code the compiler drops as unreachable (after a
+`return`) may go unchecked as well (see _may_refuse).
 
 This is an early, clear refusal of the obvious, for compatibility with the
 original service. It is not a boundary: a script can build names at run
@@ -42,6 +43,8 @@ what holds then.
 
 import ast
 import fnmatch
+import re
+import types
 
 
 class Refusal(Exception):
@@ -141,8 +144,6 @@ _compiled = {}
 
 def _matcher(patterns):
     """One regular expression matching any of the fnmatch patterns."""
-    import re
-
     key = tuple(patterns)
     if key not in _compiled:
         _compiled[key] = re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
@@ -416,11 +417,65 @@ class _Checker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def check(tree, policy, need_main=True):
+def _mentions(code):
+    """Every name and string constant of a code object and of the code
+    nested in it: the names it loads, stores, imports and reads as
+    attributes (co_names), its locals, cells and free names, and its
+    strings (getattr's argument, keyword names, annotations as text)."""
+    found, pending = [], [code]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, types.CodeType):
+            found += item.co_names + item.co_varnames + item.co_cellvars + item.co_freevars
+            pending += item.co_consts
+        elif isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, (tuple, frozenset)):
+            pending += item
+    return found
+
+
+# A word of a name or string: an identifier.
+_WORD = re.compile(r"[^\W\d]\w*")
+
+
+def _may_refuse(code, policy):
+    """False when no rule can match: nothing code mentions (a whole name or
+    string, or a word or dotted part of one) matches any part of any rule.
+
+    The checker refuses only what the script spells: an import names the
+    module, an attribute or call its name, getattr a constant string. The
+    compiled code mentions all of these, with constants folded ("sys"
+    "tem"), escapes decoded and identifiers normalized as Python reads
+    them. What the compiler drops is code that can never run (after a
+    return, `if not __debug__:`), whose names the checker may still refuse;
+    leaving it unchecked lets through nothing that could run.
+    """
+    parts = [part for rule in policy["deny_imports"] + policy["deny_calls"] for part in rule.split(".")]
+    any_part = _matcher(parts)
+    for text in _mentions(code):
+        if any_part.match(text):
+            return True
+        for word in _WORD.findall(text):
+            if any_part.match(word):
+                return True
+        if "." in text and any(any_part.match(part) for part in text.split(".")):
+            return True
+    return False
+
+
+def check(tree, policy, need_main=True, code=None):
     """Raise Refusal when tree (a parsed module) breaks a rule. need_main
-    is False for a script run as a cell, which needs no main."""
+    is False for a script run as a cell, which needs no main. code, the
+    tree compiled, lets the walk of the tree be skipped when the code
+    mentions no part of any rule (_may_refuse), as most scripts do: in a
+    fresh fork of the zygote the walk costs its CPU and, for each page of
+    the zygote's objects it touches, a copy-on-write fault."""
     if need_main and not _binds_main(tree.body):
         raise Refusal("missing_main", "the script binds no main at module level (def main, main = ..., or an import); "
                       "to run top-level code without a main, send \"entrypoint\": \"none\"", 0, 0)
-    if policy["deny_imports"] or policy["deny_calls"]:
-        _Checker(policy["deny_imports"], policy["deny_calls"]).visit(tree)
+    if not (policy["deny_imports"] or policy["deny_calls"]):
+        return
+    if code is not None and not _may_refuse(code, policy):
+        return
+    _Checker(policy["deny_imports"], policy["deny_calls"]).visit(tree)

@@ -336,8 +336,16 @@ def run(msgpack, message, policy, send=None):
     source = message["script"]
     try:
         tree = ast.parse(source, SCRIPT_FILENAME, "exec")
-        validation.check(tree, policy, need_main=not as_cell)
-        code = _cell(tree) if as_cell else compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        try:
+            # Compiled first (no code of it runs): the check reads what the
+            # code mentions to skip its walk when no rule can match.
+            code = _cell(tree) if as_cell else compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        except SyntaxError:
+            # A refusal is what the script hears first, as when the check
+            # ran before the compiler.
+            validation.check(tree, policy, need_main=not as_cell)
+            raise
+        validation.check(tree, policy, need_main=not as_cell, code=code)
     except SyntaxError as exc:
         line, offset = exc.lineno or 0, exc.offset or 0
         if not line and "\0" in source:
