@@ -130,13 +130,13 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 	ceiling := &forkCeiling{ForksPerSec: 200, Processes: 2, SingleCoreForksPerSec: 110, Seconds: 5, Interpreter: ceilingPython, Imports: "numpy, pandas",
 		Floor: &isolationFloor{CPUMSPerClone: 2.5, BusyMSPerClone: 3, Clones: 1000, Processes: 2, Seconds: 5}}
 	results[1].setCeiling(ceiling)
-	results[1].setCPU(&cpuFigures{Seconds: 1.5, WallSeconds: 1, Cores: 1.5})
+	results[1].setCPU(&cpuFigures{Seconds: 1.5, WallSeconds: 1, Cores: 1.5, ServerSeconds: 0.1})
 	var table bytes.Buffer
 	writeTable(&table, results)
 	for _, want := range []string{"ratios against exec", "throughput   1.00×", "p50   0.25×", "config fork: server --mode fork", "closed c=4",
 		"machine: fork ceiling 200.0 forks/s with 2 processes (single core 110.0 forks/s)",
-		"   50.0 ",             // fork: 100 ok/s of a 200 forks/s ceiling
-		"     15.00    6.00  ", // fork: 1.5 CPU seconds over 100 answers, 6 × the 2.5 ms floor
+		"   50.0 ",                     // fork: 100 ok/s of a 200 forks/s ceiling
+		"     15.00    6.00    1.00  ", // fork: 1.5 CPU seconds over 100 answers, 6 × the 2.5 ms floor, 0.1 s the server's own
 		"machine: isolation floor 2.50 CPU ms per clone into a sandbox's namespaces and exit (machine busy 3.00 ms)",
 	} {
 		if !strings.Contains(table.String(), want) {
@@ -144,8 +144,8 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(table.String(), "\n") {
-		if strings.HasPrefix(line, "exec ") && strings.Count(line, " - ") != 3 || strings.HasPrefix(line, "exec ") && !strings.HasSuffix(line, " -  ") {
-			t.Errorf("exec row should show - for the ceiling %%, the CPU and its ratio to the floor: %q", line)
+		if strings.HasPrefix(line, "exec ") && strings.Count(line, " - ") != 4 || strings.HasPrefix(line, "exec ") && !strings.HasSuffix(line, " -  ") {
+			t.Errorf("exec row should show - for the ceiling %%, the CPU, its ratio to the floor and the server's part: %q", line)
 		}
 	}
 	var js bytes.Buffer
@@ -157,6 +157,7 @@ func TestReportTableJSONAndPlot(t *testing.T) {
 		t.Errorf("json %s: %v", js.String(), err)
 	}
 	if decoded[1]["cpu_ms_per_req"] != 15.0 || decoded[1]["ceiling_pct"] != 50.0 || decoded[1]["cpu_per_floor"] != 6.0 ||
+		decoded[1]["server_cpu_ms_per_req"] != 1.0 ||
 		decoded[1]["fork_ceiling"].(map[string]any)["forks_per_s"] != 200.0 ||
 		decoded[1]["fork_ceiling"].(map[string]any)["isolation_floor"].(map[string]any)["cpu_ms_per_clone"] != 2.5 {
 		t.Errorf("json lacks the CPU or ceiling figures: %v", decoded[1])

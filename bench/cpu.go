@@ -219,10 +219,12 @@ type cpuMeter struct {
 	done  chan struct{}
 	prev  map[int]procStat
 	ticks uint64
-	fig   cpuFigures
-	t0    time.Time
-	err   error
-	began bool
+	// serverTicks is the part of ticks the server's own threads used.
+	serverTicks uint64
+	fig         cpuFigures
+	t0          time.Time
+	err         error
+	began       bool
 }
 
 func (m *cpuMeter) read() (map[int]procStat, error) {
@@ -255,6 +257,9 @@ func (m *cpuMeter) accumulate(cur map[int]procStat) {
 			continue
 		}
 		inc := c.ticks() - p.ticks()
+		if pid == m.pid {
+			m.serverTicks += (c.utime + c.stime) - (p.utime + p.stime)
+		}
 		if gone := ended[pid]; gone > 0 {
 			if inc >= gone {
 				inc -= gone
@@ -333,6 +338,7 @@ func (m *cpuMeter) figures() (*cpuFigures, error) {
 	}
 	f := m.fig
 	f.Seconds = float64(m.ticks) / clockTicksPerSecond
+	f.ServerSeconds = float64(m.serverTicks) / clockTicksPerSecond
 	if f.WallSeconds > 0 {
 		f.Cores = f.Seconds / f.WallSeconds
 	}

@@ -210,12 +210,15 @@ func TestCPUMeterAccumulate(t *testing.T) {
 		}
 		return m
 	}
-	m := &cpuMeter{prev: tree(ps(1, 0, 100), ps(2, 1, 10), ps(3, 2, 500), ps(4, 3, 5))}
+	m := &cpuMeter{pid: 1, prev: tree(ps(1, 0, 100), ps(2, 1, 10), ps(3, 2, 500), ps(4, 3, 5))}
 	// 1 uses 7; 2 (a jail's init) is unchanged; 3 (a zygote) reaps 4,
 	// which had used 5 then 1 more, and uses 2 itself; 5 is born and uses 4.
 	m.accumulate(tree(ps(1, 0, 107), ps(2, 1, 10), ps(3, 2, 500+6+2), ps(5, 3, 4)))
 	if m.ticks != 7+1+2+4 || m.fig.Unaccounted != 0 {
 		t.Fatalf("ticks %d, unaccounted %d; want 14, 0", m.ticks, m.fig.Unaccounted)
+	}
+	if m.serverTicks != 7 {
+		t.Fatalf("server ticks %d, want 7 (the server is 1)", m.serverTicks)
 	}
 	// 2 dies and reaps 3 with SIGCHLD ignored (times discarded): 3's 508
 	// counted so far stay counted, nothing is subtracted.
@@ -227,5 +230,12 @@ func TestCPUMeterAccumulate(t *testing.T) {
 	m.accumulate(tree(ps(1, 0, 107), ps(2, 1, 10), procStat{pid: 5, ppid: 1, utime: 3, starttime: 99}))
 	if m.ticks != 17 {
 		t.Fatalf("ticks %d, want 17", m.ticks)
+	}
+	// What the server reaps (cutime) is the tree's, not the server's own.
+	reaped := ps(1, 0, 109)
+	reaped.cutime = 50
+	m.accumulate(tree(reaped, ps(2, 1, 10), procStat{pid: 5, ppid: 1, utime: 3, starttime: 99}))
+	if m.serverTicks != 7+2 || m.ticks != 17+2+50 {
+		t.Fatalf("server ticks %d, ticks %d; want 9, 69", m.serverTicks, m.ticks)
 	}
 }

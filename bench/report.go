@@ -39,6 +39,9 @@ type result struct {
 	// used during the measured part, per answered request (-config only).
 	CPUMSPerReq *float64    `json:"cpu_ms_per_req,omitempty"`
 	CPU         *cpuFigures `json:"cpu,omitempty"`
+	// ServerMSPerReq is the part of CPUMSPerReq the server process's own
+	// threads used (cpuFigures.ServerSeconds).
+	ServerMSPerReq *float64 `json:"server_cpu_ms_per_req,omitempty"`
 	// ForkCeiling is the machine's fork ceiling, measured at the start of
 	// this bench run; CeilingPct is ok/s as a percentage of it.
 	ForkCeiling *forkCeiling `json:"fork_ceiling,omitempty"`
@@ -72,6 +75,10 @@ type cpuFigures struct {
 	// Unaccounted counts processes that ended with no reaper in the tree
 	// showing their CPU: what they used after their last reading is lost.
 	Unaccounted int `json:"unaccounted_exits"`
+	// ServerSeconds is the part of Seconds the server process's own
+	// threads used (the Go server: HTTP, leases, the runner's reads and
+	// spawns), without its jails, zygotes and sandboxes.
+	ServerSeconds float64 `json:"server_cpu_seconds"`
 }
 
 // latencyHistogram records 1µs to 10 minutes with 3 significant digits.
@@ -152,6 +159,8 @@ func (r *result) setCPU(f *cpuFigures) {
 	if f != nil && r.answers() > 0 {
 		ms := f.Seconds * 1000 / float64(r.answers())
 		r.CPUMSPerReq = &ms
+		server := f.ServerSeconds * 1000 / float64(r.answers())
+		r.ServerMSPerReq = &server
 		r.setFloorRatio()
 	}
 }
@@ -181,17 +190,17 @@ func writeTable(w io.Writer, results []*result) {
 	if len(ceilings) == 0 {
 		fmt.Fprintln(w, "machine: fork ceiling not measured (-ceiling-d 0)")
 	}
-	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %7s %6s %9s %9s %9s %9s %9s %10s %7s  %s\n",
-		"config", "scenario", "load", "requests", "ok/s", "ceil %", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu ms/req", "× floor", "sandboxes")
+	fmt.Fprintf(w, "%-10s %-8s %-24s %8s %8s %7s %6s %9s %9s %9s %9s %9s %10s %7s %7s  %s\n",
+		"config", "scenario", "load", "requests", "ok/s", "ceil %", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu ms/req", "× floor", "srv ms", "sandboxes")
 	for _, r := range results {
 		sandboxes := ""
 		if r.Server != nil {
 			sandboxes = fmt.Sprintf("%d created (%s/%s)", r.Server.SandboxesCreated, r.Server.Mode, r.Server.Jail)
 		}
-		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %s %6d %9.2f %9.2f %9.2f %9.2f %9.2f %s %s  %s\n",
+		fmt.Fprintf(w, "%-10s %-8s %-24s %8d %8.1f %s %6d %9.2f %9.2f %9.2f %9.2f %9.2f %s %s %s  %s\n",
 			r.Config, r.Scenario, r.loadLabel(), r.Requests, r.Throughput, optional(r.CeilingPct, 7, "%.1f"), r.Errors,
 			r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["p99.9"], r.LatencyMS["max"],
-			optional(r.CPUMSPerReq, 10, "%.2f"), optional(r.CPUPerFloor, 7, "%.2f"), sandboxes)
+			optional(r.CPUMSPerReq, 10, "%.2f"), optional(r.CPUPerFloor, 7, "%.2f"), optional(r.ServerMSPerReq, 7, "%.2f"), sandboxes)
 		if len(r.ByError) > 0 || r.Errors > 0 {
 			fmt.Fprintf(w, "%10s statuses %v, error types %v\n", "", r.ByStatus, r.ByError)
 		}
