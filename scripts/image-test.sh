@@ -54,7 +54,7 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "run as root: it installs packages and creates a user for rootless podman"
 
 need=""
-for p in podman runc uidmap slirp4netns debootstrap curl ca-certificates apparmor; do
+for p in podman runc uidmap slirp4netns debootstrap curl jq ca-certificates apparmor; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then

@@ -90,7 +90,7 @@ trap 'exit 130' INT TERM
 # hybrid cgroup layout. catatonit: podman's pause image, built locally.
 say "debootstrap trixie with podman from $mirror"
 t0=$(date +%s)
-debootstrap --variant=minbase --include=podman,runc,uidmap,catatonit,curl,jq trixie "$root" "$mirror" \
+debootstrap --variant=minbase --include=podman,runc,uidmap,catatonit,curl,iproute2 trixie "$root" "$mirror" \
 	>"$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; fail "debootstrap trixie failed"; }
 rm -rf "$root"/var/cache/apt/archives/*.deb
 chroot "$root" groupadd --gid "$gid" "$user"
@@ -126,18 +126,21 @@ unshare --mount --net --pid --fork --kill-child bash -c '
 	chown "$uid" "$root/run/user/$uid"
 	mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 	mount --bind "$(dirname "$archive")" "$root/image"
-	ip link set lo up
 	mkdir -p "$root/.old"
 	cd "$root"
 	pivot_root . .old
 	umount -l /.old
 	mount --make-rshared /
+	ip link set lo up
 	exec /usr/bin/catatonit -P
 ' _ "$root" "$uid" "$archive" 2>"$work/namespaces.log" &
 unshare_pid=$!
 for _ in $(seq 1 100); do
-	holder=$(pgrep -P "$unshare_pid" catatonit || true)
-	[ -n "$holder" ] && break
+	child=$(cat "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null || true)
+	if [ -n "$child" ] && [ "$(cat "/proc/${child% }/comm" 2>/dev/null)" = catatonit ]; then
+		holder=${child% }
+		break
+	fi
 	sleep 0.1
 done
 [ -n "$holder" ] || { cat "$work/namespaces.log" >&2; fail "the namespaces did not come up"; }
