@@ -32,8 +32,10 @@ A policy has two lists (runner/protocol.go, policyConfig):
 
 Code that can never run is not checked: the branch of an `if` or `while`
 whose test is a constant (`if False:`, `if 0:`, `while False:`), which the
-compiler drops too. Other code the compiler drops as unreachable (after a
-`return`) may go unchecked as well (see _may_refuse).
+compiler drops too. Other code the compiler drops, because it is
+unreachable (after a `return`) or never evaluated (the annotation of a
+local variable, `x: eval = 1` in a function), may go unchecked as well
+(see _may_refuse).
 
 This is an early, clear refusal of the obvious, for compatibility with the
 original service. It is not a boundary: a script can build names at run
@@ -447,9 +449,12 @@ def _may_refuse(code, policy):
     module, an attribute or call its name, getattr a constant string. The
     compiled code mentions all of these, with constants folded ("sys"
     "tem"), escapes decoded and identifiers normalized as Python reads
-    them. What the compiler drops is code that can never run (after a
-    return, `if not __debug__:`), whose names the checker may still refuse;
-    leaving it unchecked lets through nothing that could run.
+    them. What the compiler drops is code that can never run: unreachable
+    code (after a return, `if not __debug__:`) and annotations Python never
+    evaluates (of a local variable; of an attribute or subscript target
+    under `from __future__ import annotations`), whose names the checker
+    may still refuse; leaving it unchecked lets through nothing that could
+    run.
     """
     parts = [part for rule in policy["deny_imports"] + policy["deny_calls"] for part in rule.split(".")]
     any_part = _matcher(parts)

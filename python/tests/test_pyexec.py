@@ -212,6 +212,27 @@ class PolicyTest(unittest.TestCase):
             got = self.refusal(source)
             self.assertIsNotNone(got, source)
 
+    def test_what_python_never_evaluates_may_go_unchecked(self):
+        # An annotation of a local variable is compiled away: the walk
+        # refuses its name, the compiled code does not mention it, and it
+        # can never run.
+        import ast
+
+        from pyexec import policy
+
+        source = "def main():\n    x: eval = 1\n    return x\n"
+        with self.assertRaises(policy.Refusal):
+            policy.check(ast.parse(source), SEED)
+        policy.check(ast.parse(source), SEED, code=compile(source, "<script>", "exec"))
+        import contextlib
+        import io
+
+        namespace, printed = {}, io.StringIO()
+        exec(compile(source.replace("eval", "print('evaluated')"), "<script>", "exec"), namespace)
+        with contextlib.redirect_stdout(printed):
+            self.assertEqual(namespace["main"](), 1)
+        self.assertEqual(printed.getvalue(), "", "the annotation was evaluated")
+
     def test_scripts_that_mention_no_rule_skip_the_walk(self):
         import ast
 
