@@ -200,15 +200,15 @@ pids=$(as_user podman top "$ctr" hpid | tail -n +2)
 [ -n "$pids" ] || fail "podman top lists no process"
 n=0
 for pid in $pids; do
-	status=$(in_ns cat "/proc/$pid/status" 2>/dev/null) || continue
-	name=$(echo "$status" | awk '$1 == "Name:" { print $2 }')
-	read -r ruid euid suid fsuid < <(echo "$status" | awk '$1 == "Uid:" { print $2, $3, $4, $5 }')
+	proc_status=$(in_ns cat "/proc/$pid/status" 2>/dev/null) || continue
+	name=$(echo "$proc_status" | awk '$1 == "Name:" { print $2 }')
+	read -r ruid euid suid fsuid < <(echo "$proc_status" | awk '$1 == "Uid:" { print $2, $3, $4, $5 }')
 	for id in $ruid $euid $suid $fsuid; do
 		[ "$id" -ge "$first" ] && [ "$id" -le "$last" ] ||
 			fail "process $pid ($name) has host uid $id, outside the pod's user namespace ($first-$last)"
 	done
-	[ "$(echo "$status" | awk '$1 == "Seccomp:" { print $2 }')" = 2 ] || fail "process $pid ($name) runs without a seccomp filter"
-	[ "$(echo "$status" | awk '$1 == "CapEff:" { print $2 }')" = 0000000000000000 ] || fail "process $pid ($name) has capabilities"
+	[ "$(echo "$proc_status" | awk '$1 == "Seccomp:" { print $2 }')" = 2 ] || fail "process $pid ($name) runs without a seccomp filter"
+	[ "$(echo "$proc_status" | awk '$1 == "CapEff:" { print $2 }')" = 0000000000000000 ] || fail "process $pid ($name) has capabilities"
 	n=$((n + 1))
 done
 say "ok: $n processes, each with a host uid of the pod's user namespace, a seccomp filter and no capability"
