@@ -125,15 +125,15 @@ const (
 )
 
 // fixedMemory is what the zygotes of runtimes runtimes (each with its
-// own, one more while one rotates) and warm idle sandboxes hold, whatever
-// runs.
+// own, and each of those with its successor from half its share of
+// sandboxes on) and warm idle sandboxes hold, whatever runs.
 func fixedMemory(zygotes, runtimes, warm int) int64 {
-	return int64(runtimes)*int64(zygotes+1)*zygoteBytes + int64(warm)*warmSandboxBytes
+	return int64(runtimes)*int64(2*zygotes)*zygoteBytes + int64(warm)*warmSandboxBytes
 }
 
 // FitHostMemory checks that maxBusy running sandboxes, each at the most
 // it can hold (SandboxMemoryBound), fit in the host's memory beside the
-// zygotes of every runtime (one more each while one rotates) and warm idle
+// zygotes of every runtime (each with its successor) and warm idle
 // sandboxes: an explicit maxBusy that does not is refused, a default one
 // lowered to what fits, and either way the figures go to c.Logger. It
 // returns the maxBusy to use; when the host's memory cannot be read,

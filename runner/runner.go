@@ -94,8 +94,8 @@ func New(cfg Config) (*Runner, error) {
 		r.ids = newIDSlices(cfg.SandboxIDs)
 	}
 	if cfg.Mode == ModeFork {
-		for range cfg.Zygotes {
-			r.zygotes = append(r.zygotes, newZygoteSupervisor(r))
+		for i := range cfg.Zygotes {
+			r.zygotes = append(r.zygotes, newZygoteSupervisor(r, i, cfg.Zygotes))
 		}
 	}
 	return r, nil
@@ -124,7 +124,7 @@ func (r *Runner) Start(ctx context.Context, opts StartOptions) (*Sandbox, error)
 		if err != nil {
 			return nil, err
 		}
-		sb, err := r.spawn(ctx, z, r.cfg.ZygoteMaxForks, prewarm)
+		sb, err := r.spawn(ctx, z, prewarm)
 		if errors.Is(err, errZygoteSpent) {
 			continue // another build took its last fork: wait for the next zygote
 		}
@@ -141,7 +141,7 @@ func (r *Runner) startExec(ctx context.Context) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	sb, err := r.spawn(ctx, z, 0, false)
+	sb, err := r.spawn(ctx, z, false)
 	if err != nil {
 		z.close()
 		return nil, err

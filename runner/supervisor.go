@@ -10,19 +10,36 @@ import (
 
 // zygoteSupervisor keeps one zygote serving in fork mode: it restarts a
 // dead one at once (backing off while starts fail), and rotates a zygote
-// after Config.ZygoteMaxForks sandboxes or Config.ZygoteMaxAge, so that
-// sandboxes of different generations differ in address-space layout and
-// hash seed. A rotated zygote is retired: it makes no more sandboxes and
-// is closed when its last one is. It is owned by the Runner.
+// after its share of sandboxes (Config.ZygoteMaxForks) or
+// Config.ZygoteMaxAge, so that sandboxes of different generations differ in
+// address-space layout and hash seed. A rotated zygote is retired: it makes
+// no more sandboxes and is closed when its last one is. It is owned by the
+// Runner.
+//
+// A zygote takes a few hundred milliseconds of CPU to start (numpy and
+// pandas imported), longer than the warm pool lasts under load: started
+// only once the serving one is spent, every request in between waited for
+// it (hello at 50 requests/s: p99 325 ms). So the successor starts when
+// the serving zygote has made half its share, and takes over at once when
+// that one is spent. The first zygote of each supervisor has a share cut
+// by its place among the runner's zygotes, so that zygotes serving in turn
+// rotate, and start their successors, at different times rather than all
+// at once.
 type zygoteSupervisor struct {
 	// Up a layer (doc.go, "Files"): zygotes start through the Runner (its
 	// Config, credential and program), and restarts are counted on it.
 	r *Runner
+	// firstShare is the share of sandboxes of this supervisor's first
+	// zygote; every later one makes Config.ZygoteMaxForks.
+	firstShare int
 
 	mu      sync.Mutex // guards current, changed and lastErr
 	current *zygote
 	changed chan struct{} // closed and replaced whenever current changes
 	lastErr error
+	// prepare is signalled when current has made half its share: its
+	// successor starts.
+	prepare chan struct{}
 	// rotate is signalled when current has made its share of sandboxes.
 	rotate chan struct{}
 	// retired are the rotated zygotes, closed at the latest with the runner.
@@ -33,11 +50,24 @@ type zygoteSupervisor struct {
 	done   chan struct{}
 }
 
-func newZygoteSupervisor(r *Runner) *zygoteSupervisor {
-	s := &zygoteSupervisor{r: r, changed: make(chan struct{}), rotate: make(chan struct{}, 1), done: make(chan struct{})}
+// newZygoteSupervisor starts the supervisor at place index of count
+// serving in turn.
+func newZygoteSupervisor(r *Runner, index, count int) *zygoteSupervisor {
+	s := &zygoteSupervisor{
+		r: r, firstShare: firstShare(r.cfg.ZygoteMaxForks, index, count),
+		changed: make(chan struct{}), prepare: make(chan struct{}, 1), rotate: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.loop()
 	return s
+}
+
+// firstShare is the share of the first zygote at place index of count
+// serving in turn: (index+1)/count of share, at least one sandbox, so that
+// their rotations fall share/count sandboxes apart.
+func firstShare(share, index, count int) int {
+	return max(1, share*(index+1)/count)
 }
 
 func (s *zygoteSupervisor) set(z *zygote, err error) {
@@ -73,15 +103,26 @@ func (s *zygoteSupervisor) start() *zygote {
 
 func (s *zygoteSupervisor) loop() {
 	defer close(s.done)
-	var z *zygote
+	var z, next *zygote // serving, and its successor once started
+	share := s.firstShare
+	age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
+	defer age.Stop()
 	for s.ctx.Err() == nil {
 		if z == nil {
-			if z = s.start(); z == nil {
-				return
+			if z, next = next, nil; z == nil {
+				if z = s.start(); z == nil {
+					return
+				}
 			}
-			s.set(z, nil)
+			s.serve(z, share, age)
 		}
-		age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
+		var prepare <-chan struct{}
+		var nextGone <-chan struct{}
+		if next == nil {
+			prepare = s.prepare
+		} else {
+			nextGone = next.gone
+		}
 		select {
 		case <-z.gone:
 			// Sandboxes it forked died with it; they see z.gone at once.
@@ -91,39 +132,58 @@ func (s *zygoteSupervisor) loop() {
 			z.close() // reaps the jail: its wait status is known after this
 			s.r.cfg.Logger.Error().Err(died).Str("jail", z.proc.exitString()).Msg("zygote died; restarting it")
 			z = nil
+		case <-nextGone:
+			// It made no sandbox: started again at the next signal.
+			s.r.zygoteRestarts.Add(1)
+			s.r.cfg.Logger.Error().Str("stderr", stderrTail(next.stderr)).Msg("a zygote died before it served")
+			next.close()
+			next = nil
+		case <-prepare:
+			next = s.start()
 		case <-s.rotate:
-			z = s.replace(z, "forks")
+			z, next = s.replace(z, next, "forks", age)
 		case <-age.C:
-			z = s.replace(z, "age")
+			z, next = s.replace(z, next, "age", age)
 		case <-s.ctx.Done():
 		}
-		age.Stop()
+		share = s.r.cfg.ZygoteMaxForks
 	}
-	if z != nil {
-		z.close()
-	}
-	for _, old := range s.retired {
-		old.close()
+	for _, zz := range append([]*zygote{z, next}, s.retired...) {
+		if zz != nil {
+			zz.close()
+		}
 	}
 }
 
-// replace starts the next zygote while old keeps serving, then retires old.
-func (s *zygoteSupervisor) replace(old *zygote, why string) *zygote {
-	next := s.start()
-	if next == nil {
-		return old
+// serve makes z the serving zygote, with share sandboxes to make and its
+// age counted from now. Signals that came for the one before are stale.
+func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
+	z.setShare(share)
+	s.set(z, nil)
+	age.Reset(s.r.cfg.ZygoteMaxAge)
+	for _, stale := range []chan struct{}{s.prepare, s.rotate} {
+		select {
+		case <-stale:
+		default:
+		}
 	}
-	s.set(next, nil)
+}
+
+// replace retires old for next, started now if it is not yet, and
+// returns the zygote that serves and the successor left: next and none,
+// or old and none if no start succeeded (the runner is closing).
+func (s *zygoteSupervisor) replace(old, next *zygote, why string, age *time.Timer) (serving, successor *zygote) {
+	if next == nil {
+		if next = s.start(); next == nil {
+			return old, nil
+		}
+	}
+	s.serve(next, s.r.cfg.ZygoteMaxForks, age)
 	s.r.cfg.Logger.Debug().Str("why", why).Int("forks", old.forkCount()).Msg("zygote rotated")
 	old.retire()
 	s.retired = append(s.retired[:0:0], liveZygotes(s.retired)...)
 	s.retired = append(s.retired, old)
-	// A rotation request for old that came while next was starting is stale.
-	select {
-	case <-s.rotate:
-	default:
-	}
-	return next
+	return next, nil
 }
 
 // liveZygotes are those of zs not yet closed.
@@ -152,16 +212,17 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 			return nil, fmt.Errorf("cannot start the zygote: %w", lastErr)
 		}
 		if z != nil {
-			forks := z.forkCount()
-			if forks+1 >= s.r.cfg.ZygoteMaxForks {
-				select {
-				case s.rotate <- struct{}{}:
-				default:
-				}
+			forks, share := z.forkCount(), z.share()
+			if forks+1 >= (share+1)/2 {
+				signal(s.prepare)
+			}
+			if forks+1 >= share {
+				signal(s.rotate)
 			}
 			// A zygote that made its share makes no more: wait for the
-			// next one (the warm pool covers the wait).
-			if forks < s.r.cfg.ZygoteMaxForks {
+			// next one (started at half the share, it is most often
+			// ready).
+			if forks < share {
 				return z, nil
 			}
 		}
@@ -175,6 +236,14 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 		case <-s.ctx.Done():
 			return nil, errors.New("runner is closed")
 		}
+	}
+}
+
+// signal wakes the loop on c unless a wake is pending already.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 

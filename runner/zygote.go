@@ -37,10 +37,13 @@ type zygote struct {
 	mu      sync.Mutex // guards the fields below
 	pending map[uint64]*spawnWait
 	nextID  uint64
-	forks   int  // spawn requests sent
-	live    int  // sandboxes spawned and not yet closed
-	retired bool // no more spawns; close once live is 0
-	closed  bool
+	forks   int // spawn requests sent
+	// shareOfForks is how many sandboxes it makes before it is rotated (0:
+	// no bound, exec mode's zygote of one sandbox).
+	shareOfForks int
+	live         int  // sandboxes spawned and not yet closed
+	retired      bool // no more spawns; close once live is 0
+	closed       bool
 	// spawnTimeouts counts spawn requests in a row the zygote did not
 	// answer in time; see stuck.
 	spawnTimeouts int
@@ -351,14 +354,14 @@ func (z *zygote) waiter(id uint64) *spawnWait {
 var errZygoteSpent = errors.New("zygote made its share of sandboxes")
 
 // register reserves an id for a new sandbox of this zygote, one of at most
-// maxForks (0: no bound).
-func (z *zygote) register(maxForks int) (uint64, *spawnWait, error) {
+// its share.
+func (z *zygote) register() (uint64, *spawnWait, error) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if z.closed {
 		return 0, nil, fmt.Errorf("zygote is closed: %w", ErrZygoteDied)
 	}
-	if maxForks > 0 && z.forks >= maxForks {
+	if z.shareOfForks > 0 && z.forks >= z.shareOfForks {
 		return 0, nil, errZygoteSpent
 	}
 	z.nextID++
@@ -367,6 +370,19 @@ func (z *zygote) register(maxForks int) (uint64, *spawnWait, error) {
 	w := &spawnWait{spawned: make(chan spawnOutcome, 1), exit: make(chan exitReport, 1)}
 	z.pending[z.nextID] = w
 	return z.nextID, w, nil
+}
+
+// setShare bounds the sandboxes z makes before it is rotated.
+func (z *zygote) setShare(n int) {
+	z.mu.Lock()
+	z.shareOfForks = n
+	z.mu.Unlock()
+}
+
+func (z *zygote) share() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.shareOfForks
 }
 
 // release forgets a closed sandbox; a retired zygote closes with its last.
@@ -429,10 +445,10 @@ func (z *zygote) close() {
 
 // Up a layer (doc.go, "Files"): a Runner method, as jailCommand.
 //
-// spawn asks z for one sandbox, one of at most maxForks (0: no bound), and
-// waits until it says ready.
-func (r *Runner) spawn(ctx context.Context, z *zygote, maxForks int, prewarm bool) (_ *Sandbox, err error) {
-	id, wait, err := z.register(maxForks)
+// spawn asks z for one sandbox, one of at most its share, and waits until
+// it says ready.
+func (r *Runner) spawn(ctx context.Context, z *zygote, prewarm bool) (_ *Sandbox, err error) {
+	id, wait, err := z.register()
 	if err != nil {
 		return nil, err
 	}
