@@ -125,8 +125,7 @@ const (
 )
 
 // fixedMemory is what the zygotes of runtimes runtimes (each with its
-// own, and each of those with its successor from half its share of
-// sandboxes on) and warm idle sandboxes hold, whatever runs.
+// own, and each of those with its successor for most of its life) and warm idle sandboxes hold, whatever runs.
 func fixedMemory(zygotes, runtimes, warm int) int64 {
 	return int64(runtimes)*int64(2*zygotes)*zygoteBytes + int64(warm)*warmSandboxBytes
 }

@@ -164,6 +164,28 @@ func (r *Runner) JailName() string { return r.cfg.Jail.Name() }
 // ZygoteRestarts is how many zygotes died and were replaced (metrics).
 func (r *Runner) ZygoteRestarts() int64 { return r.zygoteRestarts.Load() }
 
+// ZygoteCounts is how many zygotes a runner holds, by what they do.
+type ZygoteCounts struct {
+	// Serving make the sandboxes (one per --zygotes once started).
+	Serving int
+	// Successors are started ahead of a serving one's rotation.
+	Successors int
+	// Retiring were rotated and live on until their last sandbox ends.
+	Retiring int
+}
+
+// Zygotes counts the runner's zygotes (metrics); zero in exec mode.
+func (r *Runner) Zygotes() ZygoteCounts {
+	var c ZygoteCounts
+	for _, s := range r.zygotes {
+		serving, successor, retiring := s.counts()
+		c.Serving += serving
+		c.Successors += successor
+		c.Retiring += retiring
+	}
+	return c
+}
+
 // Policy is the validation policy in force, for /health.
 func (r *Runner) Policy() Policy { return r.cfg.Policy }
 

@@ -20,8 +20,11 @@ import (
 // pandas imported), longer than the warm pool lasts under load: started
 // only once the serving one is spent, every request in between waited for
 // it (hello at 50 requests/s: p99 325 ms). So the successor starts when
-// the serving zygote has made half its share, and takes over at once when
-// that one is spent. The first zygote of each supervisor has a share cut
+// the serving zygote has three quarters of Config.ZygoteMaxForks left to
+// make (at once for a first zygote with a smaller share), and takes over
+// at once when that one is spent. Three quarters: under full load a start
+// took 1.2-1.6 s here while a zygote made about 80 sandboxes a second, so
+// 100 left was too late, and 150 are not. The first zygote of each supervisor has a share cut
 // by its place among the runner's zygotes, so that zygotes serving in turn
 // rotate, and start their successors, at different times rather than all
 // at once.
@@ -33,12 +36,15 @@ type zygoteSupervisor struct {
 	// zygote; every later one makes Config.ZygoteMaxForks.
 	firstShare int
 
-	mu      sync.Mutex // guards current, changed and lastErr
+	mu      sync.Mutex // guards current, changed, lastErr, successor and retired
 	current *zygote
 	changed chan struct{} // closed and replaced whenever current changes
 	lastErr error
-	// prepare is signalled when current has made half its share: its
-	// successor starts.
+	// successor is current's, once started (the loop's own next, for
+	// counts).
+	successor *zygote
+	// prepare is signalled when current has three quarters of
+	// Config.ZygoteMaxForks left to make: its successor starts.
 	prepare chan struct{}
 	// rotate is signalled when current has made its share of sandboxes.
 	rotate chan struct{}
@@ -81,9 +87,14 @@ func (s *zygoteSupervisor) set(z *zygote, err error) {
 func (s *zygoteSupervisor) start() *zygote {
 	backoff := 100 * time.Millisecond
 	for s.ctx.Err() == nil {
+		began := time.Now()
 		z, err := s.r.startZygote(s.ctx)
 		if err == nil {
+			s.r.cfg.Logger.Debug().Dur("took", time.Since(began)).Msg("zygote started")
 			return z
+		}
+		if s.ctx.Err() != nil {
+			return nil // the runner is closing: no failure of the zygote's
 		}
 		// Waiters see the failure at once: a probe gives up on it.
 		s.mu.Lock()
@@ -138,8 +149,10 @@ func (s *zygoteSupervisor) loop() {
 			s.r.cfg.Logger.Error().Str("stderr", stderrTail(next.stderr)).Msg("a zygote died before it served")
 			next.close()
 			next = nil
+			s.setSuccessor(nil)
 		case <-prepare:
 			next = s.start()
+			s.setSuccessor(next)
 		case <-s.rotate:
 			z, next = s.replace(z, next, "forks", age)
 		case <-age.C:
@@ -148,7 +161,10 @@ func (s *zygoteSupervisor) loop() {
 		}
 		share = s.r.cfg.ZygoteMaxForks
 	}
-	for _, zz := range append([]*zygote{z, next}, s.retired...) {
+	s.mu.Lock()
+	retired := s.retired
+	s.mu.Unlock()
+	for _, zz := range append([]*zygote{z, next}, retired...) {
 		if zz != nil {
 			zz.close()
 		}
@@ -159,6 +175,7 @@ func (s *zygoteSupervisor) loop() {
 // age counted from now. Signals that came for the one before are stale.
 func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
 	z.setShare(share)
+	s.setSuccessor(nil) // z itself, if it was
 	s.set(z, nil)
 	age.Reset(s.r.cfg.ZygoteMaxAge)
 	for _, stale := range []chan struct{}{s.prepare, s.rotate} {
@@ -181,9 +198,31 @@ func (s *zygoteSupervisor) replace(old, next *zygote, why string, age *time.Time
 	s.serve(next, s.r.cfg.ZygoteMaxForks, age)
 	s.r.cfg.Logger.Debug().Str("why", why).Int("forks", old.forkCount()).Msg("zygote rotated")
 	old.retire()
-	s.retired = append(s.retired[:0:0], liveZygotes(s.retired)...)
-	s.retired = append(s.retired, old)
+	s.mu.Lock()
+	s.retired = append(liveZygotes(s.retired), old)
+	s.mu.Unlock()
 	return next, nil
+}
+
+func (s *zygoteSupervisor) setSuccessor(z *zygote) {
+	s.mu.Lock()
+	s.successor = z
+	s.mu.Unlock()
+}
+
+// counts says how many zygotes this supervisor holds: serving (0 or 1),
+// started ahead as its successor (0 or 1), and rotated but still alive
+// for sandboxes they made.
+func (s *zygoteSupervisor) counts() (serving, successor, retiring int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		serving = 1
+	}
+	if s.successor != nil {
+		successor = 1
+	}
+	return serving, successor, len(liveZygotes(s.retired))
 }
 
 // liveZygotes are those of zs not yet closed.
@@ -213,15 +252,14 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 		}
 		if z != nil {
 			forks, share := z.forkCount(), z.share()
-			if forks+1 >= (share+1)/2 {
+			if forks+1 >= share-s.r.cfg.ZygoteMaxForks*3/4 {
 				signal(s.prepare)
 			}
 			if forks+1 >= share {
 				signal(s.rotate)
 			}
 			// A zygote that made its share makes no more: wait for the
-			// next one (started at half the share, it is most often
-			// ready).
+			// next one (started well ahead, it is most often ready).
 			if forks < share {
 				return z, nil
 			}

@@ -304,20 +304,25 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 	if s.jail == "nsjail" {
 		perJail = 2
 	}
-	// Fork mode: a jail and zygote per --zygotes, and a sandbox per warm
-	// sandbox. Exec mode: a jail, zygote and sandbox per warm sandbox.
+	// Fork mode: a jail and zygote per --zygotes serving, and per
+	// successor started ahead of a rotation (as /metrics counts them: none
+	// may be retiring), and a sandbox per warm sandbox. Exec mode: a jail,
+	// zygote and sandbox per warm sandbox.
 	want := (perJail + 1) * warm
-	if s.mode == "fork" {
-		want = perJail*s.zygotes + warm
-	}
 	deadline := time.Now().Add(20 * time.Second)
 	var names []string
 	for time.Now().Before(deadline) {
+		zygotesSettled := true
+		if s.mode == "fork" {
+			serving, successors := s.metric(`pyexec_zygotes{state="serving"}`), s.metric(`pyexec_zygotes{state="successor"}`)
+			zygotesSettled = serving == float64(s.zygotes) && s.metric(`pyexec_zygotes{state="retiring"}`) == 0
+			want = perJail*int(serving+successors) + warm
+		}
 		names = names[:0]
 		for _, pid := range descendants(os.Getpid()) {
 			names = append(names, procStatus(pid)["Name"])
 		}
-		if len(names) == want && s.poolSettled(t, warm) {
+		if zygotesSettled && len(names) == want && s.poolSettled(t, warm) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)

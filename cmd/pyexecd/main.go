@@ -158,6 +158,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 				}
 				return float64(n)
 			}))
+	zygoteGauge := func(state string, count func(runner.ZygoteCounts) int) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_zygotes",
+			Help:        "Zygotes (fork mode) by state: serving, successor (started ahead of a rotation), retiring (rotated, alive until their last sandbox ends).",
+			ConstLabels: prometheus.Labels{"state": state}},
+			func() float64 {
+				n := 0
+				for _, r := range runners {
+					n += count(r.Zygotes())
+				}
+				return float64(n)
+			})
+	}
+	reg.MustRegister(
+		zygoteGauge("serving", func(c runner.ZygoteCounts) int { return c.Serving }),
+		zygoteGauge("successor", func(c runner.ZygoteCounts) int { return c.Successors }),
+		zygoteGauge("retiring", func(c runner.ZygoteCounts) int { return c.Retiring }))
 	o.server.Metrics = reg
 	o.server.QueueTimeout = o.pool.AcquireTimeout
 
