@@ -125,9 +125,10 @@ const (
 )
 
 // fixedMemory is what the zygotes of runtimes runtimes (each with its
-// own, and each of those with its successor for most of its life) and warm idle sandboxes hold, whatever runs.
+// own, each with its successor for most of its life, and a rotated one
+// alive for its last sandboxes) and warm idle sandboxes hold, whatever runs.
 func fixedMemory(zygotes, runtimes, warm int) int64 {
-	return int64(runtimes)*int64(2*zygotes)*zygoteBytes + int64(warm)*warmSandboxBytes
+	return int64(runtimes)*int64(3*zygotes)*zygoteBytes + int64(warm)*warmSandboxBytes
 }
 
 // FitHostMemory checks that maxBusy running sandboxes, each at the most

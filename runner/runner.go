@@ -92,6 +92,13 @@ func New(cfg Config) (*Runner, error) {
 		cfg.Logger.Warn().Str("jail", cfg.Jail.Name()).Msg("sandbox ids: this jail maps one id, so every sandbox runs as --sandbox-uid (docs/security.md, \"Quotas of the host user\")")
 	default:
 		r.ids = newIDSlices(cfg.SandboxIDs)
+		if held := 3 * cfg.Zygotes; cfg.Mode == ModeFork && int(cfg.SandboxIDs.Count/idSliceSize) < held {
+			// Serving, its successor and the one before: short of
+			// slices, a successor starts only when one is free, and
+			// requests may wait for it at a rotation.
+			cfg.Logger.Warn().Str("sandbox_ids", cfg.SandboxIDs.String()).Int("slices", int(cfg.SandboxIDs.Count/idSliceSize)).
+				Int("zygotes_at_once", held).Msg("sandbox ids: fewer slices of 256 ids than this runtime's zygotes may hold at once; widen --sandbox-ids")
+		}
 	}
 	if cfg.Mode == ModeFork {
 		for i := range cfg.Zygotes {
@@ -168,8 +175,9 @@ func (r *Runner) ZygoteRestarts() int64 { return r.zygoteRestarts.Load() }
 type ZygoteCounts struct {
 	// Serving make the sandboxes (one per --zygotes once started).
 	Serving int
-	// Successors are started ahead of a serving one's rotation.
-	Successors int
+	// Starting are successors being started, ahead of a serving one's
+	// rotation; Successors are those started.
+	Starting, Successors int
 	// Retiring were rotated and live on until their last sandbox ends.
 	Retiring int
 }
@@ -178,8 +186,9 @@ type ZygoteCounts struct {
 func (r *Runner) Zygotes() ZygoteCounts {
 	var c ZygoteCounts
 	for _, s := range r.zygotes {
-		serving, successor, retiring := s.counts()
+		serving, starting, successor, retiring := s.counts()
 		c.Serving += serving
+		c.Starting += starting
 		c.Successors += successor
 		c.Retiring += retiring
 	}

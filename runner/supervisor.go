@@ -40,9 +40,10 @@ type zygoteSupervisor struct {
 	current *zygote
 	changed chan struct{} // closed and replaced whenever current changes
 	lastErr error
-	// successor is current's, once started (the loop's own next, for
-	// counts).
-	successor *zygote
+	// successor is current's, once started, and startingSuccessor says
+	// one is starting (the loop's own state, for counts).
+	successor         *zygote
+	startingSuccessor bool
 	// prepare is signalled when current has three quarters of
 	// Config.ZygoteMaxForks left to make: its successor starts.
 	prepare chan struct{}
@@ -112,15 +113,52 @@ func (s *zygoteSupervisor) start() *zygote {
 	return nil
 }
 
+// successorRetry is the first wait after a successor failed to start or
+// died before it served; it doubles up to 5 s.
+const successorRetry = 100 * time.Millisecond
+
+// startResult is what a successor's start gave.
+type startResult struct {
+	z   *zygote
+	err error
+}
+
 func (s *zygoteSupervisor) loop() {
 	defer close(s.done)
-	var z, next *zygote // serving, and its successor once started
+	var (
+		z, next  *zygote            // serving, and its successor once ready
+		starting <-chan startResult // the successor's start, while it runs
+		retryAt  time.Time          // no successor start before this
+		backoff  = successorRetry
+	)
 	share := s.firstShare
 	age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
-	defer age.Stop()
+	defer func() {
+		age.Stop()
+		if starting != nil {
+			if res := <-starting; res.z != nil {
+				res.z.close()
+			}
+		}
+		s.mu.Lock()
+		retired := s.retired
+		s.mu.Unlock()
+		for _, zz := range append([]*zygote{z, next}, retired...) {
+			if zz != nil {
+				zz.close()
+			}
+		}
+	}()
+	failedSuccessor := func() {
+		retryAt = time.Now().Add(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
 	for s.ctx.Err() == nil {
 		if z == nil {
-			if z, next = next, nil; z == nil {
+			if z, next = next, nil; z == nil || z.died() {
+				if z != nil {
+					z.close()
+				}
 				if z = s.start(); z == nil {
 					return
 				}
@@ -129,9 +167,10 @@ func (s *zygoteSupervisor) loop() {
 		}
 		var prepare <-chan struct{}
 		var nextGone <-chan struct{}
-		if next == nil {
+		if next == nil && starting == nil {
 			prepare = s.prepare
-		} else {
+		}
+		if next != nil {
 			nextGone = next.gone
 		}
 		select {
@@ -144,31 +183,66 @@ func (s *zygoteSupervisor) loop() {
 			s.r.cfg.Logger.Error().Err(died).Str("jail", z.proc.exitString()).Msg("zygote died; restarting it")
 			z = nil
 		case <-nextGone:
-			// It made no sandbox: started again at the next signal.
+			// It made no sandbox: started again at a later signal.
 			s.r.zygoteRestarts.Add(1)
 			s.r.cfg.Logger.Error().Str("stderr", stderrTail(next.stderr)).Msg("a zygote died before it served")
 			next.close()
 			next = nil
 			s.setSuccessor(nil)
+			failedSuccessor()
 		case <-prepare:
-			next = s.start()
+			if due, _ := s.due(z); due && !time.Now().Before(retryAt) {
+				starting = s.startSuccessor()
+			}
+		case res := <-starting:
+			starting = nil
+			s.setStarting(false)
+			if res.err != nil {
+				if s.ctx.Err() == nil {
+					s.r.cfg.Logger.Error().Err(res.err).Dur("retry_in", backoff).Msg("cannot start a successor zygote")
+				}
+				failedSuccessor()
+				break
+			}
+			next, backoff = res.z, successorRetry
 			s.setSuccessor(next)
 		case <-s.rotate:
-			z, next = s.replace(z, next, "forks", age)
+			if _, spent := s.due(z); spent {
+				z, next, starting = s.replace(z, next, starting, "forks", age)
+			}
 		case <-age.C:
-			z, next = s.replace(z, next, "age", age)
+			z, next, starting = s.replace(z, next, starting, "age", age)
 		case <-s.ctx.Done():
 		}
 		share = s.r.cfg.ZygoteMaxForks
 	}
-	s.mu.Lock()
-	retired := s.retired
-	s.mu.Unlock()
-	for _, zz := range append([]*zygote{z, next}, retired...) {
-		if zz != nil {
-			zz.close()
+}
+
+// due says what z's count of sandboxes calls for: its successor's start
+// (three quarters of Config.ZygoteMaxForks left to make), and its
+// rotation (its share made, counting the one being asked for). get()
+// signals both; the loop checks again, as a signal may be meant for the
+// zygote before.
+func (s *zygoteSupervisor) due(z *zygote) (prepare, rotate bool) {
+	forks, share := z.forkCount(), z.share()
+	return forks+1 >= share-s.r.cfg.ZygoteMaxForks*3/4, forks+1 >= share
+}
+
+// startSuccessor starts a zygote in a goroutine of its own, so that the
+// loop keeps watching the serving one meanwhile. The loop owns it: it
+// receives the one result (the channel is buffered), also when it stops.
+func (s *zygoteSupervisor) startSuccessor() <-chan startResult {
+	s.setStarting(true)
+	result := make(chan startResult, 1)
+	go func() {
+		began := time.Now()
+		z, err := s.r.startZygote(s.ctx)
+		if err == nil {
+			s.r.cfg.Logger.Debug().Dur("took", time.Since(began)).Msg("successor zygote started")
 		}
-	}
+		result <- startResult{z, err}
+	}()
+	return result
 }
 
 // serve makes z the serving zygote, with share sandboxes to make and its
@@ -186,13 +260,25 @@ func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
 	}
 }
 
-// replace retires old for next, started now if it is not yet, and
-// returns the zygote that serves and the successor left: next and none,
-// or old and none if no start succeeded (the runner is closing).
-func (s *zygoteSupervisor) replace(old, next *zygote, why string, age *time.Timer) (serving, successor *zygote) {
+// replace retires old for its successor: next, or the one starting
+// (waited for), or one started now; it returns the zygote that serves
+// (old if no start succeeded: the runner is closing) and no successor.
+func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResult, why string, age *time.Timer) (serving, successor *zygote, stillStarting <-chan startResult) {
+	if starting != nil {
+		res := <-starting
+		s.setStarting(false)
+		if next = res.z; res.err != nil {
+			next = nil
+		}
+	}
+	if next != nil && next.died() {
+		s.r.zygoteRestarts.Add(1)
+		next.close()
+		next = nil
+	}
 	if next == nil {
 		if next = s.start(); next == nil {
-			return old, nil
+			return old, nil, nil
 		}
 	}
 	s.serve(next, s.r.cfg.ZygoteMaxForks, age)
@@ -201,7 +287,7 @@ func (s *zygoteSupervisor) replace(old, next *zygote, why string, age *time.Time
 	s.mu.Lock()
 	s.retired = append(liveZygotes(s.retired), old)
 	s.mu.Unlock()
-	return next, nil
+	return next, nil, nil
 }
 
 func (s *zygoteSupervisor) setSuccessor(z *zygote) {
@@ -210,19 +296,28 @@ func (s *zygoteSupervisor) setSuccessor(z *zygote) {
 	s.mu.Unlock()
 }
 
+func (s *zygoteSupervisor) setStarting(starting bool) {
+	s.mu.Lock()
+	s.startingSuccessor = starting
+	s.mu.Unlock()
+}
+
 // counts says how many zygotes this supervisor holds: serving (0 or 1),
-// started ahead as its successor (0 or 1), and rotated but still alive
-// for sandboxes they made.
-func (s *zygoteSupervisor) counts() (serving, successor, retiring int) {
+// its successor starting or started ahead (0 or 1 each), and rotated but
+// still alive for sandboxes they made.
+func (s *zygoteSupervisor) counts() (serving, starting, successor, retiring int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.current != nil {
 		serving = 1
 	}
+	if s.startingSuccessor {
+		starting = 1
+	}
 	if s.successor != nil {
 		successor = 1
 	}
-	return serving, successor, len(liveZygotes(s.retired))
+	return serving, starting, successor, len(liveZygotes(s.retired))
 }
 
 // liveZygotes are those of zs not yet closed.
@@ -251,16 +346,16 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 			return nil, fmt.Errorf("cannot start the zygote: %w", lastErr)
 		}
 		if z != nil {
-			forks, share := z.forkCount(), z.share()
-			if forks+1 >= share-s.r.cfg.ZygoteMaxForks*3/4 {
+			prepare, rotate := s.due(z)
+			if prepare {
 				signal(s.prepare)
 			}
-			if forks+1 >= share {
+			if rotate {
 				signal(s.rotate)
 			}
 			// A zygote that made its share makes no more: wait for the
 			// next one (started well ahead, it is most often ready).
-			if forks < share {
+			if z.forkCount() < z.share() {
 				return z, nil
 			}
 		}

@@ -306,7 +306,7 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 	}
 	// Fork mode: a jail and zygote per --zygotes serving, and per
 	// successor started ahead of a rotation (as /metrics counts them: none
-	// may be retiring), and a sandbox per warm sandbox. Exec mode: a jail,
+	// may be starting or retiring), and a sandbox per warm sandbox. Exec mode: a jail,
 	// zygote and sandbox per warm sandbox.
 	want := (perJail + 1) * warm
 	deadline := time.Now().Add(20 * time.Second)
@@ -315,7 +315,8 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 		zygotesSettled := true
 		if s.mode == "fork" {
 			serving, successors := s.metric(`pyexec_zygotes{state="serving"}`), s.metric(`pyexec_zygotes{state="successor"}`)
-			zygotesSettled = serving == float64(s.zygotes) && s.metric(`pyexec_zygotes{state="retiring"}`) == 0
+			zygotesSettled = serving == float64(s.zygotes) && s.metric(`pyexec_zygotes{state="retiring"}`) == 0 &&
+				s.metric(`pyexec_zygotes{state="starting"}`) == 0
 			want = perJail*int(serving+successors) + warm
 		}
 		names = names[:0]

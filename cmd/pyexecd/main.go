@@ -160,7 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 			}))
 	zygoteGauge := func(state string, count func(runner.ZygoteCounts) int) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pyexec_zygotes",
-			Help:        "Zygotes (fork mode) by state: serving, successor (started ahead of a rotation), retiring (rotated, alive until their last sandbox ends).",
+			Help:        "Zygotes (fork mode) by state: serving, starting and successor (a successor being started, and started, ahead of a rotation), retiring (rotated, alive until their last sandbox ends).",
 			ConstLabels: prometheus.Labels{"state": state}},
 			func() float64 {
 				n := 0
@@ -172,6 +172,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	reg.MustRegister(
 		zygoteGauge("serving", func(c runner.ZygoteCounts) int { return c.Serving }),
+		zygoteGauge("starting", func(c runner.ZygoteCounts) int { return c.Starting }),
 		zygoteGauge("successor", func(c runner.ZygoteCounts) int { return c.Successors }),
 		zygoteGauge("retiring", func(c runner.ZygoteCounts) int { return c.Retiring }))
 	o.server.Metrics = reg

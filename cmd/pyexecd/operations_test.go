@@ -283,7 +283,8 @@ func TestMetrics(t *testing.T) {
 		"pyexec_sandbox_build_seconds_count", "pyexec_sandbox_build_failures_total", "pyexec_request_bytes_total",
 		"pyexec_response_bytes_total", "pyexec_queue_seconds_count", "pyexec_request_seconds_count",
 		`pyexec_exec_seconds_bucket{le="25"}`, `pyexec_sandbox_build_seconds_bucket{le="20"}`,
-		`pyexec_zygotes{state="serving"}`, `pyexec_zygotes{state="successor"}`, `pyexec_zygotes{state="retiring"}`,
+		`pyexec_zygotes{state="serving"}`, `pyexec_zygotes{state="starting"}`, `pyexec_zygotes{state="successor"}`,
+		`pyexec_zygotes{state="retiring"}`,
 		"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
 		if _, ok := values[name]; !ok {
 			t.Errorf("%s missing from /metrics:\n%s", name, raw)
