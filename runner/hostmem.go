@@ -131,6 +131,14 @@ func fixedMemory(zygotes, runtimes, warm int) int64 {
 	return int64(runtimes)*int64(3*zygotes)*zygoteBytes + int64(warm)*warmSandboxBytes
 }
 
+// MemoryBounds are the figures FitHostMemory checks, on a host with cpus
+// CPUs: the most one running sandbox can hold (SandboxMemoryBound), and
+// what the zygotes of runtimes runtimes and warm idle sandboxes hold
+// whatever runs.
+func (c Config) MemoryBounds(warm, runtimes, cpus int) (perSandbox, fixed int64) {
+	return SandboxMemoryBound(c.Limits, c.Cgroups != nil, cpus), fixedMemory(c.Zygotes, runtimes, warm)
+}
+
 // FitHostMemory checks that maxBusy running sandboxes, each at the most
 // it can hold (SandboxMemoryBound), fit in the host's memory beside the
 // zygotes of every runtime (each with its successor) and warm idle
@@ -145,8 +153,7 @@ func (c Config) FitHostMemory(maxBusy int, explicit bool, warm, runtimes int) (i
 		logger.Warn().Err(err).Msg("cannot check --max-busy against the host's memory")
 		return maxBusy, nil
 	}
-	perSandbox := SandboxMemoryBound(c.Limits, c.Cgroups != nil, runtime.NumCPU())
-	fixed := fixedMemory(c.Zygotes, runtimes, warm)
+	perSandbox, fixed := c.MemoryBounds(warm, runtimes, runtime.NumCPU())
 	fitted, err := FitMaxBusy(maxBusy, explicit, perSandbox, fixed, available)
 	if err != nil {
 		return 0, fmt.Errorf("refusing to start: %w", err)
