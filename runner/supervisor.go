@@ -24,16 +24,21 @@ import (
 // make (at once for a first zygote with a smaller share), and takes over
 // at once when that one is spent. Three quarters: under full load a start
 // took 1.2-1.6 s here while a zygote made about 80 sandboxes a second, so
-// 100 left was too late, and 150 are not. The first zygote of each supervisor has a share cut
-// by its place among the runner's zygotes, so that zygotes serving in turn
-// rotate, and start their successors, at different times rather than all
-// at once.
+// 100 left was too late, and 150 are not.
+//
+// The first zygote of each supervisor has a share cut by its place among
+// the runner's zygotes, so that zygotes serving in turn rotate, and start
+// their successors, at different times rather than all at once; so does
+// the first after a rotation by age or a restart, which start each
+// supervisor's count afresh whatever the others' (at light load every
+// zygote ages out about together).
 type zygoteSupervisor struct {
 	// Up a layer (doc.go, "Files"): zygotes start through the Runner (its
 	// Config, credential and program), and restarts are counted on it.
 	r *Runner
 	// firstShare is the share of sandboxes of this supervisor's first
-	// zygote; every later one makes Config.ZygoteMaxForks.
+	// zygote, and of the first after a rotation by age or a restart;
+	// every other makes Config.ZygoteMaxForks.
 	firstShare int
 
 	mu      sync.Mutex // guards current, changed, lastErr, successor and retired
@@ -131,7 +136,6 @@ func (s *zygoteSupervisor) loop() {
 		retryAt  time.Time          // no successor start before this
 		backoff  = successorRetry
 	)
-	share := s.firstShare
 	age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
 	defer func() {
 		age.Stop()
@@ -163,7 +167,7 @@ func (s *zygoteSupervisor) loop() {
 					return
 				}
 			}
-			s.serve(z, share, age)
+			s.serve(z, s.firstShare, age)
 		}
 		var prepare <-chan struct{}
 		var nextGone <-chan struct{}
@@ -208,13 +212,12 @@ func (s *zygoteSupervisor) loop() {
 			s.setSuccessor(next)
 		case <-s.rotate:
 			if _, spent := s.due(z); spent {
-				z, next, starting = s.replace(z, next, starting, "forks", age)
+				z, next, starting = s.replace(z, next, starting, "forks", s.r.cfg.ZygoteMaxForks, age)
 			}
 		case <-age.C:
-			z, next, starting = s.replace(z, next, starting, "age", age)
+			z, next, starting = s.replace(z, next, starting, "age", s.firstShare, age)
 		case <-s.ctx.Done():
 		}
-		share = s.r.cfg.ZygoteMaxForks
 	}
 }
 
@@ -261,9 +264,10 @@ func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
 }
 
 // replace retires old for its successor: next, or the one starting
-// (waited for), or one started now; it returns the zygote that serves
-// (old if no start succeeded: the runner is closing) and no successor.
-func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResult, why string, age *time.Timer) (serving, successor *zygote, stillStarting <-chan startResult) {
+// (waited for), or one started now, which serves with share sandboxes to
+// make; it returns the zygote that serves (old if no start succeeded: the
+// runner is closing) and no successor.
+func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResult, why string, share int, age *time.Timer) (serving, successor *zygote, stillStarting <-chan startResult) {
 	if starting != nil {
 		res := <-starting
 		s.setStarting(false)
@@ -281,7 +285,7 @@ func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResul
 			return old, nil, nil
 		}
 	}
-	s.serve(next, s.r.cfg.ZygoteMaxForks, age)
+	s.serve(next, share, age)
 	s.r.cfg.Logger.Debug().Str("why", why).Int("forks", old.forkCount()).Msg("zygote rotated")
 	old.retire()
 	s.mu.Lock()

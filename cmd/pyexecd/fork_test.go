@@ -344,6 +344,27 @@ def main():
 	}
 }
 
+// TestZygoteRotatedByAge: a zygote is also rotated after
+// --zygote-max-age, however few sandboxes it made, so that a quiet
+// service's sandboxes do not share one layout and hash seed for good.
+func TestZygoteRotatedByAge(t *testing.T) {
+	s := startServer(t, "", "--mode", "fork", "--zygotes", "1", "--warm", "1", "--zygote-max-age", "2s", "--prewarm=false")
+	probe := "def main():\n    return hash('pyexec')\n"
+	var first float64
+	s.mustSucceed(t, probe, nil, &first)
+	time.Sleep(3 * time.Second)
+	// The sandbox left idle may still be the old zygote's; the one after
+	// it is not.
+	for range 3 {
+		var got float64
+		s.mustSucceed(t, probe, nil, &got)
+		if got != first {
+			return
+		}
+	}
+	t.Errorf("three requests 3 s after the first, with --zygote-max-age 2s, all ran in sandboxes of the first zygote")
+}
+
 // TestZygoteSuccessorStartsAhead: a zygote's successor starts when it
 // has three quarters of its share of sandboxes left to make, while it still
 // serves, so that it is ready when the serving one is spent and no request
