@@ -92,12 +92,13 @@ func New(cfg Config) (*Runner, error) {
 		cfg.Logger.Warn().Str("jail", cfg.Jail.Name()).Msg("sandbox ids: this jail maps one id, so every sandbox runs as --sandbox-uid (docs/security.md, \"Quotas of the host user\")")
 	default:
 		r.ids = newIDSlices(cfg.SandboxIDs)
-		if held := 3 * cfg.Zygotes; cfg.Mode == ModeFork && int(cfg.SandboxIDs.Count/idSliceSize) < held {
-			// Serving, its successor and the one before: short of
-			// slices, a successor starts only when one is free, and
-			// requests may wait for it at a rotation.
-			cfg.Logger.Warn().Str("sandbox_ids", cfg.SandboxIDs.String()).Int("slices", int(cfg.SandboxIDs.Count/idSliceSize)).
-				Int("zygotes_at_once", held).Msg("sandbox ids: fewer slices of 256 ids than this runtime's zygotes may hold at once; widen --sandbox-ids")
+		// Serving, its successor and the one before: short of slices, a
+		// successor starts only when one is free, and requests may wait
+		// for it at a rotation.
+		slices, held := int(cfg.SandboxIDs.Count/idSliceSize), 3*cfg.Zygotes
+		if cfg.Mode == ModeFork && slices < held {
+			cfg.Logger.Warn().Str("sandbox_ids", cfg.SandboxIDs.String()).Int("slices", slices).Int("zygotes_at_once", held).
+				Msg("sandbox ids: fewer slices of 256 ids than this runtime's zygotes may hold at once; widen --sandbox-ids")
 		}
 	}
 	if cfg.Mode == ModeFork {

@@ -41,14 +41,15 @@ type zygoteSupervisor struct {
 	// every other makes Config.ZygoteMaxForks.
 	firstShare int
 
-	mu      sync.Mutex // guards current, changed, lastErr, successor and retired
+	mu      sync.Mutex // guards current, changed, lastErr, and the writes below
 	current *zygote
 	changed chan struct{} // closed and replaced whenever current changes
 	lastErr error
-	// successor is current's, once started, and startingSuccessor says
-	// one is starting (the loop's own state, for counts).
-	successor         *zygote
-	startingSuccessor bool
+	// Written by the loop alone, under mu (so the loop reads them without
+	// it, and counts with it): current's successor once started, and its
+	// start while it runs.
+	successor *zygote
+	starting  <-chan startResult
 	// prepare is signalled when current has three quarters of
 	// Config.ZygoteMaxForks left to make: its successor starts.
 	prepare chan struct{}
@@ -93,10 +94,8 @@ func (s *zygoteSupervisor) set(z *zygote, err error) {
 func (s *zygoteSupervisor) start() *zygote {
 	backoff := 100 * time.Millisecond
 	for s.ctx.Err() == nil {
-		began := time.Now()
-		z, err := s.r.startZygote(s.ctx)
+		z, err := s.startOnce()
 		if err == nil {
-			s.r.cfg.Logger.Debug().Dur("took", time.Since(began)).Msg("zygote started")
 			return z
 		}
 		if s.ctx.Err() != nil {
@@ -118,6 +117,16 @@ func (s *zygoteSupervisor) start() *zygote {
 	return nil
 }
 
+// startOnce starts one zygote, saying how long it took.
+func (s *zygoteSupervisor) startOnce() (*zygote, error) {
+	began := time.Now()
+	z, err := s.r.startZygote(s.ctx)
+	if err == nil {
+		s.r.cfg.Logger.Debug().Dur("took", time.Since(began)).Msg("zygote started")
+	}
+	return z, err
+}
+
 // successorRetry is the first wait after a successor failed to start or
 // died before it served; it doubles up to 5 s.
 const successorRetry = 100 * time.Millisecond
@@ -131,23 +140,18 @@ type startResult struct {
 func (s *zygoteSupervisor) loop() {
 	defer close(s.done)
 	var (
-		z, next  *zygote            // serving, and its successor once ready
-		starting <-chan startResult // the successor's start, while it runs
-		retryAt  time.Time          // no successor start before this
-		backoff  = successorRetry
+		z       *zygote   // serving; its successor is s.successor
+		retryAt time.Time // no successor start before this
+		backoff = successorRetry
 	)
 	age := time.NewTimer(s.r.cfg.ZygoteMaxAge)
 	defer func() {
 		age.Stop()
-		if starting != nil {
-			if res := <-starting; res.z != nil {
-				res.z.close()
-			}
-		}
+		next := s.takeSuccessor() // waits for a start in flight
 		s.mu.Lock()
-		retired := s.retired
+		left := append([]*zygote{z, next}, s.retired...)
 		s.mu.Unlock()
-		for _, zz := range append([]*zygote{z, next}, retired...) {
+		for _, zz := range left {
 			if zz != nil {
 				zz.close()
 			}
@@ -159,7 +163,7 @@ func (s *zygoteSupervisor) loop() {
 	}
 	for s.ctx.Err() == nil {
 		if z == nil {
-			if z, next = next, nil; z == nil || z.died() {
+			if z = s.takeSuccessor(); z == nil || z.died() {
 				if z != nil {
 					z.close()
 				}
@@ -171,11 +175,11 @@ func (s *zygoteSupervisor) loop() {
 		}
 		var prepare <-chan struct{}
 		var nextGone <-chan struct{}
-		if next == nil && starting == nil {
+		if s.successor == nil && s.starting == nil {
 			prepare = s.prepare
 		}
-		if next != nil {
-			nextGone = next.gone
+		if s.successor != nil {
+			nextGone = s.successor.gone
 		}
 		select {
 		case <-z.gone:
@@ -189,18 +193,16 @@ func (s *zygoteSupervisor) loop() {
 		case <-nextGone:
 			// It made no sandbox: started again at a later signal.
 			s.r.zygoteRestarts.Add(1)
-			s.r.cfg.Logger.Error().Str("stderr", stderrTail(next.stderr)).Msg("a zygote died before it served")
-			next.close()
-			next = nil
-			s.setSuccessor(nil)
+			s.r.cfg.Logger.Error().Str("stderr", stderrTail(s.successor.stderr)).Msg("a zygote died before it served")
+			s.successor.close()
+			s.setSuccessor(nil, nil)
 			failedSuccessor()
 		case <-prepare:
-			if due, _ := s.due(z); due && !time.Now().Before(retryAt) {
-				starting = s.startSuccessor()
+			if due, _ := s.due(z.progress()); due && !time.Now().Before(retryAt) {
+				s.setSuccessor(nil, s.startSuccessor())
 			}
-		case res := <-starting:
-			starting = nil
-			s.setStarting(false)
+		case res := <-s.starting:
+			s.setSuccessor(res.z, nil)
 			if res.err != nil {
 				if s.ctx.Err() == nil {
 					s.r.cfg.Logger.Error().Err(res.err).Dur("retry_in", backoff).Msg("cannot start a successor zygote")
@@ -208,26 +210,24 @@ func (s *zygoteSupervisor) loop() {
 				failedSuccessor()
 				break
 			}
-			next, backoff = res.z, successorRetry
-			s.setSuccessor(next)
+			backoff = successorRetry
 		case <-s.rotate:
-			if _, spent := s.due(z); spent {
-				z, next, starting = s.replace(z, next, starting, "forks", s.r.cfg.ZygoteMaxForks, age)
+			if _, spent := s.due(z.progress()); spent {
+				z = s.replace(z, "forks", s.r.cfg.ZygoteMaxForks, age)
 			}
 		case <-age.C:
-			z, next, starting = s.replace(z, next, starting, "age", s.firstShare, age)
+			z = s.replace(z, "age", s.firstShare, age)
 		case <-s.ctx.Done():
 		}
 	}
 }
 
-// due says what z's count of sandboxes calls for: its successor's start
+// due says what a zygote's progress calls for: its successor's start
 // (three quarters of Config.ZygoteMaxForks left to make), and its
 // rotation (its share made, counting the one being asked for). get()
 // signals both; the loop checks again, as a signal may be meant for the
 // zygote before.
-func (s *zygoteSupervisor) due(z *zygote) (prepare, rotate bool) {
-	forks, share := z.forkCount(), z.share()
+func (s *zygoteSupervisor) due(forks, share int) (prepare, rotate bool) {
 	return forks+1 >= share-s.r.cfg.ZygoteMaxForks*3/4, forks+1 >= share
 }
 
@@ -235,24 +235,40 @@ func (s *zygoteSupervisor) due(z *zygote) (prepare, rotate bool) {
 // loop keeps watching the serving one meanwhile. The loop owns it: it
 // receives the one result (the channel is buffered), also when it stops.
 func (s *zygoteSupervisor) startSuccessor() <-chan startResult {
-	s.setStarting(true)
 	result := make(chan startResult, 1)
 	go func() {
-		began := time.Now()
-		z, err := s.r.startZygote(s.ctx)
-		if err == nil {
-			s.r.cfg.Logger.Debug().Dur("took", time.Since(began)).Msg("successor zygote started")
-		}
+		z, err := s.startOnce()
 		result <- startResult{z, err}
 	}()
 	return result
 }
 
+// setSuccessor records the loop's successor and its start in flight.
+func (s *zygoteSupervisor) setSuccessor(z *zygote, starting <-chan startResult) {
+	s.mu.Lock()
+	s.successor, s.starting = z, starting
+	s.mu.Unlock()
+}
+
+// takeSuccessor takes the successor away from the loop's state: the one
+// started, or the one starting, waited for; nil when there is none or
+// its start failed.
+func (s *zygoteSupervisor) takeSuccessor() *zygote {
+	next := s.successor
+	if s.starting != nil {
+		if res := <-s.starting; res.err == nil {
+			next = res.z
+		}
+	}
+	s.setSuccessor(nil, nil)
+	return next
+}
+
 // serve makes z the serving zygote, with share sandboxes to make and its
-// age counted from now. Signals that came for the one before are stale.
+// age counted from now; z was taken as the successor first, if it was
+// one. Signals that came for the one before are stale.
 func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
 	z.setShare(share)
-	s.setSuccessor(nil) // z itself, if it was
 	s.set(z, nil)
 	age.Reset(s.r.cfg.ZygoteMaxAge)
 	for _, stale := range []chan struct{}{s.prepare, s.rotate} {
@@ -263,18 +279,12 @@ func (s *zygoteSupervisor) serve(z *zygote, share int, age *time.Timer) {
 	}
 }
 
-// replace retires old for its successor: next, or the one starting
-// (waited for), or one started now, which serves with share sandboxes to
-// make; it returns the zygote that serves (old if no start succeeded: the
-// runner is closing) and no successor.
-func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResult, why string, share int, age *time.Timer) (serving, successor *zygote, stillStarting <-chan startResult) {
-	if starting != nil {
-		res := <-starting
-		s.setStarting(false)
-		if next = res.z; res.err != nil {
-			next = nil
-		}
-	}
+// replace retires old for its successor (the one started, or the one
+// starting, waited for, or one started now), which serves with share
+// sandboxes to make; it returns the zygote that serves: old if no start
+// succeeded (the runner is closing).
+func (s *zygoteSupervisor) replace(old *zygote, why string, share int, age *time.Timer) *zygote {
+	next := s.takeSuccessor()
 	if next != nil && next.died() {
 		s.r.zygoteRestarts.Add(1)
 		next.close()
@@ -282,7 +292,7 @@ func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResul
 	}
 	if next == nil {
 		if next = s.start(); next == nil {
-			return old, nil, nil
+			return old
 		}
 	}
 	s.serve(next, share, age)
@@ -291,19 +301,7 @@ func (s *zygoteSupervisor) replace(old, next *zygote, starting <-chan startResul
 	s.mu.Lock()
 	s.retired = append(liveZygotes(s.retired), old)
 	s.mu.Unlock()
-	return next, nil, nil
-}
-
-func (s *zygoteSupervisor) setSuccessor(z *zygote) {
-	s.mu.Lock()
-	s.successor = z
-	s.mu.Unlock()
-}
-
-func (s *zygoteSupervisor) setStarting(starting bool) {
-	s.mu.Lock()
-	s.startingSuccessor = starting
-	s.mu.Unlock()
+	return next
 }
 
 // counts says how many zygotes this supervisor holds: serving (0 or 1),
@@ -315,7 +313,7 @@ func (s *zygoteSupervisor) counts() (serving, starting, successor, retiring int)
 	if s.current != nil {
 		serving = 1
 	}
-	if s.startingSuccessor {
+	if s.starting != nil {
 		starting = 1
 	}
 	if s.successor != nil {
@@ -350,7 +348,8 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 			return nil, fmt.Errorf("cannot start the zygote: %w", lastErr)
 		}
 		if z != nil {
-			prepare, rotate := s.due(z)
+			forks, share := z.progress()
+			prepare, rotate := s.due(forks, share)
 			if prepare {
 				signal(s.prepare)
 			}
@@ -359,7 +358,7 @@ func (s *zygoteSupervisor) get(ctx context.Context, failFast bool) (*zygote, err
 			}
 			// A zygote that made its share makes no more: wait for the
 			// next one (started well ahead, it is most often ready).
-			if z.forkCount() < z.share() {
+			if forks < share {
 				return z, nil
 			}
 		}

@@ -379,10 +379,11 @@ func (z *zygote) setShare(n int) {
 	z.mu.Unlock()
 }
 
-func (z *zygote) share() int {
+// progress is how many sandboxes z was asked for, of its share.
+func (z *zygote) progress() (forks, share int) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	return z.shareOfForks
+	return z.forks, z.shareOfForks
 }
 
 // release forgets a closed sandbox; a retired zygote closes with its last.

@@ -306,8 +306,8 @@ func (s *testServer) waitSettled(t *testing.T, warm int) {
 	}
 	// Fork mode: a jail and zygote per --zygotes serving, and per
 	// successor started ahead of a rotation (as /metrics counts them: none
-	// may be starting or retiring), and a sandbox per warm sandbox. Exec mode: a jail,
-	// zygote and sandbox per warm sandbox.
+	// may be starting or retiring), and a sandbox per warm sandbox. Exec
+	// mode: a jail, zygote and sandbox per warm sandbox.
 	want := (perJail + 1) * warm
 	deadline := time.Now().Add(20 * time.Second)
 	var names []string
