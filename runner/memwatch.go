@@ -187,7 +187,7 @@ var pageSize = int64(os.Getpagesize())
 // less its shared (file-backed and shmem) pages. statm is one of the few
 // /proc files of a process anyone may read, and costs no page-table walk.
 func rssAnon(pid int) (int64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	data, err := readProcFile("/proc/" + strconv.Itoa(pid) + "/statm")
 	if err != nil {
 		return 0, err
 	}
@@ -208,7 +208,7 @@ func rssAnon(pid int) (int64, error) {
 // runner may read it: it started the jail, so it holds every capability
 // in the sandbox's user namespaces (or is root).
 func pssAnon(pid int) (int64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	data, err := readProcFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
 	if err != nil {
 		return 0, err
 	}

@@ -3,7 +3,6 @@ package runner
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -74,9 +73,21 @@ func (p *jailedProc) wait(timeout time.Duration) error {
 // pidfdProc is a sandbox, reached through a pidfd its zygote sent:
 // race-free signalling of a process the runner is not the parent of.
 type pidfdProc struct {
-	fd       int
+	fd int
+	// pid is the process's pid as the runner sees it, read once when the
+	// pidfd came (0 if unknown). Reads of /proc by pid race with the
+	// process's end and the pid's reuse: their callers check alive()
+	// after reading, or only act through the pidfd.
+	pid      int
 	killOnce sync.Once
 	relOnce  sync.Once
+}
+
+// newPidfdProc takes over pidfd, a sandbox's, and reads its pid.
+func newPidfdProc(pidfd int) *pidfdProc {
+	p := &pidfdProc{fd: pidfd}
+	p.pid = p.readHostPID()
+	return p
 }
 
 func (p *pidfdProc) kill() {
@@ -108,10 +119,10 @@ func (p *pidfdProc) wait(timeout time.Duration) error {
 	return nil
 }
 
-// hostPID is the sandbox's pid as the runner sees it, read from the
-// pidfd's fdinfo.
-func (p *pidfdProc) hostPID() int {
-	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", p.fd))
+// readHostPID is the sandbox's pid as the runner sees it, read from the
+// pidfd's fdinfo: 0 if it cannot be read, -1 once the process is gone.
+func (p *pidfdProc) readHostPID() int {
+	info, err := readProcFile("/proc/self/fdinfo/" + strconv.Itoa(p.fd))
 	if err != nil {
 		return 0
 	}
@@ -142,7 +153,7 @@ func readUsage(pid int) (u Usage, ended, ok bool) {
 	if pid <= 0 {
 		return Usage{}, false, false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	stat, err := readProcFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return Usage{}, false, false
 	}
@@ -169,7 +180,7 @@ func readUsage(pid int) (u Usage, ended, ok bool) {
 	if ended {
 		return u, true, true
 	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	status, err := readProcFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return Usage{}, false, false
 	}
@@ -225,13 +236,14 @@ func treeUsage(pid int) (Usage, bool) {
 // belongs to the thread that made it), from /proc/<pid>/task/<tid>/children;
 // ok is false when the process cannot be read.
 func childrenOf(pid int) (children []int, ok bool) {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := listProcDir(dir)
 	if err != nil {
 		return nil, false
 	}
 	ok = true
 	for _, task := range tasks {
-		list, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		list, err := readProcFile(dir + task + "/children")
 		if err != nil {
 			ok = false // a thread that ended since the listing, or worse
 			continue

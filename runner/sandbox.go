@@ -87,12 +87,14 @@ func (s *Sandbox) awaitReady(ctx context.Context, deadline time.Time) error {
 	return nil
 }
 
-// PID is the host pid of the sandbox's root process (0 if unknown).
+// PID is the host pid of the sandbox's root process, as read when it was
+// spawned (0 or less if unknown). Once the sandbox is gone the pid may be
+// another process's: a caller that reads /proc by it checks Alive after.
 func (s *Sandbox) PID() int {
 	if s.proc == nil {
 		return 0
 	}
-	return s.proc.hostPID()
+	return s.proc.pid
 }
 
 // Alive reports whether the sandbox is still running.

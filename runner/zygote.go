@@ -491,7 +491,7 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, prewarm bool) (_ *Sandbox
 		if got.err != nil {
 			return nil, got.err
 		}
-		sb.proc = &pidfdProc{fd: got.pidfd}
+		sb.proc = newPidfdProc(got.pidfd)
 		if r.cfg.Cgroups != nil {
 			name, err := randomGroupName()
 			if err != nil {

@@ -1,0 +1,164 @@
+package runner
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestReadProcFileReadsWhole reads the /proc files of a sleeping child,
+// which do not change, short and long (more than one read's chunk), and
+// compares them with what the os package reads.
+func TestReadProcFileReadsWhole(t *testing.T) {
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	dir := "/proc/" + strconv.Itoa(sleeper.Process.Pid)
+	// Wait until it sleeps: until then its figures move.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stat, err := os.ReadFile(dir + "/stat")
+		if err == nil && bytes.Contains(stat, []byte(") S ")) && bytes.Contains(stat, []byte("(sleep)")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child does not sleep: %q, %v", stat, err)
+		}
+	}
+	for _, name := range []string{"/stat", "/statm", "/status", "/smaps"} {
+		got, err := readProcFile(dir + name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := os.ReadFile(dir + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: read %d bytes %q..., os read %d bytes %q...", name, len(got), clip(string(got), 60), len(want), clip(string(want), 60))
+		}
+		if name == "/smaps" && len(got) <= procReadChunk {
+			t.Errorf("smaps is %d bytes: the test wants a file longer than one chunk", len(got))
+		}
+	}
+	if _, err := readProcFile(dir + "/no-such-file"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing file: %v, want not exist", err)
+	}
+}
+
+// TestListProcDirListsTasks lists this process's threads and a child's
+// children as the runner lists a sandbox's.
+func TestListProcDirListsTasks(t *testing.T) {
+	dir := "/proc/" + strconv.Itoa(os.Getpid()) + "/task"
+	got, err := listProcDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got, strconv.Itoa(os.Getpid())) || slices.Contains(got, ".") || slices.Contains(got, "..") {
+		t.Errorf("tasks %v: want the main thread, without . and ..", got)
+	}
+	// Threads may come and go between the listings, never by many.
+	if absDiff(len(got), len(entries)) > 4 {
+		t.Errorf("%d tasks, os listed %d", len(got), len(entries))
+	}
+	if _, err := listProcDir("/proc/0/task"); err == nil {
+		t.Error("listed the tasks of pid 0")
+	}
+
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	children, ok := childrenOf(os.Getpid())
+	if !ok || !slices.Contains(children, sleeper.Process.Pid) {
+		t.Errorf("childrenOf = %v, %v: want the child %d among them", children, ok, sleeper.Process.Pid)
+	}
+	if !hasChildren(os.Getpid()) || hasChildren(sleeper.Process.Pid) {
+		t.Errorf("hasChildren: this process %v, the child %v", hasChildren(os.Getpid()), hasChildren(sleeper.Process.Pid))
+	}
+}
+
+func absDiff(a, b int) int {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// TestSandboxPipeEnds checks the modes of a new sandbox's pipes: the
+// runner's ends non-blocking (its deadlines need the poller), the
+// sandbox's blocking, as its interpreter reads and writes them.
+func TestSandboxPipeEnds(t *testing.T) {
+	p, err := newSandboxPipes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.closeAll()
+	for i, fd := range p.sandboxEnds() {
+		if nonblocking(t, fd) {
+			t.Errorf("sandbox end %d (fd %d) is non-blocking", i, fd)
+		}
+	}
+	for _, f := range []*os.File{p.toSandbox, p.fromSandbox, p.stdoutR, p.stderrR} {
+		conn, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Control(func(fd uintptr) {
+			if !nonblocking(t, int(fd)) {
+				t.Errorf("runner end %s is blocking", f.Name())
+			}
+		})
+	}
+	// The runner's write reaches the sandbox's read end, and back.
+	if _, err := p.toSandbox.WriteString("ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if n, err := readFD(p.channelIn, buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("sandbox read %q, %v", buf[:n], err)
+	}
+	if _, err := writeFD(p.channelOut, []byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.fromSandbox.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Fatalf("runner read %q, %v", buf[:n], err)
+	}
+	// Closing twice must not close a descriptor that reused the number.
+	p.closeSandboxEnds()
+	reused, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reused.Close()
+	p.closeSandboxEnds()
+	if _, err := reused.Stat(); err != nil {
+		t.Errorf("a second closeSandboxEnds closed another file: %v", err)
+	}
+}
+
+func nonblocking(t *testing.T, fd int) bool {
+	t.Helper()
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatalf("F_GETFL of %d: %v", fd, err)
+	}
+	return flags&unix.O_NONBLOCK != 0
+}
+
+func readFD(fd int, b []byte) (int, error)  { return unix.Read(fd, b) }
+func writeFD(fd int, b []byte) (int, error) { return unix.Write(fd, b) }
