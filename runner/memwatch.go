@@ -242,17 +242,22 @@ func scratchUsed(pid int) (int64, error) {
 	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
 }
 
-// memWatcher runs a memWatch over one execution: a goroutine that reads
-// the sandbox every memWatchInterval until stopped, and says on exceeded
-// what the sandbox held when it passed its limit. A nil *memWatcher
-// (a cgroup bounds the sandbox, or its baseline is unknown) watches
-// nothing.
+// memWatcher runs a memWatch over one execution: it reads the sandbox
+// every memWatchInterval until stopped, and says on exceeded what the
+// sandbox held when it passed its limit. A nil *memWatcher (a cgroup
+// bounds the sandbox, or its baseline is unknown) watches nothing.
+//
+// The readings run from a timer, not from a goroutine of the watcher's
+// own: most scripts end before the first reading, and then the watch
+// costs neither a goroutine nor the two wake-ups of stopping one.
 type memWatcher struct {
-	w        *memWatch
 	exceeded chan int64 // buffered 1
-	quit     chan struct{}
-	done     chan struct{}
-	stopped  bool
+	// mu is held by a reading and by stop: once stop has returned, no
+	// reading runs, and finish may use w.
+	mu      sync.Mutex
+	w       *memWatch
+	timer   *time.Timer
+	stopped bool
 }
 
 // startMemWatch starts the watch of the sandbox whose first process is
@@ -262,26 +267,26 @@ func startMemWatch(pid int, limit int64, base memBaseline) *memWatcher {
 	m := &memWatcher{
 		w:        &memWatch{pid: pid, limit: limit, base: base},
 		exceeded: make(chan int64, 1),
-		quit:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
-	go func() {
-		defer close(m.done)
-		ticker := time.NewTicker(memWatchInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case now := <-ticker.C:
-				if over, used := m.w.over(now); over {
-					m.exceeded <- used
-					return
-				}
-			case <-m.quit:
-				return
-			}
-		}
-	}()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.timer = time.AfterFunc(memWatchInterval, m.read)
 	return m
+}
+
+// read is one reading, run by the timer; it sets the next one unless the
+// sandbox passed its limit.
+func (m *memWatcher) read() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return
+	}
+	if over, used := m.w.over(time.Now()); over {
+		m.exceeded <- used // the only send: no reading follows it
+		return
+	}
+	m.timer.Reset(memWatchInterval)
 }
 
 // exceededC is the channel that says the limit was passed (nil, which
@@ -293,14 +298,15 @@ func (m *memWatcher) exceededC() <-chan int64 {
 	return m.exceeded
 }
 
-// stop ends the goroutine and waits for it.
+// stop ends the readings, waiting for one under way.
 func (m *memWatcher) stop() {
-	if m == nil || m.stopped {
+	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.stopped = true
-	close(m.quit)
-	<-m.done
+	m.timer.Stop()
 }
 
 // finish stops the watch and reads the sandbox once more, so that what a

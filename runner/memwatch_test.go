@@ -47,3 +47,37 @@ func TestMemoryReadings(t *testing.T) {
 		t.Error("not over a negative limit")
 	}
 }
+
+// TestMemWatcherReadsUntilStopped runs the watch over this process: under
+// a limit it cannot pass it reads on until stopped; over one it says so.
+func TestMemWatcherReadsUntilStopped(t *testing.T) {
+	pid := os.Getpid()
+	rss, err := rssAnon(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := memBaseline{rssAnon: rss, pssAnon: rss, known: true}
+
+	within := startMemWatch(pid, 1<<40, base)
+	time.Sleep(3 * memWatchInterval)
+	if over, _ := within.finish(); over {
+		t.Error("over a limit of 1 TiB")
+	}
+	within.stop() // a second stop is harmless
+	select {
+	case used := <-within.exceeded:
+		t.Errorf("a stopped watch said exceeded (%d)", used)
+	default:
+	}
+
+	over := startMemWatch(pid, -(1 << 40), base)
+	defer over.stop()
+	select {
+	case used := <-over.exceededC():
+		if used <= -(1 << 40) {
+			t.Errorf("exceeded with %d", used)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reading said exceeded within 5 s")
+	}
+}
