@@ -75,9 +75,11 @@ func (p *jailedProc) wait(timeout time.Duration) error {
 type pidfdProc struct {
 	fd int
 	// pid is the process's pid as the runner sees it, read once when the
-	// pidfd came (0 if unknown). Reads of /proc by pid race with the
-	// process's end and the pid's reuse: their callers check alive()
-	// after reading, or only act through the pidfd.
+	// pidfd came (spawn refuses a sandbox without one). Reads of /proc by
+	// pid race with the process's end and the pid's reuse, which takes
+	// the whole pid space to wrap: every signal goes through the pidfd,
+	// and a reading whose result is reported is checked with alive()
+	// after it (Sandbox.PID lists where).
 	pid      int
 	killOnce sync.Once
 	relOnce  sync.Once

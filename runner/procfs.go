@@ -21,7 +21,12 @@ import (
 // largest, is about 1.5 KiB.
 const procReadChunk = 4 << 10
 
-// readProcFile reads a /proc file whole.
+// maxProcFile bounds what readProcFile reads: the files the runner reads
+// are a few KiB at most (a children list is bounded by --max-processes).
+const maxProcFile = 1 << 20
+
+// readProcFile reads a /proc file whole, refusing one of more than
+// maxProcFile bytes.
 func readProcFile(path string) ([]byte, error) {
 	fd, err := openRetryingEINTR(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
@@ -30,6 +35,9 @@ func readProcFile(path string) ([]byte, error) {
 	defer unix.Close(fd)
 	buf := make([]byte, 0, procReadChunk)
 	for {
+		if len(buf) > maxProcFile {
+			return nil, &os.PathError{Op: "read", Path: path, Err: errProcFileTooLarge}
+		}
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, len(buf))
 		}
@@ -71,6 +79,8 @@ func listProcDir(path string) ([]string, error) {
 		_, _, names = unix.ParseDirent(buf[:n], -1, names)
 	}
 }
+
+var errProcFileTooLarge = errors.New("larger than the runner reads")
 
 func openRetryingEINTR(path string, flags int) (int, error) {
 	for {

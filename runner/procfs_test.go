@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 // compares them with what the os package reads.
 func TestReadProcFileReadsWhole(t *testing.T) {
 	sleeper := exec.Command("sleep", "30")
+	// environ, longer than one chunk, is as fixed as the command line.
+	sleeper.Env = []string{"PAD=" + strings.Repeat("x", 3*procReadChunk)}
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +38,9 @@ func TestReadProcFileReadsWhole(t *testing.T) {
 			t.Fatalf("the child does not sleep: %q, %v", stat, err)
 		}
 	}
-	for _, name := range []string{"/stat", "/statm", "/status", "/smaps"} {
+	// Not smaps: its Pss moves whenever another process maps or unmaps
+	// the libraries it shares.
+	for _, name := range []string{"/stat", "/statm", "/status", "/environ"} {
 		got, err := readProcFile(dir + name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -46,8 +52,8 @@ func TestReadProcFileReadsWhole(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: read %d bytes %q..., os read %d bytes %q...", name, len(got), clip(string(got), 60), len(want), clip(string(want), 60))
 		}
-		if name == "/smaps" && len(got) <= procReadChunk {
-			t.Errorf("smaps is %d bytes: the test wants a file longer than one chunk", len(got))
+		if name == "/environ" && len(got) <= procReadChunk {
+			t.Errorf("environ is %d bytes: the test wants a file longer than one chunk", len(got))
 		}
 	}
 	if _, err := readProcFile(dir + "/no-such-file"); !errors.Is(err, fs.ErrNotExist) {
@@ -138,6 +144,11 @@ func TestSandboxPipeEnds(t *testing.T) {
 	if n, err := p.fromSandbox.Read(buf); err != nil || string(buf[:n]) != "pong" {
 		t.Fatalf("runner read %q, %v", buf[:n], err)
 	}
+	// Deadlines, which end an execution's reads, work on the runner's end.
+	p.fromSandbox.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := p.fromSandbox.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a read past its deadline: %v, want a deadline error", err)
+	}
 	// Closing twice must not close a descriptor that reused the number.
 	p.closeSandboxEnds()
 	reused, err := os.Open("/dev/null")
@@ -162,3 +173,18 @@ func nonblocking(t *testing.T, fd int) bool {
 
 func readFD(fd int, b []byte) (int, error)  { return unix.Read(fd, b) }
 func writeFD(fd int, b []byte) (int, error) { return unix.Write(fd, b) }
+
+// TestReadProcFileRefusesLargeFiles: the reader stops at maxProcFile.
+func TestReadProcFileRefusesLargeFiles(t *testing.T) {
+	dir := t.TempDir()
+	for size, wantErr := range map[int]bool{maxProcFile: false, maxProcFile + 1: true} {
+		path := filepath.Join(dir, strconv.Itoa(size))
+		if err := os.WriteFile(path, bytes.Repeat([]byte("x"), size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readProcFile(path)
+		if wantErr != errors.Is(err, errProcFileTooLarge) || (!wantErr && len(got) != size) {
+			t.Errorf("%d bytes: read %d, %v", size, len(got), err)
+		}
+	}
+}

@@ -88,8 +88,12 @@ func (s *Sandbox) awaitReady(ctx context.Context, deadline time.Time) error {
 }
 
 // PID is the host pid of the sandbox's root process, as read when it was
-// spawned (0 or less if unknown). Once the sandbox is gone the pid may be
-// another process's: a caller that reads /proc by it checks Alive after.
+// spawned. Once the sandbox is gone the pid may in time be another
+// process's, so what is read by it holds only while the sandbox lives:
+// finishFast and finishSlow check alive() after reading its usage (which
+// also covers fastPathReady's look for children); joinCgroup after the
+// move; the baseline at ready is covered by Execute's Alive(); the memory
+// watch reads a sandbox whose end the execution sees at once.
 func (s *Sandbox) PID() int {
 	if s.proc == nil {
 		return 0

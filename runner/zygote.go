@@ -492,6 +492,11 @@ func (r *Runner) spawn(ctx context.Context, z *zygote, prewarm bool) (_ *Sandbox
 			return nil, got.err
 		}
 		sb.proc = newPidfdProc(got.pidfd)
+		if sb.PID() <= 0 {
+			// Never a sandbox the runner cannot read: without its pid
+			// there is no memory watch (and no cgroup to move it to).
+			return nil, errors.New("cannot read the new sandbox's pid from its pidfd: it ended at once, or /proc cannot be read")
+		}
 		if r.cfg.Cgroups != nil {
 			name, err := randomGroupName()
 			if err != nil {
