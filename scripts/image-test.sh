@@ -261,7 +261,21 @@ execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application
 check_examples
 
 # Every process of the container: no capabilities, and not root, neither in
-# the container nor on the host.
+# the container nor on the host. Read once the container has settled: a
+# zygote that is starting, or a sandbox being built, holds capabilities
+# in its own user namespace until it seals itself (kube-play-test.sh says
+# more).
+settled() {
+	curl -fsS -m 5 "$base/metrics" | awk '
+		$1 ~ /^pyexec_zygotes\{.*state="starting"/ { starting += $2 }
+		$1 ~ /^pyexec_pool_building/ { building += $2; seen = 1 }
+		END { exit !(seen && starting == 0 && building == 0) }'
+}
+for _ in $(seq 1 120); do
+	settled && break
+	sleep 0.5
+done
+settled || fail "the container did not settle within 60 s (a zygote starting or a sandbox building, says /metrics)"
 pids=$(pm top "$cid" hpid | tail -n +2)
 [ -n "$pids" ] || fail "podman top lists no process"
 n=0
