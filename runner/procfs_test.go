@@ -20,14 +20,9 @@ import (
 // which do not change, short and long (more than one read's chunk), and
 // compares them with what the os package reads.
 func TestReadProcFileReadsWhole(t *testing.T) {
-	sleeper := exec.Command("sleep", "30")
 	// environ, longer than one chunk, is as fixed as the command line.
-	sleeper.Env = []string{"PAD=" + strings.Repeat("x", 3*procReadChunk)}
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
-	dir := "/proc/" + strconv.Itoa(sleeper.Process.Pid)
+	sleeper := startSleeper(t, "PAD="+strings.Repeat("x", 3*procReadChunk))
+	dir := "/proc/" + strconv.Itoa(sleeper)
 	// Wait until it sleeps: until then its figures move.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		stat, err := os.ReadFile(dir + "/stat")
@@ -84,17 +79,13 @@ func TestListProcDirListsTasks(t *testing.T) {
 		t.Error("listed the tasks of pid 0")
 	}
 
-	sleeper := exec.Command("sleep", "30")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	sleeper := startSleeper(t)
 	children, ok := childrenOf(os.Getpid())
-	if !ok || !slices.Contains(children, sleeper.Process.Pid) {
-		t.Errorf("childrenOf = %v, %v: want the child %d among them", children, ok, sleeper.Process.Pid)
+	if !ok || !slices.Contains(children, sleeper) {
+		t.Errorf("childrenOf = %v, %v: want the child %d among them", children, ok, sleeper)
 	}
-	if !hasChildren(os.Getpid()) || hasChildren(sleeper.Process.Pid) {
-		t.Errorf("hasChildren: this process %v, the child %v", hasChildren(os.Getpid()), hasChildren(sleeper.Process.Pid))
+	if !hasChildren(os.Getpid()) || hasChildren(sleeper) {
+		t.Errorf("hasChildren: this process %v, the child %v", hasChildren(os.Getpid()), hasChildren(sleeper))
 	}
 }
 
@@ -135,10 +126,10 @@ func TestSandboxPipeEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4)
-	if n, err := readFD(p.channelIn, buf); err != nil || string(buf[:n]) != "ping" {
+	if n, err := unix.Read(p.channelIn, buf); err != nil || string(buf[:n]) != "ping" {
 		t.Fatalf("sandbox read %q, %v", buf[:n], err)
 	}
-	if _, err := writeFD(p.channelOut, []byte("pong")); err != nil {
+	if _, err := unix.Write(p.channelOut, []byte("pong")); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := p.fromSandbox.Read(buf); err != nil || string(buf[:n]) != "pong" {
@@ -171,8 +162,21 @@ func nonblocking(t *testing.T, fd int) bool {
 	return flags&unix.O_NONBLOCK != 0
 }
 
-func readFD(fd int, b []byte) (int, error)  { return unix.Read(fd, b) }
-func writeFD(fd int, b []byte) (int, error) { return unix.Write(fd, b) }
+// startSleeper starts a child that sleeps with environment env, killed and
+// reaped when the test ends, and returns its pid.
+func startSleeper(t *testing.T, env ...string) int {
+	t.Helper()
+	sleeper := exec.Command("sleep", "30")
+	sleeper.Env = env
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sleeper.Process.Kill()
+		sleeper.Wait()
+	})
+	return sleeper.Process.Pid
+}
 
 // TestReadProcFileRefusesLargeFiles: the reader stops at maxProcFile.
 func TestReadProcFileRefusesLargeFiles(t *testing.T) {

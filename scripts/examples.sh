@@ -1,8 +1,9 @@
 # Sourced by scripts/image-test.sh and scripts/kube-play-test.sh: the
 # original README's examples, and what a script sees of the sandbox, sent
-# to a running server. The caller defines say, fail and execute (which
-# POSTs its one argument, a JSON request, to /execute and prints the
-# answer).
+# to a running server, and the wait before the callers read its
+# processes. The caller defines say, fail, execute (which POSTs its one
+# argument, a JSON request, to /execute and prints the answer) and
+# metrics (which prints /metrics).
 
 # check NAME REQUEST TEST: the answer to REQUEST passes the jq TEST.
 check() {
@@ -23,4 +24,25 @@ check_examples() {
 		'.result == ["lo"]'
 	check uid '{"script": "import os\ndef main():\n    return [os.getuid(), os.geteuid(), os.getgid()]"}' \
 		'.result == [65534, 65534, 65534]'
+}
+
+# wait_settled waits, at most 60 s, until the server starts nothing: no
+# zygote starting (a rotation's successor starts ahead of its turn) and no
+# sandbox being built, as /metrics says; without requests nothing starts
+# after that. Until it has sealed itself, each of those holds
+# capabilities in its own user namespace, before any script has run: the
+# callers' checks that no process has one read the processes after this.
+wait_settled() {
+	for _ in $(seq 1 120); do
+		settled && return
+		sleep 0.5
+	done
+	fail "the server did not settle within 60 s (a zygote starting or a sandbox building, says /metrics)"
+}
+
+settled() {
+	metrics | awk '
+		$1 ~ /^pyexec_zygotes\{.*state="starting"/ { starting += $2 }
+		$1 ~ /^pyexec_pool_building/ { building += $2; seen = 1 }
+		END { exit !(seen && starting == 0 && building == 0) }'
 }

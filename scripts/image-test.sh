@@ -256,26 +256,15 @@ case "$got" in "debian13-ds 3.13."*" 2."*) ;; *) fail "/health's default runtime
 say "ok: the default runtime: $got"
 
 execute() { curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' -d "$1"; }
+metrics() { curl -fsS -m 5 "$base/metrics"; }
 # shellcheck source=scripts/examples.sh
 . "$repo/scripts/examples.sh"
 check_examples
 
 # Every process of the container: no capabilities, and not root, neither in
-# the container nor on the host. Read once the container has settled: a
-# zygote that is starting, or a sandbox being built, holds capabilities
-# in its own user namespace until it seals itself (kube-play-test.sh says
-# more).
-settled() {
-	curl -fsS -m 5 "$base/metrics" | awk '
-		$1 ~ /^pyexec_zygotes\{.*state="starting"/ { starting += $2 }
-		$1 ~ /^pyexec_pool_building/ { building += $2; seen = 1 }
-		END { exit !(seen && starting == 0 && building == 0) }'
-}
-for _ in $(seq 1 120); do
-	settled && break
-	sleep 0.5
-done
-settled || fail "the container did not settle within 60 s (a zygote starting or a sandbox building, says /metrics)"
+# the container nor on the host, once nothing is starting (wait_settled
+# says why).
+wait_settled
 pids=$(pm top "$cid" hpid | tail -n +2)
 [ -n "$pids" ] || fail "podman top lists no process"
 n=0

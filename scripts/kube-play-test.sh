@@ -184,6 +184,7 @@ execute() {
 	in_ns curl -sS -m 30 -X POST "$base/execute" -H 'Content-Type: application/json' \
 		-H "Authorization: Bearer $token" -d "$1"
 }
+metrics() { in_ns curl -fsS -m 5 -H "Authorization: Bearer $token" "$base/metrics"; }
 # shellcheck source=scripts/examples.sh
 . "$repo/scripts/examples.sh"
 check_examples
@@ -194,24 +195,8 @@ check_examples
 # make its sandboxes' namespaces and host names, which the runtime's
 # default profile refuses. capabilities: none. procMount: Unmasked: no
 # mount hides a part of the container's /proc.
-#
-# A zygote that is starting (a rotation's successor starts ahead of its
-# turn) holds capabilities in its own user namespace until it has sealed
-# itself, and so does a sandbox being built until it drops them; neither
-# has run a script. So the processes are read once the pod has settled:
-# no zygote starting and no sandbox building (nothing starts either
-# without requests).
-settled() {
-	in_ns curl -fsS -m 5 -H "Authorization: Bearer $token" "$base/metrics" | awk '
-		$1 ~ /^pyexec_zygotes\{.*state="starting"/ { starting += $2 }
-		$1 ~ /^pyexec_pool_building/ { building += $2; seen = 1 }
-		END { exit !(seen && starting == 0 && building == 0) }'
-}
-for _ in $(seq 1 120); do
-	settled && break
-	sleep 0.5
-done
-settled || fail "the pod did not settle within 60 s (a zygote starting or a sandbox building, says /metrics)"
+# The processes are read once nothing is starting (wait_settled says why).
+wait_settled
 first=${subuid%:*}
 last=$((first + ${subuid#*:} - 1))
 pids=$(as_user podman top "$ctr" hpid | tail -n +2)
